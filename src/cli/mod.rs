@@ -1,0 +1,141 @@
+//! The command line: the same engine as the window, headless, for people and for scripts.
+//!
+//! `main` parses arguments, sets up logging, runs one command and prints any error once, as one line on
+//! stderr that names the cause and the next step. With `--json`, each command prints exactly one JSON
+//! document on stdout (errors too: `{"error": "..."}`) so scripts never parse prose.
+//!
+//! Exit codes: 0 success (whether or not an update exists), 1 failure, 2 usage error.
+//!
+//! Each subcommand group lives in its own file and exposes `Args` + `run(&Ctx, Args)`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use crate::paths::Paths;
+
+pub mod backend;
+pub mod models;
+pub mod release;
+pub mod run;
+pub mod update;
+
+/// Installs, launches and safely updates the Personal AI Agent backend.
+#[derive(Debug, Parser)]
+#[command(name = "personal-ai-agent", version, about, long_about = None)]
+pub struct Cli {
+    /// Keep config, data, downloads and installs under DIR.
+    #[arg(long, global = true, value_name = "DIR", env = "PAI_HOME")]
+    pub home: Option<PathBuf>,
+    /// Print one JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More detail on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check for, download, install and roll back updates of the agent.
+    Update(update::UpdateArgs),
+    /// Build release archives, checksums and the signed manifest (for maintainers and CI).
+    Release(release::ReleaseArgs),
+    /// Start, stop and inspect the agent backend.
+    Backend(backend::BackendArgs),
+    /// Download and check the model files the agent needs.
+    Models(models::ModelsArgs),
+    /// Run the launcher: supervise the backend and apply updates (`--headless` for no window).
+    Run(run::RunArgs),
+}
+
+/// What every command gets: where files live and how to print.
+#[derive(Debug)]
+pub struct Ctx {
+    pub paths: Paths,
+    pub json: bool,
+    pub quiet: bool,
+    /// Whether stderr is a terminal (progress bars only then).
+    pub interactive: bool,
+}
+
+impl Ctx {
+    /// Prints `value` as JSON when `--json` was given, otherwise `human()`.
+    pub fn emit<T: Serialize>(&self, value: &T, human: impl FnOnce() -> String) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+        } else {
+            let text = human();
+            if !text.is_empty() {
+                println!("{}", text.trim_end());
+            }
+        }
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    let json = cli.json;
+    match run_cli(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let message = one_line(&e);
+            if json {
+                println!("{}", serde_json::json!({ "error": message }));
+            }
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Joins an error and its causes into one line, without repeating a cause already in the message.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+fn run_cli(cli: Cli) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let paths = Paths::resolve(cli.home.as_deref())?;
+    let verbosity = if cli.quiet { 0 } else { cli.verbose + 1 };
+    let _log_guard = crate::logging::init(&paths, verbosity);
+    let ctx = Ctx {
+        paths,
+        json: cli.json,
+        quiet: cli.quiet,
+        interactive: std::io::stderr().is_terminal() && !cli.json && !cli.quiet,
+    };
+    match cli.command {
+        Some(Command::Update(args)) => update::run(&ctx, args),
+        Some(Command::Release(args)) => release::run(&ctx, args),
+        Some(Command::Backend(args)) => backend::run(&ctx, args),
+        Some(Command::Models(args)) => models::run(&ctx, args),
+        Some(Command::Run(args)) => run::run(&ctx, args),
+        None => run::run(&ctx, run::RunArgs::default()),
+    }
+}

@@ -1,0 +1,132 @@
+//! The engine's error type. Variants carry evidence (path, URL, expected, actual) and their messages
+//! name the cause and the next step, so the edges (CLI, window, API) can print them as they are.
+//!
+//! Modules with many failure modes of their own (`download`, `verify`, `archive`, `install`,
+//! `supervisor`, `models`) keep their own `thiserror` enum and are wrapped here transparently.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Local, Utc};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "no repository is configured; set GITHUB_REPO=owner/name, or `update configure --repo owner/name`, or configure a static feed with `update configure --feed URL`"
+    )]
+    NoRepository,
+
+    #[error("`{value}` is not a GitHub repository; write it as owner/name, for example personal-ai-agent/agent")]
+    InvalidRepository { value: String },
+
+    #[error(
+        "repository {repo} was not found at {api}: it does not exist, or it is private (set GITHUB_TOKEN to a token that can read it)"
+    )]
+    RepoNotFound { repo: String, api: String },
+
+    #[error("{}", rate_limited_message(.reset_at, .retry_after_secs, *.authenticated))]
+    RateLimited {
+        reset_at: Option<DateTime<Utc>>,
+        retry_after_secs: Option<u64>,
+        authenticated: bool,
+    },
+
+    #[error("cannot reach {url}: {reason}; check the network connection or the HTTPS_PROXY setting, then try again")]
+    Network { url: String, reason: String },
+
+    #[error("{url} answered HTTP {status}{}", detail_suffix(.detail))]
+    Http { url: String, status: u16, detail: String },
+
+    #[error("{url} sent a response that could not be read ({reason}); the server or mirror may be misconfigured")]
+    InvalidResponse { url: String, reason: String },
+
+    #[error("the release feed at {location} could not be read: {reason}")]
+    Feed { location: String, reason: String },
+
+    #[error(
+        "release {version} has no download for {platform}; assets published: {}. Choose another platform with --platform, or wait for a build for this one",
+        list_or_none(.available)
+    )]
+    NoAssetForPlatform {
+        version: String,
+        platform: String,
+        available: Vec<String>,
+    },
+
+    #[error("`{value}` is not a platform; write it as <os>-<arch>, for example linux-x86_64, macos-aarch64 or windows-x86_64")]
+    InvalidPlatform { value: String },
+
+    #[error("`{value}` is not a version; write it as semver, for example 1.4.0 or v1.5.0-beta.2")]
+    InvalidVersion { value: String },
+
+    #[error("`{value}` is not a channel; choose stable, beta or dev")]
+    InvalidChannel { value: String },
+
+    #[error("invalid setting {name} = `{value}`: {reason}")]
+    InvalidSetting {
+        name: String,
+        value: String,
+        reason: String,
+    },
+
+    #[error("no release matches {what}; run `personal-ai-agent update check` to see what is published")]
+    ReleaseNotFound { what: String },
+}
+
+impl Error {
+    /// An I/O error with the action and the path it concerned.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+fn rate_limited_message(
+    reset_at: &Option<DateTime<Utc>>,
+    retry_after_secs: &Option<u64>,
+    authenticated: bool,
+) -> String {
+    let when = match (reset_at, retry_after_secs) {
+        (_, Some(secs)) => format!("for {secs} s"),
+        (Some(at), None) => format!(
+            "until {} ({})",
+            at.with_timezone(&Local).format("%H:%M"),
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        (None, None) => "for now".to_owned(),
+    };
+    let hint = if authenticated {
+        "try again after that"
+    } else {
+        "set GITHUB_TOKEN to raise the limit, or try again after that"
+    };
+    format!("rate-limited by GitHub {when}; {hint}")
+}
+
+fn detail_suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    }
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
+    }
+}

@@ -1,0 +1,37 @@
+//! Personal AI Agent Desktop: installs, launches and safely updates the local agent backend.
+//!
+//! The crate is a library plus a thin `main`, so tests drive the same engine the binary ships. See
+//! `ARCHITECTURE.md` for the code map and the invariants each module keeps. In short:
+//!
+//! - the **engine** (`config`, `paths`, `release`, `version`, `platform`, `sources`, `check`, `download`,
+//!   `verify`, `archive`, `install`, `pack`, `agent`, `supervisor`, `models`) never draws a widget or
+//!   serves HTTP;
+//! - the **edges** (`cli`, and later the window and the local API) turn engine results into text, JSON or
+//!   pixels, and add the sentence a user needs to errors.
+
+pub mod agent;
+pub mod archive;
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod download;
+pub mod error;
+pub mod http;
+pub mod install;
+pub mod logging;
+pub mod models;
+pub mod pack;
+pub mod paths;
+pub mod platform;
+pub mod release;
+pub mod sources;
+pub mod supervisor;
+pub mod verify;
+pub mod version;
+
+pub use error::{Error, Result};
+
+/// The name of the product as users see it.
+pub const PRODUCT_NAME: &str = "Personal AI Agent";
+/// The launcher's own version, from Cargo.toml.
+pub const LAUNCHER_VERSION: &str = env!("CARGO_PKG_VERSION");

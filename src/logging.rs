@@ -1,0 +1,58 @@
+//! Logging: update operations go to a rotated file in the data folder, and to stderr by verbosity.
+//!
+//! Verbosity 0 prints errors only, 1 (the default) warnings, 2 info, 3 debug, 4 trace; `RUST_LOG`
+//! overrides the stderr filter. The file always records info and above, rotated daily, seven files kept.
+
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{EnvFilter, fmt};
+
+use crate::paths::Paths;
+
+/// Installs the global subscriber; keep the guard alive until exit so the file is flushed.
+/// Returns `None` when a subscriber was already installed (tests) or the log folder is unusable, in
+/// which case logging still goes to stderr.
+pub fn init(paths: &Paths, verbosity: u8) -> Option<WorkerGuard> {
+    let level = match verbosity {
+        0 => "error",
+        1 => "warn",
+        2 => "info",
+        3 => "debug",
+        _ => "trace",
+    };
+    let stderr_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let stderr_layer = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_filter(stderr_filter);
+
+    let file = crate::paths::ensure_dir(&paths.logs_dir()).ok().and_then(|()| {
+        tracing_appender::rolling::Builder::new()
+            .rotation(tracing_appender::rolling::Rotation::DAILY)
+            .filename_prefix("launcher")
+            .filename_suffix("log")
+            .max_log_files(7)
+            .build(paths.logs_dir())
+            .ok()
+    });
+    match file {
+        Some(appender) => {
+            let (writer, guard) = tracing_appender::non_blocking(appender);
+            let file_layer = fmt::layer()
+                .with_writer(writer)
+                .with_ansi(false)
+                .with_filter(EnvFilter::new("info"));
+            tracing_subscriber::registry()
+                .with(stderr_layer)
+                .with(file_layer)
+                .try_init()
+                .ok()
+                .map(|()| guard)
+        }
+        None => {
+            let _ = tracing_subscriber::registry().with(stderr_layer).try_init();
+            None
+        }
+    }
+}

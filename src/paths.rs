@@ -1,0 +1,107 @@
+//! Every path the launcher uses, in one place.
+//!
+//! Three ways to choose the root, first match wins:
+//! 1. `--home DIR` or `PAI_HOME=DIR`: everything under DIR (tests, several side-by-side installs);
+//! 2. `PORTABLE_MODE=1`: everything beside the executable (a USB stick, an unzipped folder);
+//! 3. otherwise the platform's folders: config in the config folder, the rest in the data folder.
+//!
+//! Nothing here creates a folder; callers create what they write into, with [`ensure_dir`].
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Where the launcher keeps its files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paths {
+    /// Holds `config.json`.
+    pub config_dir: PathBuf,
+    /// Holds logs, caches, downloads, installed versions and models.
+    pub data_dir: PathBuf,
+    /// Whether the root came from `PORTABLE_MODE`.
+    pub portable: bool,
+}
+
+impl Paths {
+    /// Everything under one folder.
+    pub fn under(home: impl Into<PathBuf>) -> Self {
+        let home = home.into();
+        Paths {
+            config_dir: home.clone(),
+            data_dir: home,
+            portable: false,
+        }
+    }
+
+    /// Resolves the root from an explicit home, then `PAI_HOME`, `PORTABLE_MODE`, then the platform.
+    pub fn resolve(home: Option<&Path>) -> Result<Self> {
+        Self::resolve_with(home, &|name| std::env::var(name).ok())
+    }
+
+    /// As [`Paths::resolve`], reading the environment through `env` (tests inject it).
+    pub fn resolve_with(home: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+        if let Some(home) = home {
+            return Ok(Self::under(absolute(home)));
+        }
+        if let Some(home) = env("PAI_HOME").filter(|h| !h.is_empty()) {
+            return Ok(Self::under(absolute(Path::new(&home))));
+        }
+        if env("PORTABLE_MODE").is_some_and(|v| crate::config::parse_bool(&v) == Some(true)) {
+            let exe = std::env::current_exe().map_err(|e| Error::io("find the executable", "", e))?;
+            let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+            let mut paths = Self::under(dir);
+            paths.portable = true;
+            return Ok(paths);
+        }
+        let dirs = directories::ProjectDirs::from("ai", "PersonalAIAgent", "PersonalAIAgent").ok_or_else(|| {
+            Error::InvalidSetting {
+                name: "home".into(),
+                value: String::new(),
+                reason: "no home folder was found for this user; pass --home DIR or set PAI_HOME".into(),
+            }
+        })?;
+        Ok(Paths {
+            config_dir: dirs.config_dir().to_path_buf(),
+            data_dir: dirs.data_dir().to_path_buf(),
+            portable: false,
+        })
+    }
+
+    /// The settings file.
+    pub fn config_file(&self) -> PathBuf {
+        self.config_dir.join("config.json")
+    }
+    /// Rotated log files.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.data_dir.join("logs")
+    }
+    /// Small caches, such as the GitHub ETag cache.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.data_dir.join("cache")
+    }
+    /// Downloads in progress (`*.part`) and finished, verified downloads waiting to be installed.
+    pub fn downloads_dir(&self) -> PathBuf {
+        self.data_dir.join("downloads")
+    }
+    /// Installed versions, the `current` pointer, the journal and the update lock.
+    pub fn install_dir(&self) -> PathBuf {
+        self.data_dir.join("install")
+    }
+    /// Model files, shared by every installed version.
+    pub fn models_dir(&self) -> PathBuf {
+        self.data_dir.join("models")
+    }
+    /// Runtime state shared between processes (backend status written by the supervisor).
+    pub fn run_dir(&self) -> PathBuf {
+        self.data_dir.join("run")
+    }
+}
+
+/// Creates `dir` and its parents, with an error that names the folder.
+pub fn ensure_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create folder", dir, e))
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}

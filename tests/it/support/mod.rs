@@ -1,0 +1,269 @@
+//! Test support: a tiny HTTP/1.1 server on `127.0.0.1:0` whose answers each test scripts, and helpers for
+//! private home folders. No test touches the internet.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+/// A request as the server saw it.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: String,
+    /// Path with query, as sent (`/repos/o/r/releases?per_page=100`).
+    pub path: String,
+    /// Header names lowercased.
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+    }
+    /// The path without its query string.
+    pub fn path_only(&self) -> &str {
+        self.path.split('?').next().unwrap_or("")
+    }
+}
+
+/// What the server answers.
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Close the connection after sending this many body bytes (a dropped connection).
+    pub drop_after: Option<usize>,
+    /// Sleep before answering (a slow or dead server).
+    pub delay: Option<Duration>,
+}
+
+impl Response {
+    pub fn new(status: u16) -> Self {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+            drop_after: None,
+            delay: None,
+        }
+    }
+    pub fn json(status: u16, body: impl Into<String>) -> Self {
+        Response::new(status)
+            .header("content-type", "application/json; charset=utf-8")
+            .body(body.into().into_bytes())
+    }
+    pub fn bytes(body: impl Into<Vec<u8>>) -> Self {
+        Response::new(200)
+            .header("content-type", "application/octet-stream")
+            .body(body.into())
+    }
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_owned(), value.into()));
+        self
+    }
+    pub fn body(mut self, body: Vec<u8>) -> Self {
+        self.body = body;
+        self
+    }
+    pub fn drop_after(mut self, n: usize) -> Self {
+        self.drop_after = Some(n);
+        self
+    }
+    pub fn delay(mut self, d: Duration) -> Self {
+        self.delay = Some(d);
+        self
+    }
+}
+
+type Handler = dyn Fn(&Request) -> Response + Send + Sync + 'static;
+
+/// A scripted HTTP server; every request is recorded in order.
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    requests: Arc<Mutex<Vec<Request>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl TestServer {
+    /// Starts a server answering every request with `handler`.
+    pub fn start(handler: impl Fn(&Request) -> Response + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler: Arc<Handler> = Arc::new(handler);
+        {
+            let requests = requests.clone();
+            let stop = stop.clone();
+            thread::Builder::new()
+                .name("test-http-server".into())
+                .spawn(move || {
+                    for stream in listener.incoming() {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let Ok(stream) = stream else { continue };
+                        let handler = handler.clone();
+                        let requests = requests.clone();
+                        thread::spawn(move || serve_connection(stream, &*handler, &requests));
+                    }
+                })
+                .unwrap();
+        }
+        TestServer { addr, requests, stop }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request so far, in order.
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn serve_connection(stream: TcpStream, handler: &Handler, requests: &Mutex<Vec<Request>>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut stream = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_owned();
+        let path = parts.next().unwrap_or("").to_owned();
+        let mut headers = HashMap::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            }
+        }
+        let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let mut body = vec![0; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let request = Request {
+            method,
+            path,
+            headers,
+            body,
+        };
+        requests.lock().unwrap().push(request.clone());
+        let response = handler(&request);
+        if let Some(d) = response.delay {
+            thread::sleep(d);
+        }
+        let mut head = format!("HTTP/1.1 {} {}\r\n", response.status, reason(response.status));
+        let has_len = response.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length"));
+        for (k, v) in &response.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !has_len {
+            head.push_str(&format!("content-length: {}\r\n", response.body.len()));
+        }
+        head.push_str("\r\n");
+        if stream.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        if request.method == "HEAD" {
+            continue;
+        }
+        match response.drop_after {
+            Some(n) => {
+                let n = n.min(response.body.len());
+                let _ = stream.write_all(&response.body[..n]);
+                let _ = stream.flush();
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+            None => {
+                if stream.write_all(&response.body).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        206 => "Partial Content",
+        302 => "Found",
+        304 => "Not Modified",
+        403 => "Forbidden",
+        404 => "Not Found",
+        416 => "Range Not Satisfiable",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+/// Answers a request for `data` the way a real file server does: `Range: bytes=N-` gives 206 with
+/// `Content-Range`, honouring `If-Range` against `etag`; otherwise 200 with the whole body.
+pub fn serve_bytes(req: &Request, data: &[u8], etag: &str) -> Response {
+    let range_ok = match req.header("if-range") {
+        Some(v) => v == etag,
+        None => true,
+    };
+    if let (Some(range), true) = (req.header("range"), range_ok) {
+        if let Some(start) = range.strip_prefix("bytes=").and_then(|r| r.strip_suffix('-')) {
+            if let Ok(start) = start.parse::<usize>() {
+                if start >= data.len() {
+                    return Response::new(416).header("content-range", format!("bytes */{}", data.len()));
+                }
+                return Response::new(206)
+                    .header("content-type", "application/octet-stream")
+                    .header("etag", etag)
+                    .header("accept-ranges", "bytes")
+                    .header(
+                        "content-range",
+                        format!("bytes {}-{}/{}", start, data.len() - 1, data.len()),
+                    )
+                    .body(data[start..].to_vec());
+            }
+        }
+    }
+    Response::bytes(data.to_vec())
+        .header("etag", etag)
+        .header("accept-ranges", "bytes")
+}
+
+/// A private home folder for one test.
+pub fn temp_home() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("pai-test-").tempdir().unwrap()
+}
+
+/// Fixtures kept in the repository (`tests/fixtures`; `github/` holds GitHub's documented examples).
+pub fn fixtures_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
