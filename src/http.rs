@@ -1,1 +1,75 @@
-//! (being written)
+//! The one HTTP client configuration every network call uses.
+//!
+//! - TLS through rustls, verifying against the platform's trust store (`rustls-platform-verifier`), so a
+//!   corporate TLS-inspecting proxy whose root certificate the user trusts keeps working.
+//! - `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY` (upper or lower case) are honoured, and on
+//!   Windows and macOS the system proxy settings too.
+//! - A connect timeout and a per-read timeout, so a dead network never hangs anything; there is no total
+//!   timeout, so a multi-gigabyte download on a slow line is not cut off while bytes keep arriving.
+//! - Redirects are followed (up to 10); `Authorization` is dropped whenever a redirect changes scheme,
+//!   host or port, so a token never reaches a storage host.
+
+use std::time::Duration;
+
+use reqwest::blocking::Client;
+
+use crate::error::{Error, Result};
+
+/// How long to wait for a TCP + TLS connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long any single read or write may stall.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `personal-ai-agent/<version>`: GitHub requires a User-Agent, and it tells server logs who we are.
+pub fn user_agent() -> String {
+    format!("personal-ai-agent/{} (+{})", crate::LAUNCHER_VERSION, env!("CARGO_PKG_REPOSITORY"))
+}
+
+/// Builds the shared client.
+pub fn client() -> Result<Client> {
+    Client::builder()
+        .user_agent(user_agent())
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(READ_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::limited(10))
+        .build()
+        .map_err(|e| Error::Network {
+            url: String::new(),
+            reason: format!("the HTTP client could not be set up ({e}); check the proxy settings"),
+        })
+}
+
+/// Turns a transport error into the engine's error, with the URL and the likely cause.
+pub fn transport_error(url: &str, e: &reqwest::Error) -> Error {
+    let reason = if e.is_timeout() {
+        "the connection timed out".to_owned()
+    } else if e.is_connect() {
+        format!("could not connect ({})", root_cause(e))
+    } else if e.is_redirect() {
+        "too many redirects".to_owned()
+    } else {
+        root_cause(e)
+    };
+    Error::Network {
+        url: url.to_owned(),
+        reason,
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// Whether a URL points at this machine (plain HTTP is only accepted there).
+pub fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod download;
 pub mod error;
+pub mod fsutil;
 pub mod http;
 pub mod install;
 pub mod logging;

@@ -1,1 +1,43 @@
-//! (being written)
+//! Where releases come from. Every source produces the same [`Release`](crate::release::Release) list:
+//!
+//! - [`github`]: the GitHub Releases REST API (pagination, ETag, rate limits, tokens), plus the
+//!   rate-limit-free `releases/latest/download/release-manifest.json` shortcut for stable checks;
+//! - [`feed`]: a static JSON feed at an HTTPS URL or in a local folder, for mirrors and offline installs.
+//!
+//! Both sit behind [`ReleaseSource`], so the check logic and its tests do not care which one answered.
+
+pub mod feed;
+pub mod github;
+
+use crate::error::Result;
+use crate::release::Release;
+
+/// The releases a source published, and what fetching them cost.
+#[derive(Clone, Debug, Default)]
+pub struct Fetched {
+    pub releases: Vec<Release>,
+    /// HTTP requests made (0 for a local folder).
+    pub requests: u32,
+    /// True when the source answered "not modified" and the cached list was used.
+    pub not_modified: bool,
+    /// Whether every release was listed (false when only the latest one was looked at).
+    pub complete: bool,
+    /// Human description of where the list came from.
+    pub origin: String,
+}
+
+/// A place releases are published.
+pub trait ReleaseSource {
+    /// Where this source looks, for messages (`GitHub repository o/r`, `feed https://…`).
+    fn describe(&self) -> String;
+    /// Every published release (drafts excluded), in any order.
+    fn releases(&self) -> Result<Fetched>;
+    /// The newest stable release only, if the source can tell it more cheaply than the full list
+    /// (GitHub: a static manifest file, no API call). `Ok(None)` means "ask `releases`".
+    fn latest_stable(&self) -> Result<Option<Fetched>> {
+        Ok(None)
+    }
+    /// Reads a small release file (checksums, manifest, signature) by URL, at most `limit` bytes;
+    /// `Ok(None)` when it does not exist.
+    fn fetch_small(&self, url: &str, limit: u64) -> Result<Option<Vec<u8>>>;
+}
