@@ -2,3 +2,4 @@
 //! local servers and private home folders; see `support`.
 
 mod support;
+mod github;

@@ -1,0 +1,219 @@
+//! The GitHub Releases source against a local server that answers like GitHub: GitHub's documented
+//! example release, pagination by `Link`, ETag and 304, rate limits, 404, malformed JSON, redirects.
+
+use personal_ai_agent::Error;
+use personal_ai_agent::sources::ReleaseSource;
+use personal_ai_agent::sources::github::{GitHubSource, Repo};
+use serde_json::{Value, json};
+
+use crate::support::{Response, TestServer, fixtures_dir, temp_home};
+
+/// GitHub's documented example release, re-tagged, with our own asset names.
+pub fn api_release(tag: &str, prerelease: bool, draft: bool, assets: &[&str]) -> Value {
+    let text = std::fs::read_to_string(fixtures_dir().join("github/release-example.json")).unwrap();
+    let mut release: Value = serde_json::from_str(&text).unwrap();
+    let template = release["assets"][0].clone();
+    release["tag_name"] = json!(tag);
+    release["name"] = json!(format!("Release {tag}"));
+    release["body"] = json!(format!("## {tag}\n- notes of {tag}"));
+    release["prerelease"] = json!(prerelease);
+    release["draft"] = json!(draft);
+    release["assets"] = Value::Array(
+        assets
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let mut a = template.clone();
+                a["name"] = json!(name);
+                a["id"] = json!(i + 1);
+                a["size"] = json!(1000 + i);
+                a["browser_download_url"] = json!(format!("https://github.com/o/r/releases/download/{tag}/{name}"));
+                a
+            })
+            .collect(),
+    );
+    release
+}
+
+fn source(server: &TestServer, token: Option<&str>) -> GitHubSource {
+    GitHubSource::new(
+        personal_ai_agent::http::client().unwrap(),
+        &server.url(),
+        &server.url(),
+        "o/r".parse::<Repo>().unwrap(),
+        token.map(str::to_owned),
+    )
+}
+
+#[test]
+fn the_documented_list_example_parses_and_requests_carry_githubs_required_headers() {
+    let list = std::fs::read_to_string(fixtures_dir().join("github/releases-list-example.json")).unwrap();
+    let server = TestServer::start(move |_| Response::json(200, list.clone()));
+    let fetched = source(&server, Some("sekrit")).releases().unwrap();
+    assert_eq!(fetched.releases.len(), 1);
+    assert_eq!(fetched.releases[0].tag, "v1.0.0");
+    let req = &server.requests()[0];
+    assert_eq!(req.path, "/repos/o/r/releases?per_page=100");
+    assert!(req.header("user-agent").unwrap().starts_with("personal-ai-agent/"));
+    assert_eq!(req.header("accept"), Some("application/vnd.github+json"));
+    assert_eq!(req.header("x-github-api-version"), Some("2022-11-28"));
+    assert_eq!(req.header("authorization"), Some("Bearer sekrit"));
+}
+
+#[test]
+fn no_authorization_header_is_sent_without_a_token() {
+    let server = TestServer::start(|_| Response::json(200, "[]"));
+    source(&server, None).releases().unwrap();
+    assert_eq!(server.requests()[0].header("authorization"), None);
+}
+
+#[test]
+fn pages_are_followed_by_link_and_drafts_and_non_semver_tags_are_dropped() {
+    let server = TestServer::start(|req| {
+        let base = format!("http://{}", req.header("host").unwrap());
+        if req.path.contains("page=2") {
+            Response::json(200, json!([api_release("v0.9.0", false, false, &[])]).to_string())
+        } else {
+            let page = json!([
+                api_release("v1.1.0", false, false, &[]),
+                api_release("v1.2.0", false, true, &[]),
+                api_release("nightly-2026-01-01", true, false, &[]),
+            ]);
+            Response::json(200, page.to_string()).header(
+                "link",
+                format!(
+                    r#"<{base}/repositories/1/releases?per_page=100&page=2>; rel="next", <{base}/repositories/1/releases?per_page=100&page=2>; rel="last""#
+                ),
+            )
+        }
+    });
+    let fetched = source(&server, None).releases().unwrap();
+    let tags: Vec<_> = fetched.releases.iter().map(|r| r.tag.as_str()).collect();
+    assert_eq!(tags, ["v1.1.0", "v0.9.0"]);
+    assert_eq!(fetched.requests, 2);
+    assert_eq!(server.requests()[1].path, "/repositories/1/releases?per_page=100&page=2");
+}
+
+#[test]
+fn an_unchanged_list_costs_one_request_answered_304() {
+    let server = TestServer::start(|req| {
+        if req.header("if-none-match") == Some("\"abc\"") {
+            Response::new(304).header("etag", "\"abc\"")
+        } else {
+            Response::json(200, json!([api_release("v1.0.0", false, false, &[])]).to_string())
+                .header("etag", "\"abc\"")
+        }
+    });
+    let home = temp_home();
+    let cache = home.path().join("cache/github.json");
+    let first = source(&server, None).with_cache(cache.clone()).releases().unwrap();
+    assert!(!first.not_modified);
+    let second = source(&server, None).with_cache(cache).releases().unwrap();
+    assert!(second.not_modified);
+    assert_eq!(second.requests, 1);
+    assert_eq!(second.releases, first.releases);
+    assert_eq!(server.requests().len(), 2);
+    assert_eq!(server.requests()[1].header("if-none-match"), Some("\"abc\""));
+}
+
+#[test]
+fn an_exhausted_rate_limit_stops_and_says_when_it_resets() {
+    let server = TestServer::start(|_| {
+        Response::json(403, r#"{"message":"API rate limit exceeded"}"#)
+            .header("x-ratelimit-remaining", "0")
+            .header("x-ratelimit-reset", "1893456000")
+    });
+    let err = source(&server, None).releases().unwrap_err();
+    match &err {
+        Error::RateLimited { reset_at, .. } => assert_eq!(reset_at.unwrap().timestamp(), 1893456000),
+        other => panic!("expected a rate limit, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains("rate-limited by GitHub until"), "{text}");
+    assert!(text.contains("2030-01-01T00:00:00Z"), "{text}");
+    assert!(text.contains("GITHUB_TOKEN"), "{text}");
+    assert_eq!(server.requests().len(), 1, "must not retry into the limit");
+}
+
+#[test]
+fn a_secondary_limit_with_retry_after_is_reported() {
+    let server = TestServer::start(|_| Response::json(429, "{}").header("retry-after", "60"));
+    let err = source(&server, Some("t")).releases().unwrap_err();
+    assert!(matches!(err, Error::RateLimited { retry_after_secs: Some(60), authenticated: true, .. }));
+    assert!(err.to_string().contains("for 60 s"), "{err}");
+}
+
+#[test]
+fn a_plain_403_is_not_mistaken_for_a_rate_limit() {
+    let server = TestServer::start(|_| {
+        Response::json(403, r#"{"message":"Resource not accessible"}"#).header("x-ratelimit-remaining", "4999")
+    });
+    let err = source(&server, Some("t")).releases().unwrap_err();
+    assert!(matches!(err, Error::Http { status: 403, .. }), "{err:?}");
+    assert!(err.to_string().contains("Resource not accessible"));
+}
+
+#[test]
+fn a_missing_repository_says_it_may_be_private() {
+    let server = TestServer::start(|_| Response::json(404, r#"{"message":"Not Found"}"#));
+    let err = source(&server, None).releases().unwrap_err();
+    assert!(matches!(err, Error::RepoNotFound { .. }));
+    let text = err.to_string();
+    assert!(text.contains("o/r") && text.contains("private") && text.contains("GITHUB_TOKEN"), "{text}");
+}
+
+#[test]
+fn malformed_json_is_an_invalid_response_not_a_panic() {
+    let server = TestServer::start(|_| Response::json(200, r#"[{"tag_name": 5"#));
+    let err = source(&server, None).releases().unwrap_err();
+    assert!(matches!(err, Error::InvalidResponse { .. }), "{err:?}");
+}
+
+#[test]
+fn a_moved_repository_is_followed_and_the_token_stays_on_the_api_host() {
+    let storage = TestServer::start(|_| Response::json(200, json!([api_release("v2.0.0", false, false, &[])]).to_string()));
+    let target = format!("{}/repositories/9/releases?per_page=100", storage.url());
+    let api = TestServer::start(move |_| Response::new(301).header("location", target.clone()));
+    let fetched = source(&api, Some("sekrit")).releases().unwrap();
+    assert_eq!(fetched.releases[0].tag, "v2.0.0");
+    assert_eq!(api.requests()[0].header("authorization"), Some("Bearer sekrit"));
+    assert_eq!(storage.requests()[0].header("authorization"), None, "token leaked to another host");
+}
+
+#[test]
+fn a_dead_server_is_a_network_error_that_names_the_url() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let src = GitHubSource::new(personal_ai_agent::http::client().unwrap(), &url, &url, "o/r".parse().unwrap(), None);
+    let err = src.releases().unwrap_err();
+    assert!(matches!(err, Error::Network { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(&url) && text.contains("HTTPS_PROXY"), "{text}");
+}
+
+#[test]
+fn a_stable_check_reads_the_static_manifest_without_an_api_call() {
+    let manifest = json!({
+        "schema": 1, "product": "personal-ai-agent", "version": "1.4.0", "channel": "stable", "tag": "v1.4.0",
+        "assets": [{"name": "PersonalAIAgent-linux-x86_64-1.4.0.tar.gz", "size": 42, "sha256": "ab".repeat(32), "platform": "linux-x86_64"}]
+    });
+    let server = TestServer::start(move |req| match req.path_only() {
+        "/o/r/releases/latest/download/release-manifest.json" => Response::json(200, manifest.to_string()),
+        _ => Response::json(500, "{}"),
+    });
+    let fetched = source(&server, None).latest_stable().unwrap().expect("manifest found");
+    assert_eq!(fetched.releases[0].version, semver::Version::new(1, 4, 0));
+    let asset = &fetched.releases[0].assets[0];
+    assert_eq!(
+        asset.url,
+        format!("{}/o/r/releases/download/v1.4.0/PersonalAIAgent-linux-x86_64-1.4.0.tar.gz", server.url())
+    );
+    assert_eq!(asset.sha256_digest().unwrap(), "ab".repeat(32));
+    assert!(server.requests().iter().all(|r| !r.path.starts_with("/repos/")));
+}
+
+#[test]
+fn without_a_manifest_the_stable_shortcut_defers_to_the_api() {
+    let server = TestServer::start(|_| Response::json(404, "{}"));
+    assert!(source(&server, None).latest_stable().unwrap().is_none());
+}
