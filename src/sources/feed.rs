@@ -110,7 +110,7 @@ impl FeedSource {
             })?;
             return Ok((bytes, 0));
         }
-        let bytes = super::github::fetch_small(&self.client, self.url.as_str(), FEED_LIMIT, None)?
+        let bytes = super::github::fetch_small(&self.client, self.url.as_str(), FEED_LIMIT, None, None)?
             .ok_or_else(|| feed_error("the server answered 404 Not Found; check the feed URL".into()))?;
         Ok((bytes, 1))
     }
@@ -181,7 +181,7 @@ impl ReleaseSource for FeedSource {
         if let Some(path) = Url::parse(url).ok().filter(|u| u.scheme() == "file").and_then(|u| u.to_file_path().ok()) {
             return read_local_small(&path, limit);
         }
-        super::github::fetch_small(&self.client, url, limit, None)
+        super::github::fetch_small(&self.client, url, limit, None, None)
     }
 }
 

@@ -366,7 +366,29 @@ impl ReleaseSource for GitHubSource {
     }
 
     fn fetch_small(&self, url: &str, limit: u64) -> Result<Option<Vec<u8>>> {
-        fetch_small(&self.client, url, limit, self.token_for(url))
+        fetch_small(&self.client, url, limit, self.token_for(url), None)
+    }
+
+    fn fetch_asset_small(&self, asset: &Asset, limit: u64) -> Result<Option<Vec<u8>>> {
+        let target = self.download_target(asset);
+        fetch_small(&self.client, &target.url, limit, target.token.as_deref(), target.accept.as_deref())
+    }
+
+    /// With a token, the API asset URL (`Accept: application/octet-stream`), which works for private
+    /// repositories and answers with a redirect to a storage host; without one, the public download URL.
+    fn download_target(&self, asset: &Asset) -> super::DownloadTarget {
+        match (&self.token, &asset.api_url) {
+            (Some(token), Some(api_url)) => super::DownloadTarget {
+                url: api_url.clone(),
+                token: Some(token.clone()),
+                accept: Some("application/octet-stream".to_owned()),
+            },
+            _ => super::DownloadTarget {
+                url: asset.url.clone(),
+                token: None,
+                accept: None,
+            },
+        }
     }
 }
 
@@ -420,10 +442,19 @@ fn release_from_manifest(manifest: &ManifestSummary, base: &str) -> Option<Relea
 }
 
 /// GETs a small file; `Ok(None)` on 404; more than `limit` bytes is an error.
-pub fn fetch_small(client: &Client, url: &str, limit: u64, token: Option<&str>) -> Result<Option<Vec<u8>>> {
+pub fn fetch_small(
+    client: &Client,
+    url: &str,
+    limit: u64,
+    token: Option<&str>,
+    accept: Option<&str>,
+) -> Result<Option<Vec<u8>>> {
     let mut req = client.get(url);
     if let Some(token) = token {
         req = req.bearer_auth(token);
+    }
+    if let Some(accept) = accept {
+        req = req.header(header::ACCEPT, accept);
     }
     let response = req.send().map_err(|e| crate::http::transport_error(url, &e))?;
     let status = response.status();

@@ -40,4 +40,26 @@ pub trait ReleaseSource {
     /// Reads a small release file (checksums, manifest, signature) by URL, at most `limit` bytes;
     /// `Ok(None)` when it does not exist.
     fn fetch_small(&self, url: &str, limit: u64) -> Result<Option<Vec<u8>>>;
+    /// Reads a small asset of a release; GitHub uses the API asset URL with a token (private
+    /// repositories), everyone else the asset's URL.
+    fn fetch_asset_small(&self, asset: &crate::release::Asset, limit: u64) -> Result<Option<Vec<u8>>> {
+        self.fetch_small(&asset.url, limit)
+    }
+    /// How to download an asset's bytes: URL, token to send (to that host only) and `Accept` header.
+    fn download_target(&self, asset: &crate::release::Asset) -> DownloadTarget {
+        DownloadTarget {
+            url: asset.url.clone(),
+            token: None,
+            accept: None,
+        }
+    }
+}
+
+/// Where and how to fetch an asset's bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DownloadTarget {
+    pub url: String,
+    /// Sent as `Authorization: Bearer` to the URL's own host only.
+    pub token: Option<String>,
+    pub accept: Option<String>,
 }
