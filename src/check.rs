@@ -1,1 +1,432 @@
-//! (being written)
+//! The update check: which release, if any, to offer, and what changed since the installed version.
+//!
+//! `check` asks a [`ReleaseSource`] for releases, keeps those the [`Policy`] allows (channel, newer than
+//! installed, not skipped, not failed), and picks the newest one that has an asset for the platform. A
+//! stable check first asks the source for its latest release alone (GitHub: a static manifest, no API call)
+//! and only lists every release when that is not enough to decide.
+//!
+//! In a [`CheckReport`], `latest` is the release offered when there is one; otherwise the newest release
+//! of the channel (so the user sees what is newest), with `update_available: false` and a `message` that
+//! says why nothing is offered.
+
+use chrono::{DateTime, Utc};
+use semver::Version;
+use serde::Serialize;
+
+use crate::config::{Config, DEFAULT_API_URL, DEFAULT_SERVER_URL};
+use crate::error::{Error, Result};
+use crate::paths::Paths;
+use crate::platform::{Platform, choose_asset};
+use crate::release::{Asset, Release};
+use crate::sources::feed::FeedSource;
+use crate::sources::github::{GitHubSource, Repo};
+use crate::sources::{Fetched, ReleaseSource};
+use crate::version::{Channel, Policy};
+
+/// What a check is asked.
+#[derive(Clone, Debug)]
+pub struct CheckRequest {
+    pub channel: Channel,
+    pub platform: Platform,
+    pub current: Option<Version>,
+    pub skip_versions: Vec<String>,
+    pub failed_versions: Vec<String>,
+}
+
+impl CheckRequest {
+    fn policy(&self) -> Policy<'_> {
+        Policy {
+            channel: self.channel,
+            current: self.current.as_ref(),
+            skip: &self.skip_versions,
+            failed: &self.failed_versions,
+        }
+    }
+}
+
+/// The answer of a check; its JSON form is the `update check --json` contract.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckReport {
+    pub current_version: Option<String>,
+    pub channel: Channel,
+    pub platform: String,
+    pub update_available: bool,
+    pub latest: Option<LatestInfo>,
+    /// Why nothing is offered although releases exist (no asset for this platform, skipped, failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Where the answer came from.
+    pub source: String,
+    /// HTTP requests the check made, and whether the source answered "not modified".
+    pub requests: u32,
+    pub not_modified: bool,
+    pub checked_at: DateTime<Utc>,
+    /// The full release behind `latest`, for the download that may follow.
+    #[serde(skip)]
+    pub release: Option<Release>,
+}
+
+/// The release offered (or the newest one), as scripts see it.
+#[derive(Clone, Debug, Serialize)]
+pub struct LatestInfo {
+    pub version: String,
+    pub tag: String,
+    pub published_at: Option<DateTime<Utc>>,
+    pub notes: String,
+    pub prerelease: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub html_url: Option<String>,
+    pub asset: Option<AssetInfo>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AssetInfo {
+    pub name: String,
+    pub size: u64,
+    pub url: String,
+}
+
+impl From<&Asset> for AssetInfo {
+    fn from(a: &Asset) -> Self {
+        AssetInfo {
+            name: a.name.clone(),
+            size: a.size,
+            url: a.url.clone(),
+        }
+    }
+}
+
+impl CheckReport {
+    /// The asset chosen for the platform, when an update is offered.
+    pub fn offered_asset(&self) -> Option<&Asset> {
+        let release = self.release.as_ref()?;
+        let name = &self.latest.as_ref()?.asset.as_ref()?.name;
+        release.asset(name)
+    }
+}
+
+/// Runs a check against `source`.
+pub fn check(source: &dyn ReleaseSource, req: &CheckRequest) -> Result<CheckReport> {
+    let mut requests = 0;
+    if req.channel == Channel::Stable {
+        if let Some(fetched) = source.latest_stable()? {
+            requests += fetched.requests;
+            if let Some(newest) = fetched.releases.first() {
+                let up_to_date = req.current.as_ref().is_some_and(|c| newest.version <= *c);
+                let offered = req.policy().eligible(newest) && choose_asset(&newest.assets, &req.platform).is_some();
+                if up_to_date || offered {
+                    return Ok(decide(req, &fetched, requests));
+                }
+            }
+        }
+    }
+    let fetched = source.releases()?;
+    requests += fetched.requests;
+    Ok(decide(req, &fetched, requests))
+}
+
+fn decide(req: &CheckRequest, fetched: &Fetched, requests: u32) -> CheckReport {
+    let policy = req.policy();
+    let candidates = policy.candidates(&fetched.releases);
+    let offered = candidates
+        .iter()
+        .find_map(|r| choose_asset(&r.assets, &req.platform).map(|a| (*r, a)));
+    let mut message = None;
+    let (release, asset) = match offered {
+        Some((r, a)) => (Some(r), Some(a)),
+        None => {
+            let newest_in_channel = fetched
+                .releases
+                .iter()
+                .filter(|r| req.channel.accepts(r))
+                .max_by(|a, b| a.version.cmp(&b.version));
+            if let Some(newest) = candidates.first() {
+                message = Some(format!(
+                    "release {} has no download for {}; assets published: {}",
+                    newest.version,
+                    req.platform,
+                    installable_names(newest)
+                ));
+            } else if let Some(newest) = newest_in_channel {
+                if req.current.as_ref().is_some_and(|c| newest.version <= *c) {
+                    message = None;
+                } else if crate::version::is_listed(&req.skip_versions, &newest.version) {
+                    message = Some(format!("release {} is skipped (skip_versions)", newest.version));
+                } else if crate::version::is_listed(&req.failed_versions, &newest.version) {
+                    message = Some(format!(
+                        "release {} failed its health check here before; install it explicitly with `update install --version {}`",
+                        newest.version, newest.version
+                    ));
+                }
+            } else if fetched.releases.is_empty() {
+                message = Some("no releases are published yet".to_owned());
+            }
+            (candidates.first().copied().or(newest_in_channel), None)
+        }
+    };
+    CheckReport {
+        current_version: req.current.as_ref().map(Version::to_string),
+        channel: req.channel,
+        platform: req.platform.to_string(),
+        update_available: asset.is_some(),
+        latest: release.map(|r| LatestInfo {
+            version: r.version.to_string(),
+            tag: r.tag.clone(),
+            published_at: r.published_at,
+            notes: r.notes.clone(),
+            prerelease: r.is_prerelease(),
+            html_url: r.html_url.clone(),
+            asset: asset.map(AssetInfo::from),
+        }),
+        message,
+        source: fetched.origin.clone(),
+        requests,
+        not_modified: fetched.not_modified,
+        checked_at: Utc::now(),
+        release: release.cloned(),
+    }
+}
+
+fn installable_names(release: &Release) -> String {
+    let names: Vec<&str> = release
+        .assets
+        .iter()
+        .filter(|a| !crate::platform::is_auxiliary_asset(&a.name))
+        .map(|a| a.name.as_str())
+        .collect();
+    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+}
+
+/// One entry of the changelog.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChangelogEntry {
+    pub version: String,
+    pub tag: String,
+    pub published_at: Option<DateTime<Utc>>,
+    pub notes: String,
+}
+
+/// The release notes of every release between the installed version and the newest one offered in the
+/// channel, newest first (always from the full list, never from the latest-only shortcut).
+pub fn changelog(source: &dyn ReleaseSource, req: &CheckRequest) -> Result<Vec<ChangelogEntry>> {
+    let fetched = source.releases()?;
+    let policy = req.policy();
+    let Some(target) = policy.candidates(&fetched.releases).first().map(|r| r.version.clone()) else {
+        return Ok(Vec::new());
+    };
+    Ok(policy
+        .changelog(&fetched.releases, &target)
+        .into_iter()
+        .map(|r| ChangelogEntry {
+            version: r.version.to_string(),
+            tag: r.tag.clone(),
+            published_at: r.published_at,
+            notes: r.notes.clone(),
+        })
+        .collect())
+}
+
+/// The source the settings name: a feed when one is configured, else the GitHub repository.
+pub fn source_from_config(
+    config: &Config,
+    paths: &Paths,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Box<dyn ReleaseSource>> {
+    let client = crate::http::client()?;
+    if let Some(feed) = config.feed.as_deref().filter(|f| !f.trim().is_empty()) {
+        return Ok(Box::new(FeedSource::new(client, feed)?));
+    }
+    let repo: Repo = config.repository().ok_or(Error::NoRepository)?.parse()?;
+    let api = env("GITHUB_API_URL").filter(|v| !v.is_empty()).unwrap_or_else(|| DEFAULT_API_URL.to_owned());
+    let server = env("GITHUB_SERVER_URL")
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| DEFAULT_SERVER_URL.to_owned());
+    let token = env("GITHUB_TOKEN").or_else(|| env("GH_TOKEN"));
+    let cache = paths
+        .cache_dir()
+        .join(format!("github-releases-{}-{}.json", repo.owner, repo.name));
+    Ok(Box::new(GitHubSource::new(client, &api, &server, repo, token).with_cache(cache)))
+}
+
+/// The delay before the next automatic check: the configured interval after the last check, spread by up
+/// to ±10 % (and at least a minute), so launchers started together do not all check together.
+pub fn next_check_delay(config: &Config, now: DateTime<Utc>, rng: &mut fastrand::Rng) -> std::time::Duration {
+    let interval = (config.check_interval_hours * 3600.0).max(60.0);
+    let jitter = interval * 0.1 * (rng.f64() * 2.0 - 1.0);
+    let due_in = match config.last_check {
+        Some(last) if last <= now => interval - (now - last).num_milliseconds() as f64 / 1000.0,
+        _ => 0.0,
+    };
+    // A check due now still waits a random 0-5 minutes, the spread that matters after a mass restart.
+    let spread = if due_in <= 0.0 { rng.f64() * 300.0 } else { due_in + jitter };
+    std::time::Duration::from_secs_f64(spread.max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    /// A source with canned releases that counts how it is asked.
+    struct Canned {
+        all: Vec<Release>,
+        latest: Option<Release>,
+        full_lists: Cell<u32>,
+    }
+
+    impl ReleaseSource for Canned {
+        fn describe(&self) -> String {
+            "canned".into()
+        }
+        fn releases(&self) -> Result<Fetched> {
+            self.full_lists.set(self.full_lists.get() + 1);
+            Ok(Fetched {
+                releases: self.all.clone(),
+                requests: 1,
+                complete: true,
+                origin: "canned".into(),
+                ..Fetched::default()
+            })
+        }
+        fn latest_stable(&self) -> Result<Option<Fetched>> {
+            Ok(self.latest.clone().map(|r| Fetched {
+                releases: vec![r],
+                requests: 1,
+                origin: "manifest".into(),
+                ..Fetched::default()
+            }))
+        }
+        fn fetch_small(&self, _: &str, _: u64) -> Result<Option<Vec<u8>>> {
+            Ok(None)
+        }
+    }
+
+    fn rel(v: &str, platforms: &[&str]) -> Release {
+        Release {
+            version: v.parse().unwrap(),
+            tag: format!("v{v}"),
+            name: None,
+            published_at: None,
+            notes: format!("notes {v}"),
+            prerelease: false,
+            html_url: None,
+            assets: platforms
+                .iter()
+                .map(|p| Asset {
+                    name: format!("PersonalAIAgent-{p}-{v}.tar.gz"),
+                    size: 1,
+                    url: format!("https://example/{v}/{p}"),
+                    api_url: None,
+                    digest: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn req(current: Option<&str>, skip: &[&str]) -> CheckRequest {
+        CheckRequest {
+            channel: Channel::Stable,
+            platform: "linux-x86_64".parse().unwrap(),
+            current: current.map(|c| c.parse().unwrap()),
+            skip_versions: skip.iter().map(|s| s.to_string()).collect(),
+            failed_versions: vec![],
+        }
+    }
+
+    #[test]
+    fn an_up_to_date_stable_check_needs_only_the_manifest() {
+        let source = Canned {
+            all: vec![],
+            latest: Some(rel("1.2.0", &["linux-x86_64"])),
+            full_lists: Cell::new(0),
+        };
+        let report = check(&source, &req(Some("1.2.0"), &[])).unwrap();
+        assert!(!report.update_available);
+        assert_eq!(source.full_lists.get(), 0);
+        assert_eq!(report.requests, 1);
+    }
+
+    #[test]
+    fn a_newer_manifest_release_is_offered_without_listing_everything() {
+        let source = Canned {
+            all: vec![],
+            latest: Some(rel("1.3.0", &["linux-x86_64"])),
+            full_lists: Cell::new(0),
+        };
+        let report = check(&source, &req(Some("1.2.0"), &[])).unwrap();
+        assert!(report.update_available);
+        assert_eq!(report.offered_asset().unwrap().name, "PersonalAIAgent-linux-x86_64-1.3.0.tar.gz");
+        assert_eq!(source.full_lists.get(), 0);
+    }
+
+    #[test]
+    fn a_skipped_latest_release_falls_back_to_the_full_list_for_an_older_eligible_one() {
+        let source = Canned {
+            all: vec![rel("1.1.0", &["linux-x86_64"]), rel("1.3.0", &["linux-x86_64"])],
+            latest: Some(rel("1.3.0", &["linux-x86_64"])),
+            full_lists: Cell::new(0),
+        };
+        let report = check(&source, &req(Some("1.0.0"), &["1.3.0"])).unwrap();
+        assert_eq!(source.full_lists.get(), 1);
+        assert_eq!(report.latest.unwrap().version, "1.1.0");
+        assert_eq!(report.requests, 2);
+    }
+
+    #[test]
+    fn the_newest_release_with_a_build_for_the_platform_is_offered() {
+        let source = Canned {
+            all: vec![rel("1.1.0", &["linux-x86_64"]), rel("1.2.0", &["windows-x86_64"])],
+            latest: None,
+            full_lists: Cell::new(0),
+        };
+        let report = check(&source, &req(Some("1.0.0"), &[])).unwrap();
+        assert_eq!(report.latest.unwrap().version, "1.1.0");
+    }
+
+    #[test]
+    fn no_build_for_the_platform_means_no_update_and_a_note_naming_what_exists() {
+        let source = Canned {
+            all: vec![rel("1.2.0", &["windows-x86_64"])],
+            latest: None,
+            full_lists: Cell::new(0),
+        };
+        let report = check(&source, &req(None, &[])).unwrap();
+        assert!(!report.update_available);
+        let latest = report.latest.unwrap();
+        assert_eq!(latest.version, "1.2.0");
+        assert!(latest.asset.is_none());
+        let message = report.message.unwrap();
+        assert!(message.contains("linux-x86_64") && message.contains("PersonalAIAgent-windows-x86_64-1.2.0.tar.gz"));
+    }
+
+    #[test]
+    fn the_changelog_spans_installed_to_newest_newest_first() {
+        let source = Canned {
+            all: vec![rel("1.0.0", &[]), rel("1.1.0", &[]), rel("1.2.0", &[])],
+            latest: None,
+            full_lists: Cell::new(0),
+        };
+        let entries = changelog(&source, &req(Some("1.0.0"), &[])).unwrap();
+        let versions: Vec<_> = entries.iter().map(|e| e.version.as_str()).collect();
+        assert_eq!(versions, ["1.2.0", "1.1.0"]);
+    }
+
+    #[test]
+    fn check_delays_are_spread_and_respect_the_interval() {
+        let now: DateTime<Utc> = "2026-05-01T12:00:00Z".parse().unwrap();
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut config = Config {
+            check_interval_hours: 24.0,
+            ..Config::default()
+        };
+        let first: Vec<_> = (0..50).map(|_| next_check_delay(&config, now, &mut rng).as_secs()).collect();
+        assert!(first.iter().all(|&s| s <= 300));
+        assert!(first.iter().collect::<std::collections::BTreeSet<_>>().len() > 10, "not spread: {first:?}");
+        config.last_check = Some(now - chrono::Duration::hours(1));
+        for _ in 0..50 {
+            let s = next_check_delay(&config, now, &mut rng).as_secs_f64();
+            assert!((23.0 * 3600.0 - 2.4 * 3600.0..=23.0 * 3600.0 + 2.4 * 3600.0).contains(&s), "{s}");
+        }
+    }
+}
