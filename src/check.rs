@@ -108,15 +108,16 @@ impl CheckReport {
 /// Runs a check against `source`.
 pub fn check(source: &dyn ReleaseSource, req: &CheckRequest) -> Result<CheckReport> {
     let mut requests = 0;
-    if req.channel == Channel::Stable {
-        if let Some(fetched) = source.latest_stable()? {
-            requests += fetched.requests;
-            if let Some(newest) = fetched.releases.first() {
-                let up_to_date = req.current.as_ref().is_some_and(|c| newest.version <= *c);
-                let offered = req.policy().eligible(newest) && choose_asset(&newest.assets, &req.platform).is_some();
-                if up_to_date || offered {
-                    return Ok(decide(req, &fetched, requests));
-                }
+    if req.channel == Channel::Stable
+        && let Some(fetched) = source.latest_stable()?
+    {
+        requests += fetched.requests;
+        if let Some(newest) = fetched.releases.first() {
+            let up_to_date = req.current.as_ref().is_some_and(|c| newest.version <= *c);
+            let offered =
+                req.policy().eligible(newest) && choose_asset(&newest.assets, &req.platform).is_some();
+            if up_to_date || offered {
+                return Ok(decide(req, &fetched, requests));
             }
         }
     }
@@ -194,7 +195,11 @@ fn installable_names(release: &Release) -> String {
         .filter(|a| !crate::platform::is_auxiliary_asset(&a.name))
         .map(|a| a.name.as_str())
         .collect();
-    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
 }
 
 /// One entry of the changelog.
@@ -211,7 +216,11 @@ pub struct ChangelogEntry {
 pub fn changelog(source: &dyn ReleaseSource, req: &CheckRequest) -> Result<Vec<ChangelogEntry>> {
     let fetched = source.releases()?;
     let policy = req.policy();
-    let Some(target) = policy.candidates(&fetched.releases).first().map(|r| r.version.clone()) else {
+    let Some(target) = policy
+        .candidates(&fetched.releases)
+        .first()
+        .map(|r| r.version.clone())
+    else {
         return Ok(Vec::new());
     };
     Ok(policy
@@ -237,7 +246,9 @@ pub fn source_from_config(
         return Ok(Box::new(FeedSource::new(client, feed)?));
     }
     let repo: Repo = config.repository().ok_or(Error::NoRepository)?.parse()?;
-    let api = env("GITHUB_API_URL").filter(|v| !v.is_empty()).unwrap_or_else(|| DEFAULT_API_URL.to_owned());
+    let api = env("GITHUB_API_URL")
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| DEFAULT_API_URL.to_owned());
     let server = env("GITHUB_SERVER_URL")
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| DEFAULT_SERVER_URL.to_owned());
@@ -245,7 +256,9 @@ pub fn source_from_config(
     let cache = paths
         .cache_dir()
         .join(format!("github-releases-{}-{}.json", repo.owner, repo.name));
-    Ok(Box::new(GitHubSource::new(client, &api, &server, repo, token).with_cache(cache)))
+    Ok(Box::new(
+        GitHubSource::new(client, &api, &server, repo, token).with_cache(cache),
+    ))
 }
 
 /// The delay before the next automatic check: the configured interval after the last check, spread by up
@@ -258,7 +271,11 @@ pub fn next_check_delay(config: &Config, now: DateTime<Utc>, rng: &mut fastrand:
         _ => 0.0,
     };
     // A check due now still waits a random 0-5 minutes, the spread that matters after a mass restart.
-    let spread = if due_in <= 0.0 { rng.f64() * 300.0 } else { due_in + jitter };
+    let spread = if due_in <= 0.0 {
+        rng.f64() * 300.0
+    } else {
+        due_in + jitter
+    };
     std::time::Duration::from_secs_f64(spread.max(0.0))
 }
 
@@ -356,7 +373,10 @@ mod tests {
         };
         let report = check(&source, &req(Some("1.2.0"), &[])).unwrap();
         assert!(report.update_available);
-        assert_eq!(report.offered_asset().unwrap().name, "PersonalAIAgent-linux-x86_64-1.3.0.tar.gz");
+        assert_eq!(
+            report.offered_asset().unwrap().name,
+            "PersonalAIAgent-linux-x86_64-1.3.0.tar.gz"
+        );
         assert_eq!(source.full_lists.get(), 0);
     }
 
@@ -397,7 +417,10 @@ mod tests {
         assert_eq!(latest.version, "1.2.0");
         assert!(latest.asset.is_none());
         let message = report.message.unwrap();
-        assert!(message.contains("linux-x86_64") && message.contains("PersonalAIAgent-windows-x86_64-1.2.0.tar.gz"));
+        assert!(
+            message.contains("linux-x86_64")
+                && message.contains("PersonalAIAgent-windows-x86_64-1.2.0.tar.gz")
+        );
     }
 
     #[test]
@@ -420,13 +443,21 @@ mod tests {
             check_interval_hours: 24.0,
             ..Config::default()
         };
-        let first: Vec<_> = (0..50).map(|_| next_check_delay(&config, now, &mut rng).as_secs()).collect();
+        let first: Vec<_> = (0..50)
+            .map(|_| next_check_delay(&config, now, &mut rng).as_secs())
+            .collect();
         assert!(first.iter().all(|&s| s <= 300));
-        assert!(first.iter().collect::<std::collections::BTreeSet<_>>().len() > 10, "not spread: {first:?}");
+        assert!(
+            first.iter().collect::<std::collections::BTreeSet<_>>().len() > 10,
+            "not spread: {first:?}"
+        );
         config.last_check = Some(now - chrono::Duration::hours(1));
         for _ in 0..50 {
             let s = next_check_delay(&config, now, &mut rng).as_secs_f64();
-            assert!((23.0 * 3600.0 - 2.4 * 3600.0..=23.0 * 3600.0 + 2.4 * 3600.0).contains(&s), "{s}");
+            assert!(
+                (23.0 * 3600.0 - 2.4 * 3600.0..=23.0 * 3600.0 + 2.4 * 3600.0).contains(&s),
+                "{s}"
+            );
         }
     }
 }

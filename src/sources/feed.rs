@@ -79,7 +79,9 @@ impl FeedSource {
         let url = if location.starts_with("https://") || location.starts_with("http://") {
             let url = Url::parse(location).map_err(|e| bad(&format!("not a URL ({e})")))?;
             if url.scheme() == "http" && !crate::http::is_loopback(&url) {
-                return Err(bad("plain http:// is only accepted on this machine; use an https:// URL"));
+                return Err(bad(
+                    "plain http:// is only accepted on this machine; use an https:// URL",
+                ));
             }
             url
         } else {
@@ -106,7 +108,10 @@ impl FeedSource {
         if self.url.scheme() == "file" {
             let path = self.url.to_file_path().unwrap_or_default();
             let bytes = std::fs::read(&path).map_err(|e| {
-                feed_error(format!("{} could not be read ({e}); check the folder or file path", path.display()))
+                feed_error(format!(
+                    "{} could not be read ({e}); check the folder or file path",
+                    path.display()
+                ))
             })?;
             return Ok((bytes, 0));
         }
@@ -117,10 +122,13 @@ impl FeedSource {
 
     fn resolve(&self, asset: &FeedAsset) -> Result<String> {
         let relative = asset.url.as_deref().unwrap_or(&asset.name);
-        self.url.join(relative).map(String::from).map_err(|e| Error::Feed {
-            location: self.location.clone(),
-            reason: format!("asset {} has an invalid url `{relative}` ({e})", asset.name),
-        })
+        self.url
+            .join(relative)
+            .map(String::from)
+            .map_err(|e| Error::Feed {
+                location: self.location.clone(),
+                reason: format!("asset {} has an invalid url `{relative}` ({e})", asset.name),
+            })
     }
 }
 
@@ -138,7 +146,10 @@ impl ReleaseSource for FeedSource {
         if doc.schema != 1 {
             return Err(Error::Feed {
                 location: self.location.clone(),
-                reason: format!("feed schema {} is newer than this launcher understands; update the launcher", doc.schema),
+                reason: format!(
+                    "feed schema {} is newer than this launcher understands; update the launcher",
+                    doc.schema
+                ),
             });
         }
         let mut releases = Vec::new();
@@ -154,7 +165,10 @@ impl ReleaseSource for FeedSource {
                     name: a.name.clone(),
                     size: a.size,
                     api_url: None,
-                    digest: a.sha256.as_ref().map(|h| format!("sha256:{}", h.to_ascii_lowercase())),
+                    digest: a
+                        .sha256
+                        .as_ref()
+                        .map(|h| format!("sha256:{}", h.to_ascii_lowercase())),
                 });
             }
             releases.push(Release {
@@ -178,7 +192,11 @@ impl ReleaseSource for FeedSource {
     }
 
     fn fetch_small(&self, url: &str, limit: u64) -> Result<Option<Vec<u8>>> {
-        if let Some(path) = Url::parse(url).ok().filter(|u| u.scheme() == "file").and_then(|u| u.to_file_path().ok()) {
+        if let Some(path) = Url::parse(url)
+            .ok()
+            .filter(|u| u.scheme() == "file")
+            .and_then(|u| u.to_file_path().ok())
+        {
             return read_local_small(&path, limit);
         }
         super::github::fetch_small(&self.client, url, limit, None, None)
@@ -193,6 +211,8 @@ fn read_local_small(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
             url: path.display().to_string(),
             reason: format!("larger than the {limit} bytes a release file may have"),
         }),
-        Ok(_) => std::fs::read(path).map(Some).map_err(|e| Error::io("read", path, e)),
+        Ok(_) => std::fs::read(path)
+            .map(Some)
+            .map_err(|e| Error::io("read", path, e)),
     }
 }

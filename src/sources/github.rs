@@ -46,7 +46,9 @@ impl std::str::FromStr for Repo {
             .unwrap_or(trimmed)
             .trim_end_matches(".git");
         let valid = |s: &str| {
-            !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         };
         match trimmed.split_once('/') {
             Some((owner, name)) if valid(owner) && valid(name) => Ok(Repo {
@@ -275,10 +277,10 @@ impl ReleaseSource for GitHubSource {
                 break;
             }
             let mut req = self.api_get(&url);
-            if page == 1 {
-                if let Some(cache) = &cache {
-                    req = req.header(header::IF_NONE_MATCH, &cache.etag);
-                }
+            if page == 1
+                && let Some(cache) = &cache
+            {
+                req = req.header(header::IF_NONE_MATCH, &cache.etag);
             }
             requests += 1;
             let response = req.send().map_err(|e| crate::http::transport_error(&url, &e))?;
@@ -314,7 +316,9 @@ impl ReleaseSource for GitHubSource {
                 .get(header::LINK)
                 .and_then(|v| v.to_str().ok())
                 .and_then(next_link);
-            let body = response.bytes().map_err(|e| crate::http::transport_error(&url, &e))?;
+            let body = response
+                .bytes()
+                .map_err(|e| crate::http::transport_error(&url, &e))?;
             let page_releases: Vec<ApiRelease> =
                 serde_json::from_slice(&body).map_err(|e| Error::InvalidResponse {
                     url: url.clone(),
@@ -339,7 +343,10 @@ impl ReleaseSource for GitHubSource {
     }
 
     fn latest_stable(&self) -> Result<Option<Fetched>> {
-        let base = format!("{}/{}/{}/releases", self.server_base, self.repo.owner, self.repo.name);
+        let base = format!(
+            "{}/{}/{}/releases",
+            self.server_base, self.repo.owner, self.repo.name
+        );
         let manifest_url = format!("{base}/latest/download/{}", MANIFEST_NAME);
         let Some(bytes) = self.fetch_small(&manifest_url, 1 << 20)? else {
             tracing::info!("{} publishes no {}; asking the API", self.repo, MANIFEST_NAME);
@@ -371,7 +378,13 @@ impl ReleaseSource for GitHubSource {
 
     fn fetch_asset_small(&self, asset: &Asset, limit: u64) -> Result<Option<Vec<u8>>> {
         let target = self.download_target(asset);
-        fetch_small(&self.client, &target.url, limit, target.token.as_deref(), target.accept.as_deref())
+        fetch_small(
+            &self.client,
+            &target.url,
+            limit,
+            target.token.as_deref(),
+            target.accept.as_deref(),
+        )
     }
 
     /// With a token, the API asset URL (`Accept: application/octet-stream`), which works for private
@@ -396,7 +409,11 @@ impl GitHubSource {
     /// The token is sent only to the API and web hosts of this source; reqwest drops it on redirects to
     /// another host (GitHub's storage hosts).
     fn token_for(&self, url: &str) -> Option<&str> {
-        let host = |u: &str| reqwest::Url::parse(u).ok().and_then(|u| u.host_str().map(str::to_owned));
+        let host = |u: &str| {
+            reqwest::Url::parse(u)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+        };
         let target = host(url)?;
         (Some(&target) == host(&self.api_base).as_ref() || Some(&target) == host(&self.server_base).as_ref())
             .then_some(self.token.as_deref())
@@ -556,7 +573,10 @@ mod tests {
     #[test]
     fn repositories_parse_from_owner_name_and_urls() {
         assert_eq!("o/r".parse::<Repo>().unwrap().to_string(), "o/r");
-        assert_eq!("https://github.com/o/r.git".parse::<Repo>().unwrap().to_string(), "o/r");
+        assert_eq!(
+            "https://github.com/o/r.git".parse::<Repo>().unwrap().to_string(),
+            "o/r"
+        );
         for bad in ["", "o", "o/", "/r", "o/r/x", "o r/x"] {
             assert!(bad.parse::<Repo>().is_err(), "{bad} accepted");
         }
@@ -570,6 +590,12 @@ mod tests {
         assert_eq!(release.tag, "v1.0.0");
         assert_eq!(release.version, semver::Version::new(1, 0, 0));
         assert_eq!(release.assets.len(), 1);
-        assert!(release.assets[0].api_url.as_deref().unwrap().contains("/releases/assets/"));
+        assert!(
+            release.assets[0]
+                .api_url
+                .as_deref()
+                .unwrap()
+                .contains("/releases/assets/")
+        );
     }
 }

@@ -39,10 +39,16 @@ fn a_folder_feed_lists_releases_with_file_urls_beside_it() {
     assert_eq!(first.tag, "v1.1.0");
     assert_eq!(first.notes, "eleven");
     let url = &first.assets[0].url;
-    assert!(url.starts_with("file://") && url.ends_with("v1.1.0/PersonalAIAgent-linux-x86_64-1.1.0.tar.gz"), "{url}");
+    assert!(
+        url.starts_with("file://") && url.ends_with("v1.1.0/PersonalAIAgent-linux-x86_64-1.1.0.tar.gz"),
+        "{url}"
+    );
     assert_eq!(first.assets[0].sha256_digest().unwrap(), "ab".repeat(32));
     assert!(fetched.releases[1].is_prerelease());
-    assert_eq!(fetched.releases[1].assets[0].url, "https://mirror.example/abs.tar.gz");
+    assert_eq!(
+        fetched.releases[1].assets[0].url,
+        "https://mirror.example/abs.tar.gz"
+    );
 }
 
 #[test]
@@ -57,13 +63,18 @@ fn a_url_feed_resolves_relative_asset_urls_against_the_document() {
     assert_eq!(fetched.requests, 1);
     assert_eq!(
         fetched.releases[0].assets[0].url,
-        format!("{}/mirror/v1.1.0/PersonalAIAgent-linux-x86_64-1.1.0.tar.gz", server.url())
+        format!(
+            "{}/mirror/v1.1.0/PersonalAIAgent-linux-x86_64-1.1.0.tar.gz",
+            server.url()
+        )
     );
 }
 
 #[test]
 fn plain_http_is_refused_away_from_this_machine() {
-    let err = FeedSource::new(client(), "http://mirror.example/feed.json").err().unwrap();
+    let err = FeedSource::new(client(), "http://mirror.example/feed.json")
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("https://"), "{err}");
 }
 
@@ -72,10 +83,19 @@ fn a_broken_or_newer_feed_is_refused_with_the_reason() {
     let home = temp_home();
     let path = home.path().join("feed.json");
     std::fs::write(&path, "{\"releases\": 5}").unwrap();
-    let err = FeedSource::new(client(), path.to_str().unwrap()).unwrap().releases().unwrap_err();
-    assert!(matches!(err, Error::Feed { .. }) && err.to_string().contains("docs/FEED.md"), "{err}");
+    let err = FeedSource::new(client(), path.to_str().unwrap())
+        .unwrap()
+        .releases()
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Feed { .. }) && err.to_string().contains("docs/FEED.md"),
+        "{err}"
+    );
     std::fs::write(&path, "{\"schema\": 2, \"releases\": []}").unwrap();
-    let err = FeedSource::new(client(), path.to_str().unwrap()).unwrap().releases().unwrap_err();
+    let err = FeedSource::new(client(), path.to_str().unwrap())
+        .unwrap()
+        .releases()
+        .unwrap_err();
     assert!(err.to_string().contains("update the launcher"), "{err}");
 }
 
@@ -83,6 +103,9 @@ fn a_broken_or_newer_feed_is_refused_with_the_reason() {
 fn a_missing_feed_folder_names_the_path() {
     let home = temp_home();
     let missing = home.path().join("nowhere");
-    let err = FeedSource::new(client(), missing.to_str().unwrap()).unwrap().releases().unwrap_err();
+    let err = FeedSource::new(client(), missing.to_str().unwrap())
+        .unwrap()
+        .releases()
+        .unwrap_err();
     assert!(err.to_string().contains("nowhere"), "{err}");
 }

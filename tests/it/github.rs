@@ -27,7 +27,8 @@ pub fn api_release(tag: &str, prerelease: bool, draft: bool, assets: &[&str]) ->
                 a["name"] = json!(name);
                 a["id"] = json!(i + 1);
                 a["size"] = json!(1000 + i);
-                a["browser_download_url"] = json!(format!("https://github.com/o/r/releases/download/{tag}/{name}"));
+                a["browser_download_url"] =
+                    json!(format!("https://github.com/o/r/releases/download/{tag}/{name}"));
                 a
             })
             .collect(),
@@ -54,7 +55,11 @@ fn the_documented_list_example_parses_and_requests_carry_githubs_required_header
     assert_eq!(fetched.releases[0].tag, "v1.0.0");
     let req = &server.requests()[0];
     assert_eq!(req.path, "/repos/o/r/releases?per_page=100");
-    assert!(req.header("user-agent").unwrap().starts_with("personal-ai-agent/"));
+    assert!(
+        req.header("user-agent")
+            .unwrap()
+            .starts_with("personal-ai-agent/")
+    );
     assert_eq!(req.header("accept"), Some("application/vnd.github+json"));
     assert_eq!(req.header("x-github-api-version"), Some("2022-11-28"));
     assert_eq!(req.header("authorization"), Some("Bearer sekrit"));
@@ -91,7 +96,10 @@ fn pages_are_followed_by_link_and_drafts_and_non_semver_tags_are_dropped() {
     let tags: Vec<_> = fetched.releases.iter().map(|r| r.tag.as_str()).collect();
     assert_eq!(tags, ["v1.1.0", "v0.9.0"]);
     assert_eq!(fetched.requests, 2);
-    assert_eq!(server.requests()[1].path, "/repositories/1/releases?per_page=100&page=2");
+    assert_eq!(
+        server.requests()[1].path,
+        "/repositories/1/releases?per_page=100&page=2"
+    );
 }
 
 #[test]
@@ -106,7 +114,10 @@ fn an_unchanged_list_costs_one_request_answered_304() {
     });
     let home = temp_home();
     let cache = home.path().join("cache/github.json");
-    let first = source(&server, None).with_cache(cache.clone()).releases().unwrap();
+    let first = source(&server, None)
+        .with_cache(cache.clone())
+        .releases()
+        .unwrap();
     assert!(!first.not_modified);
     let second = source(&server, None).with_cache(cache).releases().unwrap();
     assert!(second.not_modified);
@@ -139,14 +150,22 @@ fn an_exhausted_rate_limit_stops_and_says_when_it_resets() {
 fn a_secondary_limit_with_retry_after_is_reported() {
     let server = TestServer::start(|_| Response::json(429, "{}").header("retry-after", "60"));
     let err = source(&server, Some("t")).releases().unwrap_err();
-    assert!(matches!(err, Error::RateLimited { retry_after_secs: Some(60), authenticated: true, .. }));
+    assert!(matches!(
+        err,
+        Error::RateLimited {
+            retry_after_secs: Some(60),
+            authenticated: true,
+            ..
+        }
+    ));
     assert!(err.to_string().contains("for 60 s"), "{err}");
 }
 
 #[test]
 fn a_plain_403_is_not_mistaken_for_a_rate_limit() {
     let server = TestServer::start(|_| {
-        Response::json(403, r#"{"message":"Resource not accessible"}"#).header("x-ratelimit-remaining", "4999")
+        Response::json(403, r#"{"message":"Resource not accessible"}"#)
+            .header("x-ratelimit-remaining", "4999")
     });
     let err = source(&server, Some("t")).releases().unwrap_err();
     assert!(matches!(err, Error::Http { status: 403, .. }), "{err:?}");
@@ -159,7 +178,10 @@ fn a_missing_repository_says_it_may_be_private() {
     let err = source(&server, None).releases().unwrap_err();
     assert!(matches!(err, Error::RepoNotFound { .. }));
     let text = err.to_string();
-    assert!(text.contains("o/r") && text.contains("private") && text.contains("GITHUB_TOKEN"), "{text}");
+    assert!(
+        text.contains("o/r") && text.contains("private") && text.contains("GITHUB_TOKEN"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -171,20 +193,36 @@ fn malformed_json_is_an_invalid_response_not_a_panic() {
 
 #[test]
 fn a_moved_repository_is_followed_and_the_token_stays_on_the_api_host() {
-    let storage = TestServer::start(|_| Response::json(200, json!([api_release("v2.0.0", false, false, &[])]).to_string()));
+    let storage = TestServer::start(|_| {
+        Response::json(200, json!([api_release("v2.0.0", false, false, &[])]).to_string())
+    });
     let target = format!("{}/repositories/9/releases?per_page=100", storage.url());
     let api = TestServer::start(move |_| Response::new(301).header("location", target.clone()));
     let fetched = source(&api, Some("sekrit")).releases().unwrap();
     assert_eq!(fetched.releases[0].tag, "v2.0.0");
     assert_eq!(api.requests()[0].header("authorization"), Some("Bearer sekrit"));
-    assert_eq!(storage.requests()[0].header("authorization"), None, "token leaked to another host");
+    assert_eq!(
+        storage.requests()[0].header("authorization"),
+        None,
+        "token leaked to another host"
+    );
 }
 
 #[test]
 fn a_dead_server_is_a_network_error_that_names_the_url() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("http://127.0.0.1:{port}");
-    let src = GitHubSource::new(personal_ai_agent::http::client().unwrap(), &url, &url, "o/r".parse().unwrap(), None);
+    let src = GitHubSource::new(
+        personal_ai_agent::http::client().unwrap(),
+        &url,
+        &url,
+        "o/r".parse().unwrap(),
+        None,
+    );
     let err = src.releases().unwrap_err();
     assert!(matches!(err, Error::Network { .. }), "{err:?}");
     let text = err.to_string();
@@ -201,12 +239,18 @@ fn a_stable_check_reads_the_static_manifest_without_an_api_call() {
         "/o/r/releases/latest/download/release-manifest.json" => Response::json(200, manifest.to_string()),
         _ => Response::json(500, "{}"),
     });
-    let fetched = source(&server, None).latest_stable().unwrap().expect("manifest found");
+    let fetched = source(&server, None)
+        .latest_stable()
+        .unwrap()
+        .expect("manifest found");
     assert_eq!(fetched.releases[0].version, semver::Version::new(1, 4, 0));
     let asset = &fetched.releases[0].assets[0];
     assert_eq!(
         asset.url,
-        format!("{}/o/r/releases/download/v1.4.0/PersonalAIAgent-linux-x86_64-1.4.0.tar.gz", server.url())
+        format!(
+            "{}/o/r/releases/download/v1.4.0/PersonalAIAgent-linux-x86_64-1.4.0.tar.gz",
+            server.url()
+        )
     );
     assert_eq!(asset.sha256_digest().unwrap(), "ab".repeat(32));
     assert!(server.requests().iter().all(|r| !r.path.starts_with("/repos/")));

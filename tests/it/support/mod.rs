@@ -164,7 +164,10 @@ fn serve_connection(stream: TcpStream, handler: &Handler, requests: &Mutex<Vec<R
                 headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
             }
         }
-        let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let mut body = vec![0; len];
         if reader.read_exact(&mut body).is_err() {
             return;
@@ -181,7 +184,10 @@ fn serve_connection(stream: TcpStream, handler: &Handler, requests: &Mutex<Vec<R
             thread::sleep(d);
         }
         let mut head = format!("HTTP/1.1 {} {}\r\n", response.status, reason(response.status));
-        let has_len = response.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length"));
+        let has_len = response
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-length"));
         for (k, v) in &response.headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -235,23 +241,22 @@ pub fn serve_bytes(req: &Request, data: &[u8], etag: &str) -> Response {
         Some(v) => v == etag,
         None => true,
     };
-    if let (Some(range), true) = (req.header("range"), range_ok) {
-        if let Some(start) = range.strip_prefix("bytes=").and_then(|r| r.strip_suffix('-')) {
-            if let Ok(start) = start.parse::<usize>() {
-                if start >= data.len() {
-                    return Response::new(416).header("content-range", format!("bytes */{}", data.len()));
-                }
-                return Response::new(206)
-                    .header("content-type", "application/octet-stream")
-                    .header("etag", etag)
-                    .header("accept-ranges", "bytes")
-                    .header(
-                        "content-range",
-                        format!("bytes {}-{}/{}", start, data.len() - 1, data.len()),
-                    )
-                    .body(data[start..].to_vec());
-            }
+    if let (Some(range), true) = (req.header("range"), range_ok)
+        && let Some(start) = range.strip_prefix("bytes=").and_then(|r| r.strip_suffix('-'))
+        && let Ok(start) = start.parse::<usize>()
+    {
+        if start >= data.len() {
+            return Response::new(416).header("content-range", format!("bytes */{}", data.len()));
         }
+        return Response::new(206)
+            .header("content-type", "application/octet-stream")
+            .header("etag", etag)
+            .header("accept-ranges", "bytes")
+            .header(
+                "content-range",
+                format!("bytes {}-{}/{}", start, data.len() - 1, data.len()),
+            )
+            .body(data[start..].to_vec());
     }
     Response::bytes(data.to_vec())
         .header("etag", etag)
