@@ -25,7 +25,9 @@ pub enum Error {
     )]
     NoRepository,
 
-    #[error("`{value}` is not a GitHub repository; write it as owner/name, for example personal-ai-agent/agent")]
+    #[error(
+        "`{value}` is not a GitHub repository; write it as owner/name, for example personal-ai-agent/agent"
+    )]
     InvalidRepository { value: String },
 
     #[error(
@@ -40,13 +42,21 @@ pub enum Error {
         authenticated: bool,
     },
 
-    #[error("cannot reach {url}: {reason}; check the network connection or the HTTPS_PROXY setting, then try again")]
+    #[error(
+        "cannot reach {url}: {reason}; check the network connection or the HTTPS_PROXY setting, then try again"
+    )]
     Network { url: String, reason: String },
 
     #[error("{url} answered HTTP {status}{}", detail_suffix(.detail))]
-    Http { url: String, status: u16, detail: String },
+    Http {
+        url: String,
+        status: u16,
+        detail: String,
+    },
 
-    #[error("{url} sent a response that could not be read ({reason}); the server or mirror may be misconfigured")]
+    #[error(
+        "{url} sent a response that could not be read ({reason}); the server or mirror may be misconfigured"
+    )]
     InvalidResponse { url: String, reason: String },
 
     #[error("the release feed at {location} could not be read: {reason}")]
@@ -62,7 +72,9 @@ pub enum Error {
         available: Vec<String>,
     },
 
-    #[error("`{value}` is not a platform; write it as <os>-<arch>, for example linux-x86_64, macos-aarch64 or windows-x86_64")]
+    #[error(
+        "`{value}` is not a platform; write it as <os>-<arch>, for example linux-x86_64, macos-aarch64 or windows-x86_64"
+    )]
     InvalidPlatform { value: String },
 
     #[error("`{value}` is not a version; write it as semver, for example 1.4.0 or v1.5.0-beta.2")]
@@ -80,6 +92,45 @@ pub enum Error {
 
     #[error("no release matches {what}; run `personal-ai-agent update check` to see what is published")]
     ReleaseNotFound { what: String },
+
+    #[error(
+        "the health check of version {version} failed: {reason}; {}",
+        match rolled_back_to {
+            Some(v) => format!("rolled back to {v}, which runs as before; {version} will not be offered automatically again"),
+            None => format!("there was no earlier version to go back to; {version} will not be offered automatically again"),
+        }
+    )]
+    HealthCheckFailed {
+        version: String,
+        reason: String,
+        rolled_back_to: Option<String>,
+    },
+
+    #[error(
+        "the backend is supervised by another launcher process (pid {pid}); apply the update there, or stop it with `personal-ai-agent backend stop` and try again"
+    )]
+    SupervisedElsewhere { pid: u32 },
+
+    #[error(transparent)]
+    Supervisor(#[from] crate::supervisor::SupervisorError),
+
+    #[error(transparent)]
+    Agent(#[from] crate::agent::AgentError),
+
+    #[error(transparent)]
+    Download(#[from] crate::download::DownloadError),
+
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
+
+    #[error(transparent)]
+    Install(#[from] crate::install::InstallError),
+
+    #[error(transparent)]
+    Verify(#[from] crate::verify::VerifyError),
+
+    #[error(transparent)]
+    Models(#[from] crate::models::ModelsError),
 }
 
 impl Error {
