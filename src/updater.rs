@@ -367,7 +367,15 @@ pub fn launch_plan(bundle_dir: &Path, paths: &Paths) -> Result<(crate::agent::La
     let spec = AgentSpec::load(bundle_dir)?;
     let port = crate::supervisor::free_loopback_port()
         .map_err(|e| Error::io("find a free port on", "127.0.0.1", e))?;
-    let plan = spec.resolve(bundle_dir, port, paths);
+    let mut plan = spec.resolve(bundle_dir, port, paths);
+    // An installed bundle lives in `versions/<version>/`: that is the version users know it by.
+    if let Some(v) = bundle_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| Version::parse(n).ok())
+    {
+        plan.version = Some(v.to_string());
+    }
     let timeout = plan.ready_timeout;
     Ok((plan, timeout))
 }
@@ -634,6 +642,37 @@ impl Updater {
         let Some((release, asset)) = self.target(version)? else {
             return Ok(None);
         };
+        self.install_locked(&installer, &lock, &release, &asset, gate, cancel, on_event)
+            .map(Some)
+    }
+
+    /// Installs `asset` of a release already found by a check (the headless runner's and the window's path:
+    /// no second look-up), gated on health like [`Updater::install`].
+    pub fn install_release(
+        &self,
+        release: &Release,
+        asset: &Asset,
+        gate: &mut dyn HealthGate,
+        cancel: &CancelToken,
+        on_event: &mut dyn FnMut(UpdateEvent),
+    ) -> Result<InstallReport> {
+        let installer = self.installer();
+        let lock = installer.lock()?;
+        self.recover_locked(&installer, &lock, gate)?;
+        self.install_locked(&installer, &lock, release, asset, gate, cancel, on_event)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn install_locked(
+        &self,
+        installer: &Installer,
+        lock: &InstallLock,
+        release: &Release,
+        asset: &Asset,
+        gate: &mut dyn HealthGate,
+        cancel: &CancelToken,
+        on_event: &mut dyn FnMut(UpdateEvent),
+    ) -> Result<InstallReport> {
         let reuse = pending_download(&self.paths)
             .filter(|p| p.version == release.version && p.asset == asset.name)
             .filter(|p| crate::verify::check_file_sha256(&p.path, &p.sha256).is_ok());
@@ -642,10 +681,9 @@ impl Updater {
                 on_event(UpdateEvent::ReusingDownload { path: p.path.clone() });
                 p
             }
-            None => self.download(&release, &asset, cancel, on_event)?,
+            None => self.download(release, asset, cancel, on_event)?,
         };
-        self.install_downloaded(&installer, &lock, &downloaded, gate, on_event)
-            .map(Some)
+        self.install_downloaded(installer, lock, &downloaded, gate, on_event)
     }
 
     /// Installs a verified download and gates it on health (see [`Updater::install`]).
@@ -722,7 +760,14 @@ impl Updater {
                     to: previous.clone(),
                     reason: reason.clone(),
                 });
-                Err(self.roll_back_unhealthy(installer, lock, &unproven, gate, reason))
+                Err(roll_back_unhealthy(
+                    &self.paths,
+                    installer,
+                    lock,
+                    &unproven,
+                    gate,
+                    reason,
+                ))
             }
         }
     }
@@ -755,84 +800,104 @@ impl Updater {
         Ok(pruned)
     }
 
-    /// Switches back to the previous version, restores its backend, records the failed version, and returns
-    /// the error to report.
-    fn roll_back_unhealthy(
-        &self,
-        installer: &Installer,
-        lock: &InstallLock,
-        unproven: &Unproven,
-        gate: &mut dyn HealthGate,
-        reason: String,
-    ) -> Error {
-        let rolled_back_to = match &unproven.previous {
-            Some(previous) => match installer.switch_to(lock, previous) {
-                Ok(()) => Some(previous.clone()),
-                Err(e) => {
-                    tracing::error!("rolling back to {previous} failed: {e}");
-                    None
-                }
-            },
-            None => None,
-        };
-        let restored_dir = rolled_back_to.as_ref().map(|v| installer.version_dir(v));
-        gate.restore(restored_dir.as_deref());
-        if let Err(e) = self.record_failed(&unproven.version) {
-            tracing::warn!("could not record {} as failed: {e}", unproven.version);
-        }
-        let _ = std::fs::remove_file(unproven_file(&self.paths));
-        // The bytes were fine; the version is not. Keeping the download would only invite a retry loop.
-        clear_pending(&self.paths);
-        tracing::error!(version = %unproven.version, %reason, "update rolled back: the new backend was not healthy");
-        Error::HealthCheckFailed {
-            version: unproven.version.to_string(),
-            reason,
-            rolled_back_to: rolled_back_to.map(|v| v.to_string()),
-        }
-    }
-
-    fn record_failed(&self, version: &Version) -> Result<()> {
-        let path = self.paths.config_file();
-        let mut file = Config::load(&path).config;
-        if !crate::version::is_listed(&file.failed_versions, version) {
-            file.failed_versions.push(version.to_string());
-        }
-        file.save(&path)
-    }
-
-    /// Finishes what a crash interrupted: the installer's journal, then an install whose backend never
-    /// proved healthy (proved now, or rolled back).
+    /// Finishes what a crash interrupted (see [`recover`]); called at the start of every install.
     fn recover_locked(
         &self,
         installer: &Installer,
         lock: &InstallLock,
         gate: &mut dyn HealthGate,
     ) -> Result<()> {
-        if let Some(report) = installer.recover_locked(lock)? {
-            tracing::warn!(action = ?report.action, "finished an interrupted install");
-        }
-        let Some(text) = crate::fsutil::read_optional(&unproven_file(&self.paths))? else {
-            return Ok(());
-        };
-        let Ok(unproven) = serde_json::from_str::<Unproven>(&text) else {
-            let _ = std::fs::remove_file(unproven_file(&self.paths));
-            return Ok(());
-        };
-        if installer.current_version()?.as_ref() != Some(&unproven.version) {
-            let _ = std::fs::remove_file(unproven_file(&self.paths));
-            return Ok(());
-        }
-        tracing::warn!(version = %unproven.version, "an update was interrupted before its backend proved healthy; checking it now");
-        gate.stop_running()?;
-        match gate.prove_healthy(&installer.version_dir(&unproven.version)) {
-            Ok(_) => {
-                gate.keep();
-                let _ = std::fs::remove_file(unproven_file(&self.paths));
-                let _ = installer.prune(lock, self.config.backup_count as usize);
-                Ok(())
+        recover_locked(&self.paths, &self.config, installer, lock, gate)
+    }
+}
+
+/// Switches back to the previous version, restores its backend, records the failed version, and returns the
+/// error to report.
+fn roll_back_unhealthy(
+    paths: &Paths,
+    installer: &Installer,
+    lock: &InstallLock,
+    unproven: &Unproven,
+    gate: &mut dyn HealthGate,
+    reason: String,
+) -> Error {
+    let rolled_back_to = match &unproven.previous {
+        Some(previous) => match installer.switch_to(lock, previous) {
+            Ok(()) => Some(previous.clone()),
+            Err(e) => {
+                tracing::error!("rolling back to {previous} failed: {e}");
+                None
             }
-            Err(reason) => Err(self.roll_back_unhealthy(installer, lock, &unproven, gate, reason)),
+        },
+        None => None,
+    };
+    let restored_dir = rolled_back_to.as_ref().map(|v| installer.version_dir(v));
+    gate.restore(restored_dir.as_deref());
+    if let Err(e) = record_failed(paths, &unproven.version) {
+        tracing::warn!("could not record {} as failed: {e}", unproven.version);
+    }
+    let _ = std::fs::remove_file(unproven_file(paths));
+    // The bytes were fine; the version is not. Keeping the download would only invite a retry loop.
+    clear_pending(paths);
+    tracing::error!(version = %unproven.version, %reason, "update rolled back: the new backend was not healthy");
+    Error::HealthCheckFailed {
+        version: unproven.version.to_string(),
+        reason,
+        rolled_back_to: rolled_back_to.map(|v| v.to_string()),
+    }
+}
+
+/// Adds `version` to `failed_versions` in the settings file, so it is not offered automatically again.
+fn record_failed(paths: &Paths, version: &Version) -> Result<()> {
+    let path = paths.config_file();
+    let mut file = Config::load(&path).config;
+    if !crate::version::is_listed(&file.failed_versions, version) {
+        file.failed_versions.push(version.to_string());
+    }
+    file.save(&path)
+}
+
+/// Finishes what a crash interrupted: the installer's journal, then an install whose backend never proved
+/// healthy (proved now, or rolled back). The headless runner and the window call it at start.
+pub fn recover(paths: &Paths, config: &Config, gate: &mut dyn HealthGate) -> Result<()> {
+    let installer = installer(paths);
+    let lock = installer.lock()?;
+    recover_locked(paths, config, &installer, &lock, gate)
+}
+
+fn recover_locked(
+    paths: &Paths,
+    config: &Config,
+    installer: &Installer,
+    lock: &InstallLock,
+    gate: &mut dyn HealthGate,
+) -> Result<()> {
+    if let Some(report) = installer.recover_locked(lock)? {
+        tracing::warn!(action = ?report.action, "finished an interrupted install");
+    }
+    let Some(text) = crate::fsutil::read_optional(&unproven_file(paths))? else {
+        return Ok(());
+    };
+    let Ok(unproven) = serde_json::from_str::<Unproven>(&text) else {
+        let _ = std::fs::remove_file(unproven_file(paths));
+        return Ok(());
+    };
+    if installer.current_version()?.as_ref() != Some(&unproven.version) {
+        let _ = std::fs::remove_file(unproven_file(paths));
+        return Ok(());
+    }
+    tracing::warn!(version = %unproven.version, "an update was interrupted before its backend proved healthy; checking it now");
+    gate.stop_running()?;
+    match gate.prove_healthy(&installer.version_dir(&unproven.version)) {
+        Ok(_) => {
+            gate.keep();
+            let _ = std::fs::remove_file(unproven_file(paths));
+            let _ = installer.prune(lock, config.backup_count as usize);
+            Ok(())
         }
+        Err(reason) => Err(roll_back_unhealthy(
+            paths, installer, lock, &unproven, gate, reason,
+        )),
     }
 }
 

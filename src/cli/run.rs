@@ -1,12 +1,168 @@
-//! `personal-ai-agent run` (being written).
+//! `personal-ai-agent run --headless`: what the window does, without one.
+//!
+//! It finishes any interrupted update, installs the agent on first run, starts and supervises the backend
+//! (the supervisor restarts crashes), checks for updates on the configured interval with jitter, and
+//! applies them as `auto_download` / `auto_install` say, each install gated on the new backend's health.
+//! SIGINT and SIGTERM stop the backend and end the process with status 0.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
 
 use super::Ctx;
+use crate::download::CancelToken;
+use crate::supervisor::Supervisor;
+use crate::updater::{SupervisorGate, Updater};
 
 #[derive(Debug, Default, clap::Args)]
-pub struct RunArgs {}
+pub struct RunArgs {
+    /// Run without a window: supervise the backend and apply updates, logging to stderr.
+    #[arg(long)]
+    pub headless: bool,
+    /// Check for updates right away instead of after the first interval.
+    #[arg(long)]
+    pub check_now: bool,
+}
 
-pub fn run(_ctx: &Ctx, _args: RunArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`run` is not built yet")
+pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
+    if !args.headless {
+        anyhow::bail!(
+            "this build has no desktop window yet; run `personal-ai-agent run --headless` to supervise the backend and apply updates, or `personal-ai-agent --help` for every command"
+        );
+    }
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let cancel = CancelToken::new();
+    {
+        let shutdown = shutdown.clone();
+        let cancel = cancel.clone();
+        ctrlc::set_handler(move || {
+            shutdown.store(true, Ordering::SeqCst);
+            cancel.cancel();
+        })
+        .context("cannot install the SIGINT/SIGTERM handler")?;
+    }
+
+    let settings = ctx.settings();
+    let config = settings.effective;
+    let supervisor = Supervisor::new(&ctx.paths);
+    crate::paths::ensure_dir(&ctx.paths.models_dir())?;
+    {
+        let mut gate = SupervisorGate::new(&supervisor, &ctx.paths);
+        crate::updater::recover(&ctx.paths, &config, &mut gate).context("finishing an interrupted update")?;
+    }
+    let updater = match Updater::new(&ctx.paths, &config) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            tracing::warn!("updates are off: {e}");
+            None
+        }
+    };
+
+    let installer = crate::updater::installer(&ctx.paths);
+    if installer.current_version()?.is_none() {
+        let updater = updater
+            .as_ref()
+            .context("nothing is installed yet and no release source is configured")?;
+        tracing::warn!("nothing is installed yet: installing the latest release");
+        let mut gate = SupervisorGate::new(&supervisor, &ctx.paths);
+        updater
+            .install(None, &mut gate, &cancel, &mut |e| {
+                tracing::debug!(?e, "first install")
+            })
+            .context("installing the agent for the first time")?
+            .context("no installable release is published for this platform yet")?;
+    }
+    if shutdown.load(Ordering::SeqCst) {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let dir = installer
+        .current_dir()?
+        .context("nothing is installed; run `personal-ai-agent update install`")?;
+    let (plan, _) = crate::updater::launch_plan(&dir, &ctx.paths)?;
+    let pid = supervisor.start(plan)?;
+    tracing::warn!(pid, "backend started; supervising it (Ctrl-C or SIGTERM to stop)");
+
+    let mut rng = fastrand::Rng::new();
+    let mut next_check = if args.check_now {
+        Instant::now()
+    } else {
+        Instant::now()
+            + crate::check::next_check_delay(&current_config(ctx, &config), chrono::Utc::now(), &mut rng)
+    };
+    while !shutdown.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(200));
+        if Instant::now() < next_check {
+            continue;
+        }
+        let latest = current_config(ctx, &config);
+        if let (Some(updater), true) = (&updater, latest.auto_check) {
+            apply_updates(ctx, updater, &supervisor, &latest, &cancel);
+        }
+        let mut done = current_config(ctx, &config);
+        done.last_check = Some(chrono::Utc::now());
+        next_check = Instant::now() + crate::check::next_check_delay(&done, chrono::Utc::now(), &mut rng);
+    }
+    tracing::warn!("stopping the backend");
+    if let Err(e) = supervisor.stop() {
+        tracing::error!("{e}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The settings as they are now: the file may have changed (`update configure` from another shell); the
+/// environment's overrides still apply.
+fn current_config(ctx: &Ctx, fallback: &crate::config::Config) -> crate::config::Config {
+    let loaded = crate::config::Config::load(&ctx.paths.config_file());
+    if !loaded.warnings.is_empty() {
+        return fallback.clone();
+    }
+    loaded
+        .config
+        .with_env(&|k| std::env::var(k).ok(), &mut Vec::new())
+}
+
+/// One scheduled round: check, then download and install as the settings allow. Failures are logged; the
+/// running backend is never left stopped by them.
+fn apply_updates(
+    ctx: &Ctx,
+    updater: &Updater,
+    supervisor: &Supervisor,
+    config: &crate::config::Config,
+    cancel: &CancelToken,
+) {
+    let report = match updater.check(None) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("update check failed: {e}");
+            return;
+        }
+    };
+    let (Some(release), Some(asset)) = (report.release.clone(), report.offered_asset().cloned()) else {
+        tracing::info!("no update available");
+        return;
+    };
+    tracing::warn!(version = %release.version, "update available");
+    if !config.auto_download {
+        return;
+    }
+    if let Err(e) = updater.download(&release, &asset, cancel, &mut |_| {}) {
+        tracing::warn!("downloading {} failed: {e}", release.version);
+        return;
+    }
+    if !config.auto_install {
+        tracing::warn!(version = %release.version, "downloaded; install it with `personal-ai-agent update install`");
+        return;
+    }
+    let mut gate = SupervisorGate::new(supervisor, &ctx.paths);
+    match updater.install_release(&release, &asset, &mut gate, cancel, &mut |_| {}) {
+        Ok(report) => tracing::warn!(
+            version = %report.installed_version,
+            downtime_ms = report.downtime_ms,
+            "update installed; the backend restarted on the new version"
+        ),
+        Err(e) => tracing::error!("{e}"),
+    }
 }
