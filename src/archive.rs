@@ -1,1 +1,995 @@
-//! (being written)
+//! Release bundles as archives: packing a bundle folder into a `.tar.gz` or `.zip`, and unpacking one
+//! without trusting it.
+//!
+//! A bundle archive holds exactly one top folder, [`bundle_root_name`] (`PersonalAIAgent-linux-x86_64-1.2.0/`),
+//! with the launcher, `backend/` and `agent.json` inside. [`create_archive`] writes the entries in sorted
+//! order with fixed timestamps and owners, so packing the same folder twice gives the same bytes, and keeps
+//! the executable bit (the tar mode, or the zip entry's Unix permissions).
+//!
+//! [`extract_archive`] treats every archive as hostile, even one whose checksum and signature were verified:
+//! - entry names must be relative, without `..`, NUL or backslashes (and, on Windows, without `:`);
+//! - device files, FIFOs and sockets are refused, and so are tar entry types we do not know (skipping one
+//!   could silently drop a file the backend needs);
+//! - hard links may only point at a regular file unpacked earlier from the same archive;
+//! - symbolic links are created last, after every file, so nothing is ever written through one; each must
+//!   resolve (following the links the archive itself made) to a place inside the destination;
+//! - the bytes actually written, not the sizes the headers claim, are counted against
+//!   [`ExtractLimits::max_total_bytes`], which stops decompression bombs, and the entry count is bounded;
+//! - permissions keep the owner/group/other read and execute bits, drop set-uid, set-gid, sticky and
+//!   group/other write; folder permissions from the archive are ignored (folders get the process default).
+//!
+//! The destination must be missing or empty; on any error, what was unpacked is removed again.
+//!
+//! Platform notes: on Windows, symbolic links in a bundle are refused (creating them needs a privilege most
+//! users lack; Windows bundles should not contain any) and permissions are not applied.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+/// How many symbolic links one path may pass through before we call it a loop (Linux uses 40 too).
+const MAX_LINK_HOPS: usize = 40;
+/// A symbolic link's target is a path; anything longer than this in a zip entry is not one.
+const MAX_LINK_TARGET_BYTES: u64 = 4096;
+
+/// The archive formats a bundle can take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ArchiveKind {
+    /// `.tar.gz` (or `.tgz`): Linux and macOS.
+    TarGz,
+    /// `.zip` with deflate: Windows.
+    Zip,
+}
+
+impl ArchiveKind {
+    /// The kind a file name's suffix says, case-insensitively; `None` for anything else.
+    pub fn from_file_name(name: &str) -> Option<Self> {
+        let lower = name.to_ascii_lowercase();
+        if lower.ends_with(".tar.gz") || lower.ends_with(".tgz") {
+            Some(ArchiveKind::TarGz)
+        } else if lower.ends_with(".zip") {
+            Some(ArchiveKind::Zip)
+        } else {
+            None
+        }
+    }
+
+    /// The usual archive kind for bundles of an OS: `.zip` on Windows, `.tar.gz` elsewhere.
+    pub fn for_os(os: crate::platform::Os) -> Self {
+        match os {
+            crate::platform::Os::Windows => ArchiveKind::Zip,
+            _ => ArchiveKind::TarGz,
+        }
+    }
+
+    /// The file suffix, with its dot: `.tar.gz` or `.zip`.
+    pub const fn extension(self) -> &'static str {
+        match self {
+            ArchiveKind::TarGz => ".tar.gz",
+            ArchiveKind::Zip => ".zip",
+        }
+    }
+}
+
+/// The name of a bundle's top folder, and (with [`ArchiveKind::extension`]) of its archive:
+/// `PersonalAIAgent-<os>-<arch>-<version>`.
+pub fn bundle_root_name(version: &semver::Version, platform: &crate::platform::Platform) -> String {
+    format!("PersonalAIAgent-{platform}-{version}")
+}
+
+/// Bounds on what one archive may unpack to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtractLimits {
+    /// Total bytes written for all files together.
+    pub max_total_bytes: u64,
+    /// Entries of any kind (files, folders, links).
+    pub max_entries: u64,
+}
+
+impl Default for ExtractLimits {
+    /// 32 GiB and 200 000 entries: room for a backend with its runtime, far below what fills a disk by
+    /// surprise.
+    fn default() -> Self {
+        ExtractLimits {
+            max_total_bytes: 32 * 1024 * 1024 * 1024,
+            max_entries: 200_000,
+        }
+    }
+}
+
+/// Why an archive entry was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnsafeReason {
+    /// The name starts at the file-system root or a drive.
+    AbsolutePath,
+    /// The name has a `..` component.
+    ParentComponent,
+    /// The name has a NUL, a backslash, or (on Windows) a `:`.
+    InvalidName,
+    /// A symbolic link whose target resolves outside the destination.
+    LinkEscapes { target: String },
+    /// A hard link whose target is outside the archive or not an earlier regular file in it.
+    HardLinkTarget { target: String },
+    /// A device, FIFO or socket.
+    SpecialFile { kind: &'static str },
+    /// The entry would be written inside a symbolic link the archive made.
+    InsideLink,
+    /// The entry clashes with an earlier one of another type (a file where a folder is, a link over a file).
+    Conflict,
+    /// Symbolic links cannot be created on this platform.
+    LinksUnsupported,
+}
+
+impl fmt::Display for UnsafeReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnsafeReason::AbsolutePath => f.write_str("is an absolute path"),
+            UnsafeReason::ParentComponent => f.write_str("climbs out with `..`"),
+            UnsafeReason::InvalidName => f.write_str("has a NUL, backslash or drive character in its name"),
+            UnsafeReason::LinkEscapes { target } => {
+                write!(
+                    f,
+                    "is a symbolic link to `{target}`, which points outside the bundle"
+                )
+            }
+            UnsafeReason::HardLinkTarget { target } => {
+                write!(
+                    f,
+                    "is a hard link to `{target}`, which is not a file earlier in the archive"
+                )
+            }
+            UnsafeReason::SpecialFile { kind } => write!(f, "is a {kind}, which a bundle never needs"),
+            UnsafeReason::InsideLink => f.write_str("would be written through a symbolic link"),
+            UnsafeReason::Conflict => f.write_str("clashes with an earlier entry of another type"),
+            UnsafeReason::LinksUnsupported => {
+                f.write_str("is a symbolic link, which this platform cannot create")
+            }
+        }
+    }
+}
+
+/// What can go wrong packing or unpacking a bundle.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("{} is not a .tar.gz, .tgz or .zip file; bundles come only in those forms", archive.display())]
+    UnsupportedKind { archive: PathBuf },
+
+    #[error("{} is damaged and cannot be read ({reason}); delete it and download it again", archive.display())]
+    Corrupt { archive: PathBuf, reason: String },
+
+    #[error(
+        "refusing to unpack {}: entry `{entry}` {reason}. The archive is unsafe: do not install it, and tell its publisher",
+        archive.display()
+    )]
+    UnsafeEntry {
+        archive: PathBuf,
+        entry: String,
+        reason: UnsafeReason,
+    },
+
+    #[error(
+        "refusing to unpack {}: it holds more than {limit} bytes (reached at entry `{entry}`), which looks like a decompression bomb; if the bundle really is that large, raise the limit",
+        archive.display()
+    )]
+    TooLarge {
+        archive: PathBuf,
+        entry: String,
+        limit: u64,
+    },
+
+    #[error(
+        "refusing to unpack {}: it holds more than {limit} entries; if the bundle really has that many files, raise the limit",
+        archive.display()
+    )]
+    TooManyEntries { archive: PathBuf, limit: u64 },
+
+    #[error("cannot unpack into {}: the folder is not empty; remove its contents or choose another folder", dest.display())]
+    DestinationNotEmpty { dest: PathBuf },
+
+    #[error("cannot pack {}: {reason}", path.display())]
+    CannotPack { path: PathBuf, reason: String },
+}
+
+fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ArchiveError + 'a {
+    move |source| ArchiveError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Packing
+
+/// One thing found under the bundle folder, relative to it.
+enum PackItem {
+    Dir,
+    File { mode: u32 },
+    Symlink { target: PathBuf },
+}
+
+/// Packs the contents of `bundle_dir` under one top folder `root_name` into `out_file`, replacing it
+/// atomically (a temporary file beside it, flushed, then renamed). Returns the archive's size in bytes.
+pub fn create_archive(
+    bundle_dir: &Path,
+    root_name: &str,
+    out_file: &Path,
+    kind: ArchiveKind,
+) -> Result<u64, ArchiveError> {
+    let meta = fs::metadata(bundle_dir).map_err(io_error("read the bundle folder", bundle_dir))?;
+    if !meta.is_dir() {
+        return Err(ArchiveError::CannotPack {
+            path: bundle_dir.to_path_buf(),
+            reason: "it is not a folder; pass the folder that holds agent.json and backend/".into(),
+        });
+    }
+    if root_name.is_empty() || root_name.contains(['/', '\\']) || root_name == "." || root_name == ".." {
+        return Err(ArchiveError::CannotPack {
+            path: bundle_dir.to_path_buf(),
+            reason: format!("`{root_name}` cannot name the top folder; use a plain folder name"),
+        });
+    }
+    let mut items = Vec::new();
+    collect_items(bundle_dir, Path::new(""), &mut items)?;
+
+    let out_dir = out_file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(out_dir).map_err(io_error("create folder", out_dir))?;
+    let temp = tempfile::Builder::new()
+        .prefix(".pack-")
+        .tempfile_in(out_dir)
+        .map_err(io_error("create a temporary file in", out_dir))?;
+    let writer = BufWriter::new(temp.as_file());
+    let root = Path::new(root_name);
+    match kind {
+        ArchiveKind::TarGz => write_tar_gz(bundle_dir, root, &items, writer, temp.path())?,
+        ArchiveKind::Zip => write_zip(bundle_dir, root_name, &items, writer, temp.path())?,
+    }
+    temp.as_file()
+        .sync_all()
+        .map_err(io_error("flush", temp.path()))?;
+    let size = temp
+        .as_file()
+        .metadata()
+        .map_err(io_error("read", temp.path()))?
+        .len();
+    temp.persist(out_file).map_err(|e| ArchiveError::Io {
+        action: "replace",
+        path: out_file.to_path_buf(),
+        source: e.error,
+    })?;
+    crate::fsutil::sync_dir(out_dir);
+    Ok(size)
+}
+
+/// Walks `dir` depth-first in sorted name order, so the archive's order does not depend on the file system.
+fn collect_items(base: &Path, rel: &Path, items: &mut Vec<(PathBuf, PackItem)>) -> Result<(), ArchiveError> {
+    let dir = base.join(rel);
+    let mut names: Vec<OsString> = fs::read_dir(&dir)
+        .map_err(io_error("list", &dir))?
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(io_error("list", &dir))?;
+    names.sort();
+    for name in names {
+        let child_rel = rel.join(&name);
+        let child = base.join(&child_rel);
+        let meta = fs::symlink_metadata(&child).map_err(io_error("read", &child))?;
+        let file_type = meta.file_type();
+        if file_type.is_symlink() {
+            let target = fs::read_link(&child).map_err(io_error("read the link", &child))?;
+            items.push((child_rel, PackItem::Symlink { target }));
+        } else if file_type.is_dir() {
+            items.push((child_rel.clone(), PackItem::Dir));
+            collect_items(base, &child_rel, items)?;
+        } else if file_type.is_file() {
+            items.push((
+                child_rel,
+                PackItem::File {
+                    mode: file_mode(&meta, &child),
+                },
+            ));
+        } else {
+            return Err(ArchiveError::CannotPack {
+                path: child,
+                reason: "it is a device, FIFO or socket, which cannot go in a bundle; remove it".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn file_mode(meta: &fs::Metadata, _path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    if meta.permissions().mode() & 0o111 != 0 {
+        0o755
+    } else {
+        0o644
+    }
+}
+
+/// Windows has no executable bit; programs and scripts are marked executable so a bundle packed on Windows
+/// for another OS still runs there.
+#[cfg(not(unix))]
+fn file_mode(_meta: &fs::Metadata, path: &Path) -> u32 {
+    let executable = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["exe", "bat", "cmd", "ps1", "sh"]
+            .iter()
+            .any(|x| e.eq_ignore_ascii_case(x))
+    });
+    if executable { 0o755 } else { 0o644 }
+}
+
+fn write_tar_gz(
+    base: &Path,
+    root: &Path,
+    items: &[(PathBuf, PackItem)],
+    writer: impl Write,
+    out: &Path,
+) -> Result<(), ArchiveError> {
+    let gz = flate2::GzBuilder::new().write(writer, flate2::Compression::default());
+    let mut builder = tar::Builder::new(gz);
+    builder.mode(tar::HeaderMode::Deterministic);
+    builder.follow_symlinks(false);
+    let mut root_header = dir_header();
+    builder
+        .append_data(&mut root_header, root, io::empty())
+        .map_err(io_error("write", out))?;
+    for (rel, item) in items {
+        let name = root.join(rel);
+        let source = base.join(rel);
+        match item {
+            PackItem::Dir => {
+                let mut header = dir_header();
+                builder
+                    .append_data(&mut header, &name, io::empty())
+                    .map_err(io_error("write", out))?;
+            }
+            PackItem::File { mode } => {
+                let mut file = File::open(&source).map_err(io_error("read", &source))?;
+                let len = file.metadata().map_err(io_error("read", &source))?.len();
+                let mut header = tar::Header::new_gnu();
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(*mode);
+                header.set_size(len);
+                header.set_mtime(tar::DETERMINISTIC_TIMESTAMP);
+                builder
+                    .append_data(&mut header, &name, &mut file)
+                    .map_err(io_error("write", out))?;
+            }
+            PackItem::Symlink { target } => {
+                let mut header = tar::Header::new_gnu();
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_mode(0o777);
+                header.set_size(0);
+                header.set_mtime(tar::DETERMINISTIC_TIMESTAMP);
+                builder
+                    .append_link(&mut header, &name, target)
+                    .map_err(io_error("write", out))?;
+            }
+        }
+    }
+    let gz = builder.into_inner().map_err(io_error("write", out))?;
+    let mut writer = gz.finish().map_err(io_error("write", out))?;
+    writer.flush().map_err(io_error("write", out))?;
+    Ok(())
+}
+
+fn dir_header() -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o755);
+    header.set_size(0);
+    header.set_mtime(tar::DETERMINISTIC_TIMESTAMP);
+    header
+}
+
+fn write_zip(
+    base: &Path,
+    root_name: &str,
+    items: &[(PathBuf, PackItem)],
+    writer: impl Write + io::Seek,
+    out: &Path,
+) -> Result<(), ArchiveError> {
+    let zip_err = |e: zip::result::ZipError| ArchiveError::Io {
+        action: "write",
+        path: out.to_path_buf(),
+        source: io::Error::other(e),
+    };
+    let mut zip = zip::ZipWriter::new(writer);
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .last_modified_time(zip::DateTime::default());
+    zip.add_directory(format!("{root_name}/"), options.unix_permissions(0o755))
+        .map_err(zip_err)?;
+    for (rel, item) in items {
+        let name = zip_name(root_name, rel).ok_or_else(|| ArchiveError::CannotPack {
+            path: base.join(rel),
+            reason: "its name is not valid UTF-8, which zip archives need; rename it".into(),
+        })?;
+        match item {
+            PackItem::Dir => zip
+                .add_directory(format!("{name}/"), options.unix_permissions(0o755))
+                .map_err(zip_err)?,
+            PackItem::File { mode } => {
+                let source = base.join(rel);
+                let mut file = File::open(&source).map_err(io_error("read", &source))?;
+                let large = file.metadata().map_err(io_error("read", &source))?.len() >= u64::from(u32::MAX);
+                zip.start_file(name, options.unix_permissions(*mode).large_file(large))
+                    .map_err(zip_err)?;
+                io::copy(&mut file, &mut zip).map_err(io_error("write", out))?;
+            }
+            PackItem::Symlink { target } => {
+                let target = target.to_str().ok_or_else(|| ArchiveError::CannotPack {
+                    path: base.join(rel),
+                    reason: "its link target is not valid UTF-8, which zip archives need".into(),
+                })?;
+                zip.add_symlink(name, target.replace('\\', "/"), options)
+                    .map_err(zip_err)?;
+            }
+        }
+    }
+    let mut writer = zip.finish().map_err(zip_err)?;
+    writer.flush().map_err(io_error("write", out))?;
+    Ok(())
+}
+
+fn zip_name(root_name: &str, rel: &Path) -> Option<String> {
+    let mut name = root_name.to_owned();
+    for component in rel.components() {
+        name.push('/');
+        name.push_str(component.as_os_str().to_str()?);
+    }
+    Some(name)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Unpacking
+
+/// Unpacks `archive` (its kind taken from its name) into `dest`, which must be missing or empty. Returns the
+/// bundle root: the single top folder when the archive holds exactly one, otherwise `dest` itself.
+pub fn extract_archive(archive: &Path, dest: &Path, limits: &ExtractLimits) -> Result<PathBuf, ArchiveError> {
+    let name = archive.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let kind = ArchiveKind::from_file_name(name).ok_or_else(|| ArchiveError::UnsupportedKind {
+        archive: archive.to_path_buf(),
+    })?;
+    let dest_existed = match fs::read_dir(dest) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(ArchiveError::DestinationNotEmpty {
+                    dest: dest.to_path_buf(),
+                });
+            }
+            true
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => return Err(io_error("open", dest)(e)),
+    };
+    fs::create_dir_all(dest).map_err(io_error("create folder", dest))?;
+
+    let mut extractor = Extractor {
+        archive,
+        dest,
+        limits: *limits,
+        written_bytes: 0,
+        entries: 0,
+        symlinks: Vec::new(),
+        top_level: BTreeSet::new(),
+    };
+    let result = match kind {
+        ArchiveKind::TarGz => extractor.unpack_tar_gz(),
+        ArchiveKind::Zip => extractor.unpack_zip(),
+    }
+    .and_then(|()| extractor.create_symlinks());
+    match result {
+        Ok(()) => Ok(extractor.bundle_root()),
+        Err(e) => {
+            // Leave nothing half-unpacked behind: the caller asked for an empty (or missing) folder.
+            if dest_existed {
+                if let Ok(entries) = fs::read_dir(dest) {
+                    for entry in entries.flatten() {
+                        let path = entry.path();
+                        let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
+                    }
+                }
+            } else {
+                let _ = fs::remove_dir_all(dest);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// A symbolic link waiting to be created once every file is in place.
+struct PendingLink {
+    entry: String,
+    rel: PathBuf,
+    target: PathBuf,
+}
+
+struct Extractor<'a> {
+    archive: &'a Path,
+    dest: &'a Path,
+    limits: ExtractLimits,
+    written_bytes: u64,
+    entries: u64,
+    symlinks: Vec<PendingLink>,
+    top_level: BTreeSet<OsString>,
+}
+
+/// What an entry is, once its format-specific header is read.
+enum EntryKind {
+    Dir,
+    File { mode: u32 },
+    Symlink { target: PathBuf },
+    HardLink { target: PathBuf },
+}
+
+impl Extractor<'_> {
+    fn unsafe_entry(&self, entry: &str, reason: UnsafeReason) -> ArchiveError {
+        ArchiveError::UnsafeEntry {
+            archive: self.archive.to_path_buf(),
+            entry: entry.to_owned(),
+            reason,
+        }
+    }
+
+    fn corrupt(&self, reason: impl fmt::Display) -> ArchiveError {
+        ArchiveError::Corrupt {
+            archive: self.archive.to_path_buf(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn open_archive(&self) -> Result<BufReader<File>, ArchiveError> {
+        let file = File::open(self.archive).map_err(io_error("open", self.archive))?;
+        Ok(BufReader::with_capacity(256 * 1024, file))
+    }
+
+    fn unpack_tar_gz(&mut self) -> Result<(), ArchiveError> {
+        let gz = flate2::read::GzDecoder::new(self.open_archive()?);
+        let mut tar = tar::Archive::new(gz);
+        let entries = tar.entries().map_err(|e| self.corrupt(e))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| self.corrupt(e))?;
+            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let header = entry.header();
+            let kind = match header.entry_type() {
+                tar::EntryType::Directory => EntryKind::Dir,
+                tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                    EntryKind::File {
+                        mode: header.mode().unwrap_or(0o644),
+                    }
+                }
+                tar::EntryType::Symlink | tar::EntryType::Link => {
+                    let target = entry
+                        .link_name_bytes()
+                        .ok_or_else(|| self.corrupt(format!("link `{name}` has no target")))?;
+                    let target = path_from_bytes(&target)
+                        .ok_or_else(|| self.unsafe_entry(&name, UnsafeReason::InvalidName))?;
+                    if header.entry_type() == tar::EntryType::Symlink {
+                        EntryKind::Symlink { target }
+                    } else {
+                        EntryKind::HardLink { target }
+                    }
+                }
+                tar::EntryType::Char => return Err(self.unsafe_special(&name, "character device")),
+                tar::EntryType::Block => return Err(self.unsafe_special(&name, "block device")),
+                tar::EntryType::Fifo => return Err(self.unsafe_special(&name, "FIFO")),
+                // Archive-wide metadata; per-entry pax and GNU long-name headers never reach us.
+                tar::EntryType::XGlobalHeader => continue,
+                // Skipping an unknown type could silently drop a file the backend needs.
+                other => {
+                    return Err(self.corrupt(format!(
+                        "entry `{name}` has type {other:?}, which bundles do not use"
+                    )));
+                }
+            };
+            let size = entry.size();
+            self.unpack_entry(&name, kind, size, &mut entry)?;
+        }
+        Ok(())
+    }
+
+    fn unsafe_special(&self, name: &str, kind: &'static str) -> ArchiveError {
+        self.unsafe_entry(name, UnsafeReason::SpecialFile { kind })
+    }
+
+    fn unpack_zip(&mut self) -> Result<(), ArchiveError> {
+        let mut zip = zip::ZipArchive::new(self.open_archive()?).map_err(|e| self.corrupt(e))?;
+        for index in 0..zip.len() {
+            let mut file = zip.by_index(index).map_err(|e| self.corrupt(e))?;
+            let name = String::from_utf8_lossy(file.name_raw()).into_owned();
+            let mode = file.unix_mode();
+            const S_IFMT: u32 = 0o170000;
+            match mode.map(|m| m & S_IFMT) {
+                Some(0o010000) => return Err(self.unsafe_special(&name, "FIFO")),
+                Some(0o020000) => return Err(self.unsafe_special(&name, "character device")),
+                Some(0o060000) => return Err(self.unsafe_special(&name, "block device")),
+                Some(0o140000) => return Err(self.unsafe_special(&name, "socket")),
+                _ => {}
+            }
+            let kind = if file.is_dir() {
+                EntryKind::Dir
+            } else if file.is_symlink() {
+                let mut target = Vec::new();
+                (&mut file)
+                    .take(MAX_LINK_TARGET_BYTES)
+                    .read_to_end(&mut target)
+                    .map_err(|e| self.corrupt(e))?;
+                let target = path_from_bytes(&target)
+                    .ok_or_else(|| self.unsafe_entry(&name, UnsafeReason::InvalidName))?;
+                EntryKind::Symlink { target }
+            } else {
+                EntryKind::File {
+                    mode: mode.unwrap_or(0o644),
+                }
+            };
+            let size = file.size();
+            self.unpack_entry(&name, kind, size, &mut file)?;
+        }
+        Ok(())
+    }
+
+    /// Checks and writes one entry (links are only recorded, see [`Extractor::create_symlinks`]).
+    fn unpack_entry(
+        &mut self,
+        name: &str,
+        kind: EntryKind,
+        declared_size: u64,
+        data: &mut dyn Read,
+    ) -> Result<(), ArchiveError> {
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(ArchiveError::TooManyEntries {
+                archive: self.archive.to_path_buf(),
+                limit: self.limits.max_entries,
+            });
+        }
+        let rel = safe_relative_path(name).map_err(|reason| self.unsafe_entry(name, reason))?;
+        let Some(first) = rel.components().next() else {
+            return Ok(()); // `./` names the destination itself
+        };
+        self.top_level.insert(first.as_os_str().to_owned());
+        let path = self.dest.join(&rel);
+        match kind {
+            EntryKind::Dir => {
+                if path.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+                    return Err(self.unsafe_entry(name, UnsafeReason::Conflict));
+                }
+                fs::create_dir_all(&path).map_err(io_error("create folder", &path))?;
+            }
+            EntryKind::File { mode } => {
+                let remaining = self.limits.max_total_bytes - self.written_bytes;
+                if declared_size > remaining {
+                    return Err(self.too_large(name));
+                }
+                let mut file = self.create_file(name, &rel)?;
+                // Count what is really written: a header's size can lie, a zip's often does in a bomb.
+                let copied = io::copy(&mut data.take(remaining + 1), &mut file).map_err(|e| {
+                    if e.kind() == io::ErrorKind::WriteZero || e.raw_os_error().is_some() {
+                        io_error("write", &path)(e)
+                    } else {
+                        self.corrupt(format!("entry `{name}`: {e}"))
+                    }
+                })?;
+                if copied > remaining {
+                    return Err(self.too_large(name));
+                }
+                self.written_bytes += copied;
+                set_mode(&file, mode, &path)?;
+            }
+            EntryKind::HardLink { target } => {
+                let target_name = target.to_string_lossy().into_owned();
+                let bad_target = || UnsafeReason::HardLinkTarget {
+                    target: target_name.clone(),
+                };
+                let target_rel =
+                    safe_relative_path(&target_name).map_err(|_| self.unsafe_entry(name, bad_target()))?;
+                let target_path = self.dest.join(&target_rel);
+                if !target_path.symlink_metadata().is_ok_and(|m| m.is_file()) {
+                    return Err(self.unsafe_entry(name, bad_target()));
+                }
+                self.prepare_parent(name, &rel)?;
+                if fs::hard_link(&target_path, &path).is_err() {
+                    // Some file systems (FAT, some network shares) have no hard links: a copy reads the same.
+                    let copied = fs::copy(&target_path, &path).map_err(io_error("copy to", &path))?;
+                    self.written_bytes += copied;
+                    if self.written_bytes > self.limits.max_total_bytes {
+                        return Err(self.too_large(name));
+                    }
+                }
+            }
+            EntryKind::Symlink { target } => {
+                // Refuse the obvious escapes now, with the link's own name; chains are checked at the end.
+                let parent = rel.parent().unwrap_or(Path::new(""));
+                if lexical_join(parent, &target).is_none() {
+                    let reason = UnsafeReason::LinkEscapes {
+                        target: target.to_string_lossy().into_owned(),
+                    };
+                    return Err(self.unsafe_entry(name, reason));
+                }
+                if cfg!(not(unix)) {
+                    return Err(self.unsafe_entry(name, UnsafeReason::LinksUnsupported));
+                }
+                self.symlinks.push(PendingLink {
+                    entry: name.to_owned(),
+                    rel,
+                    target,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn too_large(&self, entry: &str) -> ArchiveError {
+        ArchiveError::TooLarge {
+            archive: self.archive.to_path_buf(),
+            entry: entry.to_owned(),
+            limit: self.limits.max_total_bytes,
+        }
+    }
+
+    /// Creates the folders above `rel`; no links exist yet while files are written, so this cannot leave dest.
+    fn prepare_parent(&self, name: &str, rel: &Path) -> Result<(), ArchiveError> {
+        let path = self.dest.join(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists || e.kind() == io::ErrorKind::NotADirectory {
+                    self.unsafe_entry(name, UnsafeReason::Conflict)
+                } else {
+                    io_error("create folder", parent)(e)
+                }
+            })?;
+        }
+        match path.symlink_metadata() {
+            Ok(meta) if meta.is_dir() => Err(self.unsafe_entry(name, UnsafeReason::Conflict)),
+            // A later entry with the same name replaces the earlier one, as `tar` does.
+            Ok(_) => fs::remove_file(&path).map_err(io_error("replace", &path)),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn create_file(&self, name: &str, rel: &Path) -> Result<File, ArchiveError> {
+        self.prepare_parent(name, rel)?;
+        let path = self.dest.join(rel);
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_error("create", &path))
+    }
+
+    /// Creates the recorded links, then checks that each one, followed through the others, stays inside.
+    fn create_symlinks(&mut self) -> Result<(), ArchiveError> {
+        for link in &self.symlinks {
+            let path = self.dest.join(&link.rel);
+            if self.passes_through_link(&link.rel) {
+                return Err(self.unsafe_entry(&link.entry, UnsafeReason::InsideLink));
+            }
+            if path.symlink_metadata().is_ok() {
+                return Err(self.unsafe_entry(&link.entry, UnsafeReason::Conflict));
+            }
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(io_error("create folder", parent))?;
+            }
+            make_symlink(&link.target, &path)?;
+        }
+        for link in &self.symlinks {
+            if !resolves_inside(self.dest, &link.rel) {
+                return Err(self.unsafe_entry(
+                    &link.entry,
+                    UnsafeReason::LinkEscapes {
+                        target: link.target.to_string_lossy().into_owned(),
+                    },
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn passes_through_link(&self, rel: &Path) -> bool {
+        let mut here = self.dest.to_path_buf();
+        let Some(parent) = rel.parent() else { return false };
+        parent.components().any(|c| {
+            here.push(c);
+            here.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink())
+        })
+    }
+
+    fn bundle_root(&self) -> PathBuf {
+        if let [only] = self.top_level.iter().collect::<Vec<_>>()[..] {
+            let candidate = self.dest.join(only);
+            if candidate.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                return candidate;
+            }
+        }
+        self.dest.to_path_buf()
+    }
+}
+
+#[cfg(unix)]
+fn make_symlink(target: &Path, path: &Path) -> Result<(), ArchiveError> {
+    std::os::unix::fs::symlink(target, path).map_err(io_error("create the link", path))
+}
+
+#[cfg(not(unix))]
+fn make_symlink(_target: &Path, path: &Path) -> Result<(), ArchiveError> {
+    Err(ArchiveError::Io {
+        action: "create the link",
+        path: path.to_path_buf(),
+        source: io::Error::new(
+            io::ErrorKind::Unsupported,
+            "symbolic links are not unpacked on this platform",
+        ),
+    })
+}
+
+#[cfg(unix)]
+fn set_mode(file: &File, mode: u32, path: &Path) -> Result<(), ArchiveError> {
+    use std::os::unix::fs::PermissionsExt;
+    // Keep read/execute bits, never set-uid/set-gid/sticky or write for others; the owner can always write,
+    // so a later cleanup can remove the file.
+    let mode = (mode & 0o755) | 0o600;
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io_error("set permissions of", path))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_file: &File, _mode: u32, _path: &Path) -> Result<(), ArchiveError> {
+    Ok(())
+}
+
+#[cfg(unix)]
+fn path_from_bytes(bytes: &[u8]) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    (!bytes.contains(&0)).then(|| PathBuf::from(std::ffi::OsStr::from_bytes(bytes)))
+}
+
+#[cfg(not(unix))]
+fn path_from_bytes(bytes: &[u8]) -> Option<PathBuf> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    (!text.contains('\0')).then(|| PathBuf::from(text))
+}
+
+/// The entry name as a path below the destination, or why it is not one.
+fn safe_relative_path(name: &str) -> Result<PathBuf, UnsafeReason> {
+    if name.contains(['\0', '\\']) || (cfg!(windows) && name.contains(':')) {
+        return Err(UnsafeReason::InvalidName);
+    }
+    let mut rel = PathBuf::new();
+    for component in Path::new(name).components() {
+        match component {
+            Component::Prefix(_) | Component::RootDir => return Err(UnsafeReason::AbsolutePath),
+            Component::ParentDir => return Err(UnsafeReason::ParentComponent),
+            Component::CurDir => {}
+            Component::Normal(part) => rel.push(part),
+        }
+    }
+    Ok(rel)
+}
+
+/// `base` joined with a relative `target`, `..` applied by name; `None` when it climbs above the root or
+/// `target` is absolute.
+fn lexical_join(base: &Path, target: &Path) -> Option<PathBuf> {
+    let mut parts: Vec<&std::ffi::OsStr> = base.components().map(|c| c.as_os_str()).collect();
+    for component in target.components() {
+        match component {
+            Component::Prefix(_) | Component::RootDir => return None,
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::CurDir => {}
+            Component::Normal(part) => parts.push(part),
+        }
+    }
+    Some(parts.iter().collect())
+}
+
+/// Whether the link at `rel` (below `dest`) resolves inside `dest`, following links found on the way as the
+/// operating system would. Parts that do not exist (a dangling link) are resolved by name.
+fn resolves_inside(dest: &Path, rel: &Path) -> bool {
+    let Some(parent) = rel.parent() else { return false };
+    let Ok(first_target) = fs::read_link(dest.join(rel)) else {
+        return false;
+    };
+    let mut resolved: Vec<OsString> = parent.components().map(|c| c.as_os_str().to_owned()).collect();
+    let mut pending: VecDeque<OsString> = first_target
+        .components()
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    let mut hops = 0;
+    while let Some(part) = pending.pop_front() {
+        match Path::new(&part).components().next() {
+            None | Some(Component::CurDir) => {}
+            Some(Component::Prefix(_) | Component::RootDir) => return false,
+            Some(Component::ParentDir) => {
+                if resolved.pop().is_none() {
+                    return false;
+                }
+            }
+            Some(Component::Normal(name)) => {
+                resolved.push(name.to_owned());
+                let here: PathBuf = std::iter::once(dest.as_os_str())
+                    .chain(resolved.iter().map(|p| p.as_os_str()))
+                    .collect();
+                if here.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+                    hops += 1;
+                    if hops > MAX_LINK_HOPS {
+                        return false;
+                    }
+                    let Ok(next) = fs::read_link(&here) else {
+                        return false;
+                    };
+                    resolved.pop();
+                    for component in next.components().rev() {
+                        pending.push_front(component.as_os_str().to_owned());
+                    }
+                }
+            }
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_kind_is_read_from_the_suffix_in_any_case() {
+        assert_eq!(
+            ArchiveKind::from_file_name("a-1.0.TAR.GZ"),
+            Some(ArchiveKind::TarGz)
+        );
+        assert_eq!(ArchiveKind::from_file_name("a.tgz"), Some(ArchiveKind::TarGz));
+        assert_eq!(ArchiveKind::from_file_name("a.zip"), Some(ArchiveKind::Zip));
+        assert_eq!(ArchiveKind::from_file_name("a.tar.xz"), None);
+    }
+
+    #[test]
+    fn entry_names_that_leave_the_folder_are_refused() {
+        assert_eq!(safe_relative_path("/etc/passwd"), Err(UnsafeReason::AbsolutePath));
+        assert_eq!(
+            safe_relative_path("a/../../evil"),
+            Err(UnsafeReason::ParentComponent)
+        );
+        assert_eq!(safe_relative_path("a\\..\\evil"), Err(UnsafeReason::InvalidName));
+        assert_eq!(safe_relative_path("./a/./b"), Ok(PathBuf::from("a/b")));
+    }
+
+    #[test]
+    fn lexical_join_stops_at_the_root() {
+        assert_eq!(
+            lexical_join(Path::new("a/b"), Path::new("../c")),
+            Some(PathBuf::from("a/c"))
+        );
+        assert_eq!(lexical_join(Path::new("a"), Path::new("../../c")), None);
+        assert_eq!(lexical_join(Path::new("a"), Path::new("/c")), None);
+    }
+
+    #[test]
+    fn bundle_root_name_joins_product_platform_and_version() {
+        let platform =
+            crate::platform::Platform::new(crate::platform::Os::Linux, crate::platform::Arch::X86_64);
+        let version = semver::Version::new(1, 2, 0);
+        assert_eq!(
+            bundle_root_name(&version, &platform),
+            "PersonalAIAgent-linux-x86_64-1.2.0"
+        );
+    }
+}

@@ -261,10 +261,14 @@ pub fn source_from_config(
     ))
 }
 
+/// The shortest interval between automatic checks, whatever the settings say.
+pub const MIN_CHECK_INTERVAL_SECS: f64 = 10.0;
+
 /// The delay before the next automatic check: the configured interval after the last check, spread by up
-/// to ±10 % (and at least a minute), so launchers started together do not all check together.
+/// to ±10 % (and never more often than every ten seconds), so launchers started together do not all check
+/// together.
 pub fn next_check_delay(config: &Config, now: DateTime<Utc>, rng: &mut fastrand::Rng) -> std::time::Duration {
-    let interval = (config.check_interval_hours * 3600.0).max(60.0);
+    let interval = (config.check_interval_hours * 3600.0).max(MIN_CHECK_INTERVAL_SECS);
     let jitter = interval * 0.1 * (rng.f64() * 2.0 - 1.0);
     let due_in = match config.last_check {
         Some(last) if last <= now => interval - (now - last).num_milliseconds() as f64 / 1000.0,

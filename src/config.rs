@@ -166,7 +166,8 @@ impl Config {
         match self.last_check {
             None => true,
             Some(last) => {
-                let interval = chrono::Duration::milliseconds((self.check_interval_hours * 3_600_000.0) as i64);
+                let interval =
+                    chrono::Duration::milliseconds((self.check_interval_hours * 3_600_000.0) as i64);
                 // A clock set back past `last_check` must not silence checks forever.
                 now < last || now - last >= interval
             }
@@ -237,10 +238,17 @@ mod tests {
         assert_eq!(loaded.config.update_channel, Channel::Beta);
         assert_eq!(loaded.config.backup_count, 2);
         loaded.config.save(&path).unwrap();
-        let again: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let again: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(again["future_setting"]["x"], 1);
         assert_eq!(again["last_check"], "2026-01-02T03:04:05Z");
-        for field in ["auto_check", "auto_download", "auto_install", "update_channel", "skip_versions"] {
+        for field in [
+            "auto_check",
+            "auto_download",
+            "auto_install",
+            "update_channel",
+            "skip_versions",
+        ] {
             assert!(again.get(field).is_some(), "{field} missing from the saved file");
         }
     }
@@ -253,12 +261,19 @@ mod tests {
         let first = Config::load(&path);
         assert_eq!(first.config, Config::default());
         assert_eq!(first.warnings.len(), 1);
-        assert!(first.warnings[0].contains("using default settings"), "{}", first.warnings[0]);
+        assert!(
+            first.warnings[0].contains("using default settings"),
+            "{}",
+            first.warnings[0]
+        );
         let aside: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert!(aside.iter().any(|n| n.starts_with("config.json.corrupt-")), "{aside:?}");
+        assert!(
+            aside.iter().any(|n| n.starts_with("config.json.corrupt-")),
+            "{aside:?}"
+        );
         assert!(Config::load(&path).warnings.is_empty(), "told twice");
     }
 
@@ -266,7 +281,11 @@ mod tests {
     fn environment_variables_override_the_file() {
         let mut warnings = vec![];
         let c = Config::default().with_env(
-            &env_of(&[("GITHUB_REPO", "me/agent"), ("UPDATE_CHECK_INTERVAL", "6"), ("AUTO_UPDATE", "true")]),
+            &env_of(&[
+                ("GITHUB_REPO", "me/agent"),
+                ("UPDATE_CHECK_INTERVAL", "6"),
+                ("AUTO_UPDATE", "true"),
+            ]),
             &mut warnings,
         );
         assert!(warnings.is_empty());

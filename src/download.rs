@@ -1,1 +1,1321 @@
-//! (being written)
+//! Resumable downloads that are verified while they stream.
+//!
+//! A download goes to `<dest>.part` through a small, fixed set of buffers, so memory stays flat whatever the
+//! file size; each buffer is written on the calling thread and hashed (SHA256) on a second, named thread,
+//! so hashing overlaps the network and costs almost no wall time. Beside the partial file a sidecar
+//! `<dest>.part.json` records the URL, the server's validator (ETag or Last-Modified) and what is expected,
+//! so a later call — after a dropped connection, a cancel or a crash — re-hashes the prefix it already has
+//! and continues with `Range: bytes=N-` plus `If-Range`. A server that ignores the range, or whose file
+//! changed, answers 200 and the download starts over from zero (and says so). Transient failures (5xx, 408,
+//! 429, connection errors) are retried with exponential backoff and jitter; other 4xx answers stop at once.
+//!
+//! Only a file whose size and SHA256 match is renamed (after an fsync) to its final name. A file that does
+//! not match is deleted, so a bad download can never cause an update loop. `Authorization` goes only to the
+//! request URL's own origin: reqwest drops it on a redirect that changes scheme, host or port, and redirects
+//! this module follows itself (when the caller's client does not) apply the same rule.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{Client, Response};
+use reqwest::header::{self, HeaderMap};
+use reqwest::{StatusCode, Url};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Size of one streaming buffer. Large enough that per-buffer overhead (a channel hop, a `write`) is
+/// negligible, small enough that the hashing thread works on data that is still in cache.
+const BUFFER_SIZE: usize = 256 * 1024;
+/// Buffers in flight between the writer and the hashing thread; memory used is `BUFFERS * BUFFER_SIZE`.
+const BUFFERS: usize = 4;
+/// At most this many progress events a second (about 10, which is plenty for a progress bar).
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// The window over which download speed is measured.
+const SPEED_WINDOW: Duration = Duration::from_secs(3);
+/// Redirect hops followed by this module when the caller's client hands a 3xx back.
+const MAX_REDIRECTS: usize = 10;
+/// Version of the sidecar format; a sidecar of another version is ignored (the download starts over).
+const SIDECAR_FORMAT: u32 = 1;
+
+/// What to download and what the result must be.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DownloadRequest {
+    pub url: String,
+    /// The final file; the download streams into `<dest>.part` next to it.
+    pub dest: PathBuf,
+    pub expected_size: Option<u64>,
+    /// Lowercase or uppercase hex; checked after the last byte.
+    pub expected_sha256: Option<String>,
+    /// Sent as `Authorization: Bearer …`, only to the URL's own origin (never after a cross-host redirect).
+    pub auth_token: Option<String>,
+    /// The `Accept` header, e.g. `application/octet-stream` for GitHub API asset URLs.
+    pub accept: Option<String>,
+}
+
+impl DownloadRequest {
+    /// A request with nothing expected; add expectations with struct update syntax or the fields.
+    pub fn new(url: impl Into<String>, dest: impl Into<PathBuf>) -> Self {
+        DownloadRequest {
+            url: url.into(),
+            dest: dest.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// How far a download is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Progress {
+    pub done: u64,
+    pub total: Option<u64>,
+    /// Measured over the last few seconds of this call (bytes resumed from disk do not count).
+    pub bytes_per_sec: f64,
+    pub eta: Option<Duration>,
+}
+
+/// What a download reports while it runs, in order: `Started`, then any of `Progress`, `Retrying`,
+/// `Resumed`, `Restarted`, then `Verifying` and `Done`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DownloadEvent {
+    /// The server answered; `resume_from` bytes were already on disk and verified by re-hashing.
+    Started {
+        url: String,
+        total: Option<u64>,
+        resume_from: u64,
+    },
+    Progress(Progress),
+    /// A transient failure; the next try (`attempt`, counting from 1) starts after `delay`.
+    Retrying {
+        attempt: u32,
+        delay: Duration,
+        reason: String,
+    },
+    /// The server accepted a range request: the download continues from byte `from`.
+    Resumed {
+        from: u64,
+    },
+    /// The partial file was discarded and the download starts over from byte 0.
+    Restarted {
+        reason: String,
+    },
+    /// The last byte arrived; size and hash are being checked.
+    Verifying,
+    Done(DownloadOutcome),
+}
+
+/// A verified file in its final place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DownloadOutcome {
+    pub path: PathBuf,
+    pub size: u64,
+    /// Lowercase hex.
+    pub sha256: String,
+    /// Bytes that were already on disk from an earlier call (0 for a fresh download).
+    pub resumed_from: u64,
+}
+
+/// Cancels a running download between two buffers (or during a backoff wait). Cloning is cheap; all
+/// clones share one flag. The partial file is kept so a later call resumes it.
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(Arc<CancelInner>);
+
+#[derive(Debug, Default)]
+struct CancelInner {
+    cancelled: AtomicBool,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn cancel(&self) {
+        self.0.cancelled.store(true, Ordering::SeqCst);
+        let _guard = self.0.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.0.wake.notify_all();
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Waits up to `timeout`, waking early on cancel; returns whether the token is cancelled.
+    fn wait(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.0.lock.lock().unwrap_or_else(|e| e.into_inner());
+        while !self.is_cancelled() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            guard = match self.0.wake.wait_timeout(guard, deadline - now) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+        self.is_cancelled()
+    }
+}
+
+/// How often and how patiently transient failures are retried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries in a row that may fail before giving up (a try that received bytes resets the count).
+    pub max_attempts: u32,
+    /// The wait after the first failure; it doubles after each further one.
+    pub base_delay: Duration,
+    /// The longest wait, also the cap on a server's `Retry-After`.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `failures` (1 = after the first failure): exponential, capped, with
+    /// "equal jitter" — half fixed, half random — so many clients that failed together do not retry together.
+    pub fn delay_after(&self, failures: u32) -> Duration {
+        let exponent = failures.saturating_sub(1).min(20);
+        let full = self
+            .base_delay
+            .saturating_mul(1u32 << exponent)
+            .min(self.max_delay);
+        let half = full / 2;
+        let jitter_nanos = fastrand::u64(0..=half.as_nanos().min(u128::from(u64::MAX)) as u64);
+        half + Duration::from_nanos(jitter_nanos)
+    }
+}
+
+/// Why a download failed. Each message names the cause and what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("`{url}` is not a URL that can be downloaded ({reason}); check the release source configuration")]
+    InvalidUrl { url: String, reason: String },
+
+    #[error("`{value}` is not a SHA256 (64 hex digits); check the release's checksum file or manifest")]
+    InvalidChecksum { value: String },
+
+    #[error("{url} answered HTTP {status}; {}", status_advice(*.status))]
+    HttpStatus { url: String, status: u16 },
+
+    #[error(
+        "gave up on {url} after {attempts} tries: {reason}; check the network connection (or HTTPS_PROXY) and run the command again — the partial download is kept and will resume"
+    )]
+    RetriesExhausted {
+        url: String,
+        attempts: u32,
+        reason: String,
+    },
+
+    #[error("{url} could not be fetched: {reason}; check the URL and the proxy settings")]
+    Request { url: String, reason: String },
+
+    #[error(
+        "downloaded {file} is corrupt or was tampered with: expected SHA256 {expected}, got {actual}; the file was deleted — run the command again, and if it happens again the release asset itself is bad"
+    )]
+    HashMismatch {
+        file: PathBuf,
+        expected: String,
+        actual: String,
+    },
+
+    #[error(
+        "{url} for {file} is {actual} bytes but {expected} bytes were expected; the partial file was deleted — the asset may have been replaced, check for a newer release and try again"
+    )]
+    SizeMismatch {
+        url: String,
+        file: PathBuf,
+        expected: u64,
+        actual: u64,
+    },
+
+    #[error(
+        "not enough free space in {dir}: the download needs {needed} more bytes but only {available} are free; free some space (or remove old versions) and try again"
+    )]
+    InsufficientSpace {
+        dir: PathBuf,
+        needed: u64,
+        available: u64,
+    },
+
+    #[error(
+        "{part} is already being downloaded by another process; wait for that download to finish, then try again"
+    )]
+    Busy { part: PathBuf },
+
+    #[error("the download of {url} was cancelled; {part} is kept and the next download resumes from it")]
+    Cancelled { url: String, part: PathBuf },
+
+    #[error(
+        "could not {action} {path}: {source}; check the folder exists, is writable and the disk is not full"
+    )]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn status_advice(status: u16) -> &'static str {
+    match status {
+        401 | 403 => {
+            "the token is missing, expired or lacks access (set GITHUB_TOKEN to one that can read the repository)"
+        }
+        404 | 410 => "the file is not there (the release or asset was removed); run the update check again",
+        _ => "the server refused the download; check the URL, or try again later",
+    }
+}
+
+impl DownloadError {
+    fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
+        DownloadError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// `<dest>.part`: where the bytes go until they are verified.
+pub fn part_path(dest: &Path) -> PathBuf {
+    with_suffix(dest, ".part")
+}
+
+/// `<dest>.part.json`: what a later call needs to resume `<dest>.part`.
+pub fn sidecar_path(dest: &Path) -> PathBuf {
+    with_suffix(dest, ".part.json")
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The sidecar beside a partial file. A partial file is only resumed when its sidecar describes the very
+/// same request, so bytes from another URL or another expected file are never spliced in.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct PartState {
+    format: u32,
+    url: String,
+    etag: Option<String>,
+    last_modified: Option<String>,
+    total_size: Option<u64>,
+    expected_size: Option<u64>,
+    expected_sha256: Option<String>,
+}
+
+impl PartState {
+    fn for_request(req: &DownloadRequest, expected_sha256: &Option<String>) -> Self {
+        PartState {
+            format: SIDECAR_FORMAT,
+            url: req.url.clone(),
+            expected_size: req.expected_size,
+            expected_sha256: expected_sha256.clone(),
+            ..Default::default()
+        }
+    }
+
+    fn describes_same_request(&self, other: &PartState) -> bool {
+        self.format == other.format
+            && self.url == other.url
+            && self.expected_size == other.expected_size
+            && self.expected_sha256 == other.expected_sha256
+    }
+
+    /// The value for `If-Range`: a strong ETag, else Last-Modified (weak ETags are not allowed there).
+    fn if_range(&self) -> Option<&str> {
+        self.etag
+            .as_deref()
+            .filter(|e| !e.starts_with("W/"))
+            .or(self.last_modified.as_deref())
+    }
+
+    fn record_validators(&mut self, headers: &HeaderMap, total: Option<u64>) {
+        self.etag = header_text(headers, header::ETAG);
+        self.last_modified = header_text(headers, header::LAST_MODIFIED);
+        self.total_size = total;
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// Hashes buffers on a named thread. Buffers circulate: the writer takes a free one, fills it, writes it to
+/// disk and submits it; the hashing thread hashes it and hands it back. Only `BUFFERS` buffers ever exist.
+struct HashPipeline {
+    to_hasher: Option<SyncSender<(Vec<u8>, usize)>>,
+    free: Receiver<Vec<u8>>,
+    worker: Option<JoinHandle<Sha256>>,
+}
+
+impl HashPipeline {
+    fn start() -> std::io::Result<Self> {
+        let (to_hasher, filled) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
+        let (give_back, free) = mpsc::channel::<Vec<u8>>();
+        for _ in 0..BUFFERS {
+            // The receiver is alive (it is `free`, below), so this cannot fail.
+            let _ = give_back.send(vec![0; BUFFER_SIZE]);
+        }
+        let worker = std::thread::Builder::new()
+            .name("download-sha256".into())
+            .spawn(move || {
+                let mut hasher = Sha256::new();
+                for (buffer, len) in filled {
+                    hasher.update(&buffer[..len]);
+                    // The writer may have stopped taking buffers (finish or drop); nothing to do then.
+                    let _ = give_back.send(buffer);
+                }
+                hasher
+            })?;
+        Ok(HashPipeline {
+            to_hasher: Some(to_hasher),
+            free,
+            worker: Some(worker),
+        })
+    }
+
+    /// A buffer to fill; waits while all buffers are being hashed (that is the back-pressure).
+    fn take_buffer(&self) -> Vec<u8> {
+        // If the worker died its buffers are gone; a fresh one keeps the download going and `finish`
+        // reports the failure.
+        self.free.recv().unwrap_or_else(|_| vec![0; BUFFER_SIZE])
+    }
+
+    fn submit(&self, buffer: Vec<u8>, len: usize) {
+        if let Some(tx) = &self.to_hasher {
+            let _ = tx.send((buffer, len));
+        }
+    }
+
+    /// Waits for every submitted buffer to be hashed; the lowercase hex digest.
+    fn finish(&mut self) -> std::io::Result<String> {
+        drop(self.to_hasher.take());
+        let worker = self
+            .worker
+            .take()
+            .ok_or_else(|| std::io::Error::other("hashing thread missing"))?;
+        let hasher = worker
+            .join()
+            .map_err(|_| std::io::Error::other("the hashing thread panicked"))?;
+        Ok(hex::encode(hasher.finalize()))
+    }
+}
+
+impl Drop for HashPipeline {
+    fn drop(&mut self) {
+        drop(self.to_hasher.take());
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// Rate-limits progress events and measures speed over a sliding window.
+struct ProgressMeter {
+    samples: std::collections::VecDeque<(Instant, u64)>,
+    last_emit: Option<Instant>,
+}
+
+impl ProgressMeter {
+    fn new() -> Self {
+        ProgressMeter {
+            samples: std::collections::VecDeque::new(),
+            last_emit: None,
+        }
+    }
+
+    /// Forgets the speed history (after a restart the byte count goes back to 0).
+    fn reset(&mut self) {
+        self.samples.clear();
+    }
+
+    fn progress(&mut self, done: u64, total: Option<u64>, force: bool) -> Option<Progress> {
+        let now = Instant::now();
+        if self.samples.back().is_none_or(|(_, d)| *d != done) || self.samples.is_empty() {
+            self.samples.push_back((now, done));
+        }
+        while self.samples.len() > 2 && self.samples.front().is_some_and(|(t, _)| now - *t > SPEED_WINDOW) {
+            self.samples.pop_front();
+        }
+        if !force && self.last_emit.is_some_and(|t| now - t < PROGRESS_INTERVAL) {
+            return None;
+        }
+        self.last_emit = Some(now);
+        let bytes_per_sec = match (self.samples.front(), self.samples.back()) {
+            (Some((t0, d0)), Some((t1, d1))) if t1 > t0 && d1 >= d0 => {
+                (d1 - d0) as f64 / (*t1 - *t0).as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        let eta = match total {
+            Some(total) if bytes_per_sec > 0.0 && total >= done => {
+                Some(Duration::from_secs_f64((total - done) as f64 / bytes_per_sec))
+            }
+            _ => None,
+        };
+        Some(Progress {
+            done,
+            total,
+            bytes_per_sec,
+            eta,
+        })
+    }
+}
+
+/// Downloads `req.url` to `req.dest`, resuming a partial file left by an earlier call, retrying transient
+/// failures per `policy`, and verifying size and SHA256 before the file takes its final name.
+///
+/// Progress events are throttled to about ten a second. On cancel the partial file is kept.
+pub fn download(
+    client: &Client,
+    req: &DownloadRequest,
+    policy: &RetryPolicy,
+    cancel: &CancelToken,
+    on_event: &mut dyn FnMut(DownloadEvent),
+) -> Result<DownloadOutcome, DownloadError> {
+    Download::prepare(client, req, policy, cancel, on_event)?.run()
+}
+
+/// A handle to a download running on its own thread.
+pub type DownloadHandle = JoinHandle<Result<DownloadOutcome, DownloadError>>;
+
+/// Runs [`download`] on a named background thread; events arrive on the returned channel.
+pub fn spawn_download(
+    client: Client,
+    req: DownloadRequest,
+    policy: RetryPolicy,
+    cancel: CancelToken,
+) -> Result<(DownloadHandle, Receiver<DownloadEvent>), DownloadError> {
+    spawn_download_notifying(client, req, policy, cancel, || {})
+}
+
+/// As [`spawn_download`], calling `notify` after each event is sent (a window passes its repaint request).
+pub fn spawn_download_notifying(
+    client: Client,
+    req: DownloadRequest,
+    policy: RetryPolicy,
+    cancel: CancelToken,
+    notify: impl Fn() + Send + 'static,
+) -> Result<(DownloadHandle, Receiver<DownloadEvent>), DownloadError> {
+    let (tx, rx) = mpsc::channel();
+    let dest = req.dest.clone();
+    let handle = std::thread::Builder::new()
+        .name("download".into())
+        .spawn(move || {
+            download(&client, &req, &policy, &cancel, &mut |event| {
+                // A receiver that went away only means nobody watches; the download goes on.
+                let _ = tx.send(event);
+                notify();
+            })
+        })
+        .map_err(|e| DownloadError::io("start a download thread for", &dest, e))?;
+    Ok((handle, rx))
+}
+
+/// How one request ended.
+enum Step {
+    /// All bytes are on disk.
+    Complete,
+    /// Try again after a wait (resuming); `progressed` says whether bytes arrived.
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+        progressed: bool,
+    },
+    /// Drop the partial file and start over.
+    Restart { reason: String },
+}
+
+/// One download in progress: the partial file, its sidecar, and the hash of what is in it.
+struct Download<'a> {
+    client: &'a Client,
+    req: &'a DownloadRequest,
+    policy: &'a RetryPolicy,
+    cancel: &'a CancelToken,
+    on_event: &'a mut dyn FnMut(DownloadEvent),
+    url: Url,
+    expected_sha256: Option<String>,
+    part: PathBuf,
+    sidecar: PathBuf,
+    file: File,
+    state: PartState,
+    /// Bytes in the partial file, all of them hashed.
+    offset: u64,
+    resumed_from: u64,
+    pipeline: HashPipeline,
+    meter: ProgressMeter,
+    started: bool,
+}
+
+impl<'a> Download<'a> {
+    fn prepare(
+        client: &'a Client,
+        req: &'a DownloadRequest,
+        policy: &'a RetryPolicy,
+        cancel: &'a CancelToken,
+        on_event: &'a mut dyn FnMut(DownloadEvent),
+    ) -> Result<Self, DownloadError> {
+        let url = Url::parse(&req.url).map_err(|e| DownloadError::InvalidUrl {
+            url: req.url.clone(),
+            reason: e.to_string(),
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(DownloadError::InvalidUrl {
+                url: req.url.clone(),
+                reason: format!("the scheme `{}` is not http or https", url.scheme()),
+            });
+        }
+        let expected_sha256 = req.expected_sha256.as_deref().map(normalize_sha256).transpose()?;
+        let dir = parent_dir(&req.dest);
+        std::fs::create_dir_all(&dir).map_err(|e| DownloadError::io("create the folder", &dir, e))?;
+        let part = part_path(&req.dest);
+        let sidecar = sidecar_path(&req.dest);
+
+        let wanted = PartState::for_request(req, &expected_sha256);
+        let (state, offset) = match read_sidecar(&sidecar) {
+            Some(saved) if saved.describes_same_request(&wanted) => {
+                let len = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+                let too_long = saved
+                    .total_size
+                    .or(req.expected_size)
+                    .is_some_and(|total| len > total);
+                if too_long { (wanted, 0) } else { (saved, len) }
+            }
+            _ => (wanted, 0),
+        };
+        check_free_space(&dir, req.expected_size.or(state.total_size), offset)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .open(&part)
+            .map_err(|e| DownloadError::io("open", &part, e))?;
+        // Two writers on one partial file would interleave their bytes; the lock is released when the
+        // file is closed, also when the process dies.
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(DownloadError::Busy { part }),
+            Err(std::fs::TryLockError::Error(e)) => {
+                tracing::debug!(part = %part.display(), error = %e, "file locks unsupported; not locked");
+            }
+        }
+        file.set_len(offset)
+            .map_err(|e| DownloadError::io("truncate", &part, e))?;
+        if offset == 0 {
+            // No usable sidecar: whatever was there belongs to another request.
+            remove_if_exists(&sidecar);
+        }
+
+        let pipeline = HashPipeline::start().map_err(|e| DownloadError::io("start hashing for", &part, e))?;
+        let mut download = Download {
+            client,
+            req,
+            policy,
+            cancel,
+            on_event,
+            url,
+            expected_sha256,
+            part,
+            sidecar,
+            file,
+            state,
+            offset,
+            resumed_from: offset,
+            pipeline,
+            meter: ProgressMeter::new(),
+            started: false,
+        };
+        if offset > 0 {
+            download.hash_existing_prefix()?;
+        }
+        download
+            .file
+            .seek(SeekFrom::Start(offset))
+            .map_err(|e| DownloadError::io("seek in", &download.part, e))?;
+        Ok(download)
+    }
+
+    /// Feeds the bytes already in the partial file to the hasher, so the final hash covers the whole file.
+    fn hash_existing_prefix(&mut self) -> Result<(), DownloadError> {
+        self.file
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| DownloadError::io("seek in", &self.part, e))?;
+        let mut left = self.offset;
+        while left > 0 {
+            if self.cancel.is_cancelled() {
+                return Err(self.cancelled());
+            }
+            let mut buffer = self.pipeline.take_buffer();
+            let want = buffer.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            if let Err(e) = self.file.read_exact(&mut buffer[..want]) {
+                return Err(DownloadError::io("read", &self.part, e));
+            }
+            self.pipeline.submit(buffer, want);
+            left -= want as u64;
+        }
+        Ok(())
+    }
+
+    fn run(mut self) -> Result<DownloadOutcome, DownloadError> {
+        let mut failures = 0u32;
+        let mut restarts = 0u32;
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(self.cancelled());
+            }
+            match self.attempt()? {
+                Step::Complete => break,
+                Step::Retry {
+                    reason,
+                    retry_after,
+                    progressed,
+                } => {
+                    if progressed {
+                        failures = 0;
+                    }
+                    failures += 1;
+                    if failures >= self.policy.max_attempts {
+                        return Err(DownloadError::RetriesExhausted {
+                            url: self.req.url.clone(),
+                            attempts: failures,
+                            reason,
+                        });
+                    }
+                    let delay = retry_after
+                        .map(|d| d.min(self.policy.max_delay))
+                        .unwrap_or_else(|| self.policy.delay_after(failures));
+                    tracing::info!(url = %self.req.url, %reason, ?delay, "download failed, retrying");
+                    self.emit(DownloadEvent::Retrying {
+                        attempt: failures + 1,
+                        delay,
+                        reason,
+                    });
+                    if self.cancel.wait(delay) {
+                        return Err(self.cancelled());
+                    }
+                }
+                Step::Restart { reason } => {
+                    restarts += 1;
+                    if restarts > self.policy.max_attempts {
+                        return Err(DownloadError::RetriesExhausted {
+                            url: self.req.url.clone(),
+                            attempts: restarts,
+                            reason,
+                        });
+                    }
+                    self.restart(reason)?;
+                }
+            }
+        }
+        self.finish()
+    }
+
+    /// One request: send it, check the answer, stream the body to the partial file.
+    fn attempt(&mut self) -> Result<Step, DownloadError> {
+        if self.offset > 0 && self.state.if_range().is_none() && self.expected_sha256.is_none() {
+            // Without a validator the server cannot tell us the file changed, and without a hash we
+            // could not tell either: continuing might splice two different files.
+            self.restart(
+                "the server sent no ETag or Last-Modified, so the partial file cannot be safely continued"
+                    .into(),
+            )?;
+        }
+        let response = match self.send() {
+            Ok(response) => response,
+            Err(step) => return step,
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+
+        let total = match status {
+            StatusCode::PARTIAL_CONTENT if self.offset > 0 => match parse_content_range(&headers) {
+                Some(range) if range.start == self.offset => {
+                    self.emit(DownloadEvent::Resumed { from: self.offset });
+                    range.total.or(self.state.total_size)
+                }
+                _ => {
+                    return Ok(Step::Restart {
+                        reason: format!(
+                            "the server sent a different range than bytes {}- was asked for",
+                            self.offset
+                        ),
+                    });
+                }
+            },
+            StatusCode::OK | StatusCode::PARTIAL_CONTENT => {
+                if self.offset > 0 {
+                    self.restart(
+                        "the server sent the whole file instead of the rest (it ignores ranges, or the file changed)"
+                            .into(),
+                    )?;
+                }
+                let total = if status == StatusCode::PARTIAL_CONTENT {
+                    parse_content_range(&headers).and_then(|r| r.total)
+                } else {
+                    response.content_length()
+                };
+                self.state.record_validators(&headers, total);
+                write_sidecar(&self.sidecar, &self.state)?;
+                total
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                // `bytes */N` with N equal to what we have: the file was already complete (e.g. a crash
+                // between the last byte and the rename).
+                let complete = parse_content_range(&headers).and_then(|r| r.total) == Some(self.offset);
+                if complete && self.offset > 0 {
+                    self.state.total_size = Some(self.offset);
+                    self.emit_started(Some(self.offset));
+                    return Ok(Step::Complete);
+                }
+                return Ok(Step::Restart {
+                    reason: format!("the server cannot send bytes {}- (HTTP 416)", self.offset),
+                });
+            }
+            s if is_transient_status(s) => {
+                return Ok(Step::Retry {
+                    reason: format!("the server answered HTTP {s}"),
+                    retry_after: retry_after(&headers),
+                    progressed: false,
+                });
+            }
+            s => {
+                return Err(DownloadError::HttpStatus {
+                    url: self.req.url.clone(),
+                    status: s.as_u16(),
+                });
+            }
+        };
+
+        if let (Some(expected), Some(total)) = (self.req.expected_size, total)
+            && expected != total
+        {
+            return Err(self.size_mismatch(expected, total));
+        }
+        if self.req.expected_size.is_none() {
+            // The size was unknown before the server answered; this is the first chance to check.
+            if let Err(e) = check_free_space(&parent_dir(&self.req.dest), total, self.offset) {
+                if self.offset == 0 {
+                    self.discard();
+                }
+                return Err(e);
+            }
+        }
+        self.emit_started(total);
+        self.stream_body(response, total)
+    }
+
+    /// Sends the request for the current offset, following redirects the client handed back.
+    fn send(&mut self) -> Result<Response, Result<Step, DownloadError>> {
+        let mut url = self.url.clone();
+        for _ in 0..=MAX_REDIRECTS {
+            let mut request = self.client.get(url.clone());
+            if let Some(accept) = &self.req.accept {
+                request = request.header(header::ACCEPT, accept);
+            }
+            if let Some(token) = &self.req.auth_token
+                && same_origin(&url, &self.url)
+            {
+                request = request.bearer_auth(token);
+            }
+            if self.offset > 0 {
+                request = request.header(header::RANGE, format!("bytes={}-", self.offset));
+                if let Some(validator) = self.state.if_range() {
+                    request = request.header(header::IF_RANGE, validator);
+                }
+            }
+            let response = match request.send() {
+                Ok(response) => response,
+                Err(e) if e.is_builder() || e.is_redirect() => {
+                    return Err(Err(DownloadError::Request {
+                        url: self.req.url.clone(),
+                        reason: error_chain(&e),
+                    }));
+                }
+                Err(e) => {
+                    return Err(Ok(Step::Retry {
+                        reason: error_chain(&e),
+                        retry_after: None,
+                        progressed: false,
+                    }));
+                }
+            };
+            let location = response
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| url.join(l).ok());
+            match location {
+                Some(next) if response.status().is_redirection() => url = next,
+                _ => return Ok(response),
+            }
+        }
+        Err(Err(DownloadError::Request {
+            url: self.req.url.clone(),
+            reason: format!("more than {MAX_REDIRECTS} redirects"),
+        }))
+    }
+
+    fn stream_body(&mut self, mut response: Response, total: Option<u64>) -> Result<Step, DownloadError> {
+        let start_offset = self.offset;
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(self.cancelled());
+            }
+            let mut buffer = self.pipeline.take_buffer();
+            let (filled, read_error) = fill(&mut response, &mut buffer);
+            if filled > 0 {
+                if let Some(expected) = self.req.expected_size
+                    && self.offset + filled as u64 > expected
+                {
+                    return Err(self.size_mismatch(expected, self.offset + filled as u64));
+                }
+                self.file
+                    .write_all(&buffer[..filled])
+                    .map_err(|e| DownloadError::io("write", &self.part, e))?;
+                self.pipeline.submit(buffer, filled);
+                self.offset += filled as u64;
+                if let Some(p) = self.meter.progress(self.offset, total, false) {
+                    self.emit(DownloadEvent::Progress(p));
+                }
+            }
+            if let Some(e) = read_error {
+                return Ok(Step::Retry {
+                    reason: format!(
+                        "the connection broke after {} bytes ({})",
+                        self.offset,
+                        error_chain(&e)
+                    ),
+                    retry_after: None,
+                    progressed: self.offset > start_offset,
+                });
+            }
+            if filled < BUFFER_SIZE {
+                break;
+            }
+        }
+        match total {
+            Some(total) if self.offset < total => Ok(Step::Retry {
+                reason: format!("the connection closed after {} of {total} bytes", self.offset),
+                retry_after: None,
+                progressed: self.offset > start_offset,
+            }),
+            _ => Ok(Step::Complete),
+        }
+    }
+
+    /// Empties the partial file and the hash, and tells the listener why.
+    fn restart(&mut self, reason: String) -> Result<(), DownloadError> {
+        tracing::info!(url = %self.req.url, %reason, "download starts over");
+        self.file
+            .set_len(0)
+            .map_err(|e| DownloadError::io("truncate", &self.part, e))?;
+        self.file
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| DownloadError::io("seek in", &self.part, e))?;
+        self.pipeline =
+            HashPipeline::start().map_err(|e| DownloadError::io("start hashing for", &self.part, e))?;
+        self.offset = 0;
+        self.resumed_from = 0;
+        self.state = PartState::for_request(self.req, &self.expected_sha256);
+        remove_if_exists(&self.sidecar);
+        self.meter.reset();
+        self.emit(DownloadEvent::Restarted { reason });
+        Ok(())
+    }
+
+    /// Checks size and hash; on success moves the file into place, on a mismatch deletes it.
+    fn finish(mut self) -> Result<DownloadOutcome, DownloadError> {
+        if let Some(p) = self
+            .meter
+            .progress(self.offset, self.state.total_size.or(Some(self.offset)), true)
+        {
+            self.emit(DownloadEvent::Progress(p));
+        }
+        self.emit(DownloadEvent::Verifying);
+        if let Some(expected) = self.req.expected_size
+            && expected != self.offset
+        {
+            return Err(self.size_mismatch(expected, self.offset));
+        }
+        let actual = self
+            .pipeline
+            .finish()
+            .map_err(|e| DownloadError::io("hash", &self.part, e))?;
+        if let Some(expected) = &self.expected_sha256
+            && *expected != actual
+        {
+            self.discard();
+            return Err(DownloadError::HashMismatch {
+                file: self.req.dest.clone(),
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        self.file
+            .sync_all()
+            .map_err(|e| DownloadError::io("flush", &self.part, e))?;
+        std::fs::rename(&self.part, &self.req.dest)
+            .map_err(|e| DownloadError::io("move the download into place at", &self.req.dest, e))?;
+        crate::fsutil::sync_dir(&parent_dir(&self.req.dest));
+        remove_if_exists(&self.sidecar);
+        let outcome = DownloadOutcome {
+            path: self.req.dest.clone(),
+            size: self.offset,
+            sha256: actual,
+            resumed_from: self.resumed_from,
+        };
+        self.emit(DownloadEvent::Done(outcome.clone()));
+        Ok(outcome)
+    }
+
+    fn size_mismatch(&self, expected: u64, actual: u64) -> DownloadError {
+        self.discard();
+        DownloadError::SizeMismatch {
+            url: self.req.url.clone(),
+            file: self.req.dest.clone(),
+            expected,
+            actual,
+        }
+    }
+
+    /// Deletes the partial file and its sidecar, so a bad download cannot be resumed into a loop.
+    fn discard(&self) {
+        remove_if_exists(&self.part);
+        remove_if_exists(&self.sidecar);
+    }
+
+    fn cancelled(&self) -> DownloadError {
+        let _ = self.file.sync_data();
+        DownloadError::Cancelled {
+            url: self.req.url.clone(),
+            part: self.part.clone(),
+        }
+    }
+
+    /// `Started` once per call, when the first answer says how big the file is.
+    fn emit_started(&mut self, total: Option<u64>) {
+        if !self.started {
+            self.started = true;
+            self.emit(DownloadEvent::Started {
+                url: self.req.url.clone(),
+                total,
+                resume_from: self.offset,
+            });
+        }
+    }
+
+    fn emit(&mut self, event: DownloadEvent) {
+        (self.on_event)(event);
+    }
+}
+
+/// Reads until `buffer` is full, the body ends, or an error; returns the bytes read and the error, if any
+/// (bytes read before an error are good and must be kept).
+fn fill(body: &mut impl Read, buffer: &mut [u8]) -> (usize, Option<std::io::Error>) {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match body.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return (filled, Some(e)),
+        }
+    }
+    (filled, None)
+}
+
+fn normalize_sha256(value: &str) -> Result<String, DownloadError> {
+    let trimmed = value.trim().to_ascii_lowercase();
+    if trimmed.len() == 64 && trimmed.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(trimmed)
+    } else {
+        Err(DownloadError::InvalidChecksum {
+            value: value.to_owned(),
+        })
+    }
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+fn is_transient_status(status: StatusCode) -> bool {
+    status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare for downloads and falls back to our backoff).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// `Content-Range: bytes START-END/TOTAL` (TOTAL may be `*`), or `bytes */TOTAL` on a 416.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ContentRange {
+    start: u64,
+    total: Option<u64>,
+}
+
+fn parse_content_range(headers: &HeaderMap) -> Option<ContentRange> {
+    parse_content_range_value(headers.get(header::CONTENT_RANGE)?.to_str().ok()?)
+}
+
+fn parse_content_range_value(value: &str) -> Option<ContentRange> {
+    let rest = value.trim().strip_prefix("bytes")?.trim_start();
+    let (range, total) = rest.split_once('/')?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    let start = match range.trim() {
+        "*" => 0,
+        r => {
+            let (start, end) = r.split_once('-')?;
+            let start: u64 = start.trim().parse().ok()?;
+            let end: u64 = end.trim().parse().ok()?;
+            if end < start {
+                return None;
+            }
+            start
+        }
+    };
+    Some(ContentRange { start, total })
+}
+
+fn read_sidecar(path: &Path) -> Option<PartState> {
+    let text = std::fs::read_to_string(path).ok()?;
+    match serde_json::from_str(&text) {
+        Ok(state) => Some(state),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable download sidecar");
+            None
+        }
+    }
+}
+
+fn write_sidecar(path: &Path, state: &PartState) -> Result<(), DownloadError> {
+    let json = serde_json::to_vec_pretty(state).map_err(|e| DownloadError::io("encode", path, e.into()))?;
+    crate::fsutil::write_atomic(path, &json).map_err(|e| match e {
+        crate::Error::Io { source, .. } => DownloadError::io("write", path, source),
+        other => DownloadError::io("write", path, std::io::Error::other(other.to_string())),
+    })
+}
+
+fn remove_if_exists(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "could not remove a download leftover");
+    }
+}
+
+/// Refuses to start when the folder cannot hold the rest of the file. Unknown sizes and file systems that
+/// cannot report free space are not checked (the write then fails with the OS's own "disk full").
+fn check_free_space(dir: &Path, total: Option<u64>, have: u64) -> Result<(), DownloadError> {
+    let Some(total) = total else { return Ok(()) };
+    let needed = total.saturating_sub(have);
+    match fs4::available_space(dir) {
+        Ok(available) if available < needed => Err(DownloadError::InsufficientSpace {
+            dir: dir.to_path_buf(),
+            needed,
+            available,
+        }),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::debug!(dir = %dir.display(), error = %e, "free space unknown; not checked");
+            Ok(())
+        }
+    }
+}
+
+/// The error and its causes on one line: reqwest's top-level message alone rarely says what went wrong.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_is_parsed_in_all_its_forms() {
+        assert_eq!(
+            parse_content_range_value("bytes 100-199/200"),
+            Some(ContentRange {
+                start: 100,
+                total: Some(200)
+            })
+        );
+        assert_eq!(
+            parse_content_range_value("bytes 5-9/*"),
+            Some(ContentRange {
+                start: 5,
+                total: None
+            })
+        );
+        assert_eq!(
+            parse_content_range_value("bytes */300"),
+            Some(ContentRange {
+                start: 0,
+                total: Some(300)
+            })
+        );
+        assert_eq!(parse_content_range_value("bytes 9-5/10"), None);
+        assert_eq!(parse_content_range_value("items 0-1/2"), None);
+        assert_eq!(parse_content_range_value("bytes x-1/2"), None);
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_and_is_capped() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+        };
+        for _ in 0..50 {
+            let first = policy.delay_after(1);
+            assert!(
+                first >= Duration::from_millis(50) && first <= Duration::from_millis(100),
+                "{first:?}"
+            );
+            let third = policy.delay_after(3);
+            assert!(
+                third >= Duration::from_millis(200) && third <= Duration::from_millis(400),
+                "{third:?}"
+            );
+            let late = policy.delay_after(30);
+            assert!(
+                late >= Duration::from_millis(500) && late <= Duration::from_secs(1),
+                "{late:?}"
+            );
+        }
+        let spread: std::collections::HashSet<_> = (0..20).map(|_| policy.delay_after(4)).collect();
+        assert!(spread.len() > 1, "jitter must vary the delay");
+    }
+
+    #[test]
+    fn checksums_are_normalized_and_garbage_is_refused() {
+        let upper = "AB".repeat(32);
+        assert_eq!(normalize_sha256(&format!(" {upper}\n")).unwrap(), "ab".repeat(32));
+        assert!(matches!(
+            normalize_sha256("abc"),
+            Err(DownloadError::InvalidChecksum { .. })
+        ));
+        assert!(normalize_sha256(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn if_range_prefers_a_strong_etag_then_last_modified() {
+        let mut state = PartState {
+            etag: Some("\"abc\"".into()),
+            last_modified: Some("Wed, 21 Oct 2015 07:28:00 GMT".into()),
+            ..Default::default()
+        };
+        assert_eq!(state.if_range(), Some("\"abc\""));
+        state.etag = Some("W/\"abc\"".into());
+        assert_eq!(state.if_range(), Some("Wed, 21 Oct 2015 07:28:00 GMT"));
+        state.last_modified = None;
+        assert_eq!(state.if_range(), None);
+    }
+
+    #[test]
+    fn a_sidecar_only_matches_the_same_request() {
+        let req = DownloadRequest {
+            expected_size: Some(10),
+            ..DownloadRequest::new("http://a/x", "/tmp/x")
+        };
+        let saved = PartState {
+            etag: Some("\"e\"".into()),
+            ..PartState::for_request(&req, &None)
+        };
+        assert!(saved.describes_same_request(&PartState::for_request(&req, &None)));
+        let other_url = DownloadRequest::new("http://a/y", "/tmp/x");
+        assert!(!saved.describes_same_request(&PartState::for_request(&other_url, &None)));
+        assert!(!saved.describes_same_request(&PartState::for_request(&req, &Some("ab".repeat(32)))));
+    }
+
+    #[test]
+    fn part_and_sidecar_sit_beside_the_destination() {
+        let dest = Path::new("/d/app-1.0.tar.gz");
+        assert_eq!(part_path(dest), Path::new("/d/app-1.0.tar.gz.part"));
+        assert_eq!(sidecar_path(dest), Path::new("/d/app-1.0.tar.gz.part.json"));
+    }
+
+    #[test]
+    fn the_hash_pipeline_hashes_every_buffer_in_order() {
+        let data: Vec<u8> = (0..(BUFFER_SIZE * 3 + 17))
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let mut pipeline = HashPipeline::start().unwrap();
+        for chunk in data.chunks(BUFFER_SIZE / 2 + 5) {
+            let mut buffer = pipeline.take_buffer();
+            buffer[..chunk.len()].copy_from_slice(chunk);
+            pipeline.submit(buffer, chunk.len());
+        }
+        assert_eq!(pipeline.finish().unwrap(), hex::encode(Sha256::digest(&data)));
+    }
+
+    #[test]
+    fn progress_is_throttled_but_forced_updates_pass() {
+        let mut meter = ProgressMeter::new();
+        assert!(meter.progress(10, Some(100), false).is_some());
+        assert!(meter.progress(20, Some(100), false).is_none());
+        let forced = meter.progress(100, Some(100), true).unwrap();
+        assert_eq!(forced.done, 100);
+    }
+
+    #[test]
+    fn cancel_wakes_a_waiting_backoff() {
+        let token = CancelToken::new();
+        let other = token.clone();
+        let waiter = std::thread::spawn(move || other.wait(Duration::from_secs(60)));
+        token.cancel();
+        assert!(waiter.join().unwrap());
+    }
+}

@@ -10,15 +10,22 @@ use crate::error::{Error, Result};
 
 /// Writes `bytes` to `path` atomically (temp file in the same folder, fsync, rename, fsync folder).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     crate::paths::ensure_dir(dir)?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(dir)
         .map_err(|e| Error::io("create a temporary file in", dir, e))?;
-    tmp.write_all(bytes).map_err(|e| Error::io("write", tmp.path(), e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io("flush", tmp.path(), e))?;
-    tmp.persist(path).map_err(|e| Error::io("replace", path, e.error))?;
+    tmp.write_all(bytes)
+        .map_err(|e| Error::io("write", tmp.path(), e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::io("flush", tmp.path(), e))?;
+    tmp.persist(path)
+        .map_err(|e| Error::io("replace", path, e.error))?;
     sync_dir(dir);
     Ok(())
 }

@@ -22,7 +22,11 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `personal-ai-agent/<version>`: GitHub requires a User-Agent, and it tells server logs who we are.
 pub fn user_agent() -> String {
-    format!("personal-ai-agent/{} (+{})", crate::LAUNCHER_VERSION, env!("CARGO_PKG_REPOSITORY"))
+    format!(
+        "personal-ai-agent/{} (+{})",
+        crate::LAUNCHER_VERSION,
+        env!("CARGO_PKG_REPOSITORY")
+    )
 }
 
 /// Builds the shared client.

@@ -21,8 +21,10 @@ pub fn init(paths: &Paths, verbosity: u8) -> Option<WorkerGuard> {
         _ => "trace",
     };
     let stderr_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    use std::io::IsTerminal;
     let stderr_layer = fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .without_time()
         .with_filter(stderr_filter);

@@ -1,1 +1,461 @@
-//! (being written)
+//! `release pack`: turns a bundle folder into what a release publishes for one platform: the archive,
+//! its line in `checksums-<os>-<arch>.txt`, its entry in `release-manifest.json`, and the manifest's
+//! minisign signature.
+//!
+//! Packing is meant to run once per platform into the same output folder (one CI job per platform, then
+//! one upload), so the checksum file and the manifest are *merged*: entries for other files are kept, the
+//! entry for this archive is replaced, and a manifest of another version or channel is an error rather
+//! than silently overwritten. Every merge re-signs the whole manifest; without a key, a signature left by
+//! an earlier run is removed, because it no longer matches.
+//!
+//! Everything is checked before anything is written (the bundle's `agent.json`, the existing files, the
+//! secret key and its password), and each file is replaced atomically. What pack writes checks with the
+//! standard tools: `sha256sum -c checksums-*.txt` and `minisign -Vm release-manifest.json -p key.pub`.
+//! The layout is documented in `docs/RELEASE-FORMAT.md`.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::agent::{AgentError, AgentSpec};
+use crate::archive::{self, ArchiveError, ArchiveKind};
+use crate::platform::{Os, Platform};
+use crate::verify::{
+    self, MANIFEST_FILE, MANIFEST_SIGNATURE_FILE, ManifestAsset, PublicKey, ReleaseManifest, VerifyError,
+};
+use crate::version::Channel;
+
+/// The environment variable holding the password of an encrypted minisign secret key.
+pub const PASSWORD_ENV: &str = "MINISIGN_PASSWORD";
+
+/// What to pack, and where.
+#[derive(Clone, Debug)]
+pub struct PackOptions {
+    pub version: semver::Version,
+    pub platform: Platform,
+    /// The bundle folder: the launcher, `backend/` and `agent.json`.
+    pub bundle_dir: PathBuf,
+    /// Where the archive, checksum file, manifest and signature go (created if missing).
+    pub out_dir: PathBuf,
+    pub channel: Channel,
+    /// A minisign secret key file; `None` leaves the manifest unsigned.
+    pub minisign_key: Option<PathBuf>,
+    /// The password of an encrypted key (the CLI reads [`PASSWORD_ENV`]).
+    pub minisign_password: Option<String>,
+    /// The manifest's `published_at` when it creates a new manifest (an existing one keeps its own).
+    pub published_at: DateTime<Utc>,
+}
+
+/// A file pack wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WrittenFile {
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// What pack wrote, for people and for scripts.
+#[derive(Clone, Debug, Serialize)]
+pub struct PackReport {
+    pub version: String,
+    pub platform: String,
+    pub channel: Channel,
+    pub archive: WrittenFile,
+    pub checksums_file: WrittenFile,
+    pub manifest: WrittenFile,
+    /// The signature file, when the manifest was signed.
+    pub signature: Option<PathBuf>,
+    pub signed: bool,
+    /// The id of the signing key (16 hex digits, as `minisign` shows it).
+    pub key_id: Option<String>,
+    /// Every archive the manifest now lists.
+    pub manifest_assets: Vec<String>,
+}
+
+/// Why packing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("the bundle folder {} is not complete: {source}", bundle_dir.display())]
+    Bundle {
+        bundle_dir: PathBuf,
+        #[source]
+        source: AgentError,
+    },
+
+    #[error(
+        "{} is missing: a bundle folder needs agent.json (how to run the backend: `command`, `health_url`) beside backend/; see docs/BUNDLE.md",
+        path.display()
+    )]
+    AgentJsonMissing { path: PathBuf },
+
+    #[error(
+        "the bundle folder {} lacks the backend program `{program}` that agent.json's `command` names; build the backend into the bundle first",
+        bundle_dir.display()
+    )]
+    ProgramMissing { bundle_dir: PathBuf, program: String },
+
+    #[error(
+        "{} is for version {existing}, not {requested}; pack each version into its own output folder, or remove the old files",
+        manifest.display()
+    )]
+    VersionConflict {
+        manifest: PathBuf,
+        existing: String,
+        requested: String,
+    },
+
+    #[error(
+        "{} is for channel {existing}, not {requested}; use the same --channel for every platform of a release",
+        manifest.display()
+    )]
+    ChannelConflict {
+        manifest: PathBuf,
+        existing: Channel,
+        requested: Channel,
+    },
+
+    #[error("the existing {} cannot be merged: {source}; fix or remove it and pack again", path.display())]
+    ExistingFile {
+        path: PathBuf,
+        #[source]
+        source: VerifyError,
+    },
+
+    #[error(
+        "the output folder {} is inside the bundle folder {}, so archives would end up inside archives; choose an --out outside the bundle",
+        out_dir.display(),
+        bundle_dir.display()
+    )]
+    OutputInsideBundle { bundle_dir: PathBuf, out_dir: PathBuf },
+
+    #[error("cannot use the minisign secret key {}: {reason}", path.display())]
+    SecretKey { path: PathBuf, reason: String },
+
+    #[error("signing {} failed: {reason}", path.display())]
+    Sign { path: PathBuf, reason: String },
+
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+
+    #[error(transparent)]
+    Engine(#[from] crate::Error),
+}
+
+/// The archive file name for a version and platform: `PersonalAIAgent-<os>-<arch>-<version>.tar.gz`
+/// (`.zip` for Windows).
+pub fn archive_file_name(version: &semver::Version, platform: &Platform) -> String {
+    let kind = ArchiveKind::for_os(platform.os);
+    format!(
+        "{}{}",
+        archive::bundle_root_name(version, platform),
+        kind.extension()
+    )
+}
+
+/// The checksum file name for a platform: `checksums-<os>-<arch>.txt`.
+pub fn checksums_file_name(platform: &Platform) -> String {
+    format!("checksums-{platform}.txt")
+}
+
+/// Packs one platform's bundle; see the module documentation.
+pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
+    check_bundle(&options.bundle_dir, &options.platform)?;
+
+    let out = &options.out_dir;
+    let archive_name = archive_file_name(&options.version, &options.platform);
+    let archive_path = out.join(&archive_name);
+    let checksums_path = out.join(checksums_file_name(&options.platform));
+    let manifest_path = out.join(MANIFEST_FILE);
+    let signature_path = out.join(MANIFEST_SIGNATURE_FILE);
+
+    // Read everything that could refuse the run before writing anything.
+    let mut manifest = existing_manifest(&manifest_path, options)?;
+    let mut checksum_lines = existing_checksums(&checksums_path)?;
+    let signer = options
+        .minisign_key
+        .as_deref()
+        .map(|path| Signer::load(path, options.minisign_password.clone()))
+        .transpose()?;
+
+    refuse_output_inside_bundle(&options.bundle_dir, out)?;
+    crate::paths::ensure_dir(out)?;
+    let root_name = archive::bundle_root_name(&options.version, &options.platform);
+    let kind = ArchiveKind::for_os(options.platform.os);
+    let size = archive::create_archive(&options.bundle_dir, &root_name, &archive_path, kind)?;
+    let sha256 = verify::sha256_file(&archive_path)?;
+
+    checksum_lines.retain(|(name, _)| name != &archive_name);
+    checksum_lines.push((archive_name.clone(), sha256.clone()));
+    checksum_lines.sort();
+    let checksums_text: String = checksum_lines
+        .iter()
+        .map(|(name, hash)| verify::gnu_line(hash, name))
+        .collect();
+    crate::fsutil::write_atomic(&checksums_path, checksums_text.as_bytes())?;
+
+    manifest.upsert(ManifestAsset {
+        name: archive_name.clone(),
+        size,
+        sha256: sha256.clone(),
+        platform: Some(options.platform),
+    });
+    let manifest_bytes = manifest.to_json_bytes();
+    let signature = signer
+        .as_ref()
+        .map(|s| s.sign(&manifest_bytes, &manifest.version, &manifest_path))
+        .transpose()?;
+    crate::fsutil::write_atomic(&manifest_path, &manifest_bytes)?;
+    match &signature {
+        Some(text) => crate::fsutil::write_atomic(&signature_path, text.as_bytes())?,
+        None => remove_stale_signature(&signature_path)?,
+    }
+
+    Ok(PackReport {
+        version: options.version.to_string(),
+        platform: options.platform.to_string(),
+        channel: options.channel,
+        archive: WrittenFile {
+            path: archive_path,
+            size,
+            sha256,
+        },
+        checksums_file: written(&checksums_path, checksums_text.as_bytes()),
+        manifest: written(&manifest_path, &manifest_bytes),
+        signature: signature.is_some().then_some(signature_path),
+        signed: signature.is_some(),
+        key_id: signer.map(|s| s.public.key_id().to_owned()),
+        manifest_assets: manifest.assets.iter().map(|a| a.name.clone()).collect(),
+    })
+}
+
+/// The bundle must have a usable `agent.json` whose program is in the bundle.
+fn check_bundle(bundle_dir: &Path, platform: &Platform) -> Result<(), PackError> {
+    let spec = AgentSpec::load(bundle_dir).map_err(|source| match source {
+        // The agent's own message suggests reinstalling, which is the wrong advice to someone packing.
+        AgentError::Missing { path } => PackError::AgentJsonMissing { path },
+        source => PackError::Bundle {
+            bundle_dir: bundle_dir.to_path_buf(),
+            source,
+        },
+    })?;
+    let program = spec.command.first().map(String::as_str).unwrap_or_default();
+    // A program named through a placeholder is only known at run time.
+    if program.contains('{') {
+        return Ok(());
+    }
+    let path = bundle_dir.join(program);
+    let exists = path.is_file()
+        || (platform.os == Os::Windows && !program.ends_with(".exe") && path.with_extension("exe").is_file());
+    if !exists {
+        return Err(PackError::ProgramMissing {
+            bundle_dir: bundle_dir.to_path_buf(),
+            program: program.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Packing into the bundle itself would put the archive (and earlier archives) inside the next archive.
+fn refuse_output_inside_bundle(bundle_dir: &Path, out_dir: &Path) -> Result<(), PackError> {
+    let bundle = std::fs::canonicalize(bundle_dir)
+        .map_err(|e| crate::Error::io("resolve the folder", bundle_dir, e))?;
+    if resolve_maybe_missing(out_dir).starts_with(&bundle) {
+        return Err(PackError::OutputInsideBundle {
+            bundle_dir: bundle_dir.to_path_buf(),
+            out_dir: out_dir.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// The canonical form of a path that may not exist yet: its nearest existing ancestor resolved (links
+/// followed), with the missing rest appended.
+fn resolve_maybe_missing(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut missing = Vec::new();
+    let mut current = absolute.as_path();
+    loop {
+        if let Ok(resolved) = std::fs::canonicalize(current) {
+            return missing.iter().rev().fold(resolved, |acc, part| acc.join(part));
+        }
+        match (current.parent(), current.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_os_string());
+                current = parent;
+            }
+            _ => return absolute,
+        }
+    }
+}
+
+fn existing_manifest(path: &Path, options: &PackOptions) -> Result<ReleaseManifest, PackError> {
+    let Some(text) = crate::fsutil::read_optional(path)? else {
+        return Ok(ReleaseManifest::new(
+            options.version.clone(),
+            options.channel,
+            options.published_at,
+        ));
+    };
+    let manifest = ReleaseManifest::parse(text.as_bytes()).map_err(|source| PackError::ExistingFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if manifest.version != options.version {
+        return Err(PackError::VersionConflict {
+            manifest: path.to_path_buf(),
+            existing: manifest.version.to_string(),
+            requested: options.version.to_string(),
+        });
+    }
+    if manifest.channel != options.channel {
+        return Err(PackError::ChannelConflict {
+            manifest: path.to_path_buf(),
+            existing: manifest.channel,
+            requested: options.channel,
+        });
+    }
+    Ok(manifest)
+}
+
+fn existing_checksums(path: &Path) -> Result<Vec<(String, String)>, PackError> {
+    let Some(text) = crate::fsutil::read_optional(path)? else {
+        return Ok(Vec::new());
+    };
+    let entries = verify::parse_checksums(&text).map_err(|source| PackError::ExistingFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if entries.iter().any(|(name, _)| name.is_empty()) {
+        return Err(PackError::ExistingFile {
+            path: path.to_path_buf(),
+            source: VerifyError::InvalidChecksumLine {
+                line_number: 0,
+                line: String::new(),
+                reason: "a hash without a file name cannot be checked by `sha256sum -c`",
+            },
+        });
+    }
+    Ok(entries)
+}
+
+fn remove_stale_signature(path: &Path) -> Result<(), PackError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(crate::Error::io("remove the outdated signature", path, e).into()),
+    }
+}
+
+fn written(path: &Path, bytes: &[u8]) -> WrittenFile {
+    use sha2::{Digest, Sha256};
+    WrittenFile {
+        path: path.to_path_buf(),
+        size: bytes.len() as u64,
+        sha256: hex::encode(Sha256::digest(bytes)),
+    }
+}
+
+/// The decoded size of a minisign secret key and of a public key.
+const SECRET_KEY_BYTES: usize = 158;
+const PUBLIC_KEY_BYTES: usize = 42;
+/// The key-derivation algorithm of an unencrypted minisign secret key.
+const KDF_NONE: [u8; 2] = [0, 0];
+
+/// The decoded bytes of a secret key file's base64 line (the first line that is not a comment).
+fn secret_key_bytes(text: &str) -> Option<Vec<u8>> {
+    use ct_codecs::{Base64, Decoder};
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))?;
+    Base64::decode_to_vec(line, None).ok()
+}
+
+/// A loaded secret key and its public half (to check our own signature before publishing it).
+struct Signer {
+    secret: minisign::SecretKey,
+    public: PublicKey,
+}
+
+impl Signer {
+    /// Loads an unencrypted key (`minisign -G -W`), or an encrypted one with `password`. Never prompts:
+    /// pack runs in CI.
+    fn load(path: &Path, password: Option<String>) -> Result<Signer, PackError> {
+        let fail = |reason: String| PackError::SecretKey {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(format!("it cannot be read ({e})")))?;
+        let raw = secret_key_bytes(&text).ok_or_else(|| {
+            fail("it is not a minisign secret key (a comment line, then one base64 line); give the file `minisign -G` wrote".into())
+        })?;
+        match raw.len() {
+            SECRET_KEY_BYTES => {}
+            PUBLIC_KEY_BYTES => {
+                return Err(fail(
+                    "it is a public key; give the secret key file (`minisign -G -s FILE`) instead".into(),
+                ));
+            }
+            other => {
+                return Err(fail(format!(
+                    "it holds {other} bytes, not the {SECRET_KEY_BYTES} of a minisign secret key; give the file `minisign -G` wrote"
+                )));
+            }
+        }
+        let secret = if raw.get(2..4) == Some(&KDF_NONE[..]) {
+            // Unencrypted. The C `minisign -G -W` leaves the key checksum zero, which the `minisign` crate's
+            // loaders reject as corrupt, so the bytes are taken as they are; a damaged key is still caught,
+            // because every signature is checked against the key's public half before it is written.
+            minisign::SecretKey::from_bytes(&raw).map_err(|e| fail(format!("it is damaged ({e})")))?
+        } else {
+            let Some(password) = password else {
+                return Err(fail(format!(
+                    "it is encrypted; put its password in {PASSWORD_ENV}, or make an unencrypted key with `minisign -G -W`"
+                )));
+            };
+            minisign::SecretKeyBox::from_string(&text)
+                .and_then(|b| b.into_secret_key(Some(password)))
+                .map_err(|e| {
+                    fail(format!(
+                        "it cannot be decrypted with the password in {PASSWORD_ENV} ({e})"
+                    ))
+                })?
+        };
+        let public = minisign::PublicKey::from_secret_key(&secret)
+            .map_err(|e| fail(format!("its public half cannot be derived ({e})")))?
+            .to_base64()
+            .parse()
+            .map_err(|e: VerifyError| fail(e.to_string()))?;
+        Ok(Signer { secret, public })
+    }
+
+    /// Signs the manifest bytes and checks the result with the launcher's own verifier.
+    fn sign(&self, bytes: &[u8], version: &semver::Version, path: &Path) -> Result<String, PackError> {
+        let trusted_comment = format!(
+            "timestamp:{} file:{MANIFEST_FILE} version:{version}",
+            Utc::now().timestamp()
+        );
+        let untrusted_comment = format!("signature from minisign secret key {}", self.public.key_id());
+        let signature = minisign::sign(
+            None,
+            &self.secret,
+            bytes,
+            Some(&trusted_comment),
+            Some(&untrusted_comment),
+        )
+        .map_err(|e| PackError::Sign {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?
+        .into_string();
+        verify::verify_manifest(bytes, &signature, &self.public).map_err(|e| PackError::Sign {
+            path: path.to_path_buf(),
+            reason: format!("the new signature does not verify ({e})"),
+        })?;
+        Ok(signature)
+    }
+}

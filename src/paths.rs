@@ -53,13 +53,14 @@ impl Paths {
             paths.portable = true;
             return Ok(paths);
         }
-        let dirs = directories::ProjectDirs::from("ai", "PersonalAIAgent", "PersonalAIAgent").ok_or_else(|| {
-            Error::InvalidSetting {
-                name: "home".into(),
-                value: String::new(),
-                reason: "no home folder was found for this user; pass --home DIR or set PAI_HOME".into(),
-            }
-        })?;
+        let dirs =
+            directories::ProjectDirs::from("ai", "PersonalAIAgent", "PersonalAIAgent").ok_or_else(|| {
+                Error::InvalidSetting {
+                    name: "home".into(),
+                    value: String::new(),
+                    reason: "no home folder was found for this user; pass --home DIR or set PAI_HOME".into(),
+                }
+            })?;
         Ok(Paths {
             config_dir: dirs.config_dir().to_path_buf(),
             data_dir: dirs.data_dir().to_path_buf(),

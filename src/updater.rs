@@ -719,6 +719,15 @@ impl Updater {
                 return Err(e.into());
             }
         };
+        // A release made "with models" carries them: move them into the shared models folder once, so they
+        // are never fetched again nor kept per version.
+        match crate::models::adopt_models_of_bundle(&outcome.dir, &self.paths) {
+            Ok(adopted) if !adopted.is_empty() => {
+                tracing::info!(?adopted, "models taken from the release bundle")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("the models in the release bundle were not taken: {e}"),
+        }
         on_event(UpdateEvent::StoppingBackend);
         gate.stop_running()?;
         let stopped_at = Instant::now();
@@ -831,6 +840,11 @@ fn roll_back_unhealthy(
         },
         None => None,
     };
+    if rolled_back_to.is_some()
+        && let Err(e) = installer.remove_version(lock, &unproven.version)
+    {
+        tracing::warn!("could not remove the failed version {}: {e}", unproven.version);
+    }
     let restored_dir = rolled_back_to.as_ref().map(|v| installer.version_dir(v));
     gate.restore(restored_dir.as_deref());
     if let Err(e) = record_failed(paths, &unproven.version) {

@@ -46,7 +46,13 @@ impl Channel {
 }
 
 fn is_beta_or_rc(version: &Version) -> bool {
-    let first = version.pre.as_str().split('.').next().unwrap_or("").to_ascii_lowercase();
+    let first = version
+        .pre
+        .as_str()
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
     first.starts_with("beta") || first.starts_with("rc")
 }
 
@@ -77,7 +83,9 @@ pub fn parse_tag(tag: &str) -> Option<Version> {
 
 /// Parses a version the user typed, with the same leniency as tags, or says what is wrong.
 pub fn parse_user_version(value: &str) -> Result<Version, Error> {
-    parse_tag(value).ok_or_else(|| Error::InvalidVersion { value: value.to_owned() })
+    parse_tag(value).ok_or_else(|| Error::InvalidVersion {
+        value: value.to_owned(),
+    })
 }
 
 /// Whether `version` is listed in `list` (entries may carry a leading `v`; unparsable entries never match).
@@ -183,18 +191,30 @@ mod tests {
     #[test]
     fn stable_ignores_every_kind_of_prerelease() {
         assert_eq!(offered(Channel::Stable, None, &[]).as_deref(), Some("v1.1.0"));
-        assert_eq!(offered(Channel::Stable, Some("1.0.0"), &[]).as_deref(), Some("v1.1.0"));
+        assert_eq!(
+            offered(Channel::Stable, Some("1.0.0"), &[]).as_deref(),
+            Some("v1.1.0")
+        );
     }
 
     #[test]
     fn beta_adds_beta_and_rc_but_not_alpha() {
-        assert_eq!(offered(Channel::Beta, Some("1.1.0"), &[]).as_deref(), Some("v1.2.0-rc.1"));
-        assert_eq!(offered(Channel::Beta, Some("1.1.0"), &["1.2.0-rc.1"]).as_deref(), Some("v1.2.0-beta.1"));
+        assert_eq!(
+            offered(Channel::Beta, Some("1.1.0"), &[]).as_deref(),
+            Some("v1.2.0-rc.1")
+        );
+        assert_eq!(
+            offered(Channel::Beta, Some("1.1.0"), &["1.2.0-rc.1"]).as_deref(),
+            Some("v1.2.0-beta.1")
+        );
     }
 
     #[test]
     fn dev_takes_everything() {
-        assert_eq!(offered(Channel::Dev, Some("1.1.0"), &[]).as_deref(), Some("v1.3.0-alpha.2"));
+        assert_eq!(
+            offered(Channel::Dev, Some("1.1.0"), &[]).as_deref(),
+            Some("v1.3.0-alpha.2")
+        );
     }
 
     #[test]
@@ -207,7 +227,10 @@ mod tests {
     #[test]
     fn skipped_versions_are_passed_over_for_the_next_newest() {
         assert_eq!(offered(Channel::Stable, Some("1.0.0"), &["v1.1.0"]), None);
-        assert_eq!(offered(Channel::Stable, None, &["1.1.0"]).as_deref(), Some("v1.0.0"));
+        assert_eq!(
+            offered(Channel::Stable, None, &["1.1.0"]).as_deref(),
+            Some("v1.0.0")
+        );
     }
 
     #[test]
@@ -245,6 +268,12 @@ mod tests {
     #[test]
     fn channels_parse_case_insensitively_and_reject_unknown_names() {
         assert_eq!("Beta".parse::<Channel>().unwrap(), Channel::Beta);
-        assert!("lts".parse::<Channel>().unwrap_err().to_string().contains("stable, beta or dev"));
+        assert!(
+            "lts"
+                .parse::<Channel>()
+                .unwrap_err()
+                .to_string()
+                .contains("stable, beta or dev")
+        );
     }
 }

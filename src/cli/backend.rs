@@ -1,12 +1,428 @@
-//! `personal-ai-agent backend` (being written).
+//! `personal-ai-agent backend start|stop|status|logs`: the supervisor, one piece at a time.
+//!
+//! - `start` runs the current installed version's backend (or `--bundle DIR`) and supervises it in the
+//!   foreground until Ctrl-C, SIGTERM or `backend stop`; it exits non-zero when the backend never becomes
+//!   healthy or crashes too often. `--detach` runs that same command as a background process in its own
+//!   session and returns once the backend is healthy.
+//! - `stop` asks whichever process supervises the backend (this command's `start`, `run --headless` or the
+//!   window) to stop it, through the stop request file that process polls, and waits until it has.
+//! - `status` reads the status file the supervising process keeps, and reports `stopped` when that process
+//!   is gone. It exits 0 whatever the state; scripts read `state` from `--json`.
+//! - `logs` prints the end of `backend.log`, and with `--follow` keeps printing what is appended.
 
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
 
 use super::Ctx;
+use crate::agent::AgentSpec;
+use crate::install::Installer;
+use crate::supervisor::{self, BackendState, BackendStatus, Supervisor, SupervisorError};
 
-#[derive(Debug, Default, clap::Args)]
-pub struct BackendArgs {}
+#[derive(Debug, clap::Args)]
+pub struct BackendArgs {
+    #[command(subcommand)]
+    pub command: BackendCommand,
+}
 
-pub fn run(_ctx: &Ctx, _args: BackendArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`backend` is not built yet")
+#[derive(Debug, clap::Subcommand)]
+pub enum BackendCommand {
+    /// Start the installed version's backend and supervise it until Ctrl-C or `backend stop`.
+    Start(StartArgs),
+    /// Ask the process that supervises the backend to stop it, and wait until it has.
+    Stop(StopArgs),
+    /// Show whether the backend runs, its version, pid, port and last health answer.
+    Status,
+    /// Print the end of the backend's log.
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StartArgs {
+    /// Run the backend of this unpacked bundle instead of the installed version (to try a bundle).
+    #[arg(long, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
+    /// Give the backend this loopback port instead of a free one.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Supervise it from a launcher process in the background, and return once the backend is healthy.
+    #[arg(long)]
+    pub detach: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StopArgs {
+    /// How long to wait for the backend to be stopped.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// How many of the last lines to print.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 50)]
+    pub lines: usize,
+    /// Keep printing lines as they are appended (Ctrl-C ends).
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+pub fn run(ctx: &Ctx, args: BackendArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        BackendCommand::Start(start) => run_start(ctx, start),
+        BackendCommand::Stop(stop) => run_stop(ctx, stop),
+        BackendCommand::Status => run_status(ctx),
+        BackendCommand::Logs(logs) => run_logs(ctx, logs),
+    }
+}
+
+/// The bundle to run and the version to report for it.
+fn bundle_to_run(ctx: &Ctx, explicit: Option<PathBuf>) -> anyhow::Result<(PathBuf, Option<String>)> {
+    if let Some(dir) = explicit {
+        return Ok((dir, None));
+    }
+    let installer = Installer::new(ctx.paths.install_dir());
+    let version = installer
+        .current_version()
+        .context("cannot tell which version is installed")?;
+    let dir = installer
+        .current_dir()
+        .context("cannot find the installed version's folder")?;
+    match (dir, version) {
+        (Some(dir), version) => Ok((dir, version.map(|v| v.to_string()))),
+        (None, Some(version)) => anyhow::bail!(
+            "version {version} is marked current but its folder is incomplete; run `personal-ai-agent update install` to repair it"
+        ),
+        (None, None) => anyhow::bail!("nothing is installed yet; run `personal-ai-agent update install`"),
+    }
+}
+
+fn run_start(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
+    let run_dir = ctx.paths.run_dir();
+    let existing = supervisor::read_status(&run_dir)?;
+    if existing.claims_a_process()
+        && let Some(pid) = existing
+            .supervisor_pid
+            .filter(|pid| supervisor::is_process_alive(*pid))
+    {
+        anyhow::bail!(
+            "the backend is already {} under the launcher with pid {pid}; stop it first with `personal-ai-agent backend stop`",
+            existing.state
+        );
+    }
+    let (bundle_dir, installed_version) = bundle_to_run(ctx, args.bundle.clone())?;
+    let spec = AgentSpec::load(&bundle_dir)?;
+    if args.detach {
+        let ready_timeout = Duration::from_secs(spec.ready_timeout_secs);
+        return start_detached(ctx, ready_timeout);
+    }
+    let port = match args.port {
+        Some(port) => port,
+        None => {
+            supervisor::free_loopback_port().context("cannot find a free loopback port for the backend")?
+        }
+    };
+    crate::paths::ensure_dir(&ctx.paths.models_dir())?;
+    let mut plan = spec.resolve(&bundle_dir, port, &ctx.paths);
+    if installed_version.is_some() {
+        plan.version = installed_version;
+    }
+    let ready_timeout = plan.ready_timeout;
+    let version = plan.version.clone().unwrap_or_else(|| "unknown".into());
+
+    // Ctrl-C and SIGTERM end the supervision gracefully; the handler only wakes the loop below.
+    let (interrupt_tx, interrupted) = mpsc::channel::<()>();
+    ctrlc::set_handler(move || {
+        let _ = interrupt_tx.send(());
+    })
+    .context("cannot install the Ctrl-C handler")?;
+
+    let supervisor = Supervisor::new(&ctx.paths);
+    let pid = supervisor.start(plan)?;
+    if !ctx.quiet && !ctx.json {
+        eprintln!("starting the backend {version} (pid {pid}) on port {port}…");
+    }
+    // Wait for health in short slices, so Ctrl-C is honoured while a slow backend loads.
+    let started = Instant::now();
+    let healthy_after = loop {
+        if interrupted.try_recv().is_ok() {
+            stop_and_report(ctx, &supervisor);
+            return Ok(ExitCode::from(130));
+        }
+        let slice = ready_timeout
+            .saturating_sub(started.elapsed())
+            .min(Duration::from_millis(200));
+        match supervisor.wait_healthy(slice) {
+            Ok(took) => break took,
+            Err(SupervisorError::NotHealthy { .. }) if started.elapsed() < ready_timeout => continue,
+            Err(e) => {
+                let _ = supervisor.stop();
+                return Err(anyhow::Error::new(e).context(format!(
+                    "the backend {version} did not become healthy; it was stopped"
+                )));
+            }
+        }
+    };
+    let status = supervisor.status();
+    ctx.emit(&status, || {
+        format!(
+            "backend {version} running on http://127.0.0.1:{port} (pid {pid}), healthy after {} ms; Ctrl-C or `personal-ai-agent backend stop` stops it",
+            healthy_after.as_millis()
+        )
+    });
+
+    loop {
+        match interrupted.recv_timeout(Duration::from_millis(200)) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                stop_and_report(ctx, &supervisor);
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if !supervisor.is_wanted_running() {
+            // Stopped by `backend stop`, or given up after repeated crashes.
+            return match supervisor.state() {
+                BackendState::Crashed { exit, reason } => {
+                    anyhow::bail!("the backend keeps crashing (last: {exit}): {reason}")
+                }
+                _ => {
+                    if !ctx.quiet && !ctx.json {
+                        eprintln!("the backend was stopped by `personal-ai-agent backend stop`");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+            };
+        }
+    }
+}
+
+/// Runs this same command without `--detach` as a background launcher in its own session, with its
+/// output in `logs/launcher-detached.log`, and waits until it reports the backend healthy.
+fn start_detached(ctx: &Ctx, ready_timeout: Duration) -> anyhow::Result<ExitCode> {
+    let exe =
+        std::env::current_exe().context("cannot find the launcher executable to run in the background")?;
+    let log_path = ctx.paths.logs_dir().join("launcher-detached.log");
+    crate::paths::ensure_dir(&ctx.paths.logs_dir())?;
+    let log =
+        std::fs::File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .args(std::env::args_os().skip(1).filter(|arg| arg != "--detach"))
+        .stdin(std::process::Stdio::null())
+        .stdout(
+            log.try_clone()
+                .context("cannot share the detached launcher's log file")?,
+        )
+        .stderr(log);
+    detach(&mut command);
+    let mut launcher = command
+        .spawn()
+        .context("cannot start the launcher in the background")?;
+    let run_dir = ctx.paths.run_dir();
+    // Past the backend's own timeout, the launcher has either reported it healthy or given up.
+    let deadline = Instant::now() + ready_timeout + Duration::from_secs(15);
+    loop {
+        let status = supervisor::read_status(&run_dir)?;
+        if status.state == "running" && status.supervisor_pid == Some(launcher.id()) {
+            ctx.emit(&status, || {
+                format!(
+                    "backend {} running on http://127.0.0.1:{} (pid {}), supervised in the background by pid {}; `personal-ai-agent backend stop` stops it",
+                    status.version.as_deref().unwrap_or("unknown"),
+                    status.port.unwrap_or_default(),
+                    status.pid.unwrap_or_default(),
+                    launcher.id()
+                )
+            });
+            return Ok(ExitCode::SUCCESS);
+        }
+        if let Some(exit) = launcher
+            .try_wait()
+            .context("cannot watch the background launcher")?
+        {
+            let output = supervisor::read_last_lines(&log_path, 5).unwrap_or_default();
+            anyhow::bail!(
+                "the background launcher ended ({exit}) before the backend became healthy: {}",
+                output.join(" ⏎ ")
+            );
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "the backend did not become healthy in time; the background launcher (pid {}) keeps trying; see `personal-ai-agent backend status` and `personal-ai-agent backend logs`",
+                launcher.id()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Lets the background launcher outlive this terminal: a new session on Unix (no SIGHUP when the terminal
+/// closes, no Ctrl-C from it); on Windows a hidden console of its own, which its backend shares so that
+/// CTRL_BREAK still reaches it.
+fn detach(command: &mut std::process::Command) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe and the closure allocates nothing.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::process::CommandExt;
+        const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
+        const CREATE_NO_WINDOW: u32 = 0x0800_0000;
+        command.creation_flags(CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW);
+    }
+}
+
+fn stop_and_report(ctx: &Ctx, supervisor: &Supervisor) {
+    match supervisor.stop() {
+        Ok(Some(outcome)) if !ctx.quiet && !ctx.json => eprintln!(
+            "stopped the backend (pid {}, {}) in {} ms{}",
+            outcome.pid,
+            outcome.exit,
+            outcome.took.as_millis(),
+            if outcome.forced {
+                ", killed after it ignored the stop request"
+            } else {
+                ""
+            }
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: {e}"),
+    }
+}
+
+fn run_stop(ctx: &Ctx, args: StopArgs) -> anyhow::Result<ExitCode> {
+    let run_dir = ctx.paths.run_dir();
+    if let Some(pid) = supervisor::end_unsupervised_backend(&run_dir, Duration::from_secs(10)) {
+        let status = supervisor::read_status(&run_dir)?;
+        ctx.emit(&status, || {
+            format!("ended the backend (pid {pid}) that ran unsupervised")
+        });
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(supervisor_pid) = supervisor::request_stop(&run_dir)? else {
+        let status = supervisor::read_status(&run_dir)?;
+        ctx.emit(&status, || "the backend is not running".into());
+        return Ok(ExitCode::SUCCESS);
+    };
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    loop {
+        let status = supervisor::read_status(&run_dir)?;
+        if !status.claims_a_process() && status.state != "crashed" {
+            ctx.emit(&status, || {
+                format!("the backend is stopped (the launcher with pid {supervisor_pid} stopped it)")
+            });
+            return Ok(ExitCode::SUCCESS);
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "the launcher with pid {supervisor_pid} did not stop the backend within {} s (state: {}); try again, or end that process",
+                args.timeout,
+                status.state
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn run_status(ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let status = supervisor::read_status(&ctx.paths.run_dir())?;
+    ctx.emit(&status, || describe_status(&status));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe_status(status: &BackendStatus) -> String {
+    let mut text = status.state.clone();
+    if let Some(version) = &status.version {
+        text.push_str(&format!(", version {version}"));
+    }
+    if let Some(pid) = status.pid {
+        text.push_str(&format!(", pid {pid}"));
+    }
+    if let Some(port) = status.port {
+        text.push_str(&format!(", http://127.0.0.1:{port}"));
+    }
+    if let Some(reason) = &status.reason {
+        text.push_str(&format!("\nreason: {reason}"));
+    }
+    if let Some(exit) = &status.exit {
+        text.push_str(&format!("\nlast exit: {exit}"));
+    }
+    if let Some(health) = &status.health {
+        text.push_str(&format!(
+            "\nlast health check: {} in {} ms at {}",
+            health.describe(),
+            health.latency_ms,
+            health.at.with_timezone(&chrono::Local).format("%H:%M:%S")
+        ));
+    }
+    if let Some(pid) = status.supervisor_pid.filter(|_| status.claims_a_process()) {
+        text.push_str(&format!("\nsupervised by the launcher with pid {pid}"));
+    }
+    text
+}
+
+fn run_logs(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let path = ctx.paths.logs_dir().join(supervisor::LOG_FILE);
+    let lines = supervisor::read_last_lines(&path, args.lines)
+        .with_context(|| format!("cannot read the backend log {}", path.display()))?;
+    if ctx.json {
+        ctx.emit(&serde_json::json!({ "file": path, "lines": lines }), String::new);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if lines.is_empty() && !args.follow && !ctx.quiet {
+        eprintln!(
+            "the backend log {} is empty: the backend has not run yet",
+            path.display()
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    for line in &lines {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    drop(out);
+    if args.follow {
+        follow(&path)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints what is appended to `path`, starting at its current end, across rotations, until interrupted.
+fn follow(path: &Path) -> anyhow::Result<()> {
+    let mut position = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let mut pending = Vec::new();
+    loop {
+        let length = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        if length < position {
+            // Rotated (or truncated): the new file is read from its start.
+            position = 0;
+        }
+        if length > position
+            && let Ok(mut file) = std::fs::File::open(path)
+        {
+            file.seek(SeekFrom::Start(position))?;
+            let read = file.take(length - position).read_to_end(&mut pending)?;
+            position += read as u64;
+            if let Some(end) = pending.iter().rposition(|b| *b == b'\n') {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&pending[..=end])?;
+                out.flush()?;
+                pending.drain(..=end);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -70,7 +70,10 @@ impl Ctx {
     /// Prints `value` as JSON when `--json` was given, otherwise `human()`.
     pub fn emit<T: Serialize>(&self, value: &T, human: impl FnOnce() -> String) {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+            );
         } else {
             let text = human();
             if !text.is_empty() {
@@ -86,7 +89,11 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     let json = cli.json;

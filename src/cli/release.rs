@@ -1,12 +1,110 @@
-//! `personal-ai-agent release` (being written).
+//! `personal-ai-agent release`: tools for maintainers and CI that publish releases. `release pack` builds
+//! one platform's archive and merges its checksum and manifest entries into an output folder, signing the
+//! manifest; see `crate::pack` and `docs/RELEASE-FORMAT.md`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+
 use super::Ctx;
+use crate::pack::{self, PASSWORD_ENV, PackOptions};
+use crate::platform::Platform;
+use crate::version::Channel;
 
-#[derive(Debug, Default, clap::Args)]
-pub struct ReleaseArgs {}
+#[derive(Debug, clap::Args)]
+pub struct ReleaseArgs {
+    #[command(subcommand)]
+    pub command: ReleaseCommand,
+}
 
-pub fn run(_ctx: &Ctx, _args: ReleaseArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`release` is not built yet")
+#[derive(Debug, clap::Subcommand)]
+pub enum ReleaseCommand {
+    /// Pack a bundle folder into PersonalAIAgent-<os>-<arch>-<version>.tar.gz (.zip for Windows), and write
+    /// or update checksums-<os>-<arch>.txt, release-manifest.json and its minisign signature in OUT.
+    Pack(PackArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PackArgs {
+    /// The release version (semver; a leading `v` is accepted).
+    #[arg(long, value_name = "V")]
+    pub version: String,
+    /// The platform the bundle is built for, as <os>-<arch> (linux-x86_64, macos-aarch64, windows-x86_64).
+    #[arg(long, value_name = "OS-ARCH")]
+    pub platform: Platform,
+    /// The bundle folder: the launcher, backend/ and agent.json.
+    #[arg(long, value_name = "DIR")]
+    pub bundle_dir: PathBuf,
+    /// The output folder; packing several platforms into the same one merges their entries.
+    #[arg(long, value_name = "OUT")]
+    pub out: PathBuf,
+    /// Sign the manifest with this minisign secret key (unencrypted, or with its password in
+    /// MINISIGN_PASSWORD).
+    #[arg(long, value_name = "KEYFILE")]
+    pub minisign_key: Option<PathBuf>,
+    /// The channel the release belongs to.
+    #[arg(long, value_name = "C", default_value = "stable")]
+    pub channel: Channel,
+}
+
+pub fn run(ctx: &Ctx, args: ReleaseArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        ReleaseCommand::Pack(pack_args) => run_pack(ctx, pack_args),
+    }
+}
+
+fn run_pack(ctx: &Ctx, args: PackArgs) -> anyhow::Result<ExitCode> {
+    let version = crate::version::parse_user_version(&args.version)?;
+    let options = PackOptions {
+        version,
+        platform: args.platform,
+        bundle_dir: args.bundle_dir,
+        out_dir: args.out,
+        channel: args.channel,
+        minisign_key: args.minisign_key,
+        minisign_password: std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()),
+        published_at: published_at()?,
+    };
+    let report = pack::pack(&options)
+        .with_context(|| format!("cannot pack version {} for {}", options.version, options.platform))?;
+    ctx.emit(&report, || {
+        let mut text = format!(
+            "packed {} ({} bytes, sha256 {})\nupdated {}\nupdated {} ({} archive(s): {})\n",
+            report.archive.path.display(),
+            report.archive.size,
+            report.archive.sha256,
+            report.checksums_file.path.display(),
+            report.manifest.path.display(),
+            report.manifest_assets.len(),
+            report.manifest_assets.join(", "),
+        );
+        match (&report.signature, &report.key_id) {
+            (Some(path), Some(key_id)) => {
+                text.push_str(&format!("signed {} with key {key_id}\n", path.display()));
+            }
+            _ => text.push_str(
+                "the manifest is NOT signed: launchers with a pinned key will refuse this release; pass --minisign-key\n",
+            ),
+        }
+        text
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `SOURCE_DATE_EPOCH` (the reproducible-builds convention) when set, so two runs give the same manifest;
+/// otherwise now.
+fn published_at() -> anyhow::Result<DateTime<Utc>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(text) if !text.trim().is_empty() => {
+            let seconds: i64 = text
+                .trim()
+                .parse()
+                .with_context(|| format!("SOURCE_DATE_EPOCH=`{text}` is not a number of seconds"))?;
+            DateTime::from_timestamp(seconds, 0)
+                .with_context(|| format!("SOURCE_DATE_EPOCH=`{text}` is out of range"))
+        }
+        _ => Ok(Utc::now()),
+    }
 }

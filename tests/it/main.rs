@@ -1,6 +1,14 @@
 //! One integration-test binary (one link instead of many). Each module tests one capability against
 //! local servers and private home folders; see `support`.
 
-mod support;
-mod github;
+mod cli_update;
+mod download;
 mod feed;
+mod github;
+mod install;
+mod models;
+mod pack;
+mod supervisor;
+mod support;
+mod update_flow;
+mod verify;

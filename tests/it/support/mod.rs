@@ -272,3 +272,52 @@ pub fn temp_home() -> tempfile::TempDir {
 pub fn fixtures_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
+
+/// The launcher binary under test.
+pub const LAUNCHER: &str = env!("CARGO_BIN_EXE_personal-ai-agent");
+
+/// The example backend's executable. `cargo test` builds examples; a narrower run (`--test it`) may not
+/// have, so it is built once here if missing.
+pub fn example_backend() -> &'static std::path::Path {
+    use std::path::{Path, PathBuf};
+    use std::sync::OnceLock;
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = Path::new(LAUNCHER).parent().unwrap().join("examples");
+        let path = dir.join(format!("agent_backend{}", std::env::consts::EXE_SUFFIX));
+        if !path.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = std::process::Command::new(cargo)
+                .args(["build", "--example", "agent_backend"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("run cargo to build the example backend");
+            assert!(status.success(), "cargo build --example agent_backend failed");
+        }
+        assert!(path.exists(), "the example backend is not at {}", path.display());
+        path
+    })
+}
+
+/// Lays out a release bundle in `dir`: `backend/agent-backend` (the example backend) and an `agent.json`
+/// that passes `args` to it.
+pub fn make_bundle(dir: &std::path::Path, args: &[&str]) {
+    std::fs::create_dir_all(dir.join("backend")).unwrap();
+    let program = dir
+        .join("backend")
+        .join(format!("agent-backend{}", std::env::consts::EXE_SUFFIX));
+    std::fs::copy(example_backend(), &program).unwrap();
+    let mut command = vec![
+        "backend/agent-backend".to_owned(),
+        "--port".into(),
+        "{port}".into(),
+    ];
+    command.extend(args.iter().map(|a| a.to_string()));
+    let agent = serde_json::json!({
+        "command": command,
+        "health_url": "http://127.0.0.1:{port}/health",
+        "ready_timeout_secs": 5,
+        "env": {}
+    });
+    std::fs::write(dir.join("agent.json"), serde_json::to_vec_pretty(&agent).unwrap()).unwrap();
+}

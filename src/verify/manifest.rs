@@ -1,0 +1,239 @@
+//! `release-manifest.json`: the one file a release signs. It names the product, version and channel and,
+//! for every archive, its size and SHA256, so one signature covers every byte a user downloads.
+//!
+//! Parsing is strict on types and values (a hash must be 64 hex digits, a version must be semver, names
+//! must be plain file names and appear once) and ignores fields it does not know, so a newer publisher can
+//! add fields without breaking older launchers; a newer `schema` number, which would mean the meaning of
+//! known fields changed, is refused. Serialisation is deterministic (fixed field order, assets sorted by
+//! name, RFC 3339 time in whole seconds, a final newline), so packing the same release twice signs the
+//! same bytes. The format is documented in `docs/RELEASE-FORMAT.md`.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::VerifyError;
+use super::checksums::is_sha256_hex;
+use crate::platform::Platform;
+use crate::version::Channel;
+
+/// The manifest's file name, beside the archives.
+pub const MANIFEST_FILE: &str = "release-manifest.json";
+/// The manifest's minisign signature file name.
+pub const MANIFEST_SIGNATURE_FILE: &str = "release-manifest.json.minisig";
+/// The manifest schema this launcher writes and the newest it reads.
+pub const MANIFEST_SCHEMA: u32 = 1;
+/// The `product` every manifest of ours carries: a manifest for another product signed by the same key
+/// must not be taken for ours.
+pub const MANIFEST_PRODUCT: &str = "personal-ai-agent";
+
+/// A release manifest. Build one with [`ReleaseManifest::new`], read one with [`ReleaseManifest::parse`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseManifest {
+    pub schema: u32,
+    pub product: String,
+    pub version: semver::Version,
+    pub channel: Channel,
+    #[serde(with = "rfc3339_seconds")]
+    pub published_at: DateTime<Utc>,
+    pub assets: Vec<ManifestAsset>,
+}
+
+/// One archive the manifest vouches for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestAsset {
+    /// The file name, exactly as published (no folders).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Lowercase hex SHA256 of the whole file.
+    pub sha256: String,
+    /// The platform the archive is for (`linux-x86_64`); absent for files that are for every platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+}
+
+impl ReleaseManifest {
+    /// An empty manifest for `version` on `channel`, published now.
+    pub fn new(version: semver::Version, channel: Channel, published_at: DateTime<Utc>) -> Self {
+        ReleaseManifest {
+            schema: MANIFEST_SCHEMA,
+            product: MANIFEST_PRODUCT.to_owned(),
+            version,
+            channel,
+            published_at: trim_to_seconds(published_at),
+            assets: Vec::new(),
+        }
+    }
+
+    /// Parses and checks manifest bytes (UTF-8 JSON).
+    pub fn parse(bytes: &[u8]) -> Result<Self, VerifyError> {
+        let mut manifest: ReleaseManifest =
+            serde_json::from_slice(bytes).map_err(|e| VerifyError::InvalidManifest {
+                file: MANIFEST_FILE.to_owned(),
+                reason: e.to_string(),
+            })?;
+        manifest.validate()?;
+        for asset in &mut manifest.assets {
+            asset.sha256.make_ascii_lowercase();
+        }
+        Ok(manifest)
+    }
+
+    /// The deterministic JSON form (pretty, assets sorted by name, final newline): what gets signed.
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        let mut sorted = self.clone();
+        sorted.assets.sort_by(|a, b| a.name.cmp(&b.name));
+        // Serialising plain structs, strings and numbers cannot fail.
+        let mut bytes = serde_json::to_vec_pretty(&sorted).unwrap_or_default();
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// The entry for the asset with exactly this name.
+    pub fn asset(&self, name: &str) -> Option<&ManifestAsset> {
+        self.assets.iter().find(|a| a.name == name)
+    }
+
+    /// Adds `asset`, replacing an entry of the same name (re-packing one platform replaces its archive).
+    pub fn upsert(&mut self, asset: ManifestAsset) {
+        self.assets.retain(|a| a.name != asset.name);
+        self.assets.push(asset);
+        self.assets.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    fn validate(&self) -> Result<(), VerifyError> {
+        let invalid = |reason: String| VerifyError::InvalidManifest {
+            file: MANIFEST_FILE.to_owned(),
+            reason,
+        };
+        if self.schema == 0 || self.schema > MANIFEST_SCHEMA {
+            return Err(invalid(format!(
+                "schema {} is not one this launcher reads (it reads 1 to {MANIFEST_SCHEMA}); update the launcher",
+                self.schema
+            )));
+        }
+        if self.product != MANIFEST_PRODUCT {
+            return Err(invalid(format!(
+                "it is for product `{}`, not `{MANIFEST_PRODUCT}`",
+                self.product
+            )));
+        }
+        for (index, asset) in self.assets.iter().enumerate() {
+            if asset.name.is_empty()
+                || asset.name.contains(['/', '\\', '\0'])
+                || asset.name == "."
+                || asset.name == ".."
+            {
+                return Err(invalid(format!(
+                    "asset {index} has no plain file name: `{}`",
+                    asset.name
+                )));
+            }
+            if !is_sha256_hex(&asset.sha256) {
+                return Err(invalid(format!(
+                    "asset `{}` has sha256 `{}`, which is not 64 hex digits",
+                    asset.name, asset.sha256
+                )));
+            }
+            if self.assets[..index].iter().any(|other| other.name == asset.name) {
+                return Err(invalid(format!("asset `{}` is listed twice", asset.name)));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn trim_to_seconds(time: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(time.timestamp(), 0).unwrap_or(time)
+}
+
+/// RFC 3339 in whole seconds with `Z` (`2026-11-27T03:15:00Z`), one spelling for one instant.
+mod rfc3339_seconds {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(time: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Secs, true))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not an RFC 3339 time ({e})")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ReleaseManifest {
+        let mut m = ReleaseManifest::new(
+            semver::Version::new(1, 2, 0),
+            Channel::Stable,
+            DateTime::parse_from_rfc3339("2026-11-27T03:15:00.123Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        );
+        m.upsert(ManifestAsset {
+            name: "PersonalAIAgent-windows-x86_64-1.2.0.zip".into(),
+            size: 7,
+            sha256: "b".repeat(64),
+            platform: Some("windows-x86_64".parse().unwrap()),
+        });
+        m.upsert(ManifestAsset {
+            name: "PersonalAIAgent-linux-x86_64-1.2.0.tar.gz".into(),
+            size: 5,
+            sha256: "a".repeat(64),
+            platform: Some("linux-x86_64".parse().unwrap()),
+        });
+        m
+    }
+
+    #[test]
+    fn a_manifest_round_trips_through_its_deterministic_json() {
+        let manifest = sample();
+        let bytes = manifest.to_json_bytes();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.contains("\"published_at\": \"2026-11-27T03:15:00Z\""),
+            "{text}"
+        );
+        assert!(
+            text.find("linux").unwrap() < text.find("windows").unwrap(),
+            "assets sorted by name"
+        );
+        assert_eq!(ReleaseManifest::parse(&bytes).unwrap(), manifest);
+        assert_eq!(ReleaseManifest::parse(&bytes).unwrap().to_json_bytes(), bytes);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_but_wrong_types_are_refused() {
+        let mut value: serde_json::Value = serde_json::from_slice(&sample().to_json_bytes()).unwrap();
+        value["future_field"] = serde_json::json!({"x": 1});
+        assert!(ReleaseManifest::parse(value.to_string().as_bytes()).is_ok());
+        value["assets"][0]["size"] = serde_json::json!("5");
+        let err = ReleaseManifest::parse(value.to_string().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("release-manifest.json"), "{err}");
+    }
+
+    #[test]
+    fn newer_schemas_other_products_bad_hashes_and_duplicates_are_refused() {
+        type Mutation = fn(&mut serde_json::Value);
+        let cases: [(&str, Mutation); 4] = [
+            ("schema", |v| v["schema"] = 2.into()),
+            ("product", |v| v["product"] = "other".into()),
+            ("hex", |v| v["assets"][0]["sha256"] = "zz".into()),
+            ("twice", |v| {
+                let first = v["assets"][0].clone();
+                v["assets"].as_array_mut().unwrap().push(first);
+            }),
+        ];
+        for (expected, mutate) in cases {
+            let mut value: serde_json::Value = serde_json::from_slice(&sample().to_json_bytes()).unwrap();
+            mutate(&mut value);
+            let err = ReleaseManifest::parse(value.to_string().as_bytes()).unwrap_err();
+            assert!(err.to_string().contains(expected), "{expected}: {err}");
+        }
+    }
+}
