@@ -24,6 +24,13 @@ pub enum ReleaseCommand {
     /// Pack a bundle folder into PersonalAIAgent-<os>-<arch>-<version>.tar.gz (.zip for Windows), and write
     /// or update checksums-<os>-<arch>.txt, release-manifest.json and its minisign signature in OUT.
     Pack(PackArgs),
+    /// Write DIR/feed.json listing every release folder under DIR (each packed with `release pack --out
+    /// DIR/<version>`): a static feed for mirrors and offline installs (docs/FEED.md).
+    Feed {
+        /// The folder holding one subfolder per release.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -52,6 +59,17 @@ pub struct PackArgs {
 pub fn run(ctx: &Ctx, args: ReleaseArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         ReleaseCommand::Pack(pack_args) => run_pack(ctx, pack_args),
+        ReleaseCommand::Feed { dir } => {
+            let summary = crate::sources::feed::write_feed(&dir)?;
+            ctx.emit(&summary, || {
+                format!(
+                    "wrote {} listing {}",
+                    summary.feed.display(),
+                    summary.versions.join(", ")
+                )
+            });
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

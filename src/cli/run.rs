@@ -29,9 +29,7 @@ pub struct RunArgs {
 
 pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
     if !args.headless {
-        anyhow::bail!(
-            "this build has no desktop window yet; run `personal-ai-agent run --headless` to supervise the backend and apply updates, or `personal-ai-agent --help` for every command"
-        );
+        return overview(ctx);
     }
     let shutdown = Arc::new(AtomicBool::new(false));
     let cancel = CancelToken::new();
@@ -109,6 +107,48 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = supervisor.stop() {
         tracing::error!("{e}");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Without `--headless` (and with no subcommand): what is installed, what runs, and what to do next. The
+/// desktop window is a later milestone; this build says so rather than pretending.
+fn overview(ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let settings = ctx.settings();
+    let status = crate::updater::status(&ctx.paths, &settings.effective)?;
+    let backend = crate::supervisor::read_status(&ctx.paths.run_dir())?;
+    #[derive(serde::Serialize)]
+    struct Overview<'a> {
+        update: &'a crate::updater::Status,
+        backend: &'a crate::supervisor::BackendStatus,
+        window: &'static str,
+    }
+    let value = Overview {
+        update: &status,
+        backend: &backend,
+        window: "not in this build",
+    };
+    ctx.emit(&value, || {
+        let mut out = format!("{} launcher {}\n\n", crate::PRODUCT_NAME, crate::LAUNCHER_VERSION);
+        out.push_str(&status.human());
+        out.push_str(&format!("Backend: {}", backend.state));
+        if let Some(reason) = &backend.reason {
+            out.push_str(&format!(" ({reason})"));
+        }
+        out.push_str("\n\nThis build has no desktop window yet. Next steps:\n");
+        if status.source.is_none() {
+            out.push_str(
+                "  export GITHUB_REPO=owner/name                      # where releases are published\n",
+            );
+        }
+        if status.current_version.is_none() {
+            out.push_str("  personal-ai-agent update install                   # install the agent\n");
+        }
+        out.push_str(
+            "  personal-ai-agent run --headless                   # supervise the backend, apply updates\n",
+        );
+        out.push_str("  personal-ai-agent --help                           # every command\n");
+        out
+    });
     Ok(ExitCode::SUCCESS)
 }
 

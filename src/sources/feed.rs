@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use reqwest::Url;
 use reqwest::blocking::Client;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Fetched, ReleaseSource};
 use crate::error::{Error, Result};
@@ -21,7 +21,7 @@ pub const FEED_FILE: &str = "feed.json";
 /// A feed larger than this is refused (a feed lists metadata, not files).
 const FEED_LIMIT: u64 = 16 << 20;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct FeedDoc {
     #[serde(default = "one")]
     schema: u32,
@@ -32,7 +32,7 @@ fn one() -> u32 {
     1
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct FeedRelease {
     version: String,
     #[serde(default)]
@@ -49,7 +49,7 @@ struct FeedRelease {
     assets: Vec<FeedAsset>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct FeedAsset {
     name: String,
     size: u64,
@@ -215,4 +215,85 @@ fn read_local_small(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
             .map(Some)
             .map_err(|e| Error::io("read", path, e)),
     }
+}
+
+/// What [`write_feed`] wrote.
+#[derive(Clone, Debug, Serialize)]
+pub struct FeedSummary {
+    pub feed: PathBuf,
+    /// The versions listed, newest first.
+    pub versions: Vec<String>,
+}
+
+/// Writes `dir/feed.json` listing every release folder under `dir`: each subfolder holding a
+/// `release-manifest.json` (as `release pack` writes it) is one release, and every file in it is an asset,
+/// with the archives' hashes taken from the manifest. Release notes come from an optional `NOTES.md` in
+/// the folder. This is how a mirror or an offline medium is made: copy the release folders, run this.
+pub fn write_feed(dir: &Path) -> Result<FeedSummary> {
+    let feed_error = |reason: String| Error::Feed {
+        location: dir.display().to_string(),
+        reason,
+    };
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
+    let mut releases = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        let folder = entry.path();
+        let manifest_path = folder.join(crate::verify::MANIFEST_FILE);
+        if !folder.is_dir() || !manifest_path.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(&manifest_path).map_err(|e| Error::io("read", &manifest_path, e))?;
+        let manifest = crate::verify::ReleaseManifest::parse(&bytes)?;
+        let folder_name = entry.file_name().to_string_lossy().into_owned();
+        let mut names: Vec<String> = std::fs::read_dir(&folder)
+            .map_err(|e| Error::io("list", &folder, e))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "NOTES.md" && !n.starts_with('.'))
+            .collect();
+        names.sort();
+        let mut assets = Vec::new();
+        for name in names {
+            let path = folder.join(&name);
+            let size = std::fs::metadata(&path)
+                .map_err(|e| Error::io("read", &path, e))?
+                .len();
+            assets.push(FeedAsset {
+                url: Some(format!("{folder_name}/{name}")),
+                sha256: manifest.asset(&name).map(|a| a.sha256.clone()),
+                name,
+                size,
+            });
+        }
+        let notes = crate::fsutil::read_optional(&folder.join("NOTES.md"))?;
+        releases.push(FeedRelease {
+            version: manifest.version.to_string(),
+            tag: Some(format!("v{}", manifest.version)),
+            name: None,
+            published_at: Some(manifest.published_at),
+            notes,
+            prerelease: !manifest.version.pre.is_empty(),
+            assets,
+        });
+    }
+    if releases.is_empty() {
+        return Err(feed_error(format!(
+            "no release folders found (subfolders holding {}); pack releases into it with `release pack --out {}/<version>`",
+            crate::verify::MANIFEST_FILE,
+            dir.display()
+        )));
+    }
+    releases.sort_by(|a, b| {
+        let v = |r: &FeedRelease| crate::version::parse_tag(&r.version);
+        v(b).cmp(&v(a))
+    });
+    let versions = releases.iter().map(|r| r.version.clone()).collect();
+    let doc = FeedDoc { schema: 1, releases };
+    let mut text = serde_json::to_string_pretty(&doc).map_err(|e| feed_error(e.to_string()))?;
+    text.push('\n');
+    let feed = dir.join(FEED_FILE);
+    crate::fsutil::write_atomic(&feed, text.as_bytes())?;
+    Ok(FeedSummary { feed, versions })
 }

@@ -30,9 +30,23 @@ impl LineSource {
 }
 
 /// The log file and the in-memory tail, shared by the reader threads and the supervisor.
-#[derive(Debug)]
 pub(crate) struct LogSink {
     inner: Mutex<SinkInner>,
+    /// Told about new lines, at most every [`HOOK_INTERVAL`] (the window repaints its log view).
+    on_line: Mutex<Option<LineHook>>,
+}
+
+pub(crate) type LineHook = Arc<dyn Fn() + Send + Sync>;
+
+/// A chatty backend must not make the window repaint for every line.
+const HOOK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl std::fmt::Debug for LogSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogSink")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -46,6 +60,7 @@ struct SinkInner {
     tail_lines: usize,
     /// Whether a failure to write the file was already reported (report once, not per line).
     write_failure_reported: bool,
+    last_hook_call: Option<std::time::Instant>,
 }
 
 impl LogSink {
@@ -60,7 +75,9 @@ impl LogSink {
                 tail: VecDeque::with_capacity(tail_lines.min(4096)),
                 tail_lines,
                 write_failure_reported: false,
+                last_hook_call: None,
             }),
+            on_line: Mutex::new(None),
         }
     }
 
@@ -91,6 +108,23 @@ impl LogSink {
                 tracing::warn!("cannot write the backend log {}: {e}", inner.path.display());
             }
         }
+        let due = inner
+            .last_hook_call
+            .is_none_or(|at| at.elapsed() >= HOOK_INTERVAL);
+        if due {
+            inner.last_hook_call = Some(std::time::Instant::now());
+        }
+        drop(inner);
+        if due {
+            let hook = self.on_line.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+    }
+
+    pub(crate) fn set_on_line(&self, hook: LineHook) {
+        *self.on_line.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
 
     /// The last lines, oldest first.
@@ -222,6 +256,24 @@ mod tests {
             "{tail:?}"
         );
         assert_eq!(sink.last(1), &tail[2..]);
+    }
+
+    #[test]
+    fn the_line_hook_is_throttled_so_a_chatty_backend_does_not_flood_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = LogSink::new(dir.path().join("b.log"), 1 << 20, 1, 10);
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = calls.clone();
+        sink.set_on_line(Arc::new(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+        for i in 0..50 {
+            sink.line(LineSource::Stdout, &format!("{i}"));
+        }
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        std::thread::sleep(HOOK_INTERVAL);
+        sink.line(LineSource::Stdout, "later");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]

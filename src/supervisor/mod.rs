@@ -702,10 +702,13 @@ impl Supervisor {
         }
     }
 
-    /// Calls `hook` after every change of state or health answer, from the thread that made it (the window
-    /// passes its `request_repaint`). The hook must return quickly and must not call the supervisor.
+    /// Calls `hook` after every change of state or health answer, and when log lines arrive (at most every
+    /// 100 ms for those), from the thread that made the change (the window passes its `request_repaint`).
+    /// The hook must return quickly and must not call the supervisor.
     pub fn on_change(&self, hook: impl Fn() + Send + Sync + 'static) {
-        *self.inner.on_change.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(hook));
+        let hook: ChangeHook = Arc::new(hook);
+        self.inner.log.set_on_line(hook.clone());
+        *self.inner.on_change.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
 
     /// Whether the backend is meant to run (false after a stop, a stop request, or giving up on crashes).

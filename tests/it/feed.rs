@@ -109,3 +109,79 @@ fn a_missing_feed_folder_names_the_path() {
         .unwrap_err();
     assert!(err.to_string().contains("nowhere"), "{err}");
 }
+
+/// Packs the example backend as `version` into `feed_dir/<version>/`.
+fn pack_into_feed(work: &std::path::Path, feed_dir: &std::path::Path, version: &str) {
+    let bundle = work.join(format!("bundle-{version}"));
+    crate::support::make_bundle(&bundle, &[]);
+    personal_ai_agent::pack::pack(&personal_ai_agent::pack::PackOptions {
+        version: version.parse().unwrap(),
+        platform: personal_ai_agent::platform::Platform::current(),
+        bundle_dir: bundle,
+        out_dir: feed_dir.join(version),
+        channel: personal_ai_agent::version::Channel::Stable,
+        minisign_key: None,
+        minisign_password: None,
+        published_at: chrono::Utc::now(),
+    })
+    .unwrap();
+}
+
+#[test]
+fn an_offline_folder_made_by_release_feed_installs_and_updates_without_any_network() {
+    use crate::cli_update::{json_of, pai};
+    let work = temp_home();
+    let home = temp_home();
+    let feed_dir = work.path().join("usb-stick");
+    pack_into_feed(work.path(), &feed_dir, "1.0.0");
+    std::fs::write(feed_dir.join("1.0.0/NOTES.md"), "first release").unwrap();
+    let feed = feed_dir.to_str().unwrap();
+    let written = json_of(&pai(
+        home.path(),
+        None,
+        &["release", "feed", "--dir", feed, "--json"],
+    ));
+    assert_eq!(written["versions"], json!(["1.0.0"]));
+
+    json_of(&pai(
+        home.path(),
+        None,
+        &["update", "configure", "--feed", feed, "--json"],
+    ));
+    let installed = json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    assert_eq!(installed["installed_version"], "1.0.0");
+    assert!(
+        installed["verified_by"]
+            .as_str()
+            .unwrap()
+            .contains("release-manifest.json"),
+        "{installed}"
+    );
+
+    pack_into_feed(work.path(), &feed_dir, "1.1.0");
+    json_of(&pai(
+        home.path(),
+        None,
+        &["release", "feed", "--dir", feed, "--json"],
+    ));
+    let check = json_of(&pai(home.path(), None, &["update", "check", "--json"]));
+    assert_eq!(check["update_available"], true);
+    assert_eq!(check["requests"], 0, "a folder feed makes no request");
+    let changelog = json_of(&pai(home.path(), None, &["update", "changelog", "--json"]));
+    assert_eq!(changelog["releases"][0]["version"], "1.1.0");
+    let updated = json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    assert_eq!(updated["installed_version"], "1.1.0");
+    assert_eq!(updated["previous_version"], "1.0.0");
+}
+
+#[test]
+fn release_feed_on_a_folder_without_releases_says_how_to_make_one() {
+    let home = temp_home();
+    let out = crate::cli_update::pai(
+        home.path(),
+        None,
+        &["release", "feed", "--dir", home.path().to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("release pack --out"));
+}
