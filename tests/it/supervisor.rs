@@ -6,7 +6,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use personal_ai_agent::agent::{AgentSpec, LaunchPlan};
@@ -15,30 +14,7 @@ use personal_ai_agent::supervisor::{
     self, BackendState, Supervisor, SupervisorError, SupervisorOptions, is_process_alive,
 };
 
-use crate::support::temp_home;
-
-const LAUNCHER: &str = env!("CARGO_BIN_EXE_personal-ai-agent");
-
-/// The example backend's executable. `cargo test` builds examples; a narrower run (`--test it`) may not
-/// have, so it is built once here if missing.
-fn example_backend() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let dir = Path::new(LAUNCHER).parent().unwrap().join("examples");
-        let path = dir.join(format!("agent_backend{}", std::env::consts::EXE_SUFFIX));
-        if !path.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "--example", "agent_backend"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("run cargo to build the example backend");
-            assert!(status.success(), "cargo build --example agent_backend failed");
-        }
-        assert!(path.exists(), "the example backend is not at {}", path.display());
-        path
-    })
-}
+use crate::support::{LAUNCHER, example_backend, temp_home};
 
 /// Lays out a bundle in `dir`: `backend/agent-backend` (the example) and an `agent.json` passing `args`.
 fn make_bundle(dir: &Path, version: &str, args: &[&str]) -> PathBuf {

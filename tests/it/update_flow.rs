@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::cli_update::{json_of, pai};
 use crate::support::{Response, TestServer, make_bundle, serve_bytes, temp_home};
+use crate::verify::minisign_keypair;
 
 /// A local GitHub whose releases a test publishes as it goes.
 struct FakeGitHub {
@@ -236,19 +237,6 @@ fn tampered_bytes_are_refused_the_download_deleted_and_the_install_untouched() {
         !left.iter().any(|n| n.starts_with(&archive)),
         "tampered bytes left behind: {left:?}"
     );
-}
-
-fn minisign_keypair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let (public, secret) = (dir.join(format!("{name}.pub")), dir.join(format!("{name}.key")));
-    let status = std::process::Command::new("minisign")
-        .args(["-G", "-W", "-p"])
-        .arg(&public)
-        .arg("-s")
-        .arg(&secret)
-        .status()
-        .expect("the minisign tool is needed for this test: apt-get install minisign");
-    assert!(status.success());
-    (public, secret)
 }
 
 #[test]
