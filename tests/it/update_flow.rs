@@ -329,6 +329,24 @@ fn the_headless_runner_installs_on_first_run_and_restarts_the_backend_on_an_upda
         github.publish("v1.1.0", packed_release(work.path(), "1.1.0", &[], None));
     }
     let second = first && wait_for("1.1.0");
+    // A broken release while the backend runs: the runner tries it, rolls back, and 1.1.0 serves on.
+    if second {
+        github.publish(
+            "v1.2.0",
+            packed_release(work.path(), "1.2.0", &["--fail-health"], None),
+        );
+    }
+    let failed_recorded = || {
+        let config = std::fs::read_to_string(home.path().join("config.json")).unwrap_or_default();
+        serde_json::from_str::<Value>(&config).is_ok_and(|c| c["failed_versions"] == json!(["1.2.0"]))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while second && !failed_recorded() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let rolled_back = second && failed_recorded();
+    let after_rollback = rolled_back && wait_for("1.1.0");
+    let health_after = json_of(&pai(home.path(), None, &["backend", "status", "--json"]));
     unsafe { libc::kill(runner.id() as i32, libc::SIGTERM) };
     let exit = runner.wait().unwrap();
     let mut log = String::new();
@@ -336,6 +354,16 @@ fn the_headless_runner_installs_on_first_run_and_restarts_the_backend_on_an_upda
     runner.stderr.take().unwrap().read_to_string(&mut log).unwrap();
     assert!(first, "the backend never ran 1.0.0; runner log:\n{log}");
     assert!(second, "the backend never restarted on 1.1.0; runner log:\n{log}");
+    assert!(
+        rolled_back,
+        "the unhealthy 1.2.0 was never recorded as failed; runner log:\n{log}"
+    );
+    assert!(
+        after_rollback,
+        "1.1.0 is not running after the rollback: {health_after}\n{log}"
+    );
+    assert_eq!(health_after["health"]["status"], 200, "{health_after}");
+    assert_eq!(status(home.path())["current_version"], "1.1.0");
     assert!(
         exit.success(),
         "SIGTERM must end the runner cleanly: {exit:?}\n{log}"
