@@ -301,7 +301,19 @@ fn configure_cmd(ctx: &Ctx, args: ConfigureArgs) -> anyhow::Result<ExitCode> {
         };
     }
     if let Some(feed) = args.feed {
-        file.feed = if feed.trim().is_empty() { None } else { Some(feed) };
+        file.feed = if feed.trim().is_empty() {
+            None
+        } else if feed.contains("://") {
+            Some(feed)
+        } else {
+            // A folder is kept absolute: the launcher may start from any working directory.
+            Some(
+                std::path::absolute(&feed)
+                    .unwrap_or_else(|_| feed.clone().into())
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        };
     }
     if let Some(key_file) = args.public_key {
         let key = crate::verify::PublicKey::from_file(&key_file)?;
@@ -491,15 +503,11 @@ fn install_cmd(ctx: &Ctx, args: InstallArgs) -> anyhow::Result<ExitCode> {
     match report {
         Some(report) => ctx.emit(&report, || {
             format!(
-                "Installed {} (was {}); verified by {}{}. The backend proved healthy in {} ms.",
+                "Installed {} (was {}); SHA256 verified against {}{}. The backend proved healthy in {} ms.",
                 report.installed_version,
                 report.previous_version.as_deref().unwrap_or("nothing"),
                 report.verified_by,
-                if report.signed {
-                    ", signature checked"
-                } else {
-                    ", unsigned"
-                },
+                if report.signed { ", signature checked" } else { "" },
                 report.time_to_healthy_ms
             )
         }),
