@@ -393,7 +393,7 @@ impl SupervisorOptions {
             status_file: Some(paths.run_dir().join(STATUS_FILE)),
             stop_request_file: Some(paths.run_dir().join(STOP_REQUEST_FILE)),
             stop_timeout: Duration::from_secs(10),
-            startup_poll_interval: Duration::from_millis(50),
+            startup_poll_interval: Duration::from_millis(20),
             health_interval: Duration::from_secs(2),
             health_timeout: Duration::from_secs(2),
             unhealthy_after_failures: 3,
