@@ -327,6 +327,33 @@ fn server_errors_are_retried_with_backoff_until_the_download_succeeds() {
 }
 
 #[test]
+fn connections_dropped_before_the_first_byte_again_and_again_do_not_stall_the_download() {
+    let home = temp_home();
+    let data = random_bytes(17, 200_000);
+    let served = data.clone();
+    let calls = counter();
+    let seen = calls.clone();
+    let server = TestServer::start(move |req| {
+        let response = serve_bytes(req, &served, ETAG);
+        if seen.fetch_add(1, Ordering::SeqCst) < 7 {
+            response.drop_after(0)
+        } else {
+            response
+        }
+    });
+    let req = request_for(&server, home.path(), &data);
+    let patient = RetryPolicy {
+        max_attempts: 10,
+        ..fast_retries()
+    };
+
+    let outcome = download(&client(), &req, &patient, &CancelToken::new(), &mut |_| {}).unwrap();
+
+    assert_eq!(outcome.sha256, sha256_hex(&data));
+    assert_eq!(server.requests().len(), 8);
+}
+
+#[test]
 fn persistent_server_errors_end_in_a_clear_error_after_the_last_try() {
     let home = temp_home();
     let server = TestServer::start(|_| Response::new(500));
