@@ -265,6 +265,7 @@ fn publish(
         minisign_key: None,
         minisign_password: None,
         published_at: chrono::Utc::now(),
+        notes: None,
     })?;
     Ok(())
 }

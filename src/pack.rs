@@ -45,6 +45,8 @@ pub struct PackOptions {
     pub minisign_password: Option<String>,
     /// The manifest's `published_at` when it creates a new manifest (an existing one keeps its own).
     pub published_at: DateTime<Utc>,
+    /// Release notes (markdown) to put in the signed manifest; `None` keeps what it has.
+    pub notes: Option<String>,
 }
 
 /// A file pack wrote.
@@ -197,6 +199,12 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
         .collect();
     crate::fsutil::write_atomic(&checksums_path, checksums_text.as_bytes())?;
 
+    if manifest.tag.is_none() {
+        manifest.tag = Some(format!("v{}", options.version));
+    }
+    if let Some(notes) = &options.notes {
+        manifest.notes = Some(notes.clone());
+    }
     manifest.upsert(ManifestAsset {
         name: archive_name.clone(),
         size,

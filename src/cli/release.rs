@@ -54,6 +54,9 @@ pub struct PackArgs {
     /// The channel the release belongs to.
     #[arg(long, value_name = "C", default_value = "stable")]
     pub channel: Channel,
+    /// Release notes (markdown) to carry in the signed manifest.
+    #[arg(long, value_name = "FILE")]
+    pub notes_file: Option<PathBuf>,
 }
 
 pub fn run(ctx: &Ctx, args: ReleaseArgs) -> anyhow::Result<ExitCode> {
@@ -84,6 +87,11 @@ fn run_pack(ctx: &Ctx, args: PackArgs) -> anyhow::Result<ExitCode> {
         minisign_key: args.minisign_key,
         minisign_password: std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()),
         published_at: published_at()?,
+        notes: args
+            .notes_file
+            .as_deref()
+            .map(|f| std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display())))
+            .transpose()?,
     };
     let report = pack::pack(&options)
         .with_context(|| format!("cannot pack version {} for {}", options.version, options.platform))?;

@@ -35,6 +35,12 @@ pub struct ReleaseManifest {
     pub channel: Channel,
     #[serde(with = "rfc3339_seconds")]
     pub published_at: DateTime<Utc>,
+    /// The git tag of the release (default `v<version>`); download URLs are built from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Release notes (markdown), signed with the rest, so a stable check needs no API call to show them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
     pub assets: Vec<ManifestAsset>,
 }
 
@@ -61,6 +67,8 @@ impl ReleaseManifest {
             version,
             channel,
             published_at: trim_to_seconds(published_at),
+            tag: None,
+            notes: None,
             assets: Vec::new(),
         }
     }

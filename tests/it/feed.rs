@@ -123,6 +123,7 @@ fn pack_into_feed(work: &std::path::Path, feed_dir: &std::path::Path, version: &
         minisign_key: None,
         minisign_password: None,
         published_at: chrono::Utc::now(),
+        notes: None,
     })
     .unwrap();
 }

@@ -232,7 +232,7 @@ fn a_dead_server_is_a_network_error_that_names_the_url() {
 #[test]
 fn a_stable_check_reads_the_static_manifest_without_an_api_call() {
     let manifest = json!({
-        "schema": 1, "product": "personal-ai-agent", "version": "1.4.0", "channel": "stable", "tag": "v1.4.0",
+        "schema": 1, "product": "personal-ai-agent", "version": "1.4.0", "channel": "stable", "tag": "v1.4.0", "notes": "## 1.4.0\n- signed notes",
         "assets": [{"name": "PersonalAIAgent-linux-x86_64-1.4.0.tar.gz", "size": 42, "sha256": "ab".repeat(32), "platform": "linux-x86_64"}]
     });
     let server = TestServer::start(move |req| match req.path_only() {
@@ -253,6 +253,7 @@ fn a_stable_check_reads_the_static_manifest_without_an_api_call() {
         )
     );
     assert_eq!(asset.sha256_digest().unwrap(), "ab".repeat(32));
+    assert_eq!(fetched.releases[0].notes, "## 1.4.0\n- signed notes");
     assert!(server.requests().iter().all(|r| !r.path.starts_with("/repos/")));
 }
 

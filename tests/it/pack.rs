@@ -534,3 +534,36 @@ fn what_pack_publishes_passes_the_launchers_signed_verification_policy() {
     let err = expected_sha256(&asset, &"1.3.0".parse().unwrap(), &material, Some(&key)).unwrap_err();
     assert!(err.to_string().contains("1.3.0"), "{err}");
 }
+
+#[test]
+fn notes_and_the_tag_travel_inside_the_signed_manifest() {
+    let home = temp_home();
+    let work = tempfile::tempdir().unwrap();
+    let bundle = make_bundle(work.path());
+    let out = work.path().join("out");
+    let notes = work.path().join("NOTES.md");
+    std::fs::write(&notes, "## 2.0.0\n- faster start\n").unwrap();
+    let (public, secret) = minisign_keypair(work.path(), "release");
+    let args = [
+        "--version",
+        "2.0.0",
+        "--platform",
+        "linux-x86_64",
+        "--bundle-dir",
+        path_arg(&bundle),
+        "--out",
+        path_arg(&out),
+        "--minisign-key",
+        path_arg(&secret),
+        "--notes-file",
+        path_arg(&notes),
+    ];
+    assert_success(&pack(home.path(), &args, &[]));
+    let bytes = std::fs::read(out.join("release-manifest.json")).unwrap();
+    let manifest = personal_ai_agent::verify::ReleaseManifest::parse(&bytes).unwrap();
+    assert_eq!(manifest.tag.as_deref(), Some("v2.0.0"));
+    assert_eq!(manifest.notes.as_deref(), Some("## 2.0.0\n- faster start\n"));
+    let signature = std::fs::read_to_string(out.join("release-manifest.json.minisig")).unwrap();
+    let key = PublicKey::from_file(&public).unwrap();
+    personal_ai_agent::verify::verify_manifest(&bytes, &signature, &key).unwrap();
+}

@@ -110,6 +110,7 @@ fn packed_release(work: &Path, version: &str, backend_args: &[&str], key: Option
         minisign_key: key.map(Path::to_path_buf),
         minisign_password: None,
         published_at: chrono::Utc::now(),
+        notes: None,
     })
     .unwrap();
     out
