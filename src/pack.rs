@@ -69,7 +69,7 @@ pub struct PackReport {
     /// The signature file, when the manifest was signed.
     pub signature: Option<PathBuf>,
     pub signed: bool,
-    /// The id of the signing key (16 hex digits, as `minisign` shows it).
+    /// The id of the signing key, as `minisign` shows it (upper-case hex, no leading zeros).
     pub key_id: Option<String>,
     /// Every archive the manifest now lists.
     pub manifest_assets: Vec<String>,

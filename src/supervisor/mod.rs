@@ -454,6 +454,8 @@ struct RunningChild {
     generation: u64,
     started: Instant,
     guard: os::ProcessGuard,
+    /// The threads copying its stdout and stderr into the log; they end at end of file.
+    log_pumps: Vec<JoinHandle<()>>,
 }
 
 struct Shared {
@@ -813,6 +815,7 @@ impl Inner {
             }
         };
         let pid = child.id();
+        let mut log_pumps = Vec::new();
         for (stream, source, name) in [
             (
                 child
@@ -833,11 +836,12 @@ impl Inner {
         ] {
             if let Some(stream) = stream {
                 let sink = self.log.clone();
-                if let Err(e) = std::thread::Builder::new()
+                match std::thread::Builder::new()
                     .name(name.into())
                     .spawn(move || logs::pump(stream, source, sink))
                 {
-                    tracing::warn!("cannot start the {name} log thread: {e}");
+                    Ok(handle) => log_pumps.push(handle),
+                    Err(e) => tracing::warn!("cannot start the {name} log thread: {e}"),
                 }
             }
         }
@@ -848,6 +852,7 @@ impl Inner {
             generation: shared.generation,
             started,
             guard,
+            log_pumps,
         });
         shared.state = BackendState::Starting { since: Utc::now() };
         shared.failures_in_row = 0;
@@ -930,6 +935,7 @@ impl Inner {
             }
         };
         let took = begin.elapsed();
+        drain_log_pumps(std::mem::take(&mut running.log_pumps));
         self.note(&format!(
             "pid {pid} ended: {exit_text}{} after {} ms",
             if forced {
@@ -1316,6 +1322,21 @@ impl Spawner {
 pub fn free_loopback_port() -> std::io::Result<u16> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
     Ok(listener.local_addr()?.port())
+}
+
+/// Waits briefly for the log threads of an ended process to copy its last lines, so "stopped" also means
+/// its output is in the log and the tail. Bounded: a grandchild that escaped the process group could keep
+/// the pipe open forever, and a stop must not hang on it.
+fn drain_log_pumps(pumps: Vec<JoinHandle<()>>) {
+    let deadline = Instant::now() + Duration::from_millis(500);
+    for pump in pumps {
+        while !pump.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if pump.is_finished() {
+            let _ = pump.join();
+        }
+    }
 }
 
 #[cfg(test)]

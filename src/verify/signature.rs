@@ -2,8 +2,8 @@
 //!
 //! Verification uses `minisign-verify` (small, no secret-key code). Only pre-hashed signatures, the
 //! default of `minisign` 0.9 and later and of `release pack`, are accepted: the legacy mode signs the raw
-//! bytes and has no reason to exist in new releases. The key id, shown by `minisign` as 16 upper-case hex
-//! digits, is read with the `minisign` crate's parsers so error messages can say which key signed what.
+//! bytes and has no reason to exist in new releases. The key id, shown by `minisign` as upper-case hex
+//! without leading zeros, is read with the `minisign` crate's parsers so error messages can say which key signed what.
 
 use std::fmt;
 use std::path::Path;
@@ -46,7 +46,7 @@ impl PublicKey {
         })
     }
 
-    /// The key id as `minisign` prints it (16 upper-case hex digits).
+    /// The key id as `minisign` prints it (upper-case hex, no leading zeros).
     pub fn key_id(&self) -> &str {
         &self.key_id
     }
@@ -141,7 +141,12 @@ pub fn signature_key_id(minisig_text: &str) -> Option<String> {
         .map(|sig| key_id_hex(sig.keynum()))
 }
 
-/// `minisign` shows a key id as its 8 bytes read little-endian, in 16 upper-case hex digits.
+/// `minisign` shows a key id as its 8 bytes read as a little-endian number, in upper-case hex without
+/// leading zeros (`printf("%" PRIX64)`: one key in sixteen has a 15-digit id), and so do we, so the ids in
+/// our messages are the ones users see in their `.pub` files.
 pub(crate) fn key_id_hex(keynum: &[u8]) -> String {
-    keynum.iter().rev().map(|b| format!("{b:02X}")).collect()
+    let mut bytes = [0u8; 8];
+    let n = keynum.len().min(8);
+    bytes[..n].copy_from_slice(&keynum[..n]);
+    format!("{:X}", u64::from_le_bytes(bytes))
 }

@@ -254,7 +254,13 @@ fn public_keys_read_from_pub_file_text_or_the_bare_line_with_crlf() {
     let from_file: PublicKey = file_text.parse().unwrap();
     let from_line: PublicKey = format!("  {line}  ").parse().unwrap();
     assert_eq!(from_file, from_line);
-    assert_eq!(from_file.key_id().len(), 16);
+    let id = from_file.key_id();
+    assert!((1..=16).contains(&id.len()) && !id.starts_with('0'), "{id}");
+    assert!(
+        id.chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase()),
+        "{id}"
+    );
     assert!("untrusted comment: x\n".parse::<PublicKey>().is_err());
     assert!(format!("{line}\n{line}").parse::<PublicKey>().is_err());
 }
@@ -368,4 +374,17 @@ fn the_configured_key_is_pinned_and_a_broken_one_is_an_error_not_no_key() {
     };
     let err = pinned_key(&broken).unwrap_err();
     assert!(err.to_string().contains("settings"), "{err}");
+}
+
+#[test]
+fn key_ids_read_like_minisign_prints_them_without_leading_zeros() {
+    use super::signature::key_id_hex;
+    assert_eq!(
+        key_id_hex(&[0x21, 0x43, 0x65, 0x87, 0xa9, 0xcb, 0xed, 0x0f]),
+        "FEDCBA987654321"
+    );
+    assert_eq!(
+        key_id_hex(&[0xef, 0xcd, 0xab, 0x89, 0x67, 0x45, 0x23, 0xf1]),
+        "F123456789ABCDEF"
+    );
 }
