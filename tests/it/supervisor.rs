@@ -139,12 +139,21 @@ fn a_started_backend_becomes_running_and_answers_on_its_port() {
     );
     assert_eq!(written.version.as_deref(), Some("1.2.0"));
     assert_eq!(written.health.as_ref().and_then(|h| h.status), Some(200));
-    assert!(
-        supervisor
-            .log_tail()
-            .iter()
-            .any(|l| l.contains("out | agent backend 1.2.0 ready on"))
-    );
+    // The backend's "ready" line and its first health answer race: the log thread may copy the line a
+    // moment after the supervisor saw the backend healthy.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !supervisor
+        .log_tail()
+        .iter()
+        .any(|l| l.contains("out | agent backend 1.2.0 ready on"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            supervisor.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // starting, then running with its first healthy answer, at least: the window repaints on each.
     assert!(changes.load(std::sync::atomic::Ordering::SeqCst) >= 2);
     let log_file = Paths::under(home.path()).logs_dir().join(supervisor::LOG_FILE);
