@@ -85,6 +85,15 @@ fn bundle_to_run(ctx: &Ctx, explicit: Option<PathBuf>) -> anyhow::Result<(PathBu
     if let Some(dir) = explicit {
         return Ok((dir, None));
     }
+    // Finish whatever a crash interrupted first, so the version started is a complete one that proved
+    // healthy (an update that never did is health-checked now, or rolled back).
+    {
+        let supervisor = Supervisor::new(&ctx.paths);
+        let mut gate = crate::updater::SupervisorGate::new(&supervisor, &ctx.paths);
+        let settings = ctx.settings();
+        crate::updater::recover(&ctx.paths, &settings.effective, &mut gate)
+            .context("finishing an interrupted update before starting the backend")?;
+    }
     let installer = Installer::new(ctx.paths.install_dir());
     let version = installer
         .current_version()

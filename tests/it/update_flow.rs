@@ -330,6 +330,10 @@ fn the_headless_runner_installs_on_first_run_and_restarts_the_backend_on_an_upda
         github.publish("v1.1.0", packed_release(work.path(), "1.1.0", &[], None));
     }
     let second = first && wait_for("1.1.0");
+    // Another process must not switch versions under the runner's feet.
+    let meanwhile = pai(home.path(), Some(&github.url()), &["update", "rollback"]);
+    let refused_elsewhere =
+        !meanwhile.status.success() && stderr(&meanwhile).contains("supervised by another launcher process");
     // A broken release while the backend runs: the runner tries it, rolls back, and 1.1.0 serves on.
     if second {
         github.publish(
@@ -355,6 +359,10 @@ fn the_headless_runner_installs_on_first_run_and_restarts_the_backend_on_an_upda
     runner.stderr.take().unwrap().read_to_string(&mut log).unwrap();
     assert!(first, "the backend never ran 1.0.0; runner log:\n{log}");
     assert!(second, "the backend never restarted on 1.1.0; runner log:\n{log}");
+    assert!(
+        !second || refused_elsewhere,
+        "a second launcher's rollback was not refused"
+    );
     assert!(
         rolled_back,
         "the unhealthy 1.2.0 was never recorded as failed; runner log:\n{log}"
