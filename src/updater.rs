@@ -230,7 +230,12 @@ impl Status {
         }
         if let Some(j) = &self.interrupted_operation {
             out.push_str(&format!(
-                "Interrupted operation: {j:?}; it is finished or undone at the next update command\n"
+                "Interrupted: {:?} of {} (from {}) stopped at step {:?} by pid {}; it is finished or undone at the next update command\n",
+                j.operation,
+                j.to,
+                j.from.as_ref().map(Version::to_string).unwrap_or_else(|| "nothing".into()),
+                j.step,
+                j.pid
             ));
         }
         out.push_str(&format!(
