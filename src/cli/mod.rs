@@ -129,7 +129,14 @@ pub fn one_line(e: &anyhow::Error) -> String {
 fn run_cli(cli: Cli) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
     let paths = Paths::resolve(cli.home.as_deref())?;
-    let verbosity = if cli.quiet { 0 } else { cli.verbose + 1 };
+    // The headless runner is a service: its log on stderr is its interface, so it says what it does (info)
+    // unless told otherwise; every other command only warns by default.
+    let runs_headless = matches!(&cli.command, Some(Command::Run(args)) if args.headless);
+    let verbosity = if cli.quiet {
+        0
+    } else {
+        cli.verbose + if runs_headless { 2 } else { 1 }
+    };
     let _log_guard = crate::logging::init(&paths, verbosity);
     let ctx = Ctx {
         paths,

@@ -64,7 +64,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
         let updater = updater
             .as_ref()
             .context("nothing is installed yet and no release source is configured")?;
-        tracing::warn!("nothing is installed yet: installing the latest release");
+        tracing::info!("nothing is installed yet: installing the latest release");
         let mut gate = SupervisorGate::new(&supervisor, &ctx.paths);
         updater
             .install(None, &mut gate, &cancel, &mut |e| {
@@ -81,7 +81,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
         .context("nothing is installed; run `personal-ai-agent update install`")?;
     let (plan, _) = crate::updater::launch_plan(&dir, &ctx.paths)?;
     let pid = supervisor.start(plan)?;
-    tracing::warn!(pid, "backend started; supervising it (Ctrl-C or SIGTERM to stop)");
+    tracing::info!(pid, "backend started; supervising it (Ctrl-C or SIGTERM to stop)");
 
     let mut rng = fastrand::Rng::new();
     let mut next_check = if args.check_now {
@@ -103,7 +103,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
         done.last_check = Some(chrono::Utc::now());
         next_check = Instant::now() + crate::check::next_check_delay(&done, chrono::Utc::now(), &mut rng);
     }
-    tracing::warn!("stopping the backend");
+    tracing::info!("stopping the backend");
     if let Err(e) = supervisor.stop() {
         tracing::error!("{e}");
     }
@@ -184,7 +184,7 @@ fn apply_updates(
         tracing::info!("no update available");
         return;
     };
-    tracing::warn!(version = %release.version, "update available");
+    tracing::info!(version = %release.version, "update available");
     if !config.auto_download {
         return;
     }
@@ -193,12 +193,12 @@ fn apply_updates(
         return;
     }
     if !config.auto_install {
-        tracing::warn!(version = %release.version, "downloaded; install it with `personal-ai-agent update install`");
+        tracing::info!(version = %release.version, "downloaded; install it with `personal-ai-agent update install`");
         return;
     }
     let mut gate = SupervisorGate::new(supervisor, &ctx.paths);
     match updater.install_release(&release, &asset, &mut gate, cancel, &mut |_| {}) {
-        Ok(report) => tracing::warn!(
+        Ok(report) => tracing::info!(
             version = %report.installed_version,
             downtime_ms = report.downtime_ms,
             "update installed; the backend restarted on the new version"
