@@ -27,6 +27,7 @@ pub mod platform;
 pub mod release;
 pub mod sources;
 pub mod supervisor;
+pub mod ui;
 pub mod updater;
 pub mod verify;
 pub mod version;

@@ -29,6 +29,11 @@ pub struct RunArgs {
 
 pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
     if !args.headless {
+        // `--json` asks for a document, not a window.
+        if !ctx.json && crate::ui::display_available() {
+            crate::ui::run_window(ctx.paths.clone())?;
+            return Ok(ExitCode::SUCCESS);
+        }
         return overview(ctx);
     }
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -110,8 +115,8 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Without `--headless` (and with no subcommand): what is installed, what runs, and what to do next. The
-/// desktop window is a later milestone; this build says so rather than pretending.
+/// Without `--headless` (and with no subcommand) when no display is available: what is installed, what
+/// runs, and what to do next.
 fn overview(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let settings = ctx.settings();
     let status = crate::updater::status(&ctx.paths, &settings.effective)?;
@@ -125,7 +130,7 @@ fn overview(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let value = Overview {
         update: &status,
         backend: &backend,
-        window: "not in this build",
+        window: "no display",
     };
     ctx.emit(&value, || {
         let mut out = format!("{} launcher {}\n\n", crate::PRODUCT_NAME, crate::LAUNCHER_VERSION);
@@ -134,7 +139,7 @@ fn overview(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         if let Some(reason) = &backend.reason {
             out.push_str(&format!(" ({reason})"));
         }
-        out.push_str("\n\nThis build has no desktop window yet. Next steps:\n");
+        out.push_str("\n\nNo display is available for the window. Next steps:\n");
         if status.source.is_none() {
             out.push_str(
                 "  export GITHUB_REPO=owner/name                      # where releases are published\n",

@@ -10,5 +10,6 @@ mod models;
 mod pack;
 mod supervisor;
 mod support;
+mod ui;
 mod update_flow;
 mod verify;

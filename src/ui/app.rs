@@ -1,0 +1,488 @@
+//! The window's state and drawing. It only reads state and sends jobs: the drawing code returns
+//! [`Command`]s, applied at the end of the frame, which become [`Job`]s for the `ui-worker` thread; the
+//! worker's replies are folded into the state at the start of the next frame. Nothing here touches the
+//! disk or the network; the backend's state and log tail are read from the supervisor's memory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use egui::{Color32, RichText};
+
+use super::worker::{InstallOutcome, Job, Reply, SettingsForm, Stage, WorkerHandle};
+use crate::check::{ChangelogEntry, CheckReport};
+use crate::paths::Paths;
+use crate::supervisor::{BackendState, Supervisor};
+use crate::updater::Status;
+use crate::version::Channel;
+
+/// What the user asked for this frame.
+#[must_use]
+#[derive(Clone, Debug)]
+pub enum Command {
+    CheckForUpdates,
+    InstallUpdate,
+    InstallFirstTime,
+    CancelInstall,
+    StartBackend,
+    StopBackend,
+    SaveSettings,
+}
+
+/// The result of the last update check, as the update card shows it.
+#[derive(Debug)]
+enum CheckView {
+    NotChecked,
+    Checking,
+    Done(Box<CheckReport>),
+    Failed(String),
+}
+
+/// The install in progress or the last one's outcome.
+#[derive(Debug)]
+enum JobView {
+    Idle,
+    Running(Stage),
+    Finished(InstallOutcome),
+}
+
+/// The desktop window.
+pub struct App {
+    worker: WorkerHandle,
+    supervisor: Arc<Supervisor>,
+    status: Option<Box<Status>>,
+    /// What the settings section edits; `saved_form` is what `config.json` holds.
+    form: Option<SettingsForm>,
+    saved_form: Option<SettingsForm>,
+    check: CheckView,
+    changelog: Vec<ChangelogEntry>,
+    job: JobView,
+    /// The last failure of a start, stop, save or status read, as a sentence for the user.
+    notice: Option<String>,
+}
+
+impl App {
+    /// Starts the worker (which finishes an interrupted update and starts the installed backend) and
+    /// wires the supervisor's changes to repaints of `ctx`.
+    pub fn new(paths: &Paths, ctx: &egui::Context) -> std::io::Result<App> {
+        let supervisor = Arc::new(Supervisor::new(paths));
+        {
+            let ctx = ctx.clone();
+            supervisor.on_change(move || ctx.request_repaint());
+        }
+        let repaint_ctx = ctx.clone();
+        let worker = WorkerHandle::spawn(paths.clone(), supervisor.clone(), move || {
+            repaint_ctx.request_repaint()
+        })?;
+        worker.send(Job::Open);
+        Ok(App {
+            worker,
+            supervisor,
+            status: None,
+            form: None,
+            saved_form: None,
+            check: CheckView::NotChecked,
+            changelog: Vec::new(),
+            job: JobView::Idle,
+            notice: None,
+        })
+    }
+
+    /// The installed version, once the worker reported it.
+    pub fn installed_version(&self) -> Option<&str> {
+        self.status.as_ref()?.current_version.as_deref()
+    }
+
+    /// The backend's state, as the header shows it.
+    pub fn backend_state(&self) -> BackendState {
+        self.supervisor.state()
+    }
+
+    fn take_replies(&mut self) {
+        while let Some(reply) = self.worker.try_recv() {
+            match reply {
+                Reply::Snapshot {
+                    status,
+                    form,
+                    warnings,
+                } => {
+                    self.status = Some(status);
+                    if self.form.is_none() || self.form == self.saved_form {
+                        self.form = Some(form.clone());
+                    }
+                    self.saved_form = Some(form);
+                    if let Some(w) = warnings.into_iter().next() {
+                        self.notice = Some(w);
+                    }
+                }
+                Reply::SnapshotFailed(e) | Reply::ActionFailed(e) => self.notice = Some(readable(&e)),
+                Reply::Checked(Ok(report)) => self.check = CheckView::Done(report),
+                Reply::Checked(Err(e)) => self.check = CheckView::Failed(readable(&e)),
+                Reply::Changelog(entries) => self.changelog = entries,
+                Reply::Progress(stage) => self.job = JobView::Running(stage),
+                Reply::Installed(outcome) => {
+                    // A check that offered the version now installed is stale.
+                    if matches!(outcome, InstallOutcome::Healthy(_)) {
+                        self.check = CheckView::NotChecked;
+                        self.changelog.clear();
+                    }
+                    self.job = JobView::Finished(outcome);
+                }
+                Reply::SettingsSaved => self.notice = None,
+            }
+        }
+    }
+
+    fn apply(&mut self, command: Command) {
+        match command {
+            Command::CheckForUpdates => {
+                self.check = CheckView::Checking;
+                self.worker.send(Job::Check);
+            }
+            Command::InstallUpdate => {
+                if let CheckView::Done(report) = &self.check
+                    && let (Some(release), Some(asset)) = (&report.release, report.offered_asset())
+                {
+                    self.job = JobView::Running(Stage::Preparing);
+                    self.worker.send(Job::Install {
+                        release: Box::new(release.clone()),
+                        asset: Box::new(asset.clone()),
+                    });
+                }
+            }
+            Command::InstallFirstTime => {
+                self.job = JobView::Running(Stage::Preparing);
+                self.worker.send(Job::InstallLatest);
+            }
+            Command::CancelInstall => self.worker.cancel(),
+            Command::StartBackend => self.worker.send(Job::StartBackend),
+            Command::StopBackend => self.worker.send(Job::StopBackend),
+            Command::SaveSettings => {
+                if let Some(form) = &self.form {
+                    self.worker.send(Job::SaveSettings(form.clone()));
+                }
+            }
+        }
+    }
+
+    fn installing(&self) -> bool {
+        matches!(self.job, JobView::Running(_))
+    }
+
+    fn header_ui(&self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
+        ui.horizontal(|ui| {
+            ui.heading(crate::PRODUCT_NAME);
+            if let Some(status) = &self.status {
+                ui.label(match status.current_version.as_deref() {
+                    Some(version) => format!("Version {version}"),
+                    None => "Not installed".to_owned(),
+                });
+                ui.label(format!("Channel {}", status.channel));
+            }
+        });
+        let state = self.supervisor.state();
+        ui.horizontal(|ui| {
+            let text = match state.reason() {
+                Some(reason) => format!("Backend {}: {}", state.name(), readable(reason)),
+                None => format!("Backend {}", state.name()),
+            };
+            ui.label(RichText::new(text).color(backend_color(&state)).strong());
+            let installed = self.installed_version().is_some();
+            let running = !matches!(state, BackendState::Stopped | BackendState::Crashed { .. });
+            let idle = !self.installing();
+            if ui
+                .add_enabled(installed && idle && !running, egui::Button::new("Start"))
+                .clicked()
+            {
+                commands.push(Command::StartBackend);
+            }
+            if ui
+                .add_enabled(idle && running, egui::Button::new("Stop"))
+                .clicked()
+            {
+                commands.push(Command::StopBackend);
+            }
+        });
+    }
+
+    fn welcome_ui(&self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
+        ui.group(|ui| {
+            ui.set_width(ui.available_width());
+            ui.heading(format!("Welcome to {}", crate::PRODUCT_NAME));
+            ui.label("Nothing is installed yet. Install the agent to get started; it is downloaded, verified and started for you.");
+            if ui
+                .add_enabled(!self.installing(), egui::Button::new("Install Personal AI Agent"))
+                .clicked()
+            {
+                commands.push(Command::InstallFirstTime);
+            }
+            self.progress_ui(ui, commands);
+        });
+    }
+
+    fn update_card_ui(&self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
+        ui.group(|ui| {
+            ui.set_width(ui.available_width());
+            ui.strong("Updates");
+            let busy = self.installing() || matches!(self.check, CheckView::Checking);
+            if ui
+                .add_enabled(!busy, egui::Button::new("Check for updates"))
+                .clicked()
+            {
+                commands.push(Command::CheckForUpdates);
+            }
+            match &self.check {
+                CheckView::NotChecked => {
+                    let last = self.status.as_ref().and_then(|s| s.last_check);
+                    ui.label(match last {
+                        Some(at) => format!("Last checked {}", at.format("%Y-%m-%d %H:%M UTC")),
+                        None => "Not checked yet".to_owned(),
+                    });
+                }
+                CheckView::Checking => {
+                    ui.horizontal(|ui| {
+                        ui.spinner();
+                        ui.label("Checking for updates…");
+                    });
+                }
+                CheckView::Failed(e) => {
+                    ui.colored_label(Color32::from_rgb(220, 80, 80), e);
+                }
+                CheckView::Done(report) => match (&report.latest, report.update_available) {
+                    (Some(latest), true) => {
+                        ui.label(RichText::new(format!("Update to {} available", latest.version)).strong());
+                        if ui
+                            .add_enabled(!self.installing(), egui::Button::new("Install update"))
+                            .clicked()
+                        {
+                            commands.push(Command::InstallUpdate);
+                        }
+                    }
+                    _ => {
+                        ui.label("Up to date");
+                        if let Some(message) = &report.message {
+                            ui.label(message);
+                        }
+                    }
+                },
+            }
+            if !self.changelog.is_empty() {
+                ui.label("What's new");
+                egui::ScrollArea::vertical()
+                    .id_salt("changelog")
+                    .max_height(160.0)
+                    .show(ui, |ui| {
+                        for entry in &self.changelog {
+                            ui.strong(&entry.version);
+                            ui.monospace(entry.notes.trim());
+                            ui.add_space(4.0);
+                        }
+                    });
+            }
+            self.progress_ui(ui, commands);
+        });
+    }
+
+    fn progress_ui(&self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
+        match &self.job {
+            JobView::Idle => {}
+            JobView::Running(stage) => {
+                let (fraction, text) = stage_text(stage);
+                let bar = match fraction {
+                    Some(f) => egui::ProgressBar::new(f).show_percentage(),
+                    None => egui::ProgressBar::new(0.0).animate(true),
+                };
+                ui.add(bar);
+                ui.horizontal(|ui| {
+                    ui.label(text);
+                    if ui.button("Cancel").clicked() {
+                        commands.push(Command::CancelInstall);
+                    }
+                });
+            }
+            JobView::Finished(outcome) => {
+                let (color, text) = outcome_text(outcome);
+                ui.colored_label(color, readable(&text));
+            }
+        }
+    }
+
+    fn settings_ui(&mut self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
+        let Some(form) = &mut self.form else {
+            return;
+        };
+        egui::CollapsingHeader::new("Settings")
+            .default_open(true)
+            .show(ui, |ui| {
+                ui.horizontal(|ui| {
+                    let label = ui.label("Update channel");
+                    egui::ComboBox::from_id_salt("channel")
+                        .selected_text(form.channel.as_str())
+                        .show_ui(ui, |ui| {
+                            for channel in Channel::ALL {
+                                ui.selectable_value(&mut form.channel, channel, channel.as_str());
+                            }
+                        })
+                        .response
+                        .labelled_by(label.id);
+                });
+                ui.checkbox(&mut form.auto_check, "Check for updates automatically");
+                ui.checkbox(&mut form.auto_download, "Download updates automatically");
+                ui.checkbox(&mut form.auto_install, "Install updates automatically");
+                ui.horizontal(|ui| {
+                    let label = ui.label("Versions kept as backups");
+                    ui.add(egui::DragValue::new(&mut form.backup_count).range(0..=20))
+                        .labelled_by(label.id);
+                });
+                let changed = self.saved_form.as_ref() != Some(form);
+                if ui
+                    .add_enabled(changed, egui::Button::new("Save settings"))
+                    .clicked()
+                {
+                    commands.push(Command::SaveSettings);
+                }
+            });
+    }
+
+    fn logs_ui(&self, ui: &mut egui::Ui) {
+        egui::CollapsingHeader::new("Logs")
+            .default_open(false)
+            .show(ui, |ui| {
+                let lines = self.supervisor.log_tail();
+                egui::ScrollArea::vertical()
+                    .id_salt("logs")
+                    .max_height(200.0)
+                    .stick_to_bottom(true)
+                    .show(ui, |ui| {
+                        if lines.is_empty() {
+                            ui.label("No backend output yet.");
+                        }
+                        for line in lines {
+                            ui.monospace(line);
+                        }
+                    });
+            });
+    }
+}
+
+impl eframe::App for App {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.take_replies();
+        let mut commands = Vec::new();
+        egui::CentralPanel::default().show(ui, |ui| {
+            egui::ScrollArea::vertical().show(ui, |ui| {
+                self.header_ui(ui, &mut commands);
+                ui.separator();
+                if let Some(notice) = &self.notice {
+                    ui.colored_label(Color32::from_rgb(220, 80, 80), notice);
+                }
+                match &self.status {
+                    None => {
+                        ui.horizontal(|ui| {
+                            ui.spinner();
+                            ui.label("Reading the install status…");
+                        });
+                    }
+                    Some(status) if status.current_version.is_none() => self.welcome_ui(ui, &mut commands),
+                    Some(_) => self.update_card_ui(ui, &mut commands),
+                }
+                ui.add_space(8.0);
+                self.settings_ui(ui, &mut commands);
+                self.logs_ui(ui);
+            });
+        });
+        for command in commands {
+            self.apply(command);
+        }
+    }
+}
+
+fn backend_color(state: &BackendState) -> Color32 {
+    match state {
+        BackendState::Running { .. } => Color32::from_rgb(60, 180, 75),
+        BackendState::Starting { .. } | BackendState::Unhealthy { .. } => Color32::from_rgb(230, 160, 20),
+        BackendState::Crashed { .. } => Color32::from_rgb(220, 60, 60),
+        BackendState::Stopped => Color32::GRAY,
+    }
+}
+
+/// The progress bar's fraction (none: indeterminate) and the line under it.
+fn stage_text(stage: &Stage) -> (Option<f32>, String) {
+    match stage {
+        Stage::Preparing => (None, "Preparing…".into()),
+        Stage::Downloading {
+            done,
+            total,
+            bytes_per_sec,
+            eta,
+        } => {
+            let fraction = total.filter(|t| *t > 0).map(|t| *done as f32 / t as f32);
+            let mut text = match total {
+                Some(t) => format!("Downloading {} of {}", bytes(*done), bytes(*t)),
+                None => format!("Downloading {}", bytes(*done)),
+            };
+            text.push_str(&format!(", {}/s", bytes(*bytes_per_sec as u64)));
+            if let Some(eta) = eta {
+                text.push_str(&format!(", {} left", duration(*eta)));
+            }
+            (fraction, text)
+        }
+        Stage::Verified { verified_by, signed } => {
+            let trust = if *signed { "signed" } else { "unsigned" };
+            (None, format!("Verified against {verified_by} ({trust})"))
+        }
+        Stage::Installing { version } => (None, format!("Installing {version}…")),
+        Stage::StoppingBackend => (None, "Stopping the backend…".into()),
+        Stage::StartingBackend { version } => (None, format!("Starting the backend on {version}…")),
+    }
+}
+
+fn outcome_text(outcome: &InstallOutcome) -> (Color32, String) {
+    match outcome {
+        InstallOutcome::Healthy(report) => (
+            Color32::from_rgb(60, 180, 75),
+            format!(
+                "Installed {}; the backend is healthy (downtime {} ms)",
+                report.installed_version, report.downtime_ms
+            ),
+        ),
+        InstallOutcome::RolledBack { from, to, reason } => (
+            Color32::from_rgb(230, 160, 20),
+            format!(
+                "Rolled back: {reason}. {from} was removed; {} runs again.",
+                to.as_deref().unwrap_or("nothing")
+            ),
+        ),
+        InstallOutcome::Cancelled => (Color32::GRAY, "Install cancelled; nothing was changed.".into()),
+        InstallOutcome::Failed(e) => (Color32::from_rgb(220, 60, 60), e.clone()),
+    }
+}
+
+/// Engine messages join quoted log lines with "⏎", which egui's bundled fonts cannot draw; the window
+/// shows them as separate lines instead.
+fn readable(message: &str) -> String {
+    message.replace(" ⏎ ", "\n").replace('⏎', "\n")
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 60 {
+        format!("{}m {}s", secs / 60, secs % 60)
+    } else {
+        format!("{secs}s")
+    }
+}

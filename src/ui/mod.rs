@@ -1,0 +1,46 @@
+//! The desktop window (eframe/egui): the product's face over the same engine the CLI uses.
+//!
+//! `app.rs` draws and holds the runtime state; `worker.rs` is the one `ui-worker` thread that makes every
+//! engine call (check, install, start/stop, settings). The UI thread never blocks and does no I/O.
+
+pub mod app;
+pub mod worker;
+
+use anyhow::Context as _;
+
+pub use app::{App, Command};
+
+/// The window's title.
+pub const WINDOW_TITLE: &str = crate::PRODUCT_NAME;
+
+/// Whether a window can be shown: on Linux and the BSDs only with `DISPLAY` or `WAYLAND_DISPLAY` set;
+/// always on macOS and Windows.
+pub fn display_available() -> bool {
+    if cfg!(any(target_os = "macos", target_os = "windows")) {
+        return true;
+    }
+    ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+}
+
+/// Opens the window and returns when it is closed (the backend is stopped then).
+pub fn run_window(paths: crate::paths::Paths) -> anyhow::Result<()> {
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title(WINDOW_TITLE)
+            .with_inner_size([760.0, 680.0])
+            .with_min_inner_size([480.0, 400.0]),
+        ..Default::default()
+    };
+    eframe::run_native(
+        WINDOW_TITLE,
+        options,
+        Box::new(move |cc| {
+            let app = App::new(&paths, &cc.egui_ctx)?;
+            Ok(Box::new(app))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
+    .context("cannot open the window; run `personal-ai-agent run --headless` to work without one")
+}

@@ -1,0 +1,237 @@
+//! The desktop window, driven through egui_kittest: the real `App` with its `ui-worker` thread, a private
+//! home and a folder feed of releases packed around the example backend. Widgets are found by their label;
+//! frames are pumped until the worker's answer shows, within a bounded time.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use personal_ai_agent::config::Config;
+use personal_ai_agent::paths::Paths;
+use personal_ai_agent::supervisor::BackendState;
+use personal_ai_agent::ui::App;
+
+use crate::cli_update::{json_of, pai};
+use crate::support::{make_bundle, temp_home};
+
+/// How long a test waits for the worker (installs start and health-check a real backend).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Packs the example backend (`backend_args` make it misbehave) as `version` into `feed_dir/<version>/`
+/// and rewrites the feed document.
+fn publish(work: &Path, feed_dir: &Path, version: &str, backend_args: &[&str]) {
+    let bundle = work.join(format!("bundle-{version}"));
+    make_bundle(&bundle, backend_args);
+    personal_ai_agent::pack::pack(&personal_ai_agent::pack::PackOptions {
+        version: version.parse().unwrap(),
+        platform: personal_ai_agent::platform::Platform::current(),
+        bundle_dir: bundle,
+        out_dir: feed_dir.join(version),
+        channel: personal_ai_agent::version::Channel::Stable,
+        minisign_key: None,
+        minisign_password: None,
+        published_at: chrono::Utc::now(),
+        notes: None,
+    })
+    .unwrap();
+    // A folder feed takes its release notes from NOTES.md beside the release.
+    std::fs::write(
+        feed_dir.join(version).join("NOTES.md"),
+        format!("What changed in {version}"),
+    )
+    .unwrap();
+    personal_ai_agent::sources::feed::write_feed(feed_dir).unwrap();
+}
+
+/// A home whose settings point at `feed_dir`.
+fn home_with_feed(home: &Path, feed_dir: &Path) -> Paths {
+    let paths = Paths::under(home);
+    let config = Config {
+        feed: Some(feed_dir.to_str().unwrap().to_owned()),
+        ..Config::default()
+    };
+    config.save(&paths.config_file()).unwrap();
+    paths
+}
+
+fn window(paths: &Paths) -> Harness<'static, App> {
+    let paths = paths.clone();
+    Harness::builder()
+        .with_size([800.0, 1000.0])
+        .build_eframe(move |cc| App::new(&paths, &cc.egui_ctx).unwrap())
+}
+
+/// Runs frames until `done` holds; fails the test with `what` after [`PATIENCE`].
+fn pump_until(harness: &mut Harness<'_, App>, what: &str, done: impl Fn(&Harness<'_, App>) -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        harness.step();
+        if done(harness) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn shows(harness: &Harness<'_, App>, label: &str) -> bool {
+    harness.query_all_by_label_contains(label).next().is_some()
+}
+
+#[test]
+fn a_first_run_shows_the_welcome_and_the_install_button() {
+    let work = temp_home();
+    let feed_dir = work.path().join("feed");
+    publish(work.path(), &feed_dir, "1.0.0", &[]);
+    let home = temp_home();
+    let paths = home_with_feed(home.path(), &feed_dir);
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the welcome", |h| {
+        shows(h, "Welcome to Personal AI Agent")
+    });
+    assert!(harness.query_by_label("Install Personal AI Agent").is_some());
+    assert!(
+        harness.query_by_label("Check for updates").is_none(),
+        "nothing to update yet"
+    );
+}
+
+#[test]
+fn the_welcome_install_button_installs_and_starts_the_agent() {
+    let work = temp_home();
+    let feed_dir = work.path().join("feed");
+    publish(work.path(), &feed_dir, "1.0.0", &[]);
+    let home = temp_home();
+    let paths = home_with_feed(home.path(), &feed_dir);
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the install button", |h| {
+        shows(h, "Install Personal AI Agent")
+    });
+    harness.get_by_label("Install Personal AI Agent").click();
+    pump_until(&mut harness, "1.0.0 installed and running", |h| {
+        h.state().installed_version() == Some("1.0.0")
+            && matches!(h.state().backend_state(), BackendState::Running { .. })
+    });
+    assert!(shows(&harness, "Version 1.0.0"));
+}
+
+#[test]
+fn an_installed_version_shows_its_version_and_channel() {
+    let work = temp_home();
+    let feed_dir = work.path().join("feed");
+    publish(work.path(), &feed_dir, "1.0.0", &[]);
+    let home = temp_home();
+    let paths = home_with_feed(home.path(), &feed_dir);
+    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the version", |h| shows(h, "Version 1.0.0"));
+    assert!(shows(&harness, "Channel stable"));
+    assert!(harness.query_by_label("Check for updates").is_some());
+    assert!(harness.query_by_label("Install Personal AI Agent").is_none());
+}
+
+/// Installs 1.0.0, publishes 1.1.0 (made with `backend_args`), opens the window, checks, and clicks
+/// "Install update". Returns the folders (they must outlive the install) and the window.
+fn update_through_the_window(backend_args: &[&str]) -> ([tempfile::TempDir; 2], Harness<'static, App>) {
+    let work = temp_home();
+    let feed_dir = work.path().join("feed");
+    publish(work.path(), &feed_dir, "1.0.0", &[]);
+    let home = temp_home();
+    let paths = home_with_feed(home.path(), &feed_dir);
+    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    publish(work.path(), &feed_dir, "1.1.0", backend_args);
+
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the backend running on 1.0.0", |h| {
+        h.state().installed_version() == Some("1.0.0")
+            && matches!(h.state().backend_state(), BackendState::Running { .. })
+    });
+    assert!(
+        !shows(&harness, "Update to 1.1.0 available"),
+        "nothing is offered before a check"
+    );
+    harness.get_by_label("Check for updates").click();
+    pump_until(&mut harness, "the update offer", |h| {
+        shows(h, "Update to 1.1.0 available")
+    });
+    // The changelog is a second answer of the worker, just after the check's.
+    pump_until(&mut harness, "the changelog", |h| {
+        shows(h, "What changed in 1.1.0")
+    });
+    harness.get_by_label("Install update").click();
+    ([work, home], harness)
+}
+
+#[test]
+fn clicking_check_for_updates_offers_the_newer_version_and_install_update_switches_to_it() {
+    let (_dirs, mut harness) = update_through_the_window(&[]);
+    pump_until(&mut harness, "the install outcome", |h| {
+        shows(h, "Installed 1.1.0")
+    });
+    pump_until(&mut harness, "1.1.0 shown and running", |h| {
+        shows(h, "Version 1.1.0") && matches!(h.state().backend_state(), BackendState::Running { .. })
+    });
+}
+
+#[test]
+fn an_update_whose_backend_fails_its_health_check_shows_the_rollback() {
+    let (_dirs, mut harness) = update_through_the_window(&["--fail-health"]);
+    pump_until(&mut harness, "the rollback message", |h| shows(h, "Rolled back"));
+    pump_until(&mut harness, "1.0.0 running again", |h| {
+        shows(h, "Version 1.0.0") && matches!(h.state().backend_state(), BackendState::Running { .. })
+    });
+}
+
+#[test]
+fn saving_the_settings_writes_them_to_config_json() {
+    let work = temp_home();
+    let feed_dir = work.path().join("feed");
+    std::fs::create_dir_all(&feed_dir).unwrap();
+    let home = temp_home();
+    let paths = home_with_feed(home.path(), &feed_dir);
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the settings", |h| {
+        shows(h, "Install updates automatically")
+    });
+    harness.get_by_label("Install updates automatically").click();
+    harness.step();
+    harness.get_by_label("Save settings").click();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        harness.step();
+        if Config::load(&paths.config_file()).config.auto_install {
+            break;
+        }
+        assert!(Instant::now() < deadline, "config.json never got auto_install");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let saved = Config::load(&paths.config_file()).config;
+    assert_eq!(
+        saved.feed.as_deref(),
+        feed_dir.to_str(),
+        "other settings are kept"
+    );
+}
+
+#[test]
+fn the_logs_section_shows_the_backend_output() {
+    let work = temp_home();
+    let feed_dir = work.path().join("feed");
+    publish(work.path(), &feed_dir, "1.0.0", &[]);
+    let home = temp_home();
+    let paths = home_with_feed(home.path(), &feed_dir);
+    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the backend running", |h| {
+        matches!(h.state().backend_state(), BackendState::Running { .. })
+    });
+    assert!(
+        !shows(&harness, "ready on http://127.0.0.1"),
+        "the logs start folded"
+    );
+    harness.get_by_label("Logs").click();
+    pump_until(&mut harness, "the backend's ready line", |h| {
+        shows(h, "ready on http://127.0.0.1")
+    });
+}
