@@ -110,31 +110,13 @@ fn a_missing_feed_folder_names_the_path() {
     assert!(err.to_string().contains("nowhere"), "{err}");
 }
 
-/// Packs the example backend as `version` into `feed_dir/<version>/`.
-fn pack_into_feed(work: &std::path::Path, feed_dir: &std::path::Path, version: &str) {
-    let bundle = work.join(format!("bundle-{version}"));
-    crate::support::make_bundle(&bundle, &[]);
-    personal_ai_agent::pack::pack(&personal_ai_agent::pack::PackOptions {
-        version: version.parse().unwrap(),
-        platform: personal_ai_agent::platform::Platform::current(),
-        bundle_dir: bundle,
-        out_dir: feed_dir.join(version),
-        channel: personal_ai_agent::version::Channel::Stable,
-        minisign_key: None,
-        minisign_password: None,
-        published_at: chrono::Utc::now(),
-        notes: None,
-    })
-    .unwrap();
-}
-
 #[test]
 fn an_offline_folder_made_by_release_feed_installs_and_updates_without_any_network() {
     use crate::cli_update::{json_of, pai};
     let work = temp_home();
     let home = temp_home();
     let feed_dir = work.path().join("usb-stick");
-    pack_into_feed(work.path(), &feed_dir, "1.0.0");
+    crate::support::pack_example_release(work.path(), &feed_dir.join("1.0.0"), "1.0.0", &[], None);
     std::fs::write(feed_dir.join("1.0.0/NOTES.md"), "first release").unwrap();
     let feed = feed_dir.to_str().unwrap();
     let written = json_of(&pai(
@@ -159,7 +141,7 @@ fn an_offline_folder_made_by_release_feed_installs_and_updates_without_any_netwo
         "{installed}"
     );
 
-    pack_into_feed(work.path(), &feed_dir, "1.1.0");
+    crate::support::pack_example_release(work.path(), &feed_dir.join("1.1.0"), "1.1.0", &[], None);
     json_of(&pai(
         home.path(),
         None,

@@ -13,7 +13,7 @@ use personal_ai_agent::supervisor::BackendState;
 use personal_ai_agent::ui::App;
 
 use crate::cli_update::{json_of, pai};
-use crate::support::{make_bundle, temp_home};
+use crate::support::{pack_example_release, temp_home};
 
 /// How long a test waits for the worker (installs start and health-check a real backend).
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -21,20 +21,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// Packs the example backend (`backend_args` make it misbehave) as `version` into `feed_dir/<version>/`
 /// and rewrites the feed document.
 fn publish(work: &Path, feed_dir: &Path, version: &str, backend_args: &[&str]) {
-    let bundle = work.join(format!("bundle-{version}"));
-    make_bundle(&bundle, backend_args);
-    personal_ai_agent::pack::pack(&personal_ai_agent::pack::PackOptions {
-        version: version.parse().unwrap(),
-        platform: personal_ai_agent::platform::Platform::current(),
-        bundle_dir: bundle,
-        out_dir: feed_dir.join(version),
-        channel: personal_ai_agent::version::Channel::Stable,
-        minisign_key: None,
-        minisign_password: None,
-        published_at: chrono::Utc::now(),
-        notes: None,
-    })
-    .unwrap();
+    pack_example_release(work, &feed_dir.join(version), version, backend_args, None);
     // A folder feed takes its release notes from NOTES.md beside the release.
     std::fs::write(
         feed_dir.join(version).join("NOTES.md"),

@@ -7,12 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use personal_ai_agent::pack::{PackOptions, pack};
 use personal_ai_agent::platform::Platform;
 use serde_json::{Value, json};
 
 use crate::cli_update::{json_of, pai};
-use crate::support::{Response, TestServer, make_bundle, serve_bytes, temp_home};
+use crate::support::{Response, TestServer, pack_example_release, serve_bytes, temp_home};
 use crate::verify::minisign_keypair;
 
 /// A local GitHub whose releases a test publishes as it goes.
@@ -98,21 +97,8 @@ fn release_json(base: &str, tag: &str, dir: &Path) -> Value {
 
 /// Packs a release of the example backend (`backend_args` make it misbehave) for this machine.
 fn packed_release(work: &Path, version: &str, backend_args: &[&str], key: Option<&Path>) -> PathBuf {
-    let bundle = work.join(format!("bundle-{version}"));
-    make_bundle(&bundle, backend_args);
     let out = work.join(format!("out-{version}"));
-    pack(&PackOptions {
-        version: version.parse().unwrap(),
-        platform: Platform::current(),
-        bundle_dir: bundle,
-        out_dir: out.clone(),
-        channel: personal_ai_agent::version::Channel::Stable,
-        minisign_key: key.map(Path::to_path_buf),
-        minisign_password: None,
-        published_at: chrono::Utc::now(),
-        notes: None,
-    })
-    .unwrap();
+    pack_example_release(work, &out, version, backend_args, key);
     out
 }
 

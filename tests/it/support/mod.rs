@@ -321,3 +321,28 @@ pub fn make_bundle(dir: &std::path::Path, args: &[&str]) {
     });
     std::fs::write(dir.join("agent.json"), serde_json::to_vec_pretty(&agent).unwrap()).unwrap();
 }
+
+/// Packs the example backend (`backend_args` make it misbehave) as release `version` for this machine into
+/// `out_dir` with `release pack`'s engine, signing with `key` when given. The bundle is laid out under `work`.
+pub fn pack_example_release(
+    work: &std::path::Path,
+    out_dir: &std::path::Path,
+    version: &str,
+    backend_args: &[&str],
+    key: Option<&std::path::Path>,
+) {
+    let bundle = work.join(format!("bundle-{version}"));
+    make_bundle(&bundle, backend_args);
+    personal_ai_agent::pack::pack(&personal_ai_agent::pack::PackOptions {
+        version: version.parse().unwrap(),
+        platform: personal_ai_agent::platform::Platform::current(),
+        bundle_dir: bundle,
+        out_dir: out_dir.to_path_buf(),
+        channel: personal_ai_agent::version::Channel::Stable,
+        minisign_key: key.map(std::path::Path::to_path_buf),
+        minisign_password: None,
+        published_at: chrono::Utc::now(),
+        notes: None,
+    })
+    .unwrap();
+}
