@@ -241,6 +241,7 @@ pub fn source_from_config(
     paths: &Paths,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Box<dyn ReleaseSource>> {
+    config.ensure_readable()?;
     let client = crate::http::client()?;
     if let Some(feed) = config.feed.as_deref().filter(|f| !f.trim().is_empty()) {
         return Ok(Box::new(FeedSource::new(client, feed)?));
@@ -268,7 +269,7 @@ pub const MIN_CHECK_INTERVAL_SECS: f64 = 10.0;
 /// to ±10 % (and never more often than every ten seconds), so launchers started together do not all check
 /// together.
 pub fn next_check_delay(config: &Config, now: DateTime<Utc>, rng: &mut fastrand::Rng) -> std::time::Duration {
-    let interval = (config.check_interval_hours * 3600.0).max(MIN_CHECK_INTERVAL_SECS);
+    let interval = config.check_interval().as_secs_f64().max(MIN_CHECK_INTERVAL_SECS);
     let jitter = interval * 0.1 * (rng.f64() * 2.0 - 1.0);
     let due_in = match config.last_check {
         Some(last) if last <= now => interval - (now - last).num_milliseconds() as f64 / 1000.0,

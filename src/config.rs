@@ -2,9 +2,16 @@
 //!
 //! The file holds exactly the fields of the original design (`auto_check`, `auto_download`,
 //! `auto_install`, `update_channel`, `skip_versions`, `backup_count`, `last_check`) plus our own, and keeps
-//! any field it does not know so an older launcher never erases a newer one's settings. Writes are atomic.
-//! A corrupt or unreadable file is moved aside (`config.json.corrupt-<time>`), defaults are used, and the
-//! warning is returned once, for the caller to show; the next start finds no file and says nothing more.
+//! any field it does not know so an older launcher never erases a newer one's settings. Every writer goes
+//! through [`Config::update`]: one read-modify-write under a lock file, written atomically.
+//!
+//! Damage is contained field by field: a field that cannot be read (`"backup_count": "3"`) is reported
+//! with its line and defaulted on its own, and the rest of the file is kept. The settings that decide trust
+//! and origin ([`SECURITY_FIELDS`]: `public_key`, `github_repo`, `feed`) are never defaulted: when one
+//! cannot be read, the loaded config carries a [`SettingsProblem`] and no updater can be built from it
+//! until the named line is fixed. A file that is not JSON at all is kept in place under the same rule if it
+//! names one of those fields; otherwise it is moved aside (`config.json.corrupt-<time>`), defaults are used,
+//! and the user is told once.
 //!
 //! Environment variables override the file for this run only and are never written back:
 //! `GITHUB_REPO` (owner/name), `UPDATE_CHECK_INTERVAL` (hours), `AUTO_UPDATE` (true: download and install
@@ -54,6 +61,9 @@ pub struct Config {
     /// Settings written by newer launchers, kept as they are.
     #[serde(flatten)]
     pub unknown: serde_json::Map<String, serde_json::Value>,
+    /// Set by [`Config::load`] when a security-relevant setting could not be read; never saved.
+    #[serde(skip)]
+    pub problem: Option<SettingsProblem>,
 }
 
 impl Default for Config {
@@ -72,6 +82,7 @@ impl Default for Config {
             public_key: None,
             failed_versions: Vec::new(),
             unknown: serde_json::Map::new(),
+            problem: None,
         }
     }
 }
@@ -83,8 +94,70 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
+/// The longest interval between automatic checks that is accepted: a year. Longer ones are surely a typo,
+/// and would overflow the timers that schedule checks.
+pub const MAX_CHECK_INTERVAL_HOURS: f64 = 24.0 * 365.0;
+
+/// The settings that decide what is trusted and where updates come from. When one of them cannot be read,
+/// it is never replaced by a default (that would drop a pinned key or a chosen mirror silently): updating
+/// stops with [`Error::SettingsUnreadable`] until the line is fixed.
+pub const SECURITY_FIELDS: [&str; 3] = ["public_key", "github_repo", "feed"];
+
+/// Every field this launcher reads; anything else in the file is kept as it is (`Config::unknown`).
+const KNOWN_FIELDS: [&str; 12] = [
+    "auto_check",
+    "auto_download",
+    "auto_install",
+    "update_channel",
+    "skip_versions",
+    "backup_count",
+    "last_check",
+    "check_interval_hours",
+    "github_repo",
+    "feed",
+    "public_key",
+    "failed_versions",
+];
+
+/// Why the settings file cannot be trusted for updating: which line, which field, and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettingsProblem {
+    pub path: std::path::PathBuf,
+    pub line: usize,
+    /// The field, or `the file` when it is not a JSON object at all.
+    pub field: String,
+    pub reason: String,
+}
+
+impl From<SettingsProblem> for Error {
+    fn from(p: SettingsProblem) -> Self {
+        Error::SettingsUnreadable {
+            path: p.path,
+            line: p.line,
+            field: p.field,
+            reason: p.reason,
+        }
+    }
+}
+
+/// Checks an interval in hours: positive, finite, at most [`MAX_CHECK_INTERVAL_HOURS`].
+pub fn validate_check_interval(hours: f64) -> std::result::Result<f64, String> {
+    if hours.is_finite() && hours > 0.0 && hours <= MAX_CHECK_INTERVAL_HOURS {
+        Ok(hours)
+    } else {
+        Err(format!(
+            "`{hours}` is not a number of hours between 0 and {MAX_CHECK_INTERVAL_HOURS} (a year); for example 24"
+        ))
+    }
+}
+
 impl Config {
-    /// Reads the settings file; a missing file gives defaults, a corrupt one is moved aside (see module doc).
+    /// Reads the settings file. A missing file gives defaults. A field that cannot be read is reported and
+    /// defaulted on its own; the rest of the file is kept. When a security-relevant field
+    /// ([`SECURITY_FIELDS`]) cannot be read, or the file is not JSON at all and might hold one, `problem` is
+    /// set: [`Config::ensure_readable`] (and so every updater built from it) then refuses to update.
+    /// A damaged file that holds none of them is moved aside (`config.json.corrupt-<time>`) and defaults
+    /// are used, told once.
     pub fn load(path: &Path) -> Loaded {
         let text = match crate::fsutil::read_optional(path) {
             Ok(Some(text)) => text,
@@ -94,26 +167,97 @@ impl Config {
                     warnings: vec![],
                 };
             }
-            Err(e) => return set_aside(path, &e.to_string()),
-        };
-        match serde_json::from_str::<Config>(&text) {
-            Ok(mut config) => {
-                let mut warnings = Vec::new();
-                if !config.check_interval_hours.is_finite() || config.check_interval_hours <= 0.0 {
-                    warnings.push(format!(
-                        "{}: check_interval_hours must be a positive number of hours; using 24",
-                        path.display()
-                    ));
-                    config.check_interval_hours = 24.0;
-                }
-                Loaded { config, warnings }
+            Err(e) => {
+                return Loaded {
+                    config: Config {
+                        problem: Some(SettingsProblem {
+                            path: path.to_path_buf(),
+                            line: 1,
+                            field: "the file".into(),
+                            reason: e.to_string(),
+                        }),
+                        ..Config::default()
+                    },
+                    warnings: vec![],
+                };
             }
-            Err(e) => set_aside(path, &e.to_string()),
+        };
+        let object = match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(serde_json::Value::Object(map)) => map,
+            Ok(_) => return damaged(path, &text, 1, "it is not a JSON object ({ ... })".into()),
+            Err(e) => return damaged(path, &text, e.line().max(1), format!("it is not valid JSON: {e}")),
+        };
+        let mut warnings = Vec::new();
+        let mut problem = None;
+        let mut kept = serde_json::Map::new();
+        for (key, value) in object {
+            if !KNOWN_FIELDS.contains(&key.as_str()) {
+                kept.insert(key, value);
+                continue;
+            }
+            let single = serde_json::Value::Object(std::iter::once((key.clone(), value.clone())).collect());
+            match serde_json::from_value::<Config>(single) {
+                Ok(_) => {
+                    kept.insert(key, value);
+                }
+                Err(e) => {
+                    let line = line_of_field(&text, &key);
+                    let reason = format!("{value} cannot be read: {e}");
+                    if SECURITY_FIELDS.contains(&key.as_str()) {
+                        problem.get_or_insert(SettingsProblem {
+                            path: path.to_path_buf(),
+                            line,
+                            field: key,
+                            reason,
+                        });
+                    } else {
+                        warnings.push(format!(
+                            "{} line {line}: `{key}` is {value}, which cannot be read ({e}); using the default until it is fixed",
+                            path.display()
+                        ));
+                    }
+                }
+            }
+        }
+        // Every field left was read on its own, so reading them together cannot fail; defaults otherwise.
+        let mut config: Config = serde_json::from_value(serde_json::Value::Object(kept)).unwrap_or_default();
+        if let Err(reason) = validate_check_interval(config.check_interval_hours) {
+            warnings.push(format!(
+                "{} line {}: check_interval_hours {reason}; using 24",
+                path.display(),
+                line_of_field(&text, "check_interval_hours")
+            ));
+            config.check_interval_hours = 24.0;
+        }
+        config.problem = problem;
+        Loaded { config, warnings }
+    }
+
+    /// The error to stop updating with, when a security-relevant setting could not be read.
+    pub fn ensure_readable(&self) -> Result<()> {
+        match &self.problem {
+            Some(p) => Err(p.clone().into()),
+            None => Ok(()),
         }
     }
 
-    /// Writes the settings file atomically.
+    /// Changes the settings file with one locked read-modify-write: every writer (CLI, window, headless
+    /// runner, updater) goes through here, so two processes never undo each other's changes (a
+    /// `skip_versions` entry written by one while the other records a failed version). Refuses when the
+    /// file holds a setting that cannot be read, rather than writing defaults over it.
+    pub fn update<T>(path: &Path, change: impl FnOnce(&mut Config) -> Result<T>) -> Result<T> {
+        let _lock = lock_settings(path)?;
+        let loaded = Config::load(path);
+        loaded.config.ensure_readable()?;
+        let mut config = loaded.config;
+        let out = change(&mut config)?;
+        config.save(path)?;
+        Ok(out)
+    }
+
+    /// Writes the settings file atomically. Prefer [`Config::update`], which also locks.
     pub fn save(&self, path: &Path) -> Result<()> {
+        self.ensure_readable()?;
         let mut text = serde_json::to_string_pretty(self).map_err(|e| Error::InvalidSetting {
             name: "config".into(),
             value: String::new(),
@@ -131,10 +275,10 @@ impl Config {
             out.github_repo = Some(repo.trim().to_owned());
         }
         if let Some(value) = env("UPDATE_CHECK_INTERVAL").filter(|v| !v.trim().is_empty()) {
-            match value.trim().parse::<f64>() {
-                Ok(hours) if hours.is_finite() && hours > 0.0 => out.check_interval_hours = hours,
-                _ => warnings.push(format!(
-                    "UPDATE_CHECK_INTERVAL={value} is not a positive number of hours; ignoring it"
+            match value.trim().parse::<f64>().map_err(|e| e.to_string()).and_then(validate_check_interval) {
+                Ok(hours) => out.check_interval_hours = hours,
+                Err(_) => warnings.push(format!(
+                    "UPDATE_CHECK_INTERVAL={value} is not a number of hours between 0 and {MAX_CHECK_INTERVAL_HOURS}; ignoring it"
                 )),
             }
         }
@@ -161,13 +305,19 @@ impl Config {
         self.github_repo.as_deref().or(DEFAULT_REPO)
     }
 
+    /// The interval between automatic checks, validated (see [`validate_check_interval`]).
+    pub fn check_interval(&self) -> std::time::Duration {
+        let hours = validate_check_interval(self.check_interval_hours).unwrap_or(24.0);
+        std::time::Duration::from_secs_f64(hours * 3600.0)
+    }
+
     /// Whether an automatic check is due at `now`.
     pub fn check_due(&self, now: DateTime<Utc>) -> bool {
         match self.last_check {
             None => true,
             Some(last) => {
                 let interval =
-                    chrono::Duration::milliseconds((self.check_interval_hours * 3_600_000.0) as i64);
+                    chrono::Duration::from_std(self.check_interval()).unwrap_or(chrono::Duration::days(1));
                 // A clock set back past `last_check` must not silence checks forever.
                 now < last || now - last >= interval
             }
@@ -175,7 +325,61 @@ impl Config {
     }
 }
 
-fn set_aside(path: &Path, reason: &str) -> Loaded {
+/// An exclusive lock on `config.json.lock` beside the settings file, held for one read-modify-write and
+/// released by the OS if the process dies.
+fn lock_settings(path: &Path) -> Result<std::fs::File> {
+    let lock_path = path.with_file_name(format!(
+        "{}.lock",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("config.json")
+    ));
+    if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::paths::ensure_dir(dir)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::io("open", &lock_path, e))?;
+    file.lock().map_err(|e| Error::io("lock", &lock_path, e))?;
+    Ok(file)
+}
+
+/// The line (1-based) where `"field":` first appears, for messages; 1 when it cannot be found.
+fn line_of_field(text: &str, field: &str) -> usize {
+    let needle = format!("\"{field}\"");
+    let mut from = 0;
+    while let Some(found) = text[from..].find(&needle) {
+        let at = from + found;
+        let rest = text[at + needle.len()..].trim_start();
+        if rest.starts_with(':') {
+            return text[..at].matches('\n').count() + 1;
+        }
+        from = at + needle.len();
+    }
+    1
+}
+
+/// A file that is not a JSON object. If it may hold a security-relevant setting, it stays where it is and
+/// updating stops until it is fixed; otherwise it is moved aside and defaults are used, told once.
+fn damaged(path: &Path, text: &str, line: usize, reason: String) -> Loaded {
+    if let Some(field) = SECURITY_FIELDS
+        .iter()
+        .find(|f| text.contains(&format!("\"{f}\"")))
+    {
+        return Loaded {
+            config: Config {
+                problem: Some(SettingsProblem {
+                    path: path.to_path_buf(),
+                    line,
+                    field: "the file".into(),
+                    reason: format!("{reason}; it names `{field}`, which is never dropped silently"),
+                }),
+                ..Config::default()
+            },
+            warnings: vec![],
+        };
+    }
     let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
     let aside = path.with_file_name(format!(
         "{}.corrupt-{stamp}",
@@ -188,7 +392,7 @@ fn set_aside(path: &Path, reason: &str) -> Loaded {
     Loaded {
         config: Config::default(),
         warnings: vec![format!(
-            "settings file {} could not be read ({reason}); {kept}; using default settings",
+            "settings file {} could not be read (line {line}: {reason}); {kept}; using default settings",
             path.display()
         )],
     }
@@ -275,6 +479,61 @@ mod tests {
             "{aside:?}"
         );
         assert!(Config::load(&path).warnings.is_empty(), "told twice");
+    }
+
+    #[test]
+    fn a_bad_field_is_defaulted_alone_and_a_bad_security_field_blocks_updating() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(
+            &path,
+            "{\n  \"backup_count\": \"3\",\n  \"github_repo\": \"me/agent\",\n  \"skip_versions\": [\"1.0.0\"]\n}",
+        )
+        .unwrap();
+        let loaded = Config::load(&path);
+        assert_eq!(loaded.config.backup_count, 5);
+        assert_eq!(loaded.config.github_repo.as_deref(), Some("me/agent"));
+        assert_eq!(loaded.config.skip_versions, ["1.0.0"]);
+        assert!(loaded.config.problem.is_none());
+        assert_eq!(loaded.warnings.len(), 1);
+        assert!(loaded.warnings[0].contains("line 2"), "{}", loaded.warnings[0]);
+
+        std::fs::write(&path, "{\n  \"auto_check\": false,\n  \"feed\": [1]\n}").unwrap();
+        let loaded = Config::load(&path);
+        assert!(!loaded.config.auto_check, "the readable fields are kept");
+        let err = loaded.config.ensure_readable().unwrap_err().to_string();
+        assert!(err.contains("line 3") && err.contains("feed"), "{err}");
+        assert!(
+            loaded.config.save(&path).is_err(),
+            "defaults were written over it"
+        );
+        assert!(Config::update(&path, |_| Ok(())).is_err());
+    }
+
+    #[test]
+    fn check_intervals_beyond_a_year_are_refused_everywhere() {
+        assert!(validate_check_interval(24.0).is_ok());
+        for bad in [
+            0.0,
+            -1.0,
+            f64::NAN,
+            f64::INFINITY,
+            1e300,
+            MAX_CHECK_INTERVAL_HOURS + 1.0,
+        ] {
+            assert!(validate_check_interval(bad).is_err(), "{bad}");
+        }
+        let mut warnings = vec![];
+        let c = Config::default().with_env(&env_of(&[("UPDATE_CHECK_INTERVAL", "1e300")]), &mut warnings);
+        assert_eq!(c.check_interval_hours, 24.0);
+        assert_eq!(warnings.len(), 1);
+        let huge = Config {
+            check_interval_hours: 1e300,
+            last_check: Some(Utc::now()),
+            ..Config::default()
+        };
+        assert_eq!(huge.check_interval(), std::time::Duration::from_secs(24 * 3600));
+        assert!(!huge.check_due(Utc::now()));
     }
 
     #[test]

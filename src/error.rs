@@ -83,11 +83,43 @@ pub enum Error {
     #[error("`{value}` is not a channel; choose stable, beta or dev")]
     InvalidChannel { value: String },
 
+    #[error(
+        "settings file {} line {line}: {field} could not be read ({reason}). Updates are stopped until it is fixed, so a pinned key or update source is never dropped silently: fix that line (or delete the field to clear it), then try again",
+        path.display()
+    )]
+    SettingsUnreadable {
+        path: PathBuf,
+        line: usize,
+        field: String,
+        reason: String,
+    },
+
     #[error("invalid setting {name} = `{value}`: {reason}")]
     InvalidSetting {
         name: String,
         value: String,
         reason: String,
+    },
+
+    #[error(
+        "release {version} is signed for the {manifest_channel} channel, but this launcher follows {channel}, so it is refused whatever the release list says; to take {manifest_channel} releases, run `update configure --channel {manifest_channel}`"
+    )]
+    WrongChannel {
+        version: String,
+        manifest_channel: crate::version::Channel,
+        channel: crate::version::Channel,
+    },
+
+    #[error(
+        "the signed manifest offered for {version} (published {}) is older than the newest signed release this install has seen ({newest_version}, published {}): an old release may be replayed by a mirror or an attacker, so it is refused. To install {version} anyway, name it: `update install --version {version}`",
+        published_at.format("%Y-%m-%d %H:%M UTC"),
+        newest_published_at.format("%Y-%m-%d %H:%M UTC")
+    )]
+    ReplayedManifest {
+        version: String,
+        published_at: DateTime<Utc>,
+        newest_version: String,
+        newest_published_at: DateTime<Utc>,
     },
 
     #[error("no release matches {what}; run `personal-ai-agent update check` to see what is published")]

@@ -4,8 +4,11 @@
 //! (`check`, `download`, `verify`, `install`, `supervisor`) and knows nothing of the others. The CLI, the
 //! headless runner and (later) the window all drive updates through here, so they behave the same.
 //!
-//! Files it keeps: `downloads/pending.json` (a verified download waiting to be installed) and
-//! `install/verified.json` (how each installed version was verified: hash, signed or not, by what).
+//! Files it keeps: `downloads/pending.json` (a verified download waiting to be installed, with the trust
+//! policy it was verified under), `install/verified.json` (how each installed version was verified: hash,
+//! signed or not, by what), `install/files/<version>.json` (every file a version was installed with, so a
+//! damaged install is told from an intact one) and `install/newest-signed.json` (the newest signed manifest
+//! this install has seen, per channel: an older one offered as an update is a replay and is refused).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,6 +55,32 @@ pub struct Downloaded {
     pub signed: bool,
     /// Where the expected hash came from (`signed manifest`, `checksums-linux-x86_64.txt`, …).
     pub verified_by: String,
+    /// The release source the bytes and their hash came from (its description). A download is reused only
+    /// from the same source.
+    #[serde(default)]
+    pub source: String,
+    /// The pinned key whose signature vouched for the hash, when `signed`. With a key pinned, a download is
+    /// reused only if that same key signed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// The channel the manifest that gave the hash was published for, when a manifest gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_channel: Option<Channel>,
+}
+
+impl Downloaded {
+    /// Whether this download may be installed under the trust policy in force now: from the same source,
+    /// and, with a key pinned, signed by that key; a manifest for another channel never counts. A record
+    /// written by an older launcher (no source) is never reused.
+    pub fn still_trusted(&self, source: &str, key: Option<&PublicKey>, channel: Channel) -> bool {
+        let same_source = !self.source.is_empty() && self.source == source;
+        let key_holds = match key {
+            Some(key) => self.signed && self.key_id.as_deref() == Some(key.key_id()),
+            None => true,
+        };
+        let channel_holds = self.manifest_channel.is_none_or(|m| channel.includes(m));
+        same_source && key_holds && channel_holds
+    }
 }
 
 /// How an installed version was verified (`install/verified.json`).
@@ -88,6 +117,100 @@ pub(crate) fn clear_pending(paths: &Paths) {
         let _ = std::fs::remove_file(&p.path);
     }
     let _ = std::fs::remove_file(pending_file(paths));
+    tidy_downloads(paths, None);
+}
+
+/// Deletes what the downloads folder no longer needs: every finished download but `keep` (the pending
+/// one) and every partial download but the newest other one, which may still be resumed. Without this,
+/// `auto_download` with `auto_install` off would keep every release's archive forever. Best effort.
+pub(crate) fn tidy_downloads(paths: &Paths, keep: Option<&Path>) {
+    let dir = paths.downloads_dir();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let mut finished = Vec::new();
+    let mut partials: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() || name == "pending.json" || name.starts_with(".tmp-") {
+            continue;
+        }
+        if let Some(base) = name.strip_suffix(".part") {
+            partials.push((meta.modified().unwrap_or(std::time::UNIX_EPOCH), dir.join(base)));
+        } else if name.ends_with(".part.json") {
+            // Handled with its `.part`; an orphan sidecar is removed below.
+            if !dir.join(name.trim_end_matches(".json")).exists() {
+                let _ = std::fs::remove_file(&path);
+            }
+        } else if Some(path.as_path()) != keep {
+            finished.push(path);
+        }
+    }
+    partials.sort_by_key(|p| std::cmp::Reverse(p.0));
+    let resumable = partials
+        .iter()
+        .map(|(_, dest)| dest)
+        .find(|dest| Some(dest.as_path()) != keep)
+        .cloned();
+    for (_, dest) in &partials {
+        if Some(dest) != resumable.as_ref() {
+            let _ = std::fs::remove_file(crate::download::part_path(dest));
+            let _ = std::fs::remove_file(crate::download::sidecar_path(dest));
+        }
+    }
+    for path in finished {
+        tracing::info!(path = %path.display(), "removing a download that is no longer needed");
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+/// Bytes the downloads folder holds (finished, pending and partial downloads).
+pub fn downloads_bytes(paths: &Paths) -> u64 {
+    std::fs::read_dir(paths.downloads_dir())
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The newest signed manifest seen for one channel (`install/newest-signed.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenManifest {
+    pub version: Version,
+    pub published_at: DateTime<Utc>,
+}
+
+fn newest_signed_file(paths: &Paths) -> PathBuf {
+    paths.install_dir().join("newest-signed.json")
+}
+
+/// The newest signed manifest this install has seen, per manifest channel.
+pub fn newest_signed(paths: &Paths) -> BTreeMap<String, SeenManifest> {
+    crate::fsutil::read_optional(&newest_signed_file(paths))
+        .ok()
+        .flatten()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+fn record_newest_signed(paths: &Paths, channel: Channel, seen: SeenManifest) -> Result<()> {
+    let mut all = newest_signed(paths);
+    let newer = all
+        .get(channel.as_str())
+        .is_none_or(|old| (&seen.version, seen.published_at) > (&old.version, old.published_at));
+    if newer {
+        all.insert(channel.as_str().to_owned(), seen);
+        let bytes = serde_json::to_vec_pretty(&all).unwrap_or_default();
+        crate::fsutil::write_atomic(&newest_signed_file(paths), &bytes)?;
+    }
+    Ok(())
 }
 
 /// How each installed version was verified.
@@ -112,8 +235,107 @@ pub(crate) fn record_verification(
     let mut records = verification_records(paths);
     records.insert(version.to_string(), record);
     records.retain(|v, _| installed.contains(v));
+    // Forget the file lists of versions that are gone.
+    if let Ok(entries) = std::fs::read_dir(paths.install_dir().join("files")) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name
+                .strip_suffix(".json")
+                .is_none_or(|v| !installed.iter().any(|i| i == v))
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
     let bytes = serde_json::to_vec_pretty(&records).unwrap_or_default();
     crate::fsutil::write_atomic(&verified_file(paths), &bytes)
+}
+
+fn files_record(paths: &Paths, version: &Version) -> PathBuf {
+    paths.install_dir().join("files").join(format!("{version}.json"))
+}
+
+/// One file of an installed version, as it was when the version proved healthy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct InstalledFile {
+    size: u64,
+    sha256: String,
+}
+
+/// Whether an installed version's files are still the ones it was installed with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Integrity {
+    Intact,
+    /// A file is missing or changed; the reason names it.
+    Damaged(String),
+    /// Installed before such records were kept; only `agent.json` could be checked.
+    Unknown,
+}
+
+/// Records every file of `version`'s folder (size and SHA256), so [`check_integrity`] can later tell a
+/// damaged install from an intact one. The bundle's `models/` folder is left out: its files move to the
+/// shared models folder.
+pub(crate) fn record_installed_files(paths: &Paths, version: &Version) -> Result<()> {
+    fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<String, InstalledFile>) -> Result<()> {
+        let dir = root.join(rel);
+        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))? {
+            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+            let child_rel = rel.join(entry.file_name());
+            let file_type = entry
+                .file_type()
+                .map_err(|e| Error::io("read", entry.path(), e))?;
+            if rel.as_os_str().is_empty() && entry.file_name() == crate::models::BUNDLED_MODELS_DIR {
+                continue;
+            }
+            if file_type.is_dir() {
+                walk(root, &child_rel, out)?;
+            } else if file_type.is_file() {
+                let path = entry.path();
+                let size = entry.metadata().map_err(|e| Error::io("read", &path, e))?.len();
+                let sha256 = crate::verify::sha256_file(&path)?;
+                let key = child_rel.to_string_lossy().replace('\\', "/");
+                out.insert(key, InstalledFile { size, sha256 });
+            }
+        }
+        Ok(())
+    }
+    let root = installer(paths).version_dir(version);
+    let mut files = BTreeMap::new();
+    walk(&root, Path::new(""), &mut files)?;
+    let bytes = serde_json::to_vec(&files).unwrap_or_default();
+    crate::fsutil::write_atomic(&files_record(paths, version), &bytes)
+}
+
+/// Compares `version`'s folder with what [`record_installed_files`] recorded: every recorded file present
+/// with the same size and SHA256 (files the backend added since are not a damage).
+pub fn check_integrity(paths: &Paths, version: &Version) -> Result<Integrity> {
+    let root = installer(paths).version_dir(version);
+    if !root.join(crate::install::AGENT_MANIFEST).is_file() {
+        return Ok(Integrity::Damaged(format!(
+            "{} is missing",
+            root.join(crate::install::AGENT_MANIFEST).display()
+        )));
+    }
+    let Some(text) = crate::fsutil::read_optional(&files_record(paths, version))? else {
+        return Ok(Integrity::Unknown);
+    };
+    let Ok(files) = serde_json::from_str::<BTreeMap<String, InstalledFile>>(&text) else {
+        return Ok(Integrity::Unknown);
+    };
+    for (rel, expected) in &files {
+        let path = root.join(rel);
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(_) => return Ok(Integrity::Damaged(format!("{} is missing", path.display()))),
+        };
+        if meta.len() != expected.size || crate::verify::sha256_file(&path)? != expected.sha256 {
+            return Ok(Integrity::Damaged(format!(
+                "{} was changed since it was installed",
+                path.display()
+            )));
+        }
+    }
+    Ok(Integrity::Intact)
 }
 
 /// What `update status` reports; its JSON form is a contract.
@@ -145,6 +367,11 @@ pub struct Status {
     pub launcher_version: String,
     /// A verified download waiting to be installed.
     pub pending_download: Option<Downloaded>,
+    /// Bytes the downloads folder holds (pending and partial downloads).
+    pub downloads_bytes: u64,
+    /// A setting in the file that could not be read and stops updating until fixed (the full message).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settings_problem: Option<String>,
     /// An install that was interrupted and not yet recovered.
     pub interrupted_operation: Option<Journal>,
     pub home: StatusPaths,
@@ -175,7 +402,11 @@ pub fn status(paths: &Paths, config: &Config) -> Result<Status> {
         previous_version: installer.previous_version()?.as_ref().map(Version::to_string),
         signed: verification.as_ref().is_some_and(|r| r.signed),
         verification,
-        public_key_pinned: crate::verify::pinned_key(config)?.is_some(),
+        public_key_pinned: match &config.problem {
+            // The file's key could not be read: say pinned, since updating is refused anyway.
+            Some(p) if p.field == "public_key" || p.field == "the file" => true,
+            _ => crate::verify::pinned_key(config)?.is_some(),
+        },
         channel: config.update_channel,
         auto_check: config.auto_check,
         auto_download: config.auto_download,
@@ -193,6 +424,8 @@ pub fn status(paths: &Paths, config: &Config) -> Result<Status> {
         platform: Platform::current().to_string(),
         launcher_version: crate::LAUNCHER_VERSION.to_owned(),
         pending_download: pending_download(paths),
+        downloads_bytes: downloads_bytes(paths),
+        settings_problem: config.ensure_readable().err().map(|e| e.to_string()),
         interrupted_operation: installer.interrupted_operation()?,
         home: StatusPaths {
             config_file: paths.config_file(),
@@ -222,10 +455,19 @@ impl Status {
                 self.installed_versions[1..].join(", ")
             ));
         }
+        if let Some(problem) = &self.settings_problem {
+            out.push_str(&format!("Updates stopped: {problem}\n"));
+        }
         if let Some(p) = &self.pending_download {
             out.push_str(&format!(
                 "Downloaded, ready to install: {} ({})\n",
                 p.version, p.asset
+            ));
+        }
+        if self.downloads_bytes > 0 {
+            out.push_str(&format!(
+                "Downloads folder: {}\n",
+                crate::models::human_bytes(self.downloads_bytes)
             ));
         }
         if let Some(j) = &self.interrupted_operation {
@@ -462,6 +704,7 @@ impl Updater {
 
     /// An updater over any source (tests, feeds).
     pub fn with_source(paths: &Paths, config: &Config, source: Box<dyn ReleaseSource>) -> Result<Self> {
+        config.ensure_readable()?;
         Ok(Updater {
             paths: paths.clone(),
             config: config.clone(),
@@ -505,10 +748,11 @@ impl Updater {
     /// Checks for an update and records `last_check`.
     pub fn check(&self, channel: Option<Channel>) -> Result<CheckReport> {
         let report = crate::check::check(&*self.source, &self.request(channel)?)?;
-        let path = self.paths.config_file();
-        let mut file = Config::load(&path).config;
-        file.last_check = Some(report.checked_at);
-        if let Err(e) = file.save(&path) {
+        let recorded = Config::update(&self.paths.config_file(), |file| {
+            file.last_check = Some(report.checked_at);
+            Ok(())
+        });
+        if let Err(e) = recorded {
             tracing::warn!("could not record the check time: {e}");
         }
         Ok(report)
@@ -575,7 +819,9 @@ impl Updater {
     }
 
     /// Downloads and verifies `asset` of `release` into the downloads folder, resuming a partial download;
-    /// reuses a finished one that still matches. The result is recorded as the pending download.
+    /// reuses a finished one that still matches. The result is recorded as the pending download. The
+    /// release is treated as offered by a check: a signed manifest older than the newest one this install
+    /// has seen is refused as a replay (see [`Updater::download_explicit`] for a version the user named).
     pub fn download(
         &self,
         release: &Release,
@@ -583,32 +829,100 @@ impl Updater {
         cancel: &CancelToken,
         on_event: &mut dyn FnMut(UpdateEvent),
     ) -> Result<Downloaded> {
+        self.fetch_verified(release, asset, false, cancel, on_event)
+    }
+
+    /// [`Updater::download`] of a version the user named (`--version V`): an older signed manifest is then
+    /// an explicit choice, not a replay. Signature and channel are checked all the same.
+    pub fn download_explicit(
+        &self,
+        release: &Release,
+        asset: &Asset,
+        cancel: &CancelToken,
+        on_event: &mut dyn FnMut(UpdateEvent),
+    ) -> Result<Downloaded> {
+        self.fetch_verified(release, asset, true, cancel, on_event)
+    }
+
+    /// The channel, replay and origin rules a verified hash must pass before any byte is fetched.
+    fn check_trust(
+        &self,
+        release: &Release,
+        verified: &crate::verify::Verified,
+        explicit: bool,
+    ) -> Result<()> {
+        let channel = self.config.update_channel;
+        if let Some(published_for) = verified.channel
+            && !channel.includes(published_for)
+        {
+            return Err(Error::WrongChannel {
+                version: release.version.to_string(),
+                manifest_channel: published_for,
+                channel,
+            });
+        }
+        if verified.signed
+            && !explicit
+            && let (Some(manifest_channel), Some(published_at)) = (verified.channel, verified.published_at)
+            && let Some(newest) = newest_signed(&self.paths).get(manifest_channel.as_str())
+            && (&release.version, published_at) < (&newest.version, newest.published_at)
+        {
+            return Err(Error::ReplayedManifest {
+                version: release.version.to_string(),
+                published_at,
+                newest_version: newest.version.to_string(),
+                newest_published_at: newest.published_at,
+            });
+        }
+        Ok(())
+    }
+
+    fn fetch_verified(
+        &self,
+        release: &Release,
+        asset: &Asset,
+        explicit: bool,
+        cancel: &CancelToken,
+        on_event: &mut dyn FnMut(UpdateEvent),
+    ) -> Result<Downloaded> {
         let material = self.material(release, asset)?;
         let verified = crate::verify::expected_sha256(asset, &release.version, &material, self.key.as_ref())?;
+        self.check_trust(release, &verified, explicit)?;
+        if verified.signed
+            && let (Some(channel), Some(published_at)) = (verified.channel, verified.published_at)
+            && let Err(e) = record_newest_signed(
+                &self.paths,
+                channel,
+                SeenManifest {
+                    version: release.version.clone(),
+                    published_at,
+                },
+            )
+        {
+            tracing::warn!("could not record the newest signed release seen: {e}");
+        }
         on_event(UpdateEvent::Verified {
             verified_by: verified.source.to_string(),
             signed: verified.signed,
         });
         let dest = self.paths.downloads_dir().join(&asset.name);
         crate::paths::ensure_dir(&self.paths.downloads_dir())?;
+        let expected_size = verified.size.or((asset.size > 0).then_some(asset.size));
         let outcome = if dest.is_file() && crate::verify::check_file_sha256(&dest, &verified.sha256).is_ok() {
             on_event(UpdateEvent::ReusingDownload { path: dest.clone() });
             let size = std::fs::metadata(&dest)
                 .map_err(|e| Error::io("read", &dest, e))?
                 .len();
             (dest, size)
-        } else if let Some(local) = reqwest::Url::parse(&asset.url)
-            .ok()
-            .filter(|u| u.scheme() == "file")
-            .and_then(|u| u.to_file_path().ok())
-        {
-            copy_verified(&local, &dest, &verified.sha256)?
+        } else if let Some(local) = self.source.local_file(asset)? {
+            copy_verified(&local, &dest, &verified.sha256, expected_size)?
         } else {
             let target = self.source.download_target(asset);
+            check_download_url(&target.url)?;
             let request = DownloadRequest {
                 url: target.url,
                 dest: dest.clone(),
-                expected_size: verified.size.or((asset.size > 0).then_some(asset.size)),
+                expected_size,
                 expected_sha256: Some(verified.sha256.clone()),
                 auth_token: target.token,
                 accept: target.accept,
@@ -626,8 +940,12 @@ impl Updater {
             sha256: verified.sha256,
             signed: verified.signed,
             verified_by: verified.source.to_string(),
+            source: self.source.describe(),
+            key_id: verified.key_id.clone(),
+            manifest_channel: verified.channel,
         };
         record_pending(&self.paths, &downloaded)?;
+        tidy_downloads(&self.paths, Some(&downloaded.path));
         Ok(downloaded)
     }
 
@@ -644,11 +962,44 @@ impl Updater {
         let installer = self.installer();
         let lock = installer.lock()?;
         self.recover_locked(&installer, &lock, gate)?;
-        let Some((release, asset)) = self.target(version)? else {
+        let current = installer.current_version()?;
+        // The current version named again is a no-op when it is intact (nothing is downloaded) and a repair
+        // when it is damaged, which is what the "reinstall" advice of the supervisor and agent.json means.
+        let damaged = |v: &Version| -> Result<Option<String>> {
+            Ok(match check_integrity(&self.paths, v)? {
+                Integrity::Damaged(reason) => Some(reason),
+                Integrity::Intact | Integrity::Unknown => None,
+            })
+        };
+        let (target, repair) = match (version, &current) {
+            (Some(wanted), Some(current)) if wanted == current => match damaged(current)? {
+                None => return Ok(None),
+                Some(reason) => {
+                    tracing::warn!(%current, %reason, "the current version is damaged; reinstalling it");
+                    (self.target(Some(current))?, true)
+                }
+            },
+            (Some(_), _) => (self.target(version)?, false),
+            (None, _) => match (self.target(None)?, &current) {
+                (Some(found), _) => (Some(found), false),
+                (None, Some(current)) => match damaged(current)? {
+                    None => (None, false),
+                    Some(reason) => {
+                        tracing::warn!(%current, %reason, "no update, but the current version is damaged; reinstalling it");
+                        (self.target(Some(current))?, true)
+                    }
+                },
+                (None, None) => (None, false),
+            },
+        };
+        let Some((release, asset)) = target else {
             return Ok(None);
         };
-        self.install_locked(&installer, &lock, &release, &asset, gate, cancel, on_event)
-            .map(Some)
+        let explicit = version.is_some() || repair;
+        self.install_locked(
+            &installer, &lock, &release, &asset, explicit, gate, cancel, on_event,
+        )
+        .map(Some)
     }
 
     /// Installs `asset` of a release already found by a check (the headless runner's and the window's path:
@@ -664,7 +1015,7 @@ impl Updater {
         let installer = self.installer();
         let lock = installer.lock()?;
         self.recover_locked(&installer, &lock, gate)?;
-        self.install_locked(&installer, &lock, release, asset, gate, cancel, on_event)
+        self.install_locked(&installer, &lock, release, asset, false, gate, cancel, on_event)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -674,19 +1025,24 @@ impl Updater {
         lock: &InstallLock,
         release: &Release,
         asset: &Asset,
+        explicit: bool,
         gate: &mut dyn HealthGate,
         cancel: &CancelToken,
         on_event: &mut dyn FnMut(UpdateEvent),
     ) -> Result<InstallReport> {
+        // A pending download is reused only under the trust policy in force now: the same source, the
+        // same pinned key (if any), a channel this client takes. Otherwise it is verified afresh.
+        let source = self.source.describe();
         let reuse = pending_download(&self.paths)
             .filter(|p| p.version == release.version && p.asset == asset.name)
+            .filter(|p| p.still_trusted(&source, self.key.as_ref(), self.config.update_channel))
             .filter(|p| crate::verify::check_file_sha256(&p.path, &p.sha256).is_ok());
         let downloaded = match reuse {
             Some(p) => {
                 on_event(UpdateEvent::ReusingDownload { path: p.path.clone() });
                 p
             }
-            None => self.download(release, asset, cancel, on_event)?,
+            None => self.fetch_verified(release, asset, explicit, cancel, on_event)?,
         };
         self.install_downloaded(installer, lock, &downloaded, gate, on_event)
     }
@@ -717,7 +1073,13 @@ impl Updater {
         )?;
         // The new version is unpacked into its own folder while the old backend still runs: nothing of the
         // old version is touched, and the downtime is only stop + start.
-        let outcome = match installer.install_archive(lock, &downloaded.path, &version) {
+        let installed = if previous.as_ref() == Some(&version) {
+            // A damaged current version: its folder is replaced as a whole, crash-safely.
+            installer.repair_archive(lock, &downloaded.path, &version)
+        } else {
+            installer.install_archive(lock, &downloaded.path, &version)
+        };
+        let outcome = match installed {
             Ok(outcome) => outcome,
             Err(e) => {
                 let _ = std::fs::remove_file(unproven_file(&self.paths));
@@ -806,6 +1168,9 @@ impl Updater {
             },
         )?;
         clear_pending(&self.paths);
+        if let Err(e) = record_installed_files(&self.paths, version) {
+            tracing::warn!("could not record the files of {version}: {e}");
+        }
         let pruned = installer
             .prune(lock, self.config.backup_count as usize)?
             .iter()
@@ -835,6 +1200,19 @@ fn roll_back_unhealthy(
     gate: &mut dyn HealthGate,
     reason: String,
 ) -> Error {
+    if unproven.previous.as_ref() == Some(&unproven.version) {
+        // A repair of the current version: there is nothing else to go back to, and the version is not
+        // "failed" (it ran before it was damaged). Leave it installed and say what the backend said.
+        let _ = std::fs::remove_file(unproven_file(paths));
+        clear_pending(paths);
+        gate.restore(None);
+        tracing::error!(version = %unproven.version, %reason, "the reinstalled version is not healthy");
+        return Error::HealthCheckFailed {
+            version: unproven.version.to_string(),
+            reason,
+            rolled_back_to: None,
+        };
+    }
     let rolled_back_to = match &unproven.previous {
         Some(previous) => match installer.switch_to(lock, previous) {
             Ok(()) => Some(previous.clone()),
@@ -868,12 +1246,12 @@ fn roll_back_unhealthy(
 
 /// Adds `version` to `failed_versions` in the settings file, so it is not offered automatically again.
 fn record_failed(paths: &Paths, version: &Version) -> Result<()> {
-    let path = paths.config_file();
-    let mut file = Config::load(&path).config;
-    if !crate::version::is_listed(&file.failed_versions, version) {
-        file.failed_versions.push(version.to_string());
-    }
-    file.save(&path)
+    Config::update(&paths.config_file(), |file| {
+        if !crate::version::is_listed(&file.failed_versions, version) {
+            file.failed_versions.push(version.to_string());
+        }
+        Ok(())
+    })
 }
 
 /// Finishes what a crash interrupted: the installer's journal, then an install whose backend never proved
@@ -940,13 +1318,31 @@ pub fn rollback(paths: &Paths, to: Option<&Version>, gate: &mut dyn HealthGate) 
         }
     };
     let _ = std::fs::remove_file(unproven_file(paths));
+    // Going back from V is a statement about V: without remembering it, the next automatic install
+    // (window, headless runner, `auto_install`) would put V straight back.
+    let skipped = match &from {
+        Some(from) if *from > target => match Config::update(&paths.config_file(), |file| {
+            if !crate::version::is_listed(&file.skip_versions, from) {
+                file.skip_versions.push(from.to_string());
+            }
+            Ok(())
+        }) {
+            Ok(()) => Some(from.to_string()),
+            Err(e) => {
+                tracing::warn!("could not add {from} to skip_versions: {e}");
+                None
+            }
+        },
+        _ => None,
+    };
     let dir = installer.version_dir(&target);
     let backend_running = gate.restore(Some(&dir));
-    tracing::info!(from = ?from, to = %target, "rolled back");
+    tracing::info!(from = ?from, to = %target, ?skipped, "rolled back");
     Ok(RollbackReport {
         from: from.map(|v| v.to_string()),
         to: target.to_string(),
         backend_running,
+        skipped,
     })
 }
 
@@ -956,17 +1352,80 @@ pub struct RollbackReport {
     pub from: Option<String>,
     pub to: String,
     pub backend_running: bool,
+    /// The version rolled back from, now in `skip_versions` so no automatic install brings it back
+    /// (undo with `update unskip-version V`).
+    pub skipped: Option<String>,
 }
 
 /// Copies a local release file (a feed in a folder) to `dest`, verifying its hash; returns path and size.
-fn copy_verified(src: &Path, dest: &Path, sha256: &str) -> Result<(PathBuf, u64)> {
-    crate::verify::check_file_sha256(src, sha256)?;
+/// Only a regular file is read, and never more than the size the manifest or feed announced.
+fn copy_verified(
+    src: &Path,
+    dest: &Path,
+    sha256: &str,
+    expected_size: Option<u64>,
+) -> Result<(PathBuf, u64)> {
+    use std::io::{Read, Write};
+    let meta = std::fs::metadata(src).map_err(|e| Error::io("read", src, e))?;
+    if !meta.is_file() {
+        return Err(Error::InvalidResponse {
+            url: src.display().to_string(),
+            reason: "not a regular file".into(),
+        });
+    }
+    if let Some(expected) = expected_size
+        && meta.len() != expected
+    {
+        return Err(crate::download::DownloadError::SizeMismatch {
+            url: src.display().to_string(),
+            file: src.to_path_buf(),
+            expected,
+            actual: meta.len(),
+        }
+        .into());
+    }
     let part = crate::download::part_path(dest);
-    let size = std::fs::copy(src, &part).map_err(|e| Error::io("copy", src, e))?;
+    let copied = (|| -> std::io::Result<u64> {
+        let input = std::fs::File::open(src)?;
+        let mut output = std::fs::File::create(&part)?;
+        let n = std::io::copy(
+            &mut input.take(expected_size.unwrap_or(meta.len()) + 1),
+            &mut output,
+        )?;
+        output.flush()?;
+        output.sync_all()?;
+        Ok(n)
+    })();
+    let size = match copied {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&part);
+            return Err(Error::io("copy", src, e));
+        }
+    };
     if let Err(e) = crate::verify::check_file_sha256(&part, sha256) {
         let _ = std::fs::remove_file(&part);
         return Err(e.into());
     }
     std::fs::rename(&part, dest).map_err(|e| Error::io("move into place", dest, e))?;
     Ok((dest.to_path_buf(), size))
+}
+
+/// Unverified bytes come only over HTTPS (plain HTTP on loopback, for tests and local mirrors): a release
+/// list or feed that names anything else is refused before a byte is fetched.
+fn check_download_url(url: &str) -> Result<()> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| Error::InvalidResponse {
+        url: url.to_owned(),
+        reason: format!("not a URL ({e})"),
+    })?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if crate::http::is_loopback(&parsed) => Ok(()),
+        other => Err(Error::InvalidResponse {
+            url: url.to_owned(),
+            reason: format!(
+                "downloads are only fetched over https:// (not {other}://); the release source is misconfigured or hostile, so nothing was downloaded"
+            ),
+        }),
+    }
 }

@@ -35,6 +35,29 @@ impl Channel {
         }
     }
 
+    /// Whether a client on this channel takes what is published for `other`: stable takes stable only,
+    /// beta takes stable and beta, dev takes everything.
+    pub fn includes(self, other: Channel) -> bool {
+        let rank = |c: Channel| match c {
+            Channel::Stable => 0,
+            Channel::Beta => 1,
+            Channel::Dev => 2,
+        };
+        rank(other) <= rank(self)
+    }
+
+    /// The channel a version is published on by default: stable for a release, beta for `-beta`/`-rc`,
+    /// dev for any other pre-release.
+    pub fn of_version(version: &Version) -> Channel {
+        if version.pre.is_empty() {
+            Channel::Stable
+        } else if is_beta_or_rc(version) {
+            Channel::Beta
+        } else {
+            Channel::Dev
+        }
+    }
+
     /// Whether a release belongs to this channel.
     pub fn accepts(self, release: &Release) -> bool {
         match self {

@@ -51,9 +51,10 @@ pub struct PackArgs {
     /// MINISIGN_PASSWORD).
     #[arg(long, value_name = "KEYFILE")]
     pub minisign_key: Option<PathBuf>,
-    /// The channel the release belongs to.
-    #[arg(long, value_name = "C", default_value = "stable")]
-    pub channel: Channel,
+    /// The channel the release belongs to (default: stable for a release version, beta for -beta/-rc,
+    /// dev for other pre-releases). Signed into the manifest and enforced by every launcher.
+    #[arg(long, value_name = "C")]
+    pub channel: Option<Channel>,
     /// Release notes (markdown) to carry in the signed manifest.
     #[arg(long, value_name = "FILE")]
     pub notes_file: Option<PathBuf>,
@@ -79,11 +80,11 @@ pub fn run(ctx: &Ctx, args: ReleaseArgs) -> anyhow::Result<ExitCode> {
 fn run_pack(ctx: &Ctx, args: PackArgs) -> anyhow::Result<ExitCode> {
     let version = crate::version::parse_user_version(&args.version)?;
     let options = PackOptions {
-        version,
+        version: version.clone(),
         platform: args.platform,
         bundle_dir: args.bundle_dir,
         out_dir: args.out,
-        channel: args.channel,
+        channel: args.channel.unwrap_or_else(|| Channel::of_version(&version)),
         minisign_key: args.minisign_key,
         minisign_password: std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()),
         published_at: published_at()?,

@@ -48,65 +48,75 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
         .context("cannot install the SIGINT/SIGTERM handler")?;
     }
 
-    let settings = ctx.settings();
-    let config = settings.effective;
     let supervisor = Supervisor::new(&ctx.paths);
     crate::paths::ensure_dir(&ctx.paths.models_dir())?;
+    // Nothing below ends the runner but a signal: a failed recovery, install or check is reported, what is
+    // installed keeps running, and the next round tries again.
     {
+        let config = current_config(ctx);
         let mut gate = SupervisorGate::new(&supervisor, &ctx.paths);
-        crate::updater::recover(&ctx.paths, &config, &mut gate).context("finishing an interrupted update")?;
-    }
-    let updater = match Updater::new(&ctx.paths, &config) {
-        Ok(u) => Some(u),
-        Err(e) => {
-            tracing::warn!("updates are off: {e}");
-            None
+        match crate::updater::recover(&ctx.paths, &config, &mut gate) {
+            Ok(()) => {}
+            Err(crate::Error::HealthCheckFailed {
+                version,
+                reason,
+                rolled_back_to: Some(to),
+            }) => tracing::warn!(
+                "an interrupted update to {version} was not healthy ({reason}); rolled back to {to}, which runs as before"
+            ),
+            Err(e) => tracing::error!(
+                "finishing an interrupted update: {e}; going on with what is installed, will retry"
+            ),
         }
-    };
+    }
 
     let installer = crate::updater::installer(&ctx.paths);
-    if installer.current_version()?.is_none() {
-        let updater = updater
-            .as_ref()
-            .context("nothing is installed yet and no release source is configured")?;
-        tracing::info!("nothing is installed yet: installing the latest release");
-        let mut gate = SupervisorGate::new(&supervisor, &ctx.paths);
-        updater
-            .install(None, &mut gate, &cancel, &mut |e| {
-                tracing::debug!(?e, "first install")
-            })
-            .context("installing the agent for the first time")?
-            .context("no installable release is published for this platform yet")?;
-    }
-    if shutdown.load(Ordering::SeqCst) {
-        return Ok(ExitCode::SUCCESS);
-    }
-    let dir = installer
-        .current_dir()?
-        .context("nothing is installed; run `personal-ai-agent update install`")?;
-    let (plan, _) = crate::updater::launch_plan(&dir, &ctx.paths)?;
-    let pid = supervisor.start(plan)?;
-    tracing::info!(pid, "backend started; supervising it (Ctrl-C or SIGTERM to stop)");
-
     let mut rng = fastrand::Rng::new();
-    let mut next_check = if args.check_now {
-        Instant::now()
-    } else {
-        Instant::now()
-            + crate::check::next_check_delay(&current_config(ctx, &config), chrono::Utc::now(), &mut rng)
-    };
+    let mut next_check = Instant::now();
+    let mut first_round = true;
+    // Started once, as soon as something is installed; after that the supervisor restarts crashes and the
+    // health gate restarts it on updates (a `backend stop` or giving up on crashes is respected).
+    let mut backend_started = false;
     while !shutdown.load(Ordering::SeqCst) {
+        if !backend_started && installer.current_version().ok().flatten().is_some() {
+            backend_started = true;
+            if !supervisor.is_wanted_running() {
+                match start_backend(ctx, &supervisor) {
+                    Ok(pid) => {
+                        tracing::info!(pid, "backend started; supervising it (Ctrl-C or SIGTERM to stop)")
+                    }
+                    Err(e) => tracing::error!("{e:#}"),
+                }
+            }
+        }
+        if Instant::now() >= next_check {
+            // Settings are read afresh every round: a key pinned, a version skipped or failed, a channel
+            // changed by another process all apply from the next check on.
+            let config = current_config(ctx);
+            let installed = installer.current_version().ok().flatten();
+            if installed.is_none() {
+                first_install(ctx, &config, &supervisor, &cancel);
+            } else if config.auto_check && (!first_round || args.check_now) {
+                match Updater::new(&ctx.paths, &config) {
+                    Ok(updater) => apply_updates(ctx, &updater, &supervisor, &config, &cancel),
+                    Err(e) => tracing::warn!("updates are off: {e}"),
+                }
+            }
+            let mut done = config;
+            if installer.current_version().ok().flatten().is_none() {
+                // Nothing installed yet: try again soon rather than after a whole interval.
+                done.last_check = None;
+                next_check = Instant::now() + Duration::from_secs(60);
+            } else {
+                if !first_round || args.check_now {
+                    done.last_check = Some(chrono::Utc::now());
+                }
+                next_check =
+                    Instant::now() + crate::check::next_check_delay(&done, chrono::Utc::now(), &mut rng);
+            }
+            first_round = false;
+        }
         std::thread::sleep(Duration::from_millis(200));
-        if Instant::now() < next_check {
-            continue;
-        }
-        let latest = current_config(ctx, &config);
-        if let (Some(updater), true) = (&updater, latest.auto_check) {
-            apply_updates(ctx, updater, &supervisor, &latest, &cancel);
-        }
-        let mut done = current_config(ctx, &config);
-        done.last_check = Some(chrono::Utc::now());
-        next_check = Instant::now() + crate::check::next_check_delay(&done, chrono::Utc::now(), &mut rng);
     }
     tracing::info!("stopping the backend");
     if let Err(e) = supervisor.stop() {
@@ -115,6 +125,35 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn start_backend(ctx: &Ctx, supervisor: &Supervisor) -> anyhow::Result<u32> {
+    let dir = crate::updater::installer(&ctx.paths)
+        .current_dir()?
+        .context("nothing is installed; run `personal-ai-agent update install`")?;
+    let (plan, _) = crate::updater::launch_plan(&dir, &ctx.paths)?;
+    Ok(supervisor.start(plan)?)
+}
+
+/// Nothing is installed: install the latest release, or say why not and let the next round try again.
+fn first_install(ctx: &Ctx, config: &crate::config::Config, supervisor: &Supervisor, cancel: &CancelToken) {
+    let updater = match Updater::new(&ctx.paths, config) {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!("nothing is installed yet and updates are off: {e}; retrying in a minute");
+            return;
+        }
+    };
+    tracing::info!("nothing is installed yet: installing the latest release");
+    let mut gate = SupervisorGate::new(supervisor, &ctx.paths);
+    match updater.install(None, &mut gate, cancel, &mut |e| {
+        tracing::debug!(?e, "first install")
+    }) {
+        Ok(Some(report)) => tracing::info!(version = %report.installed_version, "installed"),
+        Ok(None) => {
+            tracing::warn!("no installable release is published for this platform yet; retrying in a minute")
+        }
+        Err(e) => tracing::error!("installing the agent for the first time: {e}; retrying in a minute"),
+    }
+}
 /// Without `--headless` (and with no subcommand) when no display is available: what is installed, what
 /// runs, and what to do next.
 fn overview(ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -158,15 +197,10 @@ fn overview(ctx: &Ctx) -> anyhow::Result<ExitCode> {
 }
 
 /// The settings as they are now: the file may have changed (`update configure` from another shell); the
-/// environment's overrides still apply.
-fn current_config(ctx: &Ctx, fallback: &crate::config::Config) -> crate::config::Config {
-    let loaded = crate::config::Config::load(&ctx.paths.config_file());
-    if !loaded.warnings.is_empty() {
-        return fallback.clone();
-    }
-    loaded
-        .config
-        .with_env(&|k| std::env::var(k).ok(), &mut Vec::new())
+/// environment's overrides still apply. A setting that cannot be read is logged and stops updating (the
+/// updater refuses such a config), never silently replaced.
+fn current_config(ctx: &Ctx) -> crate::config::Config {
+    ctx.settings().effective
 }
 
 /// One scheduled round: check, then download and install as the settings allow. Failures are logged; the

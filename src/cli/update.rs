@@ -36,6 +36,11 @@ pub enum UpdateCommand {
         /// The version to skip, for example 1.4.0 or v1.4.0.
         version: String,
     },
+    /// Offer a skipped version again (undoes `skip-version`, and the skip a rollback adds).
+    UnskipVersion {
+        /// The version to offer again.
+        version: String,
+    },
     /// Change update settings.
     Configure(ConfigureArgs),
     /// Download and verify the offered update (or --version V) without installing it.
@@ -139,6 +144,7 @@ pub fn run(ctx: &Ctx, args: UpdateArgs) -> anyhow::Result<ExitCode> {
         UpdateCommand::Status => status_cmd(ctx),
         UpdateCommand::Changelog(a) => changelog_cmd(ctx, a),
         UpdateCommand::SkipVersion { version } => skip_cmd(ctx, &version),
+        UpdateCommand::UnskipVersion { version } => unskip_cmd(ctx, &version),
         UpdateCommand::Configure(a) => configure_cmd(ctx, a),
         UpdateCommand::Download(a) => download_cmd(ctx, a),
         UpdateCommand::Install(a) => install_cmd(ctx, a),
@@ -252,77 +258,110 @@ fn changelog_cmd(ctx: &Ctx, args: CheckArgs) -> anyhow::Result<ExitCode> {
 fn skip_cmd(ctx: &Ctx, version: &str) -> anyhow::Result<ExitCode> {
     let parsed = crate::version::parse_user_version(version)?;
     let path = ctx.paths.config_file();
-    let mut file = Config::load(&path).config;
-    if !crate::version::is_listed(&file.skip_versions, &parsed) {
-        file.skip_versions.push(parsed.to_string());
-    }
-    file.save(&path).context("saving the settings")?;
+    let skipped = Config::update(&path, |file| {
+        if !crate::version::is_listed(&file.skip_versions, &parsed) {
+            file.skip_versions.push(parsed.to_string());
+        }
+        Ok(file.skip_versions.clone())
+    })
+    .context("saving the settings")?;
     ctx.emit(
-        &serde_json::json!({ "skipped": parsed.to_string(), "skip_versions": file.skip_versions }),
-        || format!("Version {parsed} will not be offered again (undo: update configure --clear-skipped)."),
+        &serde_json::json!({ "skipped": parsed.to_string(), "skip_versions": skipped }),
+        || format!("Version {parsed} will not be offered again (undo: update unskip-version {parsed})."),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn unskip_cmd(ctx: &Ctx, version: &str) -> anyhow::Result<ExitCode> {
+    let parsed = crate::version::parse_user_version(version)?;
+    let path = ctx.paths.config_file();
+    let (was_listed, skipped) = Config::update(&path, |file| {
+        let before = file.skip_versions.len();
+        file.skip_versions.retain(|v| {
+            crate::version::parse_user_version(v).ok().as_ref() != Some(&parsed) && v != &parsed.to_string()
+        });
+        Ok((file.skip_versions.len() != before, file.skip_versions.clone()))
+    })
+    .context("saving the settings")?;
+    ctx.emit(
+        &serde_json::json!({ "unskipped": parsed.to_string(), "was_skipped": was_listed, "skip_versions": skipped }),
+        || {
+            if was_listed {
+                format!("Version {parsed} may be offered again.")
+            } else {
+                format!("Version {parsed} was not skipped; nothing changed.")
+            }
+        },
     );
     Ok(ExitCode::SUCCESS)
 }
 
 fn configure_cmd(ctx: &Ctx, args: ConfigureArgs) -> anyhow::Result<ExitCode> {
     let path = ctx.paths.config_file();
-    let mut file = Config::load(&path).config;
-    if let Some(c) = args.channel {
-        file.update_channel = c;
-    }
-    if let Some(b) = args.auto_check {
-        file.auto_check = b;
-    }
-    if let Some(b) = args.auto_download {
-        file.auto_download = b;
-    }
-    if let Some(b) = args.auto_install {
-        file.auto_install = b;
-    }
-    if let Some(n) = args.backup_count {
-        file.backup_count = n;
-    }
+    // Everything that can be refused is checked before the file is touched.
     if let Some(h) = args.check_interval {
-        if !h.is_finite() || h <= 0.0 {
-            return Err(crate::Error::InvalidSetting {
-                name: "check-interval".into(),
-                value: h.to_string(),
-                reason: "give a positive number of hours, for example 24".into(),
-            }
-            .into());
+        crate::config::validate_check_interval(h).map_err(|reason| crate::Error::InvalidSetting {
+            name: "check-interval".into(),
+            value: h.to_string(),
+            reason,
+        })?;
+    }
+    let repo = match args.repo.as_deref().map(str::trim) {
+        None => None,
+        Some("") => Some(None),
+        Some(r) => Some(Some(r.parse::<crate::sources::github::Repo>()?.to_string())),
+    };
+    let key = args
+        .public_key
+        .as_ref()
+        .map(|f| crate::verify::PublicKey::from_file(f))
+        .transpose()?;
+    let file = Config::update(&path, |file| {
+        if let Some(c) = args.channel {
+            file.update_channel = c;
         }
-        file.check_interval_hours = h;
-    }
-    if let Some(repo) = args.repo {
-        file.github_repo = if repo.trim().is_empty() {
-            None
-        } else {
-            Some(repo.parse::<crate::sources::github::Repo>()?.to_string())
-        };
-    }
-    if let Some(feed) = args.feed {
-        file.feed = if feed.trim().is_empty() {
-            None
-        } else if feed.contains("://") {
-            Some(feed)
-        } else {
-            // A folder is kept absolute: the launcher may start from any working directory.
-            Some(
-                std::path::absolute(&feed)
-                    .unwrap_or_else(|_| feed.clone().into())
-                    .to_string_lossy()
-                    .into_owned(),
-            )
-        };
-    }
-    if let Some(key_file) = args.public_key {
-        let key = crate::verify::PublicKey::from_file(&key_file)?;
-        file.public_key = Some(key.to_base64().to_owned());
-    }
-    if args.clear_skipped {
-        file.skip_versions.clear();
-    }
-    file.save(&path).context("saving the settings")?;
+        if let Some(b) = args.auto_check {
+            file.auto_check = b;
+        }
+        if let Some(b) = args.auto_download {
+            file.auto_download = b;
+        }
+        if let Some(b) = args.auto_install {
+            file.auto_install = b;
+        }
+        if let Some(n) = args.backup_count {
+            file.backup_count = n;
+        }
+        if let Some(h) = args.check_interval {
+            file.check_interval_hours = h;
+        }
+        if let Some(repo) = repo {
+            file.github_repo = repo;
+        }
+        if let Some(feed) = args.feed {
+            file.feed = if feed.trim().is_empty() {
+                None
+            } else if feed.contains("://") {
+                Some(feed)
+            } else {
+                // A folder is kept absolute: the launcher may start from any working directory.
+                Some(
+                    std::path::absolute(&feed)
+                        .unwrap_or_else(|_| feed.clone().into())
+                        .to_string_lossy()
+                        .into_owned(),
+                )
+            };
+        }
+        if let Some(key) = &key {
+            file.public_key = Some(key.to_base64().to_owned());
+        }
+        if args.clear_skipped {
+            file.skip_versions.clear();
+        }
+        Ok(file.clone())
+    })
+    .context("saving the settings")?;
     ctx.emit(&file, || format!("Settings saved to {}.", path.display()));
     Ok(ExitCode::SUCCESS)
 }
@@ -462,9 +501,12 @@ fn download_cmd(ctx: &Ctx, args: DownloadArgs) -> anyhow::Result<ExitCode> {
     let cancel = CancelToken::new();
     cancel_on_ctrl_c(&cancel);
     let mut view = ProgressView::new(ctx);
-    let downloaded = updater
-        .download(&release, &asset, &cancel, &mut |e| view.on_event(e))
-        .with_context(|| format!("downloading {}", asset.name))?;
+    let downloaded = if version.is_some() {
+        updater.download_explicit(&release, &asset, &cancel, &mut |e| view.on_event(e))
+    } else {
+        updater.download(&release, &asset, &cancel, &mut |e| view.on_event(e))
+    }
+    .with_context(|| format!("downloading {}", asset.name))?;
     ctx.emit(
         &serde_json::json!({ "downloaded": downloaded, "update_available": true }),
         || {
@@ -511,10 +553,16 @@ fn install_cmd(ctx: &Ctx, args: InstallArgs) -> anyhow::Result<ExitCode> {
                 report.time_to_healthy_ms
             )
         }),
-        None => ctx.emit(
-            &serde_json::json!({ "installed_version": null, "update_available": false }),
-            || "Already up to date: nothing to install.".to_owned(),
-        ),
+        None => match &version {
+            Some(v) => ctx.emit(
+                &serde_json::json!({ "installed_version": null, "update_available": false, "already_current": v.to_string() }),
+                || format!("Version {v} is already installed, current and intact: nothing to do."),
+            ),
+            None => ctx.emit(
+                &serde_json::json!({ "installed_version": null, "update_available": false }),
+                || "Already up to date: nothing to install.".to_owned(),
+            ),
+        },
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -525,11 +573,17 @@ fn rollback_cmd(ctx: &Ctx, args: RollbackArgs) -> anyhow::Result<ExitCode> {
     let mut gate = SupervisorGate::new(&supervisor, &ctx.paths);
     let report = crate::updater::rollback(&ctx.paths, to.as_ref(), &mut gate)?;
     ctx.emit(&report, || {
-        format!(
+        let mut text = format!(
             "Rolled back from {} to {}.",
             report.from.as_deref().unwrap_or("nothing"),
             report.to
-        )
+        );
+        if let Some(skipped) = &report.skipped {
+            text.push_str(&format!(
+                "\n{skipped} will not be offered again automatically; to allow it again: personal-ai-agent update unskip-version {skipped}"
+            ));
+        }
+        text
     });
     Ok(ExitCode::SUCCESS)
 }

@@ -18,6 +18,8 @@ pub enum Operation {
     Install,
     /// Switching between versions already installed (rollback); never deletes a version.
     Switch,
+    /// Replacing the damaged folder of the current version with a fresh copy; `from` and `to` are equal.
+    Repair,
 }
 
 /// The last step an operation recorded, in order.

@@ -257,6 +257,16 @@ impl Installer {
                 }
             }
             Some(Ok(journal)) => {
+                if journal.operation == Operation::Repair && !self.is_complete(&journal.to) {
+                    // Interrupted between moving the damaged folder aside and moving the new one in: put
+                    // the old one back, damaged as it was but where `current` expects it.
+                    let aside = self.repair_aside(&journal.to);
+                    let target = self.version_dir(&journal.to);
+                    if aside.exists() && fs::symlink_metadata(&target).is_err() {
+                        fs::rename(&aside, &target).map_err(InstallError::io("move back", &target))?;
+                        crate::fsutil::sync_dir(&self.dir.join(VERSIONS_DIR));
+                    }
+                }
                 let current = self.current_version_or_none()?;
                 let action = if current.as_ref() == Some(&journal.to) && self.is_complete(&journal.to) {
                     // The switch happened; only the bookkeeping after it may be missing.
@@ -465,6 +475,72 @@ impl Installer {
         tracing::info!(%version, previous = ?from, "installed");
         Ok(InstallOutcome {
             previous: from,
+            installed: version.clone(),
+            dir: target,
+        })
+    }
+
+    /// Replaces the folder of `version`, which must be current, with a fresh copy from `archive` (already
+    /// verified): the repair of a damaged install. The copy is unpacked, checked and flushed in staging
+    /// first; then the damaged folder is moved aside (`staging/repair-old-<version>`) and the new one moved
+    /// in. A crash between those two renames is undone at the next start by moving the old folder back, so
+    /// `current` never names a missing folder for longer than that.
+    pub fn repair_archive(
+        &self,
+        lock: &InstallLock,
+        archive: &Path,
+        version: &Version,
+    ) -> Result<InstallOutcome, InstallError> {
+        self.recover_locked(lock)?;
+        if self.current_version_or_none()?.as_ref() != Some(version) {
+            return self.install_archive(lock, archive, version);
+        }
+        match self.repair_steps(archive, version) {
+            Ok(outcome) => Ok(outcome),
+            Err(e) => {
+                if let Err(undo) = self.recover_locked(lock) {
+                    tracing::warn!(error = %undo, "could not clean up after a failed repair");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn repair_aside(&self, version: &Version) -> PathBuf {
+        self.dir.join(STAGING_DIR).join(format!("repair-old-{version}"))
+    }
+
+    fn repair_steps(&self, archive: &Path, version: &Version) -> Result<InstallOutcome, InstallError> {
+        let target = self.version_dir(version);
+        let mut journal = Journal::begin(
+            Operation::Repair,
+            Some(version.clone()),
+            version.clone(),
+            Step::Staging,
+        );
+        self.write_journal(&journal)?;
+        let staging = self
+            .dir
+            .join(STAGING_DIR)
+            .join(format!("{version}-{}", std::process::id()));
+        let bundle_root = archive::extract_archive(archive, &staging, &self.limits)?;
+        check_bundle(archive, &bundle_root, version)?;
+        sync_tree(&bundle_root)?;
+        self.advance(&mut journal, Step::Staged)?;
+        let versions_dir = self.dir.join(VERSIONS_DIR);
+        let aside = self.repair_aside(version);
+        if fs::symlink_metadata(&target).is_ok() {
+            fs::rename(&target, &aside).map_err(InstallError::io("move aside", &target))?;
+            crate::fsutil::sync_dir(&versions_dir);
+        }
+        self.crash_point(CrashPoint::Renamed);
+        fs::rename(&bundle_root, &target).map_err(InstallError::io("move the new copy to", &target))?;
+        crate::fsutil::sync_dir(&versions_dir);
+        self.advance(&mut journal, Step::Committed)?;
+        self.finish_operation()?;
+        tracing::info!(%version, "reinstalled the current version");
+        Ok(InstallOutcome {
+            previous: Some(version.clone()),
             installed: version.clone(),
             dir: target,
         })

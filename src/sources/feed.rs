@@ -2,8 +2,16 @@
 //!
 //! It serves mirrors, offline and air-gapped installs: copy the release files and a `feed.json` onto a
 //! web server or a USB stick, and point the launcher at it (`update configure --feed URL|FOLDER`). Asset
-//! URLs may be absolute or relative to the feed; in a folder they resolve to `file://` URLs. Plain `http://`
-//! is accepted only on loopback. The format is documented in `docs/FEED.md`.
+//! URLs may be absolute or relative to the feed; in a folder they resolve to `file://` URLs. The format is
+//! documented in `docs/FEED.md`.
+//!
+//! What a feed may name is bounded by where it came from, because nothing in it is verified yet:
+//! - a feed fetched over the network may only name `https://` URLs (plain `http://` only on loopback, as
+//!   for the feed itself); a `file://` URL there is refused, so a hostile mirror cannot make the launcher
+//!   read a device such as `/dev/zero`, or (on Windows) authenticate to a `file://host/share`;
+//! - a feed that is itself a local folder may also name local files, and only inside that folder: every
+//!   read resolves links first and refuses anything that lands outside, or that is not a regular file;
+//! - every read of a feed or of a small release file stops at a size limit, whatever the file claims.
 
 use std::path::{Path, PathBuf};
 
@@ -66,6 +74,8 @@ pub struct FeedSource {
     /// The feed document's URL (`https://`, loopback `http://`, or `file://`).
     url: Url,
     location: String,
+    /// For a feed in a local folder: that folder, with links resolved. Local files must stay inside it.
+    local_root: Option<PathBuf>,
 }
 
 impl FeedSource {
@@ -93,11 +103,61 @@ impl FeedSource {
             let doc = if path.is_dir() { path.join(FEED_FILE) } else { path };
             Url::from_file_path(&doc).map_err(|()| bad("not an absolute path"))?
         };
+        let local_root = (url.scheme() == "file")
+            .then(|| url.to_file_path().ok())
+            .flatten()
+            .and_then(|doc| doc.parent().map(Path::to_path_buf))
+            .map(|dir| std::fs::canonicalize(&dir).unwrap_or(dir));
         Ok(FeedSource {
             client,
             url,
             location: location.to_owned(),
+            local_root,
         })
+    }
+
+    /// A `file://` URL this feed named, as a path inside the feed's folder: links resolved, a regular file.
+    /// `Ok(None)` when it does not exist. Refused for a feed fetched over the network, for a URL with a
+    /// host (`file://host/share`), and for anything outside the feed's folder.
+    fn local_path(&self, url: &Url) -> Result<Option<PathBuf>> {
+        let refuse = |reason: String| Error::Feed {
+            location: self.location.clone(),
+            reason,
+        };
+        let Some(root) = &self.local_root else {
+            return Err(refuse(format!(
+                "it names the local file {url}, but a feed fetched over the network may only name https:// URLs; ask the mirror's owner to fix the feed"
+            )));
+        };
+        if url.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
+            return Err(refuse(format!(
+                "it names {url}, a file on another machine; a feed may only name files inside its own folder {}",
+                root.display()
+            )));
+        }
+        let path = url
+            .to_file_path()
+            .map_err(|()| refuse(format!("{url} is not a local path")))?;
+        let resolved = match std::fs::canonicalize(&path) {
+            Ok(p) => p,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("read", &path, e)),
+        };
+        if !resolved.starts_with(root) {
+            return Err(refuse(format!(
+                "it names {}, which is outside the feed's folder {}; a feed may only name files inside it",
+                path.display(),
+                root.display()
+            )));
+        }
+        let meta = std::fs::metadata(&resolved).map_err(|e| Error::io("read", &resolved, e))?;
+        if !meta.is_file() {
+            return Err(refuse(format!(
+                "it names {}, which is not a regular file",
+                path.display()
+            )));
+        }
+        Ok(Some(resolved))
     }
 
     fn read_document(&self) -> Result<(Vec<u8>, u32)> {
@@ -107,12 +167,21 @@ impl FeedSource {
         };
         if self.url.scheme() == "file" {
             let path = self.url.to_file_path().unwrap_or_default();
-            let bytes = std::fs::read(&path).map_err(|e| {
-                feed_error(format!(
-                    "{} could not be read ({e}); check the folder or file path",
-                    path.display()
-                ))
-            })?;
+            let bytes = match read_local_small(&path, FEED_LIMIT) {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => {
+                    return Err(feed_error(format!(
+                        "{} does not exist; check the folder or file path, or write it with `release feed --dir FOLDER`",
+                        path.display()
+                    )));
+                }
+                Err(e) => {
+                    return Err(feed_error(format!(
+                        "{} could not be read ({e}); check the folder or file path",
+                        path.display()
+                    )));
+                }
+            };
             return Ok((bytes, 0));
         }
         let bytes = super::github::fetch_small(&self.client, self.url.as_str(), FEED_LIMIT, None, None)?
@@ -120,15 +189,33 @@ impl FeedSource {
         Ok((bytes, 1))
     }
 
+    /// The asset's URL, resolved against the feed and checked against what this feed may name.
     fn resolve(&self, asset: &FeedAsset) -> Result<String> {
         let relative = asset.url.as_deref().unwrap_or(&asset.name);
-        self.url
+        let refuse = |reason: String| Error::Feed {
+            location: self.location.clone(),
+            reason: format!("asset {} {reason}", asset.name),
+        };
+        let url = self
+            .url
             .join(relative)
-            .map(String::from)
-            .map_err(|e| Error::Feed {
-                location: self.location.clone(),
-                reason: format!("asset {} has an invalid url `{relative}` ({e})", asset.name),
-            })
+            .map_err(|e| refuse(format!("has an invalid url `{relative}` ({e})")))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if crate::http::is_loopback(&url) => {}
+            "file" if self.local_root.is_some() => {}
+            "file" => {
+                return Err(refuse(format!(
+                    "names the local file `{relative}`, but a feed fetched over the network may only name https:// URLs; ask the mirror's owner to fix the feed"
+                )));
+            }
+            other => {
+                return Err(refuse(format!(
+                    "has the url `{relative}` ({other}://); a feed may only name https:// URLs (plain http:// only on this machine)"
+                )));
+            }
+        }
+        Ok(url.into())
     }
 }
 
@@ -192,29 +279,57 @@ impl ReleaseSource for FeedSource {
     }
 
     fn fetch_small(&self, url: &str, limit: u64) -> Result<Option<Vec<u8>>> {
-        if let Some(path) = Url::parse(url)
-            .ok()
-            .filter(|u| u.scheme() == "file")
-            .and_then(|u| u.to_file_path().ok())
-        {
-            return read_local_small(&path, limit);
+        if let Some(parsed) = Url::parse(url).ok().filter(|u| u.scheme() == "file") {
+            return match self.local_path(&parsed)? {
+                Some(path) => read_local_small(&path, limit),
+                None => Ok(None),
+            };
         }
         super::github::fetch_small(&self.client, url, limit, None, None)
     }
+
+    fn local_file(&self, asset: &Asset) -> Result<Option<PathBuf>> {
+        match Url::parse(&asset.url).ok().filter(|u| u.scheme() == "file") {
+            Some(url) => self.local_path(&url)?.map(Some).ok_or_else(|| Error::Feed {
+                location: self.location.clone(),
+                reason: format!("{} is listed but missing from the feed's folder", asset.url),
+            }),
+            None => Ok(None),
+        }
+    }
 }
 
-fn read_local_small(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
-    match std::fs::metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("read", path, e)),
-        Ok(meta) if meta.len() > limit => Err(Error::InvalidResponse {
+/// Reads at most `limit` bytes of a regular file; `Ok(None)` when it does not exist. A device, a FIFO or a
+/// folder is refused without reading, and a file that grows past the limit while being read is too.
+pub(crate) fn read_local_small(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let too_large = || Error::InvalidResponse {
+        url: path.display().to_string(),
+        reason: format!("larger than the {limit} bytes a release file may have"),
+    };
+    let meta = match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", path, e)),
+        Ok(meta) => meta,
+    };
+    if !meta.is_file() {
+        return Err(Error::InvalidResponse {
             url: path.display().to_string(),
-            reason: format!("larger than the {limit} bytes a release file may have"),
-        }),
-        Ok(_) => std::fs::read(path)
-            .map(Some)
-            .map_err(|e| Error::io("read", path, e)),
+            reason: "not a regular file".into(),
+        });
     }
+    if meta.len() > limit {
+        return Err(too_large());
+    }
+    let file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("read", path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(Some(bytes))
 }
 
 /// What [`write_feed`] wrote.

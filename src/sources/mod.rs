@@ -45,6 +45,12 @@ pub trait ReleaseSource {
     fn fetch_asset_small(&self, asset: &crate::release::Asset, limit: u64) -> Result<Option<Vec<u8>>> {
         self.fetch_small(&asset.url, limit)
     }
+    /// The asset as a local file, when the source is a folder that holds it (checked to stay inside that
+    /// folder); `Ok(None)` when the asset is fetched over the network. Sources that are not local folders
+    /// never name local files.
+    fn local_file(&self, _asset: &crate::release::Asset) -> Result<Option<std::path::PathBuf>> {
+        Ok(None)
+    }
     /// How to download an asset's bytes: URL, token to send (to that host only) and `Accept` header.
     fn download_target(&self, asset: &crate::release::Asset) -> DownloadTarget {
         DownloadTarget {

@@ -399,13 +399,15 @@ impl Worker {
 
     fn save_settings(&self, form: &SettingsForm) {
         let path = self.paths.config_file();
-        let mut file = Config::load(&path).config;
-        file.update_channel = form.channel;
-        file.auto_check = form.auto_check;
-        file.auto_download = form.auto_download;
-        file.auto_install = form.auto_install;
-        file.backup_count = form.backup_count;
-        match file.save(&path) {
+        let saved = Config::update(&path, |file| {
+            file.update_channel = form.channel;
+            file.auto_check = form.auto_check;
+            file.auto_download = form.auto_download;
+            file.auto_install = form.auto_install;
+            file.backup_count = form.backup_count;
+            Ok(())
+        });
+        match saved {
             Ok(()) => self.reply(Reply::SettingsSaved),
             Err(e) => self.reply(Reply::ActionFailed(format!("Could not save the settings: {e}"))),
         }

@@ -115,6 +115,12 @@ pub struct Verified {
     /// The id of the key that signed, when `signed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// The channel the manifest that gave the hash was published for; `None` when no manifest gave it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<crate::version::Channel>,
+    /// When that manifest says the release was published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Decides the SHA256 `asset` of release `version` must have. See the module documentation for the order
@@ -140,6 +146,8 @@ pub fn expected_sha256(
                 source: ChecksumSource::UnsignedManifest,
                 signed: false,
                 key_id: None,
+                channel: Some(manifest.channel),
+                published_at: Some(manifest.published_at),
             });
         }
     }
@@ -202,6 +210,8 @@ fn from_signed_manifest(
         source: ChecksumSource::SignedManifest,
         signed: true,
         key_id: Some(key.key_id().to_owned()),
+        channel: Some(manifest.channel),
+        published_at: Some(manifest.published_at),
     })
 }
 
@@ -249,6 +259,8 @@ fn agree(
             source,
             signed: false,
             key_id: None,
+            channel: None,
+            published_at: None,
         }),
     }
 }

@@ -5,6 +5,7 @@ mod cli_update;
 mod download;
 mod feed;
 mod github;
+mod hardening;
 mod install;
 mod models;
 mod pack;

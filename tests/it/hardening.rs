@@ -1,0 +1,535 @@
+//! Regression tests for the hardening issue: each scenario below fooled, wedged or lost data in the
+//! updater before its fix. They run through the binary where the behaviour is user-visible.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use personal_ai_agent::version::Channel;
+use serde_json::{Value, json};
+
+use crate::cli_update::{json_of, pai};
+use crate::support::{Response, TestServer, make_bundle, temp_home};
+use crate::verify::minisign_keypair;
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn status(home: &Path) -> Value {
+    json_of(&pai(home, None, &["update", "status", "--json"]))
+}
+
+/// Packs the example backend as `version` into `feed/<version>/` for this machine, for `channel`, signed
+/// with `key` when given, and rewrites the feed document.
+fn publish(feed: &Path, work: &Path, version: &str, channel: Channel, key: Option<&Path>) -> PathBuf {
+    let bundle = work.join(format!("bundle-{version}-{}", fastrand::u32(..)));
+    make_bundle(&bundle, &[]);
+    let out = feed.join(version);
+    personal_ai_agent::pack::pack(&personal_ai_agent::pack::PackOptions {
+        version: version.parse().unwrap(),
+        platform: personal_ai_agent::platform::Platform::current(),
+        bundle_dir: bundle,
+        out_dir: out.clone(),
+        channel,
+        minisign_key: key.map(Path::to_path_buf),
+        minisign_password: None,
+        published_at: chrono::Utc::now(),
+        notes: None,
+    })
+    .unwrap();
+    personal_ai_agent::sources::feed::write_feed(feed).unwrap();
+    out
+}
+
+fn configure_feed(home: &Path, feed: &Path) {
+    json_of(&pai(
+        home,
+        None,
+        &["update", "configure", "--json", "--feed", feed.to_str().unwrap()],
+    ));
+}
+
+fn pin_key(home: &Path, public: &Path) {
+    json_of(&pai(
+        home,
+        None,
+        &[
+            "update",
+            "configure",
+            "--json",
+            "--public-key",
+            public.to_str().unwrap(),
+        ],
+    ));
+}
+
+fn client() -> reqwest::blocking::Client {
+    personal_ai_agent::http::client().unwrap()
+}
+
+// --- 1. What a feed may name ----------------------------------------------------------------------------
+
+#[test]
+fn a_feed_fetched_over_the_network_may_not_name_local_files() {
+    let doc = json!({"schema": 1, "releases": [{"version": "1.0.0", "assets": [
+        {"name": "PersonalAIAgent-linux-x86_64-1.0.0.tar.gz", "size": 10, "url": "file:///dev/zero"}
+    ]}]})
+    .to_string();
+    let server = TestServer::start(move |req| match req.path_only() {
+        "/feed.json" => Response::json(200, doc.clone()),
+        _ => Response::json(404, "{}"),
+    });
+    let source =
+        personal_ai_agent::sources::feed::FeedSource::new(client(), &format!("{}/feed.json", server.url()))
+            .unwrap();
+    let err = personal_ai_agent::sources::ReleaseSource::releases(&source)
+        .expect_err("a remote feed naming file:///dev/zero must be refused")
+        .to_string();
+    assert!(err.contains("may only name https://"), "{err}");
+}
+
+#[test]
+fn a_folder_feed_may_not_read_outside_its_folder_nor_devices() {
+    use personal_ai_agent::sources::ReleaseSource;
+    let work = temp_home();
+    let feed = work.path().join("feed");
+    std::fs::create_dir_all(&feed).unwrap();
+    std::fs::write(work.path().join("secret.txt"), "not for the feed").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("/dev/zero", feed.join("release-manifest.json")).unwrap();
+    let doc = json!({"schema": 1, "releases": [{"version": "1.0.0", "assets": [
+        {"name": "secret.txt", "size": 16, "url": "../secret.txt"},
+        {"name": "release-manifest.json", "size": 0}
+    ]}]});
+    std::fs::write(feed.join("feed.json"), doc.to_string()).unwrap();
+    let source = personal_ai_agent::sources::feed::FeedSource::new(client(), feed.to_str().unwrap()).unwrap();
+    let release = source.releases().unwrap().releases.remove(0);
+    let outside = source
+        .fetch_asset_small(release.asset("secret.txt").unwrap(), 1 << 20)
+        .expect_err("a file outside the feed's folder must not be read")
+        .to_string();
+    assert!(outside.contains("outside the feed's folder"), "{outside}");
+    #[cfg(unix)]
+    {
+        // A link to a device inside the folder: refused at once instead of reading forever.
+        let device = source
+            .fetch_asset_small(release.asset("release-manifest.json").unwrap(), 1 << 20)
+            .expect_err("/dev/zero behind a link must be refused")
+            .to_string();
+        assert!(device.contains("outside the feed's folder"), "{device}");
+    }
+}
+
+// --- 2. A damaged config.json -------------------------------------------------------------------------
+
+#[test]
+fn a_field_of_the_wrong_type_is_defaulted_alone_and_the_pinned_key_and_source_are_kept() {
+    let work = temp_home();
+    let home = temp_home();
+    let (public, _) = minisign_keypair(work.path(), "k");
+    pin_key(home.path(), &public);
+    json_of(&pai(
+        home.path(),
+        None,
+        &["update", "configure", "--json", "--repo", "me/agent"],
+    ));
+    let path = home.path().join("config.json");
+    let mut file: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    file["backup_count"] = json!("3");
+    std::fs::write(&path, serde_json::to_string_pretty(&file).unwrap()).unwrap();
+
+    let out = pai(home.path(), None, &["update", "status", "--json"]);
+    let s = json_of(&out);
+    assert_eq!(s["public_key_pinned"], true, "the pin was dropped");
+    assert_eq!(s["source"], "GitHub repository me/agent");
+    assert_eq!(s["backup_count"], 5);
+    assert!(
+        stderr(&out).contains("backup_count"),
+        "not reported: {}",
+        stderr(&out)
+    );
+    // A write keeps the key too.
+    json_of(&pai(
+        home.path(),
+        None,
+        &["update", "skip-version", "9.9.9", "--json"],
+    ));
+    let after: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(after["public_key"].is_string(), "{after}");
+    assert_eq!(after["github_repo"], "me/agent");
+}
+
+#[test]
+fn an_unreadable_public_key_stops_updating_and_names_the_line() {
+    let home = temp_home();
+    let path = home.path().join("config.json");
+    std::fs::write(&path, "{\n  \"auto_check\": true,\n  \"public_key\": 42\n}\n").unwrap();
+    let out = pai(home.path(), None, &["update", "check"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("line 3") && err.contains("public_key"), "{err}");
+    // Nothing may write defaults over it either.
+    let skip = pai(home.path(), None, &["update", "skip-version", "1.0.0"]);
+    assert!(!skip.status.success(), "a write went through: {}", stderr(&skip));
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("\"public_key\": 42")
+    );
+    // A file that is not JSON but names the key is kept in place, not set aside.
+    std::fs::write(&path, "{ \"public_key\": \"RWQ...\", oops }").unwrap();
+    let out = pai(home.path(), None, &["update", "check"]);
+    assert!(!out.status.success());
+    assert!(path.exists(), "the damaged file was moved away");
+    assert!(
+        stderr(&out).contains("never dropped silently"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn concurrent_writers_never_undo_each_other() {
+    let home = temp_home();
+    let path = home.path().join("config.json");
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                for j in 0..5 {
+                    personal_ai_agent::config::Config::update(&path, |c| {
+                        c.skip_versions.push(format!("{i}.{j}.0"));
+                        Ok(())
+                    })
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let loaded = personal_ai_agent::config::Config::load(&path).config;
+    assert_eq!(loaded.skip_versions.len(), 40, "{:?}", loaded.skip_versions);
+}
+
+// --- 3. A pending download under another trust policy ---------------------------------------------------
+
+#[test]
+fn an_unsigned_pending_download_is_not_installed_after_a_key_is_pinned() {
+    let work = temp_home();
+    let home = temp_home();
+    let feed = work.path().join("feed");
+    publish(&feed, work.path(), "1.0.0", Channel::Stable, None);
+    configure_feed(home.path(), &feed);
+    let downloaded = json_of(&pai(home.path(), None, &["update", "download", "--json"]));
+    assert_eq!(downloaded["downloaded"]["signed"], false);
+    let (public, _) = minisign_keypair(work.path(), "k");
+    pin_key(home.path(), &public);
+    let out = pai(home.path(), None, &["update", "install"]);
+    assert!(
+        !out.status.success(),
+        "the unsigned download was installed under a pinned key"
+    );
+    assert!(stderr(&out).contains("not signed"), "{}", stderr(&out));
+    assert_eq!(status(home.path())["current_version"], Value::Null);
+}
+
+// --- 4. Channel binding and replayed manifests ----------------------------------------------------------
+
+#[test]
+fn a_stable_client_refuses_a_manifest_signed_for_beta_whatever_the_feed_says() {
+    let work = temp_home();
+    let home = temp_home();
+    let (public, secret) = minisign_keypair(work.path(), "k");
+    let feed = work.path().join("feed");
+    // A stable-looking version, signed as beta: the unsigned feed calls it a release.
+    publish(&feed, work.path(), "1.0.0", Channel::Beta, Some(&secret));
+    configure_feed(home.path(), &feed);
+    pin_key(home.path(), &public);
+    let out = pai(home.path(), None, &["update", "install"]);
+    assert!(!out.status.success(), "a beta manifest was installed on stable");
+    assert!(
+        stderr(&out).contains("signed for the beta channel"),
+        "{}",
+        stderr(&out)
+    );
+    json_of(&pai(
+        home.path(),
+        None,
+        &["update", "configure", "--json", "--channel", "beta"],
+    ));
+    let ok = json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    assert_eq!(ok["installed_version"], "1.0.0");
+}
+
+#[test]
+fn an_older_signed_manifest_offered_after_a_newer_one_was_seen_is_refused_as_a_replay() {
+    let work = temp_home();
+    let home = temp_home();
+    let (public, secret) = minisign_keypair(work.path(), "k");
+    let feed = work.path().join("feed");
+    publish(&feed, work.path(), "1.0.0", Channel::Stable, Some(&secret));
+    configure_feed(home.path(), &feed);
+    pin_key(home.path(), &public);
+    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    publish(&feed, work.path(), "1.1.0", Channel::Stable, Some(&secret));
+    publish(&feed, work.path(), "1.2.0", Channel::Stable, Some(&secret));
+    // The client sees (verifies) 1.2.0, then a mirror serves an old listing without it.
+    json_of(&pai(home.path(), None, &["update", "download", "--json"]));
+    std::fs::remove_dir_all(feed.join("1.2.0")).unwrap();
+    personal_ai_agent::sources::feed::write_feed(&feed).unwrap();
+    let out = pai(home.path(), None, &["update", "install"]);
+    assert!(!out.status.success(), "a replayed older manifest was installed");
+    assert!(stderr(&out).contains("replayed"), "{}", stderr(&out));
+    assert_eq!(status(home.path())["current_version"], "1.0.0");
+    // Naming the version is an explicit choice.
+    let named = json_of(&pai(
+        home.path(),
+        None,
+        &["update", "install", "--version", "1.1.0", "--json"],
+    ));
+    assert_eq!(named["installed_version"], "1.1.0");
+}
+
+// --- 8. Rollback is not undone by the next automatic install --------------------------------------------
+
+#[test]
+fn rolling_back_from_a_version_skips_it_until_unskipped() {
+    let work = temp_home();
+    let home = temp_home();
+    let feed = work.path().join("feed");
+    publish(&feed, work.path(), "1.0.0", Channel::Stable, None);
+    configure_feed(home.path(), &feed);
+    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    publish(&feed, work.path(), "1.1.0", Channel::Stable, None);
+    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+
+    let text = pai(home.path(), None, &["update", "rollback"]);
+    assert!(text.status.success(), "{}", stderr(&text));
+    let said = String::from_utf8_lossy(&text.stdout);
+    assert!(said.contains("unskip-version 1.1.0"), "{said}");
+    let again = json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    assert_eq!(
+        again["installed_version"],
+        Value::Null,
+        "the rollback was undone: {again}"
+    );
+    assert_eq!(status(home.path())["current_version"], "1.0.0");
+
+    json_of(&pai(
+        home.path(),
+        None,
+        &["update", "unskip-version", "1.1.0", "--json"],
+    ));
+    let check = json_of(&pai(home.path(), None, &["update", "check", "--json"]));
+    assert_eq!(check["update_available"], true);
+    // The JSON form says what was skipped.
+    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    let report = json_of(&pai(home.path(), None, &["update", "rollback", "--json"]));
+    assert_eq!(report["skipped"], "1.1.0");
+}
+
+// --- 10. `update install --version V` of the current version --------------------------------------------
+
+#[test]
+fn installing_the_current_version_again_is_a_no_op_when_intact_and_a_repair_when_damaged() {
+    let work = temp_home();
+    let home = temp_home();
+    let feed = work.path().join("feed");
+    let release = publish(&feed, work.path(), "1.0.0", Channel::Stable, None);
+    configure_feed(home.path(), &feed);
+    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+
+    // Intact: nothing is downloaded (the archive is not even there any more).
+    let archive = std::fs::read_dir(&release)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("PersonalAIAgent-"))
+        .unwrap();
+    let kept = work.path().join("kept-archive");
+    std::fs::rename(&archive, &kept).unwrap();
+    let same = json_of(&pai(
+        home.path(),
+        None,
+        &["update", "install", "--version", "1.0.0", "--json"],
+    ));
+    assert_eq!(same["already_current"], "1.0.0", "{same}");
+    std::fs::rename(&kept, &archive).unwrap();
+
+    // Damaged: a file of the install is gone; the supervisor's advice (`update install`) repairs it.
+    let backend = home
+        .path()
+        .join("install/versions/1.0.0/backend")
+        .join(format!("agent-backend{}", std::env::consts::EXE_SUFFIX));
+    assert!(backend.exists());
+    std::fs::remove_file(&backend).unwrap();
+    let repaired = json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    assert_eq!(repaired["installed_version"], "1.0.0", "{repaired}");
+    assert!(backend.exists(), "the missing file was not put back");
+    // Changed content is a damage too, and `--version` repairs it.
+    std::fs::write(&backend, b"not the backend").unwrap();
+    let again = json_of(&pai(
+        home.path(),
+        None,
+        &["update", "install", "--version", "1.0.0", "--json"],
+    ));
+    assert_eq!(again["installed_version"], "1.0.0", "{again}");
+    assert_ne!(std::fs::read(&backend).unwrap(), b"not the backend");
+    assert_eq!(status(home.path())["installed_versions"], json!(["1.0.0"]));
+}
+
+// --- 12. An absurd check interval -----------------------------------------------------------------------
+
+#[test]
+fn a_huge_check_interval_is_refused_or_defaulted_never_a_panic() {
+    let home = temp_home();
+    let out = pai(
+        home.path(),
+        None,
+        &["update", "configure", "--check-interval", "1e300"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("between 0 and 8760"), "{}", stderr(&out));
+    std::fs::write(
+        home.path().join("config.json"),
+        r#"{"check_interval_hours": 1e300}"#,
+    )
+    .unwrap();
+    let out = pai(home.path(), None, &["update", "status", "--json"]);
+    assert_eq!(json_of(&out)["check_interval_hours"], 24.0);
+    let config = personal_ai_agent::config::Config {
+        check_interval_hours: 1e300,
+        ..Default::default()
+    };
+    let delay =
+        personal_ai_agent::check::next_check_delay(&config, chrono::Utc::now(), &mut fastrand::Rng::new());
+    assert!(delay <= Duration::from_secs(25 * 3600));
+}
+
+// --- 14. The downloads folder does not grow without end -------------------------------------------------
+
+#[test]
+fn superseded_downloads_and_abandoned_partials_are_deleted() {
+    let work = temp_home();
+    let home = temp_home();
+    let feed = work.path().join("feed");
+    publish(&feed, work.path(), "1.0.0", Channel::Stable, None);
+    configure_feed(home.path(), &feed);
+    json_of(&pai(home.path(), None, &["update", "download", "--json"]));
+    let downloads = home.path().join("downloads");
+    // Two abandoned partial downloads; the newer one may still be resumed.
+    std::fs::write(downloads.join("old.tar.gz.part"), b"old").unwrap();
+    std::fs::write(downloads.join("old.tar.gz.part.json"), b"{}").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::write(downloads.join("newer.tar.gz.part"), b"newer").unwrap();
+    publish(&feed, work.path(), "1.1.0", Channel::Stable, None);
+    let second = json_of(&pai(home.path(), None, &["update", "download", "--json"]));
+    assert_eq!(second["downloaded"]["version"], "1.1.0");
+    let mut names: Vec<String> = std::fs::read_dir(&downloads)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let archive = second["downloaded"]["asset"].as_str().unwrap().to_owned();
+    assert_eq!(
+        names,
+        vec![archive, "newer.tar.gz.part".to_owned(), "pending.json".to_owned()]
+    );
+    assert!(status(home.path())["downloads_bytes"].as_u64().unwrap() > 0);
+}
+
+// --- 7 and 11. The headless runner ----------------------------------------------------------------------
+
+/// Waits until `cond` holds or `secs` pass.
+fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+#[cfg(unix)]
+#[test]
+fn the_headless_runner_goes_on_when_recovery_rolled_back_or_the_lock_is_held() {
+    use personal_ai_agent::install::Installer;
+    let work = temp_home();
+    let home = temp_home();
+    let feed = work.path().join("feed");
+    publish(&feed, work.path(), "1.0.0", Channel::Stable, None);
+    configure_feed(home.path(), &feed);
+    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    // An interrupted update to an unhealthy 1.1.0: switched, never proved healthy.
+    let bad = work.path().join("bad");
+    make_bundle(&bad, &["--fail-health"]);
+    let data = home.path().to_path_buf();
+    let archive = work.path().join("bad.tar.gz");
+    personal_ai_agent::archive::create_archive(
+        &bad,
+        "bad-root",
+        &archive,
+        personal_ai_agent::archive::ArchiveKind::TarGz,
+    )
+    .unwrap();
+    let installer = Installer::new(data.join("install"));
+    {
+        let lock = installer.lock().unwrap();
+        installer
+            .install_archive(&lock, &archive, &"1.1.0".parse().unwrap())
+            .unwrap();
+    }
+    std::fs::write(
+        data.join("install/unproven.json"),
+        json!({"version": "1.1.0", "previous": "1.0.0"}).to_string(),
+    )
+    .unwrap();
+    let mut runner = std::process::Command::new(crate::support::LAUNCHER)
+        .arg("--home")
+        .arg(home.path())
+        .args(["run", "--headless"])
+        .env_remove("GITHUB_REPO")
+        .env_remove("AUTO_UPDATE")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let running_1_0_0 = || {
+        let v = json_of(&pai(home.path(), None, &["backend", "status", "--json"]));
+        v["state"] == "running" && v["version"] == "1.0.0"
+    };
+    let ok = wait_until(30, running_1_0_0);
+    let alive = runner.try_wait().unwrap().is_none();
+    unsafe { libc::kill(runner.id() as i32, libc::SIGTERM) };
+    let _ = runner.wait();
+    let mut log = String::new();
+    use std::io::Read;
+    runner.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(
+        alive && ok,
+        "the runner stopped after a successful rollback:\n{log}"
+    );
+    assert_eq!(status(home.path())["current_version"], "1.0.0");
+
+    // With the install lock held by another process (a CLI install), it starts what is installed.
+    let lock = installer.lock().unwrap();
+    let mut runner = std::process::Command::new(crate::support::LAUNCHER)
+        .arg("--home")
+        .arg(home.path())
+        .args(["run", "--headless"])
+        .env_remove("GITHUB_REPO")
+        .env_remove("AUTO_UPDATE")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ok = wait_until(30, running_1_0_0);
+    let alive = runner.try_wait().unwrap().is_none();
+    unsafe { libc::kill(runner.id() as i32, libc::SIGTERM) };
+    let _ = runner.wait();
+    drop(lock);
+    let mut log = String::new();
+    runner.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(alive && ok, "the runner stopped while the lock was held:\n{log}");
+}
