@@ -29,7 +29,7 @@ const MANIFEST_LIMIT: u64 = 1 << 20;
 
 /// Names the launcher keeps for itself in the models folder, and suffixes the downloader uses beside a
 /// file; a model may not take them.
-const RESERVED_NAMES: [&str; 2] = [super::record::RECORD_FILE, super::LOCK_FILE];
+const RESERVED_NAMES: [&str; 3] = [super::record::RECORD_FILE, super::LOCK_FILE, super::STORE_DIR];
 const RESERVED_SUFFIXES: [&str; 2] = [".part", ".part.json"];
 
 /// Where a manifest is read from.

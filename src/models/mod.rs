@@ -2,21 +2,29 @@
 //! without surprises.
 //!
 //! Models live in one shared folder, [`Paths::models_dir`], used by every installed version and never
-//! copied per version. A manifest ([`manifest`]) lists each file with its URL, size and SHA256; the small
-//! record `verified.json` ([`record`]) remembers which files were hashed, so [`status`] answers at once
-//! while [`verify`] re-reads everything. Fetching is split in two so nothing large starts without consent:
-//! [`plan`] says what is missing, how many bytes that is and how much space is free (and refuses when it
-//! does not fit); only then [`download_missing`] fetches exactly the planned files with the same
-//! resumable, hash-while-streaming download as releases ([`crate::download`]). A file that does not match
-//! is deleted by the download, so the next run fetches it again instead of looping on a bad file.
-//! A release built "with models" carries them in `models/`; [`adopt_bundled_models`] moves them into the
-//! shared folder after checking them, so they are neither downloaded again nor kept twice.
+//! copied per version: the backend reads `<models>/<name>` (the live view). A manifest ([`manifest`])
+//! lists each file with its URL, size and SHA256; the small record `verified.json` ([`record`]) remembers
+//! which files were hashed, so [`status`] answers at once while [`verify`] re-reads everything. Fetching is
+//! split in two so nothing large starts without consent: [`plan`] says what is missing, how many bytes
+//! that is and how much space is free (and refuses when it does not fit); only then [`download_missing`]
+//! fetches exactly the planned files with the same resumable, hash-while-streaming download as releases
+//! ([`crate::download`]). A bad download is deleted, so the next run fetches it again instead of looping.
+//!
+//! Installed versions may name one file with different content. [`store`] keeps them apart without
+//! copies: a live file that another installed version's manifest needs is never deleted but set aside,
+//! by rename, into `<models>/.by-hash/<sha256>` (identical content is kept once), and put back by
+//! [`activate_models_for`] before that version's backend starts again. A release built "with models"
+//! carries them in `models/`; [`adopt_models_of_bundle`] moves them into the live view after checking
+//! them — while no backend runs, see docs/MODELS.md — so they are neither downloaded again nor kept twice.
+//! [`status`], [`plan`] and [`download_missing`] look only at the names a manifest gives, so the store is
+//! never listed, planned or deleted as a model.
 
 pub mod manifest;
 pub mod record;
+pub mod store;
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -29,6 +37,10 @@ use crate::paths::Paths;
 
 pub use manifest::{ManifestLocation, ModelEntry, ModelsManifest, locate};
 pub use record::{FileStamp, VerifiedRecord};
+pub use store::{
+    STORE_DIR, activate_models_for, adopt_bundled_models, adopt_models_of_bundle, installed_bundle_dirs,
+    other_installed_bundle_dirs, prepare_models_for, prune_model_store,
+};
 
 /// Held (as an OS file lock) while `download_missing` runs, so two launchers never write one partial file.
 pub const LOCK_FILE: &str = ".download.lock";
@@ -81,7 +93,7 @@ pub enum ModelsError {
     },
 
     #[error(
-        "another `models download` is running (it holds {lock}); wait for it to finish, or end it and try again"
+        "the models folder is busy: another launcher (a `models download`, or an update moving models) holds {lock}; wait for it to finish, or end it and try again"
     )]
     Busy { lock: PathBuf },
 
@@ -459,8 +471,10 @@ impl DownloadReport {
 }
 
 /// Fetches the models `plan` lists (and only those: the plan is what the user agreed to), after checking
-/// the space again. A model that turned up meanwhile is not fetched; a corrupt file is deleted first; a
-/// failed model does not stop the others; a cancel keeps the partial file and stops the run.
+/// the space again. A model that turned up meanwhile is not fetched; a file that is not the model is taken
+/// away first — set aside into the store (see [`store`]) when an installed version's manifest needs its
+/// content, deleted otherwise; a failed model does not stop the others; a cancel keeps the partial file
+/// and stops the run.
 pub fn download_missing(
     client: &Client,
     paths: &Paths,
@@ -474,7 +488,17 @@ pub fn download_missing(
     std::fs::create_dir_all(&dir).map_err(ModelsError::io("create the models folder", &dir))?;
     let _lock = lock_models_dir(&dir)?;
     plan.check_space()?;
-    let mut record = VerifiedRecord::load(&dir);
+    let mut folder = Folder {
+        record: VerifiedRecord::load(&dir),
+        needed: match installed_bundle_dirs(paths) {
+            Ok(dirs) => store::Needed::of(&dirs),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the installed versions; keeping every model file");
+                store::Needed::everything()
+            }
+        },
+        dir: dir.clone(),
+    };
     let mut report = DownloadReport {
         models_dir: dir.clone(),
         fetched: 0,
@@ -497,7 +521,7 @@ pub fn download_missing(
             ModelOutcome::NotStarted
         } else {
             match manifest.entry(&planned.name) {
-                Some(entry) => fetch_one(client, &dir, entry, &mut record, policy, cancel, on_event)?,
+                Some(entry) => fetch_one(client, &mut folder, entry, policy, cancel, on_event)?,
                 None => ModelOutcome::Failed {
                     error: format!("{} is not in the manifest {}", planned.name, manifest.location),
                 },
@@ -560,15 +584,24 @@ pub fn spawn_download_missing(
     Ok((handle, receiver))
 }
 
+/// What a download run knows of the models folder: where it is, what was hashed, and what the installed
+/// versions need (a file they need is set aside, never deleted).
+struct Folder {
+    dir: PathBuf,
+    record: VerifiedRecord,
+    needed: store::Needed,
+}
+
 fn fetch_one(
     client: &Client,
-    dir: &Path,
+    folder: &mut Folder,
     entry: &ModelEntry,
-    record: &mut VerifiedRecord,
     policy: &RetryPolicy,
     cancel: &CancelToken,
     on_event: &mut dyn FnMut(ModelsEvent),
 ) -> Result<ModelOutcome, ModelsError> {
+    let Folder { dir, record, needed } = folder;
+    let dir = dir.as_path();
     let dest = dir.join(&entry.name);
     match state_of(dir, record, entry)? {
         ModelState::Present => return Ok(ModelOutcome::AlreadyPresent),
@@ -577,9 +610,11 @@ fn fetch_one(
                 record.save(dir)?;
                 return Ok(ModelOutcome::VerifiedExisting);
             }
-            remove_model_file(&dest, record, dir)?;
+            store::set_aside(dir, record, &entry.name, needed)?;
         }
-        ModelState::Corrupt { .. } => remove_model_file(&dest, record, dir)?,
+        ModelState::Corrupt { .. } => {
+            store::set_aside(dir, record, &entry.name, needed)?;
+        }
         ModelState::Missing | ModelState::Partial { .. } => {}
     }
     let request = DownloadRequest {
@@ -611,27 +646,6 @@ fn fetch_one(
     }
 }
 
-/// Deletes a model file that is not what the manifest describes, and forgets its record.
-fn remove_model_file(path: &Path, record: &mut VerifiedRecord, dir: &Path) -> Result<(), ModelsError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    tracing::info!(path = %path.display(), "deleting a model file that does not match the manifest");
-    let removed = if path.is_dir() {
-        std::fs::remove_dir_all(path)
-    } else {
-        std::fs::remove_file(path)
-    };
-    match removed {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(ModelsError::io("delete", path)(e)),
-    }
-    record.forget(&name);
-    record.save(dir)
-}
-
 /// An exclusive OS lock on the models folder, released when the file is dropped (or the process dies).
 fn lock_models_dir(dir: &Path) -> Result<File, ModelsError> {
     let path = dir.join(LOCK_FILE);
@@ -646,117 +660,6 @@ fn lock_models_dir(dir: &Path) -> Result<File, ModelsError> {
         Err(std::fs::TryLockError::WouldBlock) => Err(ModelsError::Busy { lock: path }),
         Err(std::fs::TryLockError::Error(e)) => Err(ModelsError::io("lock", &path)(e)),
     }
-}
-
-/// Moves the models a bundle carries (`<bundle_dir>/models/<name>`) into the shared models folder.
-///
-/// Each bundled file named in `manifest` is hashed; a match that the shared folder lacks is moved there
-/// (a rename, or copy-and-delete across file systems) and recorded as verified. The bundle's copy goes
-/// away in every case — a duplicate of a present model, or a file that does not match the manifest (a
-/// warning is logged; the model is then fetched by `models download`) — so no version keeps gigabytes of
-/// its own. Files the manifest does not name are left alone. Returns the names moved.
-pub fn adopt_bundled_models(
-    bundle_dir: &Path,
-    paths: &Paths,
-    manifest: &ModelsManifest,
-) -> Result<Vec<String>, ModelsError> {
-    let bundled = bundle_dir.join(BUNDLED_MODELS_DIR);
-    if !bundled.is_dir() {
-        return Ok(Vec::new());
-    }
-    let dir = paths.models_dir();
-    std::fs::create_dir_all(&dir).map_err(ModelsError::io("create the models folder", &dir))?;
-    let mut record = VerifiedRecord::load(&dir);
-    let mut adopted = Vec::new();
-    for entry in &manifest.models {
-        let source = bundled.join(&entry.name);
-        if !source.is_file() {
-            continue;
-        }
-        let dest = dir.join(&entry.name);
-        if state_of(&dir, &record, entry)? == ModelState::Present {
-            tracing::info!(model = %entry.name, "the bundled copy duplicates a present model; removing it");
-            remove_quietly(&source);
-            continue;
-        }
-        let size = FileStamp::of(&source)?.map(|s| s.size).unwrap_or(0);
-        let hash = if size == entry.size {
-            Some(hash_file(&source, &mut |_| {})?)
-        } else {
-            None
-        };
-        if hash.as_deref() != Some(entry.sha256.as_str()) {
-            tracing::warn!(
-                model = %entry.name,
-                path = %source.display(),
-                expected_sha256 = %entry.sha256,
-                actual_sha256 = hash.as_deref().unwrap_or("(wrong size)"),
-                "the bundled model does not match the manifest; removing it, `models download` will fetch it"
-            );
-            remove_quietly(&source);
-            continue;
-        }
-        move_file(&source, &dest)?;
-        if let Some(stamp) = FileStamp::of(&dest)? {
-            record.remember(&entry.name, &stamp, &entry.sha256);
-            record.save(&dir)?;
-        }
-        adopted.push(entry.name.clone());
-    }
-    Ok(adopted)
-}
-
-/// [`adopt_bundled_models`] with the manifest the bundle's own `agent.json` names; a bundle that names
-/// none carries no models, and nothing happens.
-pub fn adopt_models_of_bundle(bundle_dir: &Path, paths: &Paths) -> Result<Vec<String>, ModelsError> {
-    let spec = crate::agent::AgentSpec::load(bundle_dir)?;
-    let Some(manifest_path) = spec.models_manifest_path(bundle_dir) else {
-        return Ok(Vec::new());
-    };
-    let manifest = ModelsManifest::load(&ManifestLocation::File(manifest_path))?;
-    adopt_bundled_models(bundle_dir, paths, &manifest)
-}
-
-fn remove_quietly(path: &Path) {
-    if let Err(e) = std::fs::remove_file(path) {
-        tracing::warn!(path = %path.display(), error = %e, "could not remove a bundled model copy");
-    }
-}
-
-/// Renames `source` onto `dest`; across file systems, copies to a temporary file beside `dest`, syncs,
-/// renames it into place, then deletes `source`.
-fn move_file(source: &Path, dest: &Path) -> Result<(), ModelsError> {
-    match std::fs::rename(source, dest) {
-        Ok(()) => {
-            if let Some(dir) = dest.parent() {
-                crate::fsutil::sync_dir(dir);
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => copy_then_delete(source, dest),
-        Err(e) => Err(ModelsError::io("move a bundled model to", dest)(e)),
-    }
-}
-
-fn copy_then_delete(source: &Path, dest: &Path) -> Result<(), ModelsError> {
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new()
-        .prefix(".adopt-")
-        .tempfile_in(dir)
-        .map_err(ModelsError::io("create a temporary file in", dir))?;
-    let mut input = File::open(source).map_err(ModelsError::io("open", source))?;
-    std::io::copy(&mut input, temp.as_file_mut())
-        .map_err(ModelsError::io("copy a bundled model to", dest))?;
-    temp.as_file_mut()
-        .flush()
-        .map_err(ModelsError::io("flush", temp.path()))?;
-    temp.as_file()
-        .sync_all()
-        .map_err(ModelsError::io("flush", temp.path()))?;
-    temp.persist(dest)
-        .map_err(|e| ModelsError::io("move a bundled model to", dest)(e.error))?;
-    crate::fsutil::sync_dir(dir);
-    std::fs::remove_file(source).map_err(ModelsError::io("delete", source))
 }
 
 #[cfg(test)]
@@ -893,56 +796,6 @@ mod tests {
         );
         let verified = verify(&paths, &manifest, VerifyScope::All, &mut |_| {}).unwrap();
         assert!(matches!(verified[0].state, ModelState::Corrupt { .. }));
-    }
-
-    #[test]
-    fn adopting_moves_matching_bundled_models_and_drops_bad_or_duplicate_copies() {
-        let home = tempfile::tempdir().unwrap();
-        let paths = Paths::under(home.path().join("home"));
-        let bundle = home.path().join("bundle");
-        std::fs::create_dir_all(bundle.join("models")).unwrap();
-        let manifest = manifest_for(&[("good.bin", b"good", true), ("bad.bin", b"fine", true)]);
-        std::fs::write(bundle.join("models/good.bin"), b"good").unwrap();
-        std::fs::write(bundle.join("models/bad.bin"), b"evil").unwrap();
-        std::fs::write(bundle.join("models/unlisted.txt"), b"keep me").unwrap();
-
-        let adopted = adopt_bundled_models(&bundle, &paths, &manifest).unwrap();
-        assert_eq!(adopted, ["good.bin"]);
-        assert!(!bundle.join("models/good.bin").exists(), "moved, not copied");
-        assert!(!bundle.join("models/bad.bin").exists(), "a bad copy is not kept");
-        assert!(bundle.join("models/unlisted.txt").exists());
-        assert_eq!(
-            std::fs::read(paths.models_dir().join("good.bin")).unwrap(),
-            b"good"
-        );
-        assert!(!paths.models_dir().join("bad.bin").exists());
-        let states = status(&paths, &manifest).unwrap();
-        assert_eq!(states[0].state, ModelState::Present, "recorded as verified");
-        assert_eq!(states[1].state, ModelState::Missing);
-
-        // A second bundle with the same model: the shared copy stays, the duplicate goes.
-        std::fs::write(bundle.join("models/good.bin"), b"good").unwrap();
-        assert!(
-            adopt_bundled_models(&bundle, &paths, &manifest)
-                .unwrap()
-                .is_empty()
-        );
-        assert!(!bundle.join("models/good.bin").exists());
-    }
-
-    #[test]
-    fn the_cross_file_system_fallback_copies_then_deletes_the_source() {
-        let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("a/src.bin");
-        let dest = dir.path().join("b/dest.bin");
-        std::fs::create_dir_all(source.parent().unwrap()).unwrap();
-        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        std::fs::write(&source, b"payload").unwrap();
-        copy_then_delete(&source, &dest).unwrap();
-        assert_eq!(std::fs::read(&dest).unwrap(), b"payload");
-        assert!(!source.exists());
-        let leftovers: Vec<_> = std::fs::read_dir(dest.parent().unwrap()).unwrap().collect();
-        assert_eq!(leftovers.len(), 1, "no temporary file left behind");
     }
 
     #[test]

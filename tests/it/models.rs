@@ -1,5 +1,6 @@
 //! Model files: interrupted and resumed, corrupted and rejected, present and skipped, adopted from a
-//! bundle, and the command line's consent rule — all against a local server and private home folders.
+//! bundle, kept for the other installed versions in the store and put back on a switch, and the command
+//! line's consent rule — all against a local server and private home folders.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -236,7 +237,7 @@ fn bundled_models_are_moved_into_the_shared_folder_and_never_fetched() {
     std::fs::create_dir_all(bundle.join("models")).unwrap();
     std::fs::write(bundle.join("models").join(MODEL), &data).unwrap();
 
-    let adopted = adopt_bundled_models(&bundle, &paths, &manifest).unwrap();
+    let adopted = adopt_bundled_models(&bundle, &paths, &manifest, &[]).unwrap();
     assert_eq!(adopted, [MODEL]);
     assert!(
         !bundle.join("models").join(MODEL).exists(),
@@ -542,4 +543,314 @@ fn a_background_download_reports_progress_on_a_channel_and_returns_its_report() 
     );
     assert_eq!(report.fetched, 1);
     assert_eq!(state(&paths, &manifest), ModelState::Present);
+}
+
+// ---- the store: installed versions that name one model file with different content ----
+
+const SHARED: &str = "model.bin";
+
+/// A version installed as the updater leaves it: `<data>/install/versions/<version>/` with an `agent.json`
+/// naming `models.json`, which lists `models` (served by nobody: nothing here downloads). With `bundled`,
+/// the bundle also carries the files under `models/`, as a release built "with models" does.
+fn install_version(paths: &Paths, version: &str, models: &[(&str, &[u8])], bundled: bool) -> PathBuf {
+    let dir = paths.install_dir().join("versions").join(version);
+    std::fs::create_dir_all(dir.join("models")).unwrap();
+    std::fs::write(
+        dir.join("agent.json"),
+        json!({
+            "command": ["backend/agent-backend"],
+            "health_url": "http://127.0.0.1:{port}/health",
+            "models_manifest": "models.json"
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let entries: Vec<_> = models
+        .iter()
+        .map(|(name, data)| {
+            json!({"name": name, "url": format!("https://models.invalid/{name}"), "size": data.len(), "sha256": sha256_hex(data)})
+        })
+        .collect();
+    std::fs::write(
+        dir.join("models.json"),
+        json!({"schema": 1, "models": entries}).to_string(),
+    )
+    .unwrap();
+    if bundled {
+        for (name, data) in models {
+            std::fs::write(dir.join("models").join(name), data).unwrap();
+        }
+    }
+    dir
+}
+
+fn manifest_of(bundle_dir: &Path) -> ModelsManifest {
+    ModelsManifest::load(&models::ManifestLocation::File(bundle_dir.join("models.json"))).unwrap()
+}
+
+fn stored(paths: &Paths, data: &[u8]) -> PathBuf {
+    paths.models_dir().join(models::STORE_DIR).join(sha256_hex(data))
+}
+
+fn store_listing(paths: &Paths) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(paths.models_dir().join(models::STORE_DIR)) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}
+
+#[test]
+fn adopting_a_new_model_keeps_the_old_one_for_the_old_version_and_activating_it_puts_it_back() {
+    let home = temp_home();
+    let paths = Paths::under(home.path());
+    let (old_data, new_data) = (model_bytes(3_000), model_bytes(4_000));
+    let old = install_version(&paths, "1.0.0", &[(SHARED, &old_data)], true);
+    assert_eq!(models::adopt_models_of_bundle(&old, &paths).unwrap(), [SHARED]);
+    let new = install_version(&paths, "1.1.0", &[(SHARED, &new_data)], true);
+
+    // The new version proved healthy: its model takes the name, the old content is kept for 1.0.0.
+    let adopted = models::adopt_models_of_bundle(&new, &paths).unwrap();
+    assert_eq!(adopted, [SHARED]);
+    assert_eq!(std::fs::read(paths.models_dir().join(SHARED)).unwrap(), new_data);
+    assert_eq!(
+        std::fs::read(stored(&paths, &old_data)).unwrap(),
+        old_data,
+        "never deleted"
+    );
+    assert_eq!(state(&paths, &manifest_of(&new)), ModelState::Present);
+    assert!(!new.join("models").join(SHARED).exists(), "moved, not copied");
+
+    // Back to 1.0.0 (a rollback): its model is put back, the new one kept for 1.1.0.
+    let switched = models::activate_models_for(&old, &paths, std::slice::from_ref(&new)).unwrap();
+    assert_eq!(switched, [SHARED]);
+    assert_eq!(std::fs::read(paths.models_dir().join(SHARED)).unwrap(), old_data);
+    assert_eq!(std::fs::read(stored(&paths, &new_data)).unwrap(), new_data);
+    assert!(!stored(&paths, &old_data).exists(), "live or stored, never both");
+    assert_eq!(
+        state(&paths, &manifest_of(&old)),
+        ModelState::Present,
+        "the record follows the move: no re-hash needed"
+    );
+
+    // And forward again: nothing to download, nothing lost.
+    assert_eq!(
+        models::activate_models_for(&new, &paths, std::slice::from_ref(&old)).unwrap(),
+        [SHARED]
+    );
+    assert_eq!(std::fs::read(paths.models_dir().join(SHARED)).unwrap(), new_data);
+    assert_eq!(state(&paths, &manifest_of(&new)), ModelState::Present);
+    assert_eq!(store_listing(&paths), [sha256_hex(&old_data)]);
+}
+
+#[test]
+fn a_live_model_another_version_needs_is_kept_even_when_the_record_is_lost() {
+    let home = temp_home();
+    let paths = Paths::under(home.path());
+    let (old_data, new_data) = (model_bytes(3_000), model_bytes(3_000 + 1));
+    let old = install_version(&paths, "1.0.0", &[(SHARED, &old_data)], false);
+    std::fs::create_dir_all(paths.models_dir()).unwrap();
+    std::fs::write(paths.models_dir().join(SHARED), &old_data).unwrap();
+    let new = install_version(&paths, "1.1.0", &[(SHARED, &new_data)], true);
+
+    models::adopt_bundled_models(&new, &paths, &manifest_of(&new), &[old]).unwrap();
+    assert_eq!(
+        std::fs::read(stored(&paths, &old_data)).unwrap(),
+        old_data,
+        "hashed, found needed, kept"
+    );
+    assert_eq!(std::fs::read(paths.models_dir().join(SHARED)).unwrap(), new_data);
+}
+
+#[test]
+fn a_model_no_other_version_needs_is_replaced_without_a_stored_copy() {
+    let home = temp_home();
+    let paths = Paths::under(home.path());
+    let (old_data, new_data) = (model_bytes(2_000), model_bytes(2_500));
+    std::fs::create_dir_all(paths.models_dir()).unwrap();
+    std::fs::write(paths.models_dir().join(SHARED), &old_data).unwrap();
+    let new = install_version(&paths, "1.1.0", &[(SHARED, &new_data)], true);
+
+    models::adopt_models_of_bundle(&new, &paths).unwrap();
+    assert_eq!(std::fs::read(paths.models_dir().join(SHARED)).unwrap(), new_data);
+    assert!(store_listing(&paths).is_empty(), "{:?}", store_listing(&paths));
+}
+
+#[test]
+fn identical_model_content_across_versions_is_stored_once() {
+    let home = temp_home();
+    let paths = Paths::under(home.path());
+    let data = model_bytes(5_000);
+    let old = install_version(&paths, "1.0.0", &[(SHARED, &data)], true);
+    models::adopt_models_of_bundle(&old, &paths).unwrap();
+    let new = install_version(&paths, "1.1.0", &[(SHARED, &data)], true);
+
+    assert!(models::adopt_models_of_bundle(&new, &paths).unwrap().is_empty());
+    assert!(
+        !new.join("models").join(SHARED).exists(),
+        "the duplicate is dropped"
+    );
+    assert!(
+        store_listing(&paths).is_empty(),
+        "no second copy: {:?}",
+        store_listing(&paths)
+    );
+    assert!(
+        models::activate_models_for(&old, &paths, std::slice::from_ref(&new))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(std::fs::read(paths.models_dir().join(SHARED)).unwrap(), data);
+    assert_eq!(state(&paths, &manifest_of(&old)), ModelState::Present);
+    assert_eq!(state(&paths, &manifest_of(&new)), ModelState::Present);
+}
+
+#[test]
+fn pruning_the_store_removes_only_what_no_installed_version_needs() {
+    let home = temp_home();
+    let paths = Paths::under(home.path());
+    let (v1, v2, v3) = (model_bytes(1_000), model_bytes(1_100), model_bytes(1_200));
+    let one = install_version(&paths, "1.0.0", &[(SHARED, &v1)], true);
+    models::adopt_models_of_bundle(&one, &paths).unwrap();
+    let two = install_version(&paths, "1.1.0", &[(SHARED, &v2)], true);
+    models::adopt_models_of_bundle(&two, &paths).unwrap();
+    let three = install_version(&paths, "1.2.0", &[(SHARED, &v3)], true);
+    models::adopt_models_of_bundle(&three, &paths).unwrap();
+    let mut both = vec![sha256_hex(&v1), sha256_hex(&v2)];
+    both.sort();
+    assert_eq!(store_listing(&paths), both);
+
+    // 1.0.0 was pruned: its model goes, 1.1.0's stays, and the live file is not touched.
+    std::fs::remove_dir_all(&one).unwrap();
+    let removed = models::prune_model_store(&paths, &[three.clone(), two.clone()]).unwrap();
+    assert_eq!(removed, [sha256_hex(&v1)]);
+    assert_eq!(store_listing(&paths), [sha256_hex(&v2)]);
+    assert_eq!(std::fs::read(paths.models_dir().join(SHARED)).unwrap(), v3);
+    let record = models::VerifiedRecord::load(&paths.models_dir());
+    assert!(
+        !record.files.keys().any(|k| k.contains(&sha256_hex(&v1))),
+        "the record forgets what was deleted: {:?}",
+        record.files.keys()
+    );
+
+    // With only 1.2.0 left, nothing stored is needed; the live model still is.
+    assert_eq!(
+        models::prune_model_store(&paths, std::slice::from_ref(&three)).unwrap(),
+        [sha256_hex(&v2)]
+    );
+    assert_eq!(state(&paths, &manifest_of(&three)), ModelState::Present);
+}
+
+#[test]
+fn status_and_plan_ignore_the_store() {
+    let home = temp_home();
+    let paths = Paths::under(home.path());
+    let (old_data, new_data) = (model_bytes(1_500), model_bytes(1_600));
+    let old = install_version(&paths, "1.0.0", &[(SHARED, &old_data)], true);
+    models::adopt_models_of_bundle(&old, &paths).unwrap();
+    let new = install_version(&paths, "1.1.0", &[(SHARED, &new_data)], true);
+    models::adopt_models_of_bundle(&new, &paths).unwrap();
+    assert!(stored(&paths, &old_data).is_file());
+
+    let manifest = manifest_of(&new);
+    let listed = models::status(&paths, &manifest).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].name, SHARED);
+    let plan = models::plan(&paths, &manifest, true, &mut |_| {}).unwrap();
+    assert!(plan.is_empty(), "{plan:?}");
+    let report = download_all(&paths, &manifest, &quick_retries(1));
+    assert!(report.all_present(), "{report:?}");
+    assert!(
+        stored(&paths, &old_data).is_file(),
+        "a download leaves the store alone"
+    );
+
+    // The store is not a name a manifest may take.
+    let doc = json!({"schema": 1, "models": [{"name": models::STORE_DIR, "url": "https://example.com/m", "size": 1, "sha256": sha256_hex(b"x")}]});
+    assert!(ModelsManifest::parse(&doc.to_string(), "test", None).is_err());
+}
+
+#[test]
+fn a_bundled_model_that_does_not_match_its_manifest_is_not_adopted_and_nothing_live_changes() {
+    let home = temp_home();
+    let paths = Paths::under(home.path());
+    let (old_data, new_data) = (model_bytes(2_000), model_bytes(2_100));
+    let old = install_version(&paths, "1.0.0", &[(SHARED, &old_data)], true);
+    models::adopt_models_of_bundle(&old, &paths).unwrap();
+    let new = install_version(&paths, "1.1.0", &[(SHARED, &new_data)], false);
+    let mut damaged = new_data.clone();
+    damaged[1_000] ^= 0xff;
+    std::fs::write(new.join("models").join(SHARED), &damaged).unwrap();
+
+    assert!(models::adopt_models_of_bundle(&new, &paths).unwrap().is_empty());
+    assert_eq!(std::fs::read(paths.models_dir().join(SHARED)).unwrap(), old_data);
+    assert_eq!(state(&paths, &manifest_of(&old)), ModelState::Present);
+    assert!(store_listing(&paths).is_empty(), "nothing was set aside");
+    assert!(
+        !new.join("models").join(SHARED).exists(),
+        "the bad copy is not kept"
+    );
+}
+
+#[test]
+fn a_download_sets_aside_a_file_another_installed_version_needs_instead_of_deleting_it() {
+    let home = temp_home();
+    let paths = Paths::under(home.path());
+    let old_data = model_bytes(30_000);
+    let new_data = Arc::new(model_bytes(30_000 + 7));
+    let server = {
+        let data = new_data.clone();
+        TestServer::start(move |req| serve_bytes(req, &data, "\"v2\""))
+    };
+    let old = install_version(&paths, "1.0.0", &[(MODEL, &old_data)], true);
+    models::adopt_models_of_bundle(&old, &paths).unwrap();
+    // 1.1.0 is current and names new content under the same name; its release carried no models.
+    install_version(&paths, "1.1.0", &[], false);
+    let manifest = manifest(&server, &new_data);
+
+    let report = download_all(&paths, &manifest, &quick_retries(1));
+    assert!(report.all_present(), "{report:?}");
+    assert_eq!(std::fs::read(paths.models_dir().join(MODEL)).unwrap(), *new_data);
+    assert_eq!(
+        std::fs::read(stored(&paths, &old_data)).unwrap(),
+        old_data,
+        "1.0.0 still needs it: set aside, not deleted"
+    );
+    assert_eq!(models::activate_models_for(&old, &paths, &[]).unwrap(), [MODEL]);
+    assert_eq!(std::fs::read(paths.models_dir().join(MODEL)).unwrap(), old_data);
+}
+
+#[test]
+fn preparing_a_version_adopts_what_its_bundle_carries_and_puts_back_what_the_store_holds() {
+    let home = temp_home();
+    let paths = Paths::under(home.path());
+    let (old_data, new_data, extra) = (model_bytes(900), model_bytes(950), model_bytes(99));
+    let old = install_version(&paths, "1.0.0", &[(SHARED, &old_data)], true);
+    assert_eq!(models::prepare_models_for(&old, &paths).unwrap(), [SHARED]);
+    let new = install_version(
+        &paths,
+        "1.1.0",
+        &[(SHARED, &new_data), ("extra.bin", &extra)],
+        true,
+    );
+    let mut changed = models::prepare_models_for(&new, &paths).unwrap();
+    changed.sort();
+    assert_eq!(changed, ["extra.bin", SHARED]);
+
+    assert_eq!(models::prepare_models_for(&old, &paths).unwrap(), [SHARED]);
+    assert_eq!(std::fs::read(paths.models_dir().join(SHARED)).unwrap(), old_data);
+    assert!(
+        models::prepare_models_for(&old, &paths).unwrap().is_empty(),
+        "a second call has nothing to do"
+    );
+    assert_eq!(models::prepare_models_for(&new, &paths).unwrap(), [SHARED]);
+    assert_eq!(state(&paths, &manifest_of(&new)), ModelState::Present);
+    assert_eq!(
+        std::fs::read(paths.models_dir().join("extra.bin")).unwrap(),
+        extra,
+        "a file 1.0.0 does not name stays live"
+    );
 }
