@@ -609,8 +609,12 @@ impl<'a> SupervisorGate<'a> {
     }
 }
 
-/// Resolves how to launch the backend of a bundle, with a fresh loopback port.
+/// Resolves how to launch the backend of a bundle, with a fresh loopback port. Called right before a
+/// backend starts, when none runs: it first puts the models this version's manifest names in place
+/// (adopting what its bundle carries, bringing back what the store keeps for it; see
+/// `models::prepare_models_for`), so every version runs with its own models, a rolled-back one included.
 pub fn launch_plan(bundle_dir: &Path, paths: &Paths) -> Result<(crate::agent::LaunchPlan, Duration)> {
+    prepare_models(bundle_dir, paths);
     let spec = AgentSpec::load(bundle_dir)?;
     let port = crate::supervisor::free_loopback_port()
         .map_err(|e| Error::io("find a free port on", "127.0.0.1", e))?;
@@ -1086,15 +1090,8 @@ impl Updater {
                 return Err(e.into());
             }
         };
-        // A release made "with models" carries them: move them into the shared models folder once, so they
-        // are never fetched again nor kept per version.
-        match crate::models::adopt_models_of_bundle(&outcome.dir, &self.paths) {
-            Ok(adopted) if !adopted.is_empty() => {
-                tracing::info!(?adopted, "models taken from the release bundle")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!("the models in the release bundle were not taken: {e}"),
-        }
+        // Models a release carries are moved into the shared folder only once no backend runs (see
+        // `launch_plan`), and never at the expense of another installed version.
         on_event(UpdateEvent::StoppingBackend);
         gate.stop_running()?;
         let stopped_at = Instant::now();
@@ -1176,6 +1173,7 @@ impl Updater {
             .iter()
             .map(Version::to_string)
             .collect();
+        prune_model_store(&self.paths);
         Ok(pruned)
     }
 
@@ -1223,13 +1221,20 @@ fn roll_back_unhealthy(
         },
         None => None,
     };
-    if rolled_back_to.is_some()
-        && let Err(e) = installer.remove_version(lock, &unproven.version)
-    {
-        tracing::warn!("could not remove the failed version {}: {e}", unproven.version);
+    if rolled_back_to.is_some() {
+        match installer.remove_version(lock, &unproven.version) {
+            Ok(()) => prune_model_store(paths),
+            Err(e) => tracing::warn!("could not remove the failed version {}: {e}", unproven.version),
+        }
     }
     let restored_dir = rolled_back_to.as_ref().map(|v| installer.version_dir(v));
-    gate.restore(restored_dir.as_deref());
+    if !gate.restore(restored_dir.as_deref())
+        && let Some(dir) = &restored_dir
+    {
+        // No backend was started (none ran before): put the old version's models back now all the same,
+        // so what is on disk matches what is current.
+        prepare_models(dir, paths);
+    }
     if let Err(e) = record_failed(paths, &unproven.version) {
         tracing::warn!("could not record {} as failed: {e}", unproven.version);
     }
@@ -1241,6 +1246,32 @@ fn roll_back_unhealthy(
         version: unproven.version.to_string(),
         reason,
         rolled_back_to: rolled_back_to.map(|v| v.to_string()),
+    }
+}
+
+/// Puts the models `bundle_dir`'s manifest names in place (see `models::prepare_models_for`). Best effort:
+/// a busy models folder (a `models download` running) is logged, and the next start tries again.
+fn prepare_models(bundle_dir: &Path, paths: &Paths) {
+    match crate::models::prepare_models_for(bundle_dir, paths) {
+        Ok(moved) if !moved.is_empty() => tracing::info!(?moved, "models put in place for this version"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            "the models of {} were not put in place: {e}",
+            bundle_dir.display()
+        ),
+    }
+}
+
+/// Deletes model files set aside for versions that are no longer installed. Best effort.
+fn prune_model_store(paths: &Paths) {
+    let pruned = crate::models::installed_bundle_dirs(paths)
+        .and_then(|dirs| crate::models::prune_model_store(paths, &dirs));
+    match pruned {
+        Ok(removed) if !removed.is_empty() => {
+            tracing::info!(?removed, "removed stored models no version needs")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("could not prune the models store: {e}"),
     }
 }
 
@@ -1290,6 +1321,7 @@ fn recover_locked(
             gate.keep();
             let _ = std::fs::remove_file(unproven_file(paths));
             let _ = installer.prune(lock, config.backup_count as usize);
+            prune_model_store(paths);
             Ok(())
         }
         Err(reason) => Err(roll_back_unhealthy(
@@ -1318,6 +1350,8 @@ pub fn rollback(paths: &Paths, to: Option<&Version>, gate: &mut dyn HealthGate) 
         }
     };
     let _ = std::fs::remove_file(unproven_file(paths));
+    // No backend runs now: the version gone back to gets its own models back before anything starts.
+    prepare_models(&installer.version_dir(&target), paths);
     // Going back from V is a statement about V: without remembering it, the next automatic install
     // (window, headless runner, `auto_install`) would put V straight back.
     let skipped = match &from {

@@ -533,3 +533,161 @@ fn the_headless_runner_goes_on_when_recovery_rolled_back_or_the_lock_is_held() {
     runner.stderr.take().unwrap().read_to_string(&mut log).unwrap();
     assert!(alive && ok, "the runner stopped while the lock was held:\n{log}");
 }
+
+// --- 10, crash safety of a repair -----------------------------------------------------------------------
+
+const REPAIR_HELPER_ENV: &str = "PAI_TEST_REPAIR_HELPER";
+
+/// Not a test of its own: re-run with `PAI_TEST_REPAIR_HELPER` set, it repairs the current version and
+/// dies between moving the damaged folder aside and moving the new copy in.
+#[test]
+fn repair_helper_child_runs_only_when_asked() {
+    let Ok(spec) = std::env::var(REPAIR_HELPER_ENV) else {
+        return;
+    };
+    let spec: Value = serde_json::from_str(&spec).unwrap();
+    let installer =
+        personal_ai_agent::install::Installer::new(PathBuf::from(spec["install_dir"].as_str().unwrap()))
+            .with_crash_point(personal_ai_agent::install::CrashPoint::Renamed);
+    let lock = installer.lock().unwrap();
+    installer
+        .repair_archive(
+            &lock,
+            Path::new(spec["archive"].as_str().unwrap()),
+            &"1.0.0".parse().unwrap(),
+        )
+        .unwrap();
+    std::process::exit(42);
+}
+
+#[test]
+fn a_repair_killed_between_its_two_renames_puts_the_old_folder_back() {
+    use personal_ai_agent::install::Installer;
+    let work = temp_home();
+    let bundle = work.path().join("bundle");
+    std::fs::create_dir_all(bundle.join("backend")).unwrap();
+    std::fs::write(
+        bundle.join("agent.json"),
+        r#"{"command": ["backend/run"], "version": "1.0.0"}"#,
+    )
+    .unwrap();
+    std::fs::write(bundle.join("backend/run"), b"the backend").unwrap();
+    let archive = work.path().join("PersonalAIAgent-1.0.0.tar.gz");
+    personal_ai_agent::archive::create_archive(
+        &bundle,
+        "root",
+        &archive,
+        personal_ai_agent::archive::ArchiveKind::TarGz,
+    )
+    .unwrap();
+    let version: semver::Version = "1.0.0".parse().unwrap();
+    let installer = Installer::new(work.path().join("install"));
+    {
+        let lock = installer.lock().unwrap();
+        installer.install_archive(&lock, &archive, &version).unwrap();
+    }
+    let file = installer.version_dir(&version).join("backend/run");
+    std::fs::remove_file(&file).unwrap();
+
+    let spec = json!({"install_dir": installer.dir(), "archive": archive});
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "hardening::repair_helper_child_runs_only_when_asked",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(REPAIR_HELPER_ENV, spec.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success() && output.status.code() != Some(42),
+        "the child should have crashed: {:?} {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !installer.version_dir(&version).exists(),
+        "the crash point is between the renames"
+    );
+    installer.recover().unwrap().expect("recovery has work to do");
+    assert_eq!(installer.current_version().unwrap(), Some(version.clone()));
+    assert!(
+        installer.version_dir(&version).join("agent.json").is_file(),
+        "the folder current names is missing after recovery"
+    );
+    // And the repair then succeeds.
+    let lock = installer.lock().unwrap();
+    installer.repair_archive(&lock, &archive, &version).unwrap();
+    assert_eq!(std::fs::read(&file).unwrap(), b"the backend");
+    assert!(!installer.dir().join("staging").exists(), "staging left behind");
+}
+
+// --- 13. Models of a new bundle never cost the old version its models -----------------------------------
+
+/// Publishes `version` carrying `model.bin` = `model` in its bundle, with a models manifest naming it.
+fn publish_with_model(feed: &Path, work: &Path, version: &str, model: &[u8], backend_args: &[&str]) {
+    use sha2::Digest;
+    let bundle = work.join(format!("bundle-{version}-{}", fastrand::u32(..)));
+    make_bundle(&bundle, backend_args);
+    let agent_path = bundle.join("agent.json");
+    let mut agent: Value = serde_json::from_slice(&std::fs::read(&agent_path).unwrap()).unwrap();
+    agent["models_manifest"] = json!("models.json");
+    std::fs::write(&agent_path, agent.to_string()).unwrap();
+    let manifest = json!({"schema": 1, "models": [{
+        "name": "model.bin", "url": "http://127.0.0.1:9/model.bin", "size": model.len(),
+        "sha256": hex::encode(sha2::Sha256::digest(model)), "required": true
+    }]});
+    std::fs::write(bundle.join("models.json"), manifest.to_string()).unwrap();
+    std::fs::create_dir_all(bundle.join("models")).unwrap();
+    std::fs::write(bundle.join("models/model.bin"), model).unwrap();
+    personal_ai_agent::pack::pack(&personal_ai_agent::pack::PackOptions {
+        version: version.parse().unwrap(),
+        platform: personal_ai_agent::platform::Platform::current(),
+        bundle_dir: bundle,
+        out_dir: feed.join(version),
+        channel: Channel::Stable,
+        minisign_key: None,
+        minisign_password: None,
+        published_at: chrono::Utc::now(),
+        notes: None,
+    })
+    .unwrap();
+    personal_ai_agent::sources::feed::write_feed(feed).unwrap();
+}
+
+#[test]
+fn a_failed_update_or_a_rollback_leaves_the_old_version_with_its_own_model() {
+    let work = temp_home();
+    let home = temp_home();
+    let feed = work.path().join("feed");
+    let live = home.path().join("models/model.bin");
+    publish_with_model(&feed, work.path(), "1.0.0", b"model of one", &[]);
+    configure_feed(home.path(), &feed);
+    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    assert_eq!(std::fs::read(&live).unwrap(), b"model of one");
+
+    // An unhealthy 1.1.0 with another model: rolled back, and 1.0.0's model is the live one again.
+    publish_with_model(&feed, work.path(), "1.1.0", b"model of two!", &["--fail-health"]);
+    let failed = pai(home.path(), None, &["-v", "update", "install"]);
+    assert!(!failed.status.success());
+    eprintln!("{}", stderr(&failed));
+    assert_eq!(status(home.path())["current_version"], "1.0.0");
+    assert_eq!(
+        std::fs::read(&live).unwrap(),
+        b"model of one",
+        "the old version was left with the failed version's model"
+    );
+
+    // A healthy 1.2.0 with the new model, then a rollback: each version runs with its own model.
+    publish_with_model(&feed, work.path(), "1.2.0", b"model of two!", &[]);
+    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    assert_eq!(std::fs::read(&live).unwrap(), b"model of two!");
+    json_of(&pai(home.path(), None, &["update", "rollback", "--json"]));
+    assert_eq!(status(home.path())["current_version"], "1.0.0");
+    assert_eq!(std::fs::read(&live).unwrap(), b"model of one");
+    let models = json_of(&pai(home.path(), None, &["models", "status", "--json"]));
+    assert_eq!(models["models"][0]["state"], "present", "{models}");
+}

@@ -337,6 +337,29 @@ fn the_headless_runner_installs_on_first_run_and_restarts_the_backend_on_an_upda
     }
     let rolled_back = second && failed_recorded();
     let after_rollback = rolled_back && wait_for("1.1.0");
+    // The next round (the runner re-reads settings at every check) must not offer the failed 1.2.0 again:
+    // it used to download it, stop the healthy backend and roll back at every interval, forever.
+    let launcher_log = || {
+        std::fs::read_dir(home.path().join("logs"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("launcher"))
+                    .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                    .collect::<String>()
+            })
+            .unwrap_or_default()
+    };
+    let rounds_after_rollback = |log: &str| {
+        log.rsplit_once("update rolled back")
+            .map(|(_, after)| after.matches("no update available").count())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while after_rollback && rounds_after_rollback(&launcher_log()) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let quiet_round = after_rollback && rounds_after_rollback(&launcher_log()) > 0;
     let health_after = json_of(&pai(home.path(), None, &["backend", "status", "--json"]));
     unsafe { libc::kill(runner.id() as i32, libc::SIGTERM) };
     let exit = runner.wait().unwrap();
@@ -356,6 +379,15 @@ fn the_headless_runner_installs_on_first_run_and_restarts_the_backend_on_an_upda
     assert!(
         after_rollback,
         "1.1.0 is not running after the rollback: {health_after}\n{log}"
+    );
+    assert!(
+        quiet_round,
+        "no check ran after the rollback, or it offered 1.2.0 again; runner log:\n{log}"
+    );
+    assert_eq!(
+        log.matches("update rolled back").count(),
+        1,
+        "the failed version was tried again; runner log:\n{log}"
     );
     assert_eq!(health_after["health"]["status"], 200, "{health_after}");
     assert_eq!(status(home.path())["current_version"], "1.1.0");
