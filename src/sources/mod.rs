@@ -60,6 +60,8 @@ pub trait ReleaseSource {
 pub struct DownloadTarget {
     pub url: String,
     /// Sent as `Authorization: Bearer` to the URL's own host only.
+    /// A source sets it only when `url` is on the origin the token belongs to (GitHub: the API origin,
+    /// never an origin a response named); reqwest drops it on any redirect that changes scheme, host or port.
     pub token: Option<String>,
     pub accept: Option<String>,
 }
