@@ -15,8 +15,11 @@
 //!   the cache: a check that finds nothing new costs one request.
 //! - 403/429 with `x-ratelimit-remaining: 0` or `retry-after` stop at once with the reset time; 404 says the
 //!   repository does not exist or is private; 401 says the token was refused.
-//! - Stable checks first try `{server}/{owner}/{repo}/releases/latest/download/release-manifest.json`, a
-//!   static file served without any API call or rate limit.
+//! - [`ReleaseSource::latest_stable`] reads `{server}/{owner}/{repo}/releases/latest/download/release-manifest.json`,
+//!   a static file served without any API call or rate limit. GitHub's "latest" is the most recently
+//!   published stable release (or the one marked latest), not the highest version, so it proves only that
+//!   its release exists: `check` asks it only when the API is rate-limited, and only to offer an update
+//!   (see `check`).
 
 use std::path::PathBuf;
 

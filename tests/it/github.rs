@@ -408,3 +408,94 @@ fn a_release_page_of_more_than_32_mib_without_a_length_is_cut_off_at_the_bound()
     assert!(matches!(err, Error::InvalidResponse { .. }), "{err:?}");
     assert!(err.to_string().contains("32 MiB"), "{err}");
 }
+
+/// A local GitHub where 1.1.0 was published, then the backport 1.0.5, which GitHub now calls "latest".
+fn github_with_a_backport_as_latest(rate_limited: bool) -> TestServer {
+    let manifest = json!({
+        "schema": 1, "product": "personal-ai-agent", "version": "1.0.5", "channel": "stable", "tag": "v1.0.5",
+        "assets": [{"name": "PersonalAIAgent-linux-x86_64-1.0.5.tar.gz", "size": 42, "sha256": "ab".repeat(32), "platform": "linux-x86_64"}]
+    });
+    TestServer::start(move |req| match req.path_only() {
+        "/o/r/releases/latest/download/release-manifest.json" => Response::json(200, manifest.to_string()),
+        "/repos/o/r/releases" if rate_limited => {
+            Response::json(403, r#"{"message":"API rate limit exceeded"}"#)
+                .header("x-ratelimit-remaining", "0")
+                .header("x-ratelimit-reset", "1893456000")
+        }
+        "/repos/o/r/releases" => Response::json(
+            200,
+            json!([
+                api_release(
+                    "v1.0.5",
+                    false,
+                    false,
+                    &["PersonalAIAgent-linux-x86_64-1.0.5.tar.gz"]
+                ),
+                api_release(
+                    "v1.1.0",
+                    false,
+                    false,
+                    &["PersonalAIAgent-linux-x86_64-1.1.0.tar.gz"]
+                ),
+            ])
+            .to_string(),
+        ),
+        _ => Response::json(404, r#"{"message":"Not Found"}"#),
+    })
+}
+
+fn stable_check(
+    server: &TestServer,
+    current: &str,
+) -> personal_ai_agent::Result<personal_ai_agent::check::CheckReport> {
+    personal_ai_agent::check::check(
+        &source(server, None),
+        &personal_ai_agent::check::CheckRequest {
+            channel: personal_ai_agent::version::Channel::Stable,
+            platform: "linux-x86_64".parse().unwrap(),
+            current: Some(current.parse().unwrap()),
+            skip_versions: vec![],
+            failed_versions: vec![],
+        },
+    )
+}
+
+#[test]
+fn a_backport_that_github_calls_latest_does_not_strand_its_line() {
+    let server = github_with_a_backport_as_latest(false);
+    for current in ["1.0.3", "1.0.5"] {
+        let report = stable_check(&server, current).unwrap();
+        assert!(report.update_available, "{current}: {report:?}");
+        assert_eq!(report.latest.unwrap().version, "1.1.0", "{current}");
+        assert!(report.complete);
+    }
+    let report = stable_check(&server, "1.1.0").unwrap();
+    assert!(!report.update_available);
+    assert_eq!(report.latest.unwrap().version, "1.1.0");
+    assert_eq!(report.message, None);
+    assert!(
+        server.requests().iter().all(|r| r.path.starts_with("/repos/")),
+        "the latest shortcut is not asked while the API answers"
+    );
+}
+
+#[test]
+fn a_rate_limited_check_offers_only_what_the_latest_release_proves() {
+    let server = github_with_a_backport_as_latest(true);
+    let report = stable_check(&server, "1.0.3").unwrap();
+    assert!(report.update_available);
+    assert_eq!(report.latest.as_ref().unwrap().version, "1.0.5");
+    assert!(!report.complete);
+    assert!(
+        report
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("a newer release may exist")
+    );
+    let err = stable_check(&server, "1.0.5").unwrap_err();
+    assert!(
+        matches!(err, Error::RateLimited { .. }),
+        "never \"up to date\": {err:?}"
+    );
+}
