@@ -206,7 +206,8 @@ impl GitHubSource {
         self.token.as_deref().filter(|_| self.on_api_origin(url))
     }
 
-    /// The `rel="next"` page of `response`, resolved against `url`; refused when it leaves the API origin.
+    /// The `rel="next"` page of `response` (asked for as `url`), resolved against the URL that answered;
+    /// refused when it leaves the API origin.
     fn next_page(&self, url: &str, response: &Response) -> Result<Option<String>> {
         let Some(link) = response
             .headers()
