@@ -1,9 +1,23 @@
 //! The update check: which release, if any, to offer, and what changed since the installed version.
 //!
 //! `check` asks a [`ReleaseSource`] for releases, keeps those the [`Policy`] allows (channel, newer than
-//! installed, not skipped, not failed), and picks the newest one that has an asset for the platform. A
-//! stable check first asks the source for its latest release alone (GitHub: a static manifest, no API call)
-//! and only lists every release when that is not enough to decide.
+//! installed, not skipped, not failed), and picks the newest one that has an asset for the platform.
+//!
+//! **The answer always rests on the full list**, never on the source's "latest" shortcut alone. GitHub's
+//! `releases/latest` is the most recently *published* stable release (or the one marked latest), not the
+//! highest version: publish 1.1.0, then a backport 1.0.5, and "latest" is 1.0.5. A check that trusted it
+//! would offer 1.0.5 to a user on 1.0.3 and never 1.1.0, and tell a user on 1.0.5 "up to date"; no answer
+//! read from "latest" alone can rule out a higher release, so none is given from it in the normal case.
+//! The list is cheap where it matters: GitHub's list is fetched with the cached `ETag`, and an unchanged
+//! list costs one request answered `304 Not Modified`, which GitHub does not count against the rate limit.
+//!
+//! The shortcut (GitHub: `releases/latest/download/release-manifest.json`, a static file outside the API
+//! and its rate limit) is asked only when the API refused the list for its rate limit, on the stable
+//! channel, and is used only to say something that is true whatever else exists: that its release is an
+//! update for this install (newer, eligible, with an asset for the platform). Then the report offers it
+//! with `complete: false` and a `message` saying a newer release may exist; anything else (the shortcut
+//! finds nothing newer, or nothing installable) returns the rate-limit error, never "up to date". The
+//! next check with the API answering sees every release, so no release line is stranded.
 //!
 //! In a [`CheckReport`], `latest` is the release offered when there is one; otherwise the newest release
 //! of the channel (so the user sees what is newest), with `update_available: false` and a `message` that
@@ -52,7 +66,8 @@ pub struct CheckReport {
     pub platform: String,
     pub update_available: bool,
     pub latest: Option<LatestInfo>,
-    /// Why nothing is offered although releases exist (no asset for this platform, skipped, failed).
+    /// Why nothing is offered although releases exist (no asset for this platform, skipped, failed), or,
+    /// when `complete` is false, that a newer release than the one offered may exist.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// Where the answer came from.
@@ -60,6 +75,9 @@ pub struct CheckReport {
     /// HTTP requests the check made, and whether the source answered "not modified".
     pub requests: u32,
     pub not_modified: bool,
+    /// Whether the answer rests on every published release; false only when the API was rate-limited and
+    /// the source's latest release alone was looked at (see the module documentation).
+    pub complete: bool,
     pub checked_at: DateTime<Utc>,
     /// The full release behind `latest`, for the download that may follow.
     #[serde(skip)]
@@ -105,25 +123,42 @@ impl CheckReport {
     }
 }
 
-/// Runs a check against `source`.
+/// Runs a check against `source`: from the full list, or, when the API is rate-limited, from the latest
+/// release alone if that proves an update exists (see the module documentation).
 pub fn check(source: &dyn ReleaseSource, req: &CheckRequest) -> Result<CheckReport> {
-    let mut requests = 0;
-    if req.channel == Channel::Stable
-        && let Some(fetched) = source.latest_stable()?
-    {
-        requests += fetched.requests;
-        if let Some(newest) = fetched.releases.first() {
-            let up_to_date = req.current.as_ref().is_some_and(|c| newest.version <= *c);
-            let offered =
-                req.policy().eligible(newest) && choose_asset(&newest.assets, &req.platform).is_some();
-            if up_to_date || offered {
-                return Ok(decide(req, &fetched, requests));
-            }
+    match source.releases() {
+        Ok(fetched) => Ok(decide(req, &fetched, fetched.requests)),
+        Err(limited @ Error::RateLimited { .. }) if req.channel == Channel::Stable => {
+            latest_only(source, req, limited)
         }
+        Err(e) => Err(e),
     }
-    let fetched = source.releases()?;
-    requests += fetched.requests;
-    Ok(decide(req, &fetched, requests))
+}
+
+/// The list was refused for the rate limit: the latest release alone may prove that an update exists (it
+/// cannot prove that it is the newest one, nor that none exists), else the rate-limit error stands.
+fn latest_only(source: &dyn ReleaseSource, req: &CheckRequest, limited: Error) -> Result<CheckReport> {
+    let fetched = match source.latest_stable() {
+        Ok(Some(fetched)) => fetched,
+        Ok(None) => return Err(limited),
+        Err(e) => {
+            tracing::info!("the latest-release shortcut did not answer either: {e}");
+            return Err(limited);
+        }
+    };
+    let is_update = fetched.releases.first().is_some_and(|newest| {
+        req.policy().eligible(newest) && choose_asset(&newest.assets, &req.platform).is_some()
+    });
+    if !is_update {
+        return Err(limited);
+    }
+    // The refused list request, then the shortcut's own.
+    let mut report = decide(req, &fetched, 1 + fetched.requests);
+    report.complete = false;
+    report.message = Some(format!(
+        "only the latest release was looked at, because {limited}; a newer release may exist and is offered once the API answers"
+    ));
+    Ok(report)
 }
 
 fn decide(req: &CheckRequest, fetched: &Fetched, requests: u32) -> CheckReport {
@@ -183,6 +218,7 @@ fn decide(req: &CheckRequest, fetched: &Fetched, requests: u32) -> CheckReport {
         source: fetched.origin.clone(),
         requests,
         not_modified: fetched.not_modified,
+        complete: true,
         checked_at: Utc::now(),
         release: release.cloned(),
     }
@@ -291,10 +327,16 @@ mod tests {
     use super::*;
 
     /// A source with canned releases that counts how it is asked.
+    #[derive(Default)]
     struct Canned {
         all: Vec<Release>,
         latest: Option<Release>,
+        /// The API answers every list request with a rate-limit error.
+        rate_limited: bool,
+        /// Whether the list is answered "not modified" (the ETag matched).
+        not_modified: bool,
         full_lists: Cell<u32>,
+        latest_calls: Cell<u32>,
     }
 
     impl ReleaseSource for Canned {
@@ -303,15 +345,23 @@ mod tests {
         }
         fn releases(&self) -> Result<Fetched> {
             self.full_lists.set(self.full_lists.get() + 1);
+            if self.rate_limited {
+                return Err(Error::RateLimited {
+                    reset_at: None,
+                    retry_after_secs: Some(60),
+                    authenticated: false,
+                });
+            }
             Ok(Fetched {
                 releases: self.all.clone(),
                 requests: 1,
+                not_modified: self.not_modified,
                 complete: true,
                 origin: "canned".into(),
-                ..Fetched::default()
             })
         }
         fn latest_stable(&self) -> Result<Option<Fetched>> {
+            self.latest_calls.set(self.latest_calls.get() + 1);
             Ok(self.latest.clone().map(|r| Fetched {
                 releases: vec![r],
                 requests: 1,
@@ -356,46 +406,169 @@ mod tests {
         }
     }
 
+    const LINUX: &[&str] = &["linux-x86_64"];
+
+    /// 1.1.0 was published, then the backport 1.0.5: GitHub's "latest" is now 1.0.5.
+    fn backport_published_after_the_newer_line() -> Canned {
+        Canned {
+            all: vec![rel("1.0.3", LINUX), rel("1.1.0", LINUX), rel("1.0.5", LINUX)],
+            latest: Some(rel("1.0.5", LINUX)),
+            ..Canned::default()
+        }
+    }
+
     #[test]
-    fn an_up_to_date_stable_check_needs_only_the_manifest() {
+    fn a_backport_marked_latest_does_not_keep_an_older_install_off_the_newer_line() {
+        let source = backport_published_after_the_newer_line();
+        let report = check(&source, &req(Some("1.0.3"), &[])).unwrap();
+        assert!(report.update_available);
+        assert_eq!(report.latest.unwrap().version, "1.1.0");
+    }
+
+    #[test]
+    fn a_backport_marked_latest_does_not_tell_its_own_users_they_are_up_to_date() {
+        let source = backport_published_after_the_newer_line();
+        let report = check(&source, &req(Some("1.0.5"), &[])).unwrap();
+        assert!(report.update_available, "1.1.0 exists: {report:?}");
+        assert_eq!(report.latest.unwrap().version, "1.1.0");
+    }
+
+    #[test]
+    fn the_newest_line_hears_no_update_and_no_wrong_newest_when_a_backport_is_latest() {
+        let source = backport_published_after_the_newer_line();
+        let report = check(&source, &req(Some("1.1.0"), &[])).unwrap();
+        assert!(!report.update_available);
+        assert_eq!(report.message, None);
+        assert_eq!(
+            report.latest.unwrap().version,
+            "1.1.0",
+            "the newest of the channel is 1.1.0, not GitHub's latest"
+        );
+    }
+
+    #[test]
+    fn a_stable_check_costs_one_list_request_and_no_manifest_request() {
         let source = Canned {
-            all: vec![],
-            latest: Some(rel("1.2.0", &["linux-x86_64"])),
-            full_lists: Cell::new(0),
+            all: vec![rel("1.2.0", LINUX)],
+            latest: Some(rel("1.2.0", LINUX)),
+            not_modified: true,
+            ..Canned::default()
         };
         let report = check(&source, &req(Some("1.2.0"), &[])).unwrap();
         assert!(!report.update_available);
-        assert_eq!(source.full_lists.get(), 0);
-        assert_eq!(report.requests, 1);
-    }
-
-    #[test]
-    fn a_newer_manifest_release_is_offered_without_listing_everything() {
-        let source = Canned {
-            all: vec![],
-            latest: Some(rel("1.3.0", &["linux-x86_64"])),
-            full_lists: Cell::new(0),
-        };
-        let report = check(&source, &req(Some("1.2.0"), &[])).unwrap();
-        assert!(report.update_available);
         assert_eq!(
-            report.offered_asset().unwrap().name,
-            "PersonalAIAgent-linux-x86_64-1.3.0.tar.gz"
+            source.latest_calls.get(),
+            0,
+            "the shortcut cannot prove an answer"
         );
-        assert_eq!(source.full_lists.get(), 0);
+        assert_eq!(source.full_lists.get(), 1);
+        assert_eq!(report.requests, 1);
+        assert!(
+            report.not_modified,
+            "the 304 (free against the rate limit) is reported"
+        );
     }
 
     #[test]
-    fn a_skipped_latest_release_falls_back_to_the_full_list_for_an_older_eligible_one() {
+    fn a_rate_limited_api_never_lets_the_shortcut_say_up_to_date() {
         let source = Canned {
-            all: vec![rel("1.1.0", &["linux-x86_64"]), rel("1.3.0", &["linux-x86_64"])],
-            latest: Some(rel("1.3.0", &["linux-x86_64"])),
-            full_lists: Cell::new(0),
+            latest: Some(rel("1.0.5", LINUX)),
+            rate_limited: true,
+            ..Canned::default()
+        };
+        let err = check(&source, &req(Some("1.0.5"), &[])).unwrap_err();
+        assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
+        assert_eq!(source.latest_calls.get(), 1);
+    }
+
+    #[test]
+    fn a_rate_limited_api_lets_the_shortcut_offer_a_true_update_labelled_incomplete() {
+        let source = Canned {
+            latest: Some(rel("1.0.5", LINUX)),
+            rate_limited: true,
+            ..Canned::default()
+        };
+        let report = check(&source, &req(Some("1.0.3"), &[])).unwrap();
+        assert!(report.update_available);
+        assert_eq!(report.latest.as_ref().unwrap().version, "1.0.5");
+        assert!(!report.complete);
+        let message = report.message.as_deref().unwrap();
+        assert!(
+            message.contains("rate-limited") && message.contains("a newer release may exist"),
+            "{message}"
+        );
+        assert_eq!(report.requests, 2, "the refused list and the shortcut");
+        assert_eq!(serde_json::to_value(&report).unwrap()["complete"], false);
+    }
+
+    #[test]
+    fn a_rate_limited_api_gives_its_error_when_the_shortcut_has_nothing_installable() {
+        for latest in [None, Some(rel("1.2.0", &["windows-x86_64"]))] {
+            let source = Canned {
+                latest,
+                rate_limited: true,
+                ..Canned::default()
+            };
+            let err = check(&source, &req(Some("1.0.0"), &[])).unwrap_err();
+            assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
+        }
+        let skipped = Canned {
+            latest: Some(rel("1.2.0", LINUX)),
+            rate_limited: true,
+            ..Canned::default()
+        };
+        assert!(check(&skipped, &req(Some("1.0.0"), &["1.2.0"])).is_err());
+    }
+
+    #[test]
+    fn a_rate_limited_beta_check_does_not_use_the_stable_shortcut() {
+        let source = Canned {
+            latest: Some(rel("1.2.0", LINUX)),
+            rate_limited: true,
+            ..Canned::default()
+        };
+        let request = CheckRequest {
+            channel: Channel::Beta,
+            ..req(Some("1.0.0"), &[])
+        };
+        assert!(check(&source, &request).is_err());
+        assert_eq!(source.latest_calls.get(), 0);
+    }
+
+    #[test]
+    fn a_report_from_the_full_list_is_complete() {
+        let source = backport_published_after_the_newer_line();
+        let report = check(&source, &req(Some("1.0.3"), &[])).unwrap();
+        assert!(report.complete);
+        assert_eq!(report.message, None);
+        let json = serde_json::to_value(&report).unwrap();
+        for field in [
+            "current_version",
+            "channel",
+            "platform",
+            "update_available",
+            "latest",
+            "source",
+            "requests",
+            "not_modified",
+            "checked_at",
+            "complete",
+        ] {
+            assert!(json.get(field).is_some(), "{field} missing from {json}");
+        }
+    }
+
+    #[test]
+    fn a_skipped_release_is_passed_over_for_an_older_eligible_one() {
+        let source = Canned {
+            all: vec![rel("1.1.0", LINUX), rel("1.3.0", LINUX)],
+            latest: Some(rel("1.3.0", LINUX)),
+            ..Canned::default()
         };
         let report = check(&source, &req(Some("1.0.0"), &["1.3.0"])).unwrap();
         assert_eq!(source.full_lists.get(), 1);
         assert_eq!(report.latest.unwrap().version, "1.1.0");
-        assert_eq!(report.requests, 2);
+        assert_eq!(report.requests, 1);
     }
 
     #[test]
@@ -403,7 +576,7 @@ mod tests {
         let source = Canned {
             all: vec![rel("1.1.0", &["linux-x86_64"]), rel("1.2.0", &["windows-x86_64"])],
             latest: None,
-            full_lists: Cell::new(0),
+            ..Canned::default()
         };
         let report = check(&source, &req(Some("1.0.0"), &[])).unwrap();
         assert_eq!(report.latest.unwrap().version, "1.1.0");
@@ -414,7 +587,7 @@ mod tests {
         let source = Canned {
             all: vec![rel("1.2.0", &["windows-x86_64"])],
             latest: None,
-            full_lists: Cell::new(0),
+            ..Canned::default()
         };
         let report = check(&source, &req(None, &[])).unwrap();
         assert!(!report.update_available);
@@ -433,7 +606,7 @@ mod tests {
         let source = Canned {
             all: vec![rel("1.0.0", &[]), rel("1.1.0", &[]), rel("1.2.0", &[])],
             latest: None,
-            full_lists: Cell::new(0),
+            ..Canned::default()
         };
         let entries = changelog(&source, &req(Some("1.0.0"), &[])).unwrap();
         let versions: Vec<_> = entries.iter().map(|e| e.version.as_str()).collect();

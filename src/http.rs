@@ -7,7 +7,14 @@
 //! - A connect timeout and a per-read timeout, so a dead network never hangs anything; there is no total
 //!   timeout, so a multi-gigabyte download on a slow line is not cut off while bytes keep arriving.
 //! - Redirects are followed (up to 10); `Authorization` is dropped whenever a redirect changes scheme,
-//!   host or port, so a token never reaches a storage host.
+//!   host or port, so a token never reaches a storage host. This is reqwest's own rule, not ours: reqwest
+//!   0.13's `redirect::remove_sensitive_headers` compares each hop with the previous URL by scheme, host
+//!   and `port_or_known_default` (so `https://h/` to `https://h:443/` keeps the token, while another port,
+//!   or `https` to `http` on the same host and port, drops it; once dropped, a later hop back does not
+//!   restore it). Tested here for a redirect to another port (`tests/it/download.rs`,
+//!   `tests/it/github.rs`); for a scheme change by reqwest's own
+//!   `test_remove_sensitive_headers_on_scheme_downgrade_same_host_port`. A reqwest upgrade must keep this.
+//!   Which URL gets a token in the first place is the source's rule (`sources::github`: the API origin).
 
 use std::time::Duration;
 

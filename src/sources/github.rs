@@ -2,15 +2,24 @@
 //!
 //! - Every request sends `User-Agent`, `Accept: application/vnd.github+json` and
 //!   `X-GitHub-Api-Version: 2022-11-28`, and `Authorization: Bearer` when `GITHUB_TOKEN` is set.
+//! - **The token goes to the API origin only** (scheme, host and port of `api_base`), whatever a response
+//!   names: never to the web server (`server_base`), a `Link` URL or an asset `url` on another origin.
+//!   Redirects are reqwest's to police: it drops `Authorization` whenever a redirect changes scheme, host
+//!   or port (see `http`), so GitHub's 302 from an API asset URL to its storage host carries no token.
 //! - `GET /repos/{owner}/{repo}/releases?per_page=100`, following `Link: rel="next"`; drafts are ignored,
-//!   tags that are not semver are skipped with a log line.
+//!   tags that are not semver are skipped with a log line. GitHub's pagination never leaves the API
+//!   origin, so a `next` link that does is refused as an invalid response (neither followed with the token
+//!   nor without it). A page may hold at most 32 MiB (a full page of 100 releases is well under 1 MiB).
 //! - The first page's `ETag` and the whole parsed list are cached in the data folder; the next check sends
 //!   `If-None-Match` and, on `304 Not Modified` (which GitHub does not count against the rate limit), uses
 //!   the cache: a check that finds nothing new costs one request.
 //! - 403/429 with `x-ratelimit-remaining: 0` or `retry-after` stop at once with the reset time; 404 says the
 //!   repository does not exist or is private; 401 says the token was refused.
-//! - Stable checks first try `{server}/{owner}/{repo}/releases/latest/download/release-manifest.json`, a
-//!   static file served without any API call or rate limit.
+//! - [`ReleaseSource::latest_stable`] reads `{server}/{owner}/{repo}/releases/latest/download/release-manifest.json`,
+//!   a static file served without any API call or rate limit. GitHub's "latest" is the most recently
+//!   published stable release (or the one marked latest), not the highest version, so it proves only that
+//!   its release exists: `check` asks it only when the API is rate-limited, and only to offer an update
+//!   (see `check`).
 
 use std::path::PathBuf;
 
@@ -29,6 +38,8 @@ pub const API_VERSION: &str = "2022-11-28";
 const PER_PAGE: u32 = 100;
 /// A bound on pages followed (10,000 releases), so a broken `Link` chain cannot loop forever.
 const MAX_PAGES: u32 = 100;
+/// A bound on one page of the release list, so a broken or hostile server cannot fill memory.
+pub const MAX_PAGE_BYTES: u64 = 32 << 20;
 
 /// `owner/name`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +83,8 @@ impl std::fmt::Display for Repo {
 pub struct GitHubSource {
     client: Client,
     api_base: String,
+    /// Scheme, host and port of `api_base`: the only origin the token is sent to.
+    api_origin: Option<url::Origin>,
     server_base: String,
     repo: Repo,
     token: Option<String>,
@@ -151,6 +164,7 @@ impl GitHubSource {
         GitHubSource {
             client,
             api_base: api_base.trim_end_matches('/').to_owned(),
+            api_origin: origin_of(api_base),
             server_base: server_base.trim_end_matches('/').to_owned(),
             repo,
             token: token.filter(|t| !t.trim().is_empty()),
@@ -174,10 +188,53 @@ impl GitHubSource {
             .get(url)
             .header(header::ACCEPT, "application/vnd.github+json")
             .header("X-GitHub-Api-Version", API_VERSION);
-        if let Some(token) = &self.token {
+        if let Some(token) = self.token_for(url) {
             req = req.bearer_auth(token);
         }
         req
+    }
+
+    /// Whether `url` is on the API origin (scheme, host and port of `api_base`, default ports filled in).
+    fn on_api_origin(&self, url: &str) -> bool {
+        self.api_origin
+            .as_ref()
+            .is_some_and(|api| api.is_tuple() && origin_of(url).as_ref() == Some(api))
+    }
+
+    /// The token, for a URL on the API origin only.
+    fn token_for(&self, url: &str) -> Option<&str> {
+        self.token.as_deref().filter(|_| self.on_api_origin(url))
+    }
+
+    /// The `rel="next"` page of `response` (asked for as `url`), resolved against the URL that answered;
+    /// refused when it leaves the API origin.
+    fn next_page(&self, url: &str, response: &Response) -> Result<Option<String>> {
+        let Some(link) = response
+            .headers()
+            .get(header::LINK)
+            .and_then(|v| v.to_str().ok())
+            .and_then(next_link)
+        else {
+            return Ok(None);
+        };
+        let next = response
+            .url()
+            .join(&link)
+            .map(String::from)
+            .map_err(|e| Error::InvalidResponse {
+                url: url.to_owned(),
+                reason: format!("its Link header names a next page `{link}` that is not a URL ({e})"),
+            })?;
+        if !self.on_api_origin(&next) {
+            return Err(Error::InvalidResponse {
+                url: url.to_owned(),
+                reason: format!(
+                    "its Link header names a next page on another origin, {next}, while GitHub's pages stay on {}; it was not followed",
+                    self.api_base
+                ),
+            });
+        }
+        Ok(Some(next))
     }
 
     fn read_cache(&self, url: &str) -> Option<Cache> {
@@ -311,14 +368,13 @@ impl ReleaseSource for GitHubSource {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
             }
-            next = response
-                .headers()
-                .get(header::LINK)
-                .and_then(|v| v.to_str().ok())
-                .and_then(next_link);
-            let body = response
-                .bytes()
-                .map_err(|e| crate::http::transport_error(&url, &e))?;
+            next = self.next_page(&url, &response)?;
+            let body = read_limited(
+                response,
+                &url,
+                MAX_PAGE_BYTES,
+                "a page of the release list larger than 32 MiB",
+            )?;
             let page_releases: Vec<ApiRelease> =
                 serde_json::from_slice(&body).map_err(|e| Error::InvalidResponse {
                     url: url.clone(),
@@ -388,15 +444,17 @@ impl ReleaseSource for GitHubSource {
     }
 
     /// With a token, the API asset URL (`Accept: application/octet-stream`), which works for private
-    /// repositories and answers with a redirect to a storage host; without one, the public download URL.
+    /// repositories and answers with a redirect to a storage host (reqwest drops the token there); without
+    /// one, or when the asset's API URL is not on the API origin, the public download URL without a token.
     fn download_target(&self, asset: &Asset) -> super::DownloadTarget {
-        match (&self.token, &asset.api_url) {
-            (Some(token), Some(api_url)) => super::DownloadTarget {
-                url: api_url.clone(),
-                token: Some(token.clone()),
+        let api_url = asset.api_url.as_deref();
+        match api_url.and_then(|u| self.token_for(u).map(|t| (u, t))) {
+            Some((api_url, token)) => super::DownloadTarget {
+                url: api_url.to_owned(),
+                token: Some(token.to_owned()),
                 accept: Some("application/octet-stream".to_owned()),
             },
-            _ => super::DownloadTarget {
+            None => super::DownloadTarget {
                 url: asset.url.clone(),
                 token: None,
                 accept: None,
@@ -405,20 +463,9 @@ impl ReleaseSource for GitHubSource {
     }
 }
 
-impl GitHubSource {
-    /// The token is sent only to the API and web hosts of this source; reqwest drops it on redirects to
-    /// another host (GitHub's storage hosts).
-    fn token_for(&self, url: &str) -> Option<&str> {
-        let host = |u: &str| {
-            reqwest::Url::parse(u)
-                .ok()
-                .and_then(|u| u.host_str().map(str::to_owned))
-        };
-        let target = host(url)?;
-        (Some(&target) == host(&self.api_base).as_ref() || Some(&target) == host(&self.server_base).as_ref())
-            .then_some(self.token.as_deref())
-            .flatten()
-    }
+/// Scheme, host and port (the scheme's default when none is written) of a URL.
+fn origin_of(url: &str) -> Option<url::Origin> {
+    reqwest::Url::parse(url).ok().map(|u| u.origin())
 }
 
 /// Builds the release a signed manifest describes, with download URLs under
@@ -485,11 +532,19 @@ pub fn fetch_small(
             detail: String::new(),
         });
     }
+    let too_large = format!("larger than the {limit} bytes a release file may have");
+    read_limited(response, url, limit, &too_large).map(Some)
+}
+
+/// Reads a body of at most `limit` bytes: refused from its `Content-Length` before a byte is read, and
+/// otherwise cut off one byte past the limit, so a body without a length cannot fill memory either.
+fn read_limited(response: Response, url: &str, limit: u64, too_large: &str) -> Result<Vec<u8>> {
+    let refuse = || Error::InvalidResponse {
+        url: url.to_owned(),
+        reason: too_large.to_owned(),
+    };
     if response.content_length().is_some_and(|n| n > limit) {
-        return Err(Error::InvalidResponse {
-            url: url.to_owned(),
-            reason: format!("larger than the {limit} bytes a release file may have"),
-        });
+        return Err(refuse());
     }
     use std::io::Read;
     let mut body = Vec::new();
@@ -501,12 +556,9 @@ pub fn fetch_small(
             reason: e.to_string(),
         })?;
     if body.len() as u64 > limit {
-        return Err(Error::InvalidResponse {
-            url: url.to_owned(),
-            reason: format!("larger than the {limit} bytes a release file may have"),
-        });
+        return Err(refuse());
     }
-    Ok(Some(body))
+    Ok(body)
 }
 
 /// Converts one API release; `None` for drafts and tags that are not semver.
@@ -568,6 +620,65 @@ mod tests {
         );
         assert_eq!(next_link(r#"<https://x/?page=1>; rel="prev""#), None);
         assert_eq!(next_link(""), None);
+    }
+
+    fn github(token: Option<&str>) -> GitHubSource {
+        GitHubSource::new(
+            crate::http::client().unwrap(),
+            "https://api.github.com/",
+            "https://github.com",
+            "o/r".parse().unwrap(),
+            token.map(str::to_owned),
+        )
+    }
+
+    #[test]
+    fn the_token_goes_to_the_api_origin_only() {
+        let source = github(Some("sekrit"));
+        for same in [
+            "https://api.github.com/repos/o/r/releases?page=2",
+            "https://api.github.com:443/repositories/1/releases",
+            "https://API.GitHub.com/repos/o/r/releases/assets/1",
+        ] {
+            assert_eq!(source.token_for(same), Some("sekrit"), "{same}");
+        }
+        for other in [
+            "http://api.github.com/repos/o/r/releases",
+            "https://api.github.com:8443/repos/o/r/releases",
+            "https://github.com/o/r/releases/latest/download/release-manifest.json",
+            "https://objects.githubusercontent.com/github-production-release-asset/1",
+            "https://api.github.com.evil.example/repos/o/r/releases",
+            "https://evil.example/?https://api.github.com/",
+            "file:///etc/passwd",
+            "not a url",
+        ] {
+            assert_eq!(source.token_for(other), None, "{other}");
+        }
+        assert_eq!(github(None).token_for("https://api.github.com/x"), None);
+    }
+
+    #[test]
+    fn an_asset_api_url_elsewhere_falls_back_to_the_public_url_without_a_token() {
+        let source = github(Some("sekrit"));
+        let mut asset = Asset {
+            name: "a.tar.gz".into(),
+            size: 1,
+            url: "https://github.com/o/r/releases/download/v1/a.tar.gz".into(),
+            api_url: Some("https://api.github.com/repos/o/r/releases/assets/7".into()),
+            digest: None,
+        };
+        let target = source.download_target(&asset);
+        assert_eq!(target.url, "https://api.github.com/repos/o/r/releases/assets/7");
+        assert_eq!(target.token.as_deref(), Some("sekrit"));
+        for elsewhere in [
+            "http://api.github.com/repos/o/r/releases/assets/7",
+            "https://evil.example/repos/o/r/releases/assets/7",
+        ] {
+            asset.api_url = Some(elsewhere.into());
+            let target = source.download_target(&asset);
+            assert_eq!(target.url, asset.url, "{elsewhere}");
+            assert_eq!((target.token, target.accept), (None, None), "{elsewhere}");
+        }
     }
 
     #[test]

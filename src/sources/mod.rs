@@ -1,7 +1,8 @@
 //! Where releases come from. Every source produces the same [`Release`](crate::release::Release) list:
 //!
 //! - [`github`]: the GitHub Releases REST API (pagination, ETag, rate limits, tokens), plus the
-//!   rate-limit-free `releases/latest/download/release-manifest.json` shortcut for stable checks;
+//!   rate-limit-free `releases/latest/download/release-manifest.json` shortcut, which a stable check uses
+//!   only when the API is rate-limited (see `check`);
 //! - [`feed`]: a static JSON feed at an HTTPS URL or in a local folder, for mirrors and offline installs.
 //!
 //! Both sit behind [`ReleaseSource`], so the check logic and its tests do not care which one answered.
@@ -34,6 +35,8 @@ pub trait ReleaseSource {
     fn releases(&self) -> Result<Fetched>;
     /// The newest stable release only, if the source can tell it more cheaply than the full list
     /// (GitHub: a static manifest file, no API call). `Ok(None)` means "ask `releases`".
+    /// "Newest" may mean most recently published (GitHub's "latest"), not highest: the answer proves that
+    /// this release exists, never that nothing higher does.
     fn latest_stable(&self) -> Result<Option<Fetched>> {
         Ok(None)
     }
@@ -66,6 +69,8 @@ pub trait ReleaseSource {
 pub struct DownloadTarget {
     pub url: String,
     /// Sent as `Authorization: Bearer` to the URL's own host only.
+    /// A source sets it only when `url` is on the origin the token belongs to (GitHub: the API origin,
+    /// never an origin a response named); reqwest drops it on any redirect that changes scheme, host or port.
     pub token: Option<String>,
     pub accept: Option<String>,
 }

@@ -42,6 +42,9 @@ pub struct Response {
     pub drop_after: Option<usize>,
     /// Sleep before answering (a slow or dead server).
     pub delay: Option<Duration>,
+    /// Send no `Content-Length`: the body ends when the connection closes (HTTP/1.1 allows this), so
+    /// only the client's own bound stops it.
+    pub until_close: bool,
 }
 
 impl Response {
@@ -52,6 +55,7 @@ impl Response {
             body: Vec::new(),
             drop_after: None,
             delay: None,
+            until_close: false,
         }
     }
     pub fn json(status: u16, body: impl Into<String>) -> Self {
@@ -78,6 +82,11 @@ impl Response {
     }
     pub fn delay(mut self, d: Duration) -> Self {
         self.delay = Some(d);
+        self
+    }
+    /// Sends the body without a `Content-Length` and closes the connection after it.
+    pub fn until_close(mut self) -> Self {
+        self.until_close = true;
         self
     }
 }
@@ -191,7 +200,9 @@ fn serve_connection(stream: TcpStream, handler: &Handler, requests: &Mutex<Vec<R
         for (k, v) in &response.headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
-        if !has_len {
+        if response.until_close {
+            head.push_str("connection: close\r\n");
+        } else if !has_len {
             head.push_str(&format!("content-length: {}\r\n", response.body.len()));
         }
         head.push_str("\r\n");
@@ -200,6 +211,12 @@ fn serve_connection(stream: TcpStream, handler: &Handler, requests: &Mutex<Vec<R
         }
         if request.method == "HEAD" {
             continue;
+        }
+        if response.until_close {
+            let _ = stream.write_all(&response.body);
+            let _ = stream.flush();
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            return;
         }
         match response.drop_after {
             Some(n) => {
