@@ -671,9 +671,8 @@ fn a_failed_update_or_a_rollback_leaves_the_old_version_with_its_own_model() {
 
     // An unhealthy 1.1.0 with another model: rolled back, and 1.0.0's model is the live one again.
     publish_with_model(&feed, work.path(), "1.1.0", b"model of two!", &["--fail-health"]);
-    let failed = pai(home.path(), None, &["-v", "update", "install"]);
-    assert!(!failed.status.success());
-    eprintln!("{}", stderr(&failed));
+    let failed = pai(home.path(), None, &["update", "install"]);
+    assert!(!failed.status.success(), "{}", stderr(&failed));
     assert_eq!(status(home.path())["current_version"], "1.0.0");
     assert_eq!(
         std::fs::read(&live).unwrap(),
