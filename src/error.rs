@@ -139,6 +139,11 @@ pub enum Error {
     },
 
     #[error(
+        "version {version} was reinstalled over its damaged files, but its backend is still not healthy: {reason}; it stays installed as it is. Read `personal-ai-agent backend logs`, or go back to another installed version with `update rollback --to V`"
+    )]
+    ReinstallUnhealthy { version: String, reason: String },
+
+    #[error(
         "the backend is supervised by another launcher process (pid {pid}); apply the update there, or stop it with `personal-ai-agent backend stop` and try again"
     )]
     SupervisedElsewhere { pid: u32 },

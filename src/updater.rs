@@ -1205,10 +1205,9 @@ fn roll_back_unhealthy(
         clear_pending(paths);
         gate.restore(None);
         tracing::error!(version = %unproven.version, %reason, "the reinstalled version is not healthy");
-        return Error::HealthCheckFailed {
+        return Error::ReinstallUnhealthy {
             version: unproven.version.to_string(),
             reason,
-            rolled_back_to: None,
         };
     }
     let rolled_back_to = match &unproven.previous {
