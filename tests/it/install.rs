@@ -298,6 +298,8 @@ fn a_second_updater_is_told_an_update_is_in_progress() {
     let held = installer.lock().unwrap();
     let err = installer.lock().unwrap_err();
     match &err {
+        // Windows locks the whole file, so the holder's pid cannot be read back there (see `lock.rs`).
+        InstallError::Busy { pid, .. } if cfg!(windows) => assert_eq!(*pid, None),
         InstallError::Busy { pid, .. } => assert_eq!(*pid, Some(std::process::id())),
         other => panic!("expected Busy, got {other:?}"),
     }
@@ -877,6 +879,24 @@ fn extraction_refuses_a_fifo_and_an_escaping_symlink_in_a_zip() {
         }
         assert!(!dest.exists(), "{name}: nothing is left behind");
     }
+}
+
+/// Every install flushes the unpacked files by path; on Windows that needs a handle with write access,
+/// which must never truncate what was just unpacked.
+#[test]
+fn flushing_an_unpacked_file_by_path_keeps_its_bytes() {
+    let home = temp_home();
+    let path = home.path().join("agent-backend.exe");
+    let bytes = payload(&v("1.0.0"), "exe", 64 * 1024);
+    fs::write(&path, &bytes).unwrap();
+    personal_ai_agent::fsutil::sync_file(&path).unwrap();
+    assert!(fs::read(&path).unwrap() == bytes, "flushing changed the file");
+    let missing = personal_ai_agent::fsutil::sync_file(&home.path().join("missing")).unwrap_err();
+    assert_eq!(
+        missing.kind(),
+        std::io::ErrorKind::NotFound,
+        "a flush never creates a file"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------
