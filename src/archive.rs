@@ -12,7 +12,11 @@
 //!   could silently drop a file the backend needs);
 //! - hard links may only point at a regular file unpacked earlier from the same archive;
 //! - symbolic links are created last, after every file, so nothing is ever written through one; each must
-//!   resolve (following the links the archive itself made) to a place inside the destination;
+//!   resolve (following the links the archive itself made) to a place inside the *bundle root*, the folder
+//!   [`extract_archive`] returns and the installer renames to `versions/<v>/`. Inside the destination is
+//!   not enough: `Root/l -> ../1.0.0/x` stays inside staging but, installed, points into a sibling version,
+//!   and `Root/l -> ..` names `versions/` itself. A path may not climb above the root even to come back
+//!   (`../Root/x` only works while the root has its archive name);
 //! - the bytes actually written, not the sizes the headers claim, are counted against
 //!   [`ExtractLimits::max_total_bytes`], which stops decompression bombs, and the entry count is bounded;
 //! - permissions keep the owner/group/other read and execute bits, drop set-uid, set-gid, sticky and
@@ -494,9 +498,14 @@ pub fn extract_archive(archive: &Path, dest: &Path, limits: &ExtractLimits) -> R
         ArchiveKind::TarGz => extractor.unpack_tar_gz(),
         ArchiveKind::Zip => extractor.unpack_zip(),
     }
-    .and_then(|()| extractor.create_symlinks());
+    .and_then(|()| {
+        // Known only now that every entry is in: the folder links must stay inside.
+        let root = extractor.bundle_root_rel();
+        extractor.create_symlinks(&root)?;
+        Ok(dest.join(root))
+    });
     match result {
-        Ok(()) => Ok(extractor.bundle_root()),
+        Ok(bundle_root) => Ok(bundle_root),
         Err(e) => {
             // Leave nothing half-unpacked behind: the caller asked for an empty (or missing) folder.
             if dest_existed {
@@ -715,9 +724,10 @@ impl Extractor<'_> {
                 }
             }
             EntryKind::Symlink { target } => {
-                // Refuse the obvious escapes now, with the link's own name; chains are checked at the end.
-                let parent = rel.parent().unwrap_or(Path::new(""));
-                if lexical_join(parent, &target).is_none() {
+                // Refuse now what escapes whatever the bundle root turns out to be (an absolute target, or
+                // one above the destination): the same test as the final one in `create_symlinks`, against
+                // the widest root, so the early check never refuses a link the final check would keep.
+                if !stays_inside_lexically(Path::new(""), &rel, &target) {
                     let reason = UnsafeReason::LinkEscapes {
                         target: target.to_string_lossy().into_owned(),
                     };
@@ -774,8 +784,25 @@ impl Extractor<'_> {
             .map_err(io_error("create", &path))
     }
 
-    /// Creates the recorded links, then checks that each one, followed through the others, stays inside.
-    fn create_symlinks(&mut self) -> Result<(), ArchiveError> {
+    /// Creates the recorded links, then checks that each one, followed through the others, stays inside
+    /// `root` (the bundle root, relative to the destination: the folder that becomes `versions/<v>/`).
+    fn create_symlinks(&self, root: &Path) -> Result<(), ArchiveError> {
+        let escapes = |link: &PendingLink| {
+            self.unsafe_entry(
+                &link.entry,
+                UnsafeReason::LinkEscapes {
+                    target: link.target.to_string_lossy().into_owned(),
+                },
+            )
+        };
+        // By name first, before any link exists, so an obvious escape is reported without touching disk.
+        if let Some(link) = self
+            .symlinks
+            .iter()
+            .find(|link| !stays_inside_lexically(root, &link.rel, &link.target))
+        {
+            return Err(escapes(link));
+        }
         for link in &self.symlinks {
             let path = self.dest.join(&link.rel);
             if self.passes_through_link(&link.rel) {
@@ -789,15 +816,12 @@ impl Extractor<'_> {
             }
             make_symlink(&link.target, &path)?;
         }
-        for link in &self.symlinks {
-            if !resolves_inside(self.dest, &link.rel) {
-                return Err(self.unsafe_entry(
-                    &link.entry,
-                    UnsafeReason::LinkEscapes {
-                        target: link.target.to_string_lossy().into_owned(),
-                    },
-                ));
-            }
+        if let Some(link) = self
+            .symlinks
+            .iter()
+            .find(|link| !resolves_inside(self.dest, root, &link.rel))
+        {
+            return Err(escapes(link));
         }
         Ok(())
     }
@@ -811,14 +835,18 @@ impl Extractor<'_> {
         })
     }
 
-    fn bundle_root(&self) -> PathBuf {
+    /// The bundle root relative to the destination: the single top folder when the archive holds exactly
+    /// one, else empty (the destination itself). Called before the links are made: a top folder that holds
+    /// only links does not exist yet but will be a folder; a top-level link is never a root.
+    fn bundle_root_rel(&self) -> PathBuf {
         if let [only] = self.top_level.iter().collect::<Vec<_>>()[..] {
-            let candidate = self.dest.join(only);
-            if candidate.symlink_metadata().is_ok_and(|m| m.is_dir()) {
-                return candidate;
+            let is_folder = self.dest.join(only).symlink_metadata().is_ok_and(|m| m.is_dir())
+                || self.symlinks.iter().any(|link| link.rel.components().count() > 1);
+            if is_folder {
+                return PathBuf::from(only);
             }
         }
-        self.dest.to_path_buf()
+        PathBuf::new()
     }
 }
 
@@ -883,30 +911,43 @@ fn safe_relative_path(name: &str) -> Result<PathBuf, UnsafeReason> {
     Ok(rel)
 }
 
-/// `base` joined with a relative `target`, `..` applied by name; `None` when it climbs above the root or
-/// `target` is absolute.
-fn lexical_join(base: &Path, target: &Path) -> Option<PathBuf> {
-    let mut parts: Vec<&std::ffi::OsStr> = base.components().map(|c| c.as_os_str()).collect();
+/// Whether the link at `link` (relative to the destination) with `target` names, by its components alone,
+/// a place inside `root` (relative to the destination; empty for the destination itself). `..` may never
+/// climb above `root`, not even to come back down into it, and an absolute target is never inside.
+fn stays_inside_lexically(root: &Path, link: &Path, target: &Path) -> bool {
+    let Some(parent) = link.parent().filter(|p| p.starts_with(root)) else {
+        return false;
+    };
+    let floor = root.components().count();
+    let mut depth = parent.components().count();
     for component in target.components() {
         match component {
-            Component::Prefix(_) | Component::RootDir => return None,
+            Component::Prefix(_) | Component::RootDir => return false,
             Component::ParentDir => {
-                parts.pop()?;
+                if depth <= floor {
+                    return false;
+                }
+                depth -= 1;
             }
             Component::CurDir => {}
-            Component::Normal(part) => parts.push(part),
+            Component::Normal(_) => depth += 1,
         }
     }
-    Some(parts.iter().collect())
+    true
 }
 
-/// Whether the link at `rel` (below `dest`) resolves inside `dest`, following links found on the way as the
-/// operating system would. Parts that do not exist (a dangling link) are resolved by name.
-fn resolves_inside(dest: &Path, rel: &Path) -> bool {
-    let Some(parent) = rel.parent() else { return false };
+/// Whether the link at `rel` (below `dest`) resolves inside `root` (relative to `dest`, empty for `dest`
+/// itself), following links found on the way as the operating system would. As in
+/// [`stays_inside_lexically`], no step may climb above `root`. Parts that do not exist (a dangling link)
+/// are resolved by name.
+fn resolves_inside(dest: &Path, root: &Path, rel: &Path) -> bool {
+    let Some(parent) = rel.parent().filter(|p| p.starts_with(root)) else {
+        return false;
+    };
     let Ok(first_target) = fs::read_link(dest.join(rel)) else {
         return false;
     };
+    let floor = root.components().count();
     let mut resolved: Vec<OsString> = parent.components().map(|c| c.as_os_str().to_owned()).collect();
     let mut pending: VecDeque<OsString> = first_target
         .components()
@@ -918,9 +959,10 @@ fn resolves_inside(dest: &Path, rel: &Path) -> bool {
             None | Some(Component::CurDir) => {}
             Some(Component::Prefix(_) | Component::RootDir) => return false,
             Some(Component::ParentDir) => {
-                if resolved.pop().is_none() {
+                if resolved.len() <= floor {
                     return false;
                 }
+                resolved.pop();
             }
             Some(Component::Normal(name)) => {
                 resolved.push(name.to_owned());
@@ -973,13 +1015,29 @@ mod tests {
     }
 
     #[test]
-    fn lexical_join_stops_at_the_root() {
-        assert_eq!(
-            lexical_join(Path::new("a/b"), Path::new("../c")),
-            Some(PathBuf::from("a/c"))
+    fn a_link_target_may_not_climb_above_the_root_by_name() {
+        let inside = |root: &str, link: &str, target: &str| {
+            stays_inside_lexically(Path::new(root), Path::new(link), Path::new(target))
+        };
+        assert!(inside("", "a/b/l", "../c"));
+        assert!(
+            inside("", "a/l", ".."),
+            "the destination itself, when it is the root"
         );
-        assert_eq!(lexical_join(Path::new("a"), Path::new("../../c")), None);
-        assert_eq!(lexical_join(Path::new("a"), Path::new("/c")), None);
+        assert!(!inside("", "a/l", "../../c"));
+        assert!(!inside("", "a/l", "/c"));
+        assert!(inside("Root", "Root/backend/l", "../agent.json"));
+        assert!(inside("Root", "Root/l", "."));
+        assert!(
+            !inside("Root", "Root/l", ".."),
+            "the root's parent is `versions/`"
+        );
+        assert!(!inside("Root", "Root/l", "../1.0.0/backend/x"));
+        assert!(
+            !inside("Root", "Root/l", "../Root/x"),
+            "out and back in only works while the root keeps its name"
+        );
+        assert!(!inside("Root", "Other/l", "x"), "a link outside the root");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Small file-system helpers shared by the engine: atomic writes and directory syncs.
+//! Small file-system helpers shared by the engine: atomic writes, file and directory syncs.
 //!
 //! An atomic write goes to a temporary file in the same folder, is flushed to disk, then renamed over the
 //! target, and the folder is synced, so a crash leaves either the old or the new content, never a mix.
@@ -28,6 +28,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::io("replace", path, e.error))?;
     sync_dir(dir);
     Ok(())
+}
+
+/// Flushes an existing file's contents to disk, by path. Windows' `FlushFileBuffers` needs a handle with
+/// write access (a read-only one fails with "Access is denied"), so there the file is opened for writing,
+/// never truncated; elsewhere a read-only handle is enough, and works for read-only files too.
+pub fn sync_file(path: &Path) -> std::io::Result<()> {
+    #[cfg(windows)]
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    #[cfg(not(windows))]
+    let file = std::fs::File::open(path)?;
+    file.sync_all()
 }
 
 /// Flushes a folder's entries (the rename itself) to disk. Best effort: not every platform can open a folder.

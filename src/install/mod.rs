@@ -22,15 +22,21 @@
 //! half way through a delete never leaves a half-deleted folder in `versions/` that looks installed.
 //!
 //! Platform notes: on Unix, folders are fsynced after renames; Windows cannot open a folder to flush it and
-//! relies on NTFS journaling the rename. `std::fs::rename` replaces an existing file on every platform (Rust
+//! relies on NTFS journaling the rename. Files are flushed with [`crate::fsutil::sync_file`], which opens
+//! them for writing on Windows (`FlushFileBuffers` refuses a read-only handle with "Access is denied").
+//! Antivirus scanners briefly hold the executables of a freshly unpacked bundle, and Windows then refuses
+//! to rename their folder; the folder renames (staging → `versions/<v>/`, and moving a folder aside to
+//! delete it) and deletions are retried for about 2.5 s on those errors only, then fail with
+//! [`InstallError::InUse`] naming the held folder (see `retry.rs`). `std::fs::rename` replaces an existing file on every platform (Rust
 //! uses `MoveFileExW` with `MOVEFILE_REPLACE_EXISTING` on Windows), which the pointer switch needs. On
 //! Windows a version whose executable is running cannot be renamed or deleted, so [`Installer::prune`]
-//! fails on it with an error naming the folder; the supervisor should stop the backend before pruning.
+//! fails on it (after those retries) with [`InstallError::InUse`] naming the folder; the supervisor should stop the backend before pruning.
 
 mod journal;
 mod lock;
+mod retry;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -106,6 +112,23 @@ pub enum InstallError {
 
     #[error("{} is damaged ({reason}); run `update rollback --to V` with an installed version, or `update install` again", path.display())]
     CorruptState { path: PathBuf, reason: String },
+
+    /// A folder rename or deletion kept failing because another program holds `held` open (Windows; see
+    /// `retry.rs`).
+    #[error(
+        "cannot {action} {}: another program (often antivirus or an open Explorer window) is using {}; close it and try again ({source})",
+        target.display(),
+        held.display()
+    )]
+    InUse {
+        action: &'static str,
+        /// What the step was about, as in [`InstallError::Io`].
+        target: PathBuf,
+        /// The folder being renamed, which another program has open.
+        held: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 
     #[error("the update lock held is for {}, not for {}; this is a bug in the caller", lock_dir.display(), install_dir.display())]
     WrongLock { lock_dir: PathBuf, install_dir: PathBuf },
@@ -454,7 +477,7 @@ impl Installer {
 
         let versions_dir = self.dir.join(VERSIONS_DIR);
         fs::create_dir_all(&versions_dir).map_err(InstallError::io("create folder", &versions_dir))?;
-        fs::rename(&bundle_root, &target).map_err(InstallError::io("move the new version to", &target))?;
+        retry::rename_dir(&bundle_root, &target, "move the new version to", &target)?;
         crate::fsutil::sync_dir(&versions_dir);
         crate::fsutil::sync_dir(bundle_root.parent().unwrap_or(&staging));
         self.crash_point(CrashPoint::Renamed);
@@ -695,12 +718,7 @@ impl Installer {
 
     fn clear_leftovers(&self) -> Result<(), InstallError> {
         remove_file_if_exists(&self.dir.join(CURRENT_TEMP_FILE))?;
-        let staging = self.dir.join(STAGING_DIR);
-        match fs::remove_dir_all(&staging) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(InstallError::io("remove", &staging)(e)),
-        }
+        retry::remove_tree(&self.dir.join(STAGING_DIR))
     }
 
     /// Deletes a folder so that no crash leaves it half-deleted in place: rename into staging, then delete.
@@ -719,11 +737,11 @@ impl Installer {
             std::process::id(),
             fastrand::u32(..)
         ));
-        fs::rename(dir, &trash).map_err(InstallError::io("move aside", dir))?;
+        retry::rename_dir(dir, &trash, "move aside", dir)?;
         if let Some(parent) = dir.parent() {
             crate::fsutil::sync_dir(parent);
         }
-        fs::remove_dir_all(&trash).map_err(InstallError::io("remove", &trash))?;
+        retry::remove_tree(&trash)?;
         // Leave no empty staging folder behind, or the next start would report leftovers to clean.
         let _ = fs::remove_dir(&trash_root);
         Ok(())
@@ -777,9 +795,7 @@ fn sync_tree(root: &Path) -> Result<(), InstallError> {
         if file_type.is_dir() {
             sync_tree(&path)?;
         } else if file_type.is_file() {
-            File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(InstallError::io("flush", &path))?;
+            crate::fsutil::sync_file(&path).map_err(InstallError::io("flush", &path))?;
         }
     }
     crate::fsutil::sync_dir(root);

@@ -298,6 +298,8 @@ fn a_second_updater_is_told_an_update_is_in_progress() {
     let held = installer.lock().unwrap();
     let err = installer.lock().unwrap_err();
     match &err {
+        // Windows locks the whole file, so the holder's pid cannot be read back there (see `lock.rs`).
+        InstallError::Busy { pid, .. } if cfg!(windows) => assert_eq!(*pid, None),
         InstallError::Busy { pid, .. } => assert_eq!(*pid, Some(std::process::id())),
         other => panic!("expected Busy, got {other:?}"),
     }
@@ -877,4 +879,148 @@ fn extraction_refuses_a_fifo_and_an_escaping_symlink_in_a_zip() {
         }
         assert!(!dest.exists(), "{name}: nothing is left behind");
     }
+}
+
+/// Every install flushes the unpacked files by path; on Windows that needs a handle with write access,
+/// which must never truncate what was just unpacked.
+#[test]
+fn flushing_an_unpacked_file_by_path_keeps_its_bytes() {
+    let home = temp_home();
+    let path = home.path().join("agent-backend.exe");
+    let bytes = payload(&v("1.0.0"), "exe", 64 * 1024);
+    fs::write(&path, &bytes).unwrap();
+    personal_ai_agent::fsutil::sync_file(&path).unwrap();
+    assert!(fs::read(&path).unwrap() == bytes, "flushing changed the file");
+    let missing = personal_ai_agent::fsutil::sync_file(&home.path().join("missing")).unwrap_err();
+    assert_eq!(
+        missing.kind(),
+        std::io::ErrorKind::NotFound,
+        "a flush never creates a file"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Links are contained by the bundle root, the folder that becomes `versions/<v>/`
+
+/// On Windows every symbolic link is refused outright; elsewhere the refusal must name the escape.
+fn is_link_escape(reason: &UnsafeReason) -> bool {
+    matches!(reason, UnsafeReason::LinkEscapes { .. })
+        || (cfg!(not(unix)) && *reason == UnsafeReason::LinksUnsupported)
+}
+
+#[test]
+fn extraction_refuses_a_symlink_that_leaves_the_bundle_root_but_stays_in_staging() {
+    // Each of these stays inside the staging folder, so a check against staging lets it pass; installed,
+    // `Root/` becomes `versions/<v>/` and the link lands in a sibling version or in `versions/` itself.
+    let cases: [&[RawEntry]; 5] = [
+        &[
+            file_entry("Root/agent.json", b"{}"),
+            link_entry("Root/l", tar::EntryType::Symlink, "../1.0.0/backend/x"),
+        ],
+        &[link_entry("Root/l", tar::EntryType::Symlink, "../other")],
+        &[link_entry(
+            "Root/backend/up",
+            tar::EntryType::Symlink,
+            "../../sibling",
+        )],
+        // `..` from the bundle root itself names its parent, `versions/`.
+        &[link_entry("Root/l", tar::EntryType::Symlink, "..")],
+        // Climbing out and back in by name only works while the root is still called `Root`.
+        &[
+            file_entry("Root/x", b"x"),
+            link_entry("Root/l", tar::EntryType::Symlink, "../Root/x"),
+        ],
+    ];
+    for entries in cases {
+        assert_refused(entries, is_link_escape);
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn extraction_refuses_a_symlink_chain_that_reaches_the_bundle_roots_parent() {
+    // Lexically `Root/here/..` is `Root`; followed, `here` is `Root` itself, so the chain ends one above.
+    assert_refused(
+        &[
+            link_entry("Root/here", tar::EntryType::Symlink, "."),
+            link_entry("Root/up", tar::EntryType::Symlink, "here/.."),
+        ],
+        |r| matches!(r, UnsafeReason::LinkEscapes { .. }),
+    );
+    // A link to a link that leaves the root.
+    assert_refused(
+        &[
+            link_entry("Root/a", tar::EntryType::Symlink, "b"),
+            link_entry("Root/b", tar::EntryType::Symlink, "../1.0.0"),
+        ],
+        |r| matches!(r, UnsafeReason::LinkEscapes { .. }),
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn extraction_keeps_symlinks_that_stay_inside_the_bundle_root() {
+    let home = temp_home();
+    let archive = home.path().join("links.tar.gz");
+    raw_tar_gz(
+        &archive,
+        &[
+            file_entry("Root/agent.json", b"{}"),
+            file_entry("Root/backend/lib/libx.so.1", b"lib"),
+            link_entry("Root/backend/lib/libx.so", tar::EntryType::Symlink, "libx.so.1"),
+            link_entry("Root/backend/agent", tar::EntryType::Symlink, "../agent.json"),
+            link_entry("Root/self", tar::EntryType::Symlink, "."),
+            link_entry(
+                "Root/via",
+                tar::EntryType::Symlink,
+                "self/backend/lib/../../agent.json",
+            ),
+        ],
+    );
+    let root = extract_archive(&archive, &home.path().join("out"), &ExtractLimits::default()).unwrap();
+    assert_eq!(root, home.path().join("out/Root"));
+    assert_eq!(fs::read(root.join("backend/lib/libx.so")).unwrap(), b"lib");
+    assert_eq!(fs::read(root.join("backend/agent")).unwrap(), b"{}");
+    assert_eq!(fs::read(root.join("via")).unwrap(), b"{}");
+}
+
+#[test]
+fn installing_a_bundle_whose_symlink_reaches_a_sibling_version_is_refused_and_leaves_no_trace() {
+    let home = temp_home();
+    let installer = Installer::new(home.path().join("install"));
+    let lock = installer.lock().unwrap();
+    let old = v("1.0.0");
+    installer
+        .install_archive(&lock, &pack(home.path(), &old, 1), &old)
+        .unwrap();
+
+    let new = v("2.0.0");
+    let root = "PersonalAIAgent-linux-x86_64-2.0.0";
+    let agent = format!(r#"{{"version": "{new}", "command": ["backend/run.sh"]}}"#);
+    let agent_name = format!("{root}/agent.json");
+    let link_name = format!("{root}/backend/old");
+    let archive = home.path().join(format!("{root}.tar.gz"));
+    raw_tar_gz(
+        &archive,
+        &[
+            file_entry(&agent_name, agent.as_bytes()),
+            // Installed as versions/2.0.0/backend/old, this is versions/1.0.0/backend/run.sh.
+            link_entry(&link_name, tar::EntryType::Symlink, "../../1.0.0/backend/run.sh"),
+        ],
+    );
+    let err = installer.install_archive(&lock, &archive, &new).unwrap_err();
+    match &err {
+        InstallError::Archive(ArchiveError::UnsafeEntry { entry, reason, .. }) => {
+            assert!(is_link_escape(reason), "wrong reason: {err}");
+            assert_eq!(entry, &link_name);
+        }
+        other => panic!("expected an unsafe entry, got {other:?}"),
+    }
+    assert!(
+        !installer.version_dir(&new).exists(),
+        "nothing of the refused version remains"
+    );
+    assert_eq!(installer.installed_versions().unwrap(), vec![old.clone()]);
+    assert_current_is_complete(&installer, &old, 1);
+    assert_no_leftovers(installer.dir());
 }
