@@ -286,7 +286,7 @@ impl Installer {
                     let aside = self.repair_aside(&journal.to);
                     let target = self.version_dir(&journal.to);
                     if aside.exists() && fs::symlink_metadata(&target).is_err() {
-                        fs::rename(&aside, &target).map_err(InstallError::io("move back", &target))?;
+                        retry::rename_dir(&aside, &target, "move back", &target)?;
                         crate::fsutil::sync_dir(&self.dir.join(VERSIONS_DIR));
                     }
                 }
@@ -553,11 +553,11 @@ impl Installer {
         let versions_dir = self.dir.join(VERSIONS_DIR);
         let aside = self.repair_aside(version);
         if fs::symlink_metadata(&target).is_ok() {
-            fs::rename(&target, &aside).map_err(InstallError::io("move aside", &target))?;
+            retry::rename_dir(&target, &aside, "move aside", &target)?;
             crate::fsutil::sync_dir(&versions_dir);
         }
         self.crash_point(CrashPoint::Renamed);
-        fs::rename(&bundle_root, &target).map_err(InstallError::io("move the new copy to", &target))?;
+        retry::rename_dir(&bundle_root, &target, "move the new copy to", &target)?;
         crate::fsutil::sync_dir(&versions_dir);
         self.advance(&mut journal, Step::Committed)?;
         self.finish_operation()?;
