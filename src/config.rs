@@ -202,7 +202,7 @@ impl Config {
                 }
                 Err(e) => {
                     let line = line_of_field(&text, &key);
-                    let reason = format!("{value} cannot be read: {e}");
+                    let reason = format!("it is {value}: {e}");
                     if SECURITY_FIELDS.contains(&key.as_str()) {
                         problem.get_or_insert(SettingsProblem {
                             path: path.to_path_buf(),

@@ -449,11 +449,14 @@ impl Status {
             });
         }
         out.push('\n');
-        if self.installed_versions.len() > 1 {
-            out.push_str(&format!(
-                "Kept for rollback: {}\n",
-                self.installed_versions[1..].join(", ")
-            ));
+        let kept: Vec<&str> = self
+            .installed_versions
+            .iter()
+            .map(String::as_str)
+            .filter(|v| Some(*v) != self.current_version.as_deref())
+            .collect();
+        if !kept.is_empty() {
+            out.push_str(&format!("Kept for rollback: {}\n", kept.join(", ")));
         }
         if let Some(problem) = &self.settings_problem {
             out.push_str(&format!("Updates stopped: {problem}\n"));
