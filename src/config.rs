@@ -9,9 +9,8 @@
 //! with its line and defaulted on its own, and the rest of the file is kept. The settings that decide trust
 //! and origin ([`SECURITY_FIELDS`]: `public_key`, `github_repo`, `feed`) are never defaulted: when one
 //! cannot be read, the loaded config carries a [`SettingsProblem`] and no updater can be built from it
-//! until the named line is fixed. A file that is not JSON at all is kept in place under the same rule if it
-//! names one of those fields; otherwise it is moved aside (`config.json.corrupt-<time>`), defaults are used,
-//! and the user is told once.
+//! until the named line is fixed. A file that is not JSON at all (truncated, say) is treated the same way,
+//! since nobody can tell what it held: it stays in place and updating stops until it is fixed or deleted.
 //!
 //! Environment variables override the file for this run only and are never written back:
 //! `GITHUB_REPO` (owner/name), `UPDATE_CHECK_INTERVAL` (hours), `AUTO_UPDATE` (true: download and install
@@ -156,8 +155,6 @@ impl Config {
     /// defaulted on its own; the rest of the file is kept. When a security-relevant field
     /// ([`SECURITY_FIELDS`]) cannot be read, or the file is not JSON at all and might hold one, `problem` is
     /// set: [`Config::ensure_readable`] (and so every updater built from it) then refuses to update.
-    /// A damaged file that holds none of them is moved aside (`config.json.corrupt-<time>`) and defaults
-    /// are used, told once.
     pub fn load(path: &Path) -> Loaded {
         let text = match crate::fsutil::read_optional(path) {
             Ok(Some(text)) => text,
@@ -184,8 +181,8 @@ impl Config {
         };
         let object = match serde_json::from_str::<serde_json::Value>(&text) {
             Ok(serde_json::Value::Object(map)) => map,
-            Ok(_) => return damaged(path, &text, 1, "it is not a JSON object ({ ... })".into()),
-            Err(e) => return damaged(path, &text, e.line().max(1), format!("it is not valid JSON: {e}")),
+            Ok(_) => return damaged(path, 1, "it is not a JSON object ({ ... })".into()),
+            Err(e) => return damaged(path, e.line().max(1), format!("it is not valid JSON: {e}")),
         };
         let mut warnings = Vec::new();
         let mut problem = None;
@@ -246,8 +243,30 @@ impl Config {
     /// `skip_versions` entry written by one while the other records a failed version). Refuses when the
     /// file holds a setting that cannot be read, rather than writing defaults over it.
     pub fn update<T>(path: &Path, change: impl FnOnce(&mut Config) -> Result<T>) -> Result<T> {
+        Config::update_replacing(path, &[], change)
+    }
+
+    /// [`Config::update`] for a change that sets `replaced` fields: a security-relevant field that could
+    /// not be read does not block it when the change replaces that very field (`update configure
+    /// --public-key FILE` repairs a broken `public_key` line). A file that is not JSON still blocks.
+    pub fn update_replacing<T>(
+        path: &Path,
+        replaced: &[&str],
+        change: impl FnOnce(&mut Config) -> Result<T>,
+    ) -> Result<T> {
         let _lock = lock_settings(path)?;
-        let loaded = Config::load(path);
+        let mut loaded = Config::load(path);
+        for warning in &loaded.warnings {
+            tracing::warn!("{warning}");
+        }
+        if loaded
+            .config
+            .problem
+            .as_ref()
+            .is_some_and(|p| replaced.contains(&p.field.as_str()))
+        {
+            loaded.config.problem = None;
+        }
         loaded.config.ensure_readable()?;
         let mut config = loaded.config;
         let out = change(&mut config)?;
@@ -360,41 +379,23 @@ fn line_of_field(text: &str, field: &str) -> usize {
     1
 }
 
-/// A file that is not a JSON object. If it may hold a security-relevant setting, it stays where it is and
-/// updating stops until it is fixed; otherwise it is moved aside and defaults are used, told once.
-fn damaged(path: &Path, text: &str, line: usize, reason: String) -> Loaded {
-    if let Some(field) = SECURITY_FIELDS
-        .iter()
-        .find(|f| text.contains(&format!("\"{f}\"")))
-    {
-        return Loaded {
-            config: Config {
-                problem: Some(SettingsProblem {
-                    path: path.to_path_buf(),
-                    line,
-                    field: "the file".into(),
-                    reason: format!("{reason}; it names `{field}`, which is never dropped silently"),
-                }),
-                ..Config::default()
-            },
-            warnings: vec![],
-        };
-    }
-    let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
-    let aside = path.with_file_name(format!(
-        "{}.corrupt-{stamp}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("config.json")
-    ));
-    let kept = match std::fs::rename(path, &aside) {
-        Ok(()) => format!("it was kept as {}", aside.display()),
-        Err(e) => format!("it could not be moved aside ({e})"),
-    };
+/// A file that is not a JSON object. Nobody can tell what it held — a truncated file loses its last
+/// fields first, and the trust fields are written last — so it stays where it is and updating stops until
+/// it is fixed or deleted: a pinned key is never dropped because its line was cut off.
+fn damaged(path: &Path, line: usize, reason: String) -> Loaded {
     Loaded {
-        config: Config::default(),
-        warnings: vec![format!(
-            "settings file {} could not be read (line {line}: {reason}); {kept}; using default settings",
-            path.display()
-        )],
+        config: Config {
+            problem: Some(SettingsProblem {
+                path: path.to_path_buf(),
+                line,
+                field: "the file".into(),
+                reason: format!(
+                    "{reason}; it may have held a pinned key or update source, which are never dropped silently (delete the file to start over with defaults)"
+                ),
+            }),
+            ..Config::default()
+        },
+        warnings: vec![],
     }
 }
 
@@ -458,27 +459,40 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_file_is_kept_aside_and_reported_once() {
+    fn a_file_that_is_not_json_stays_in_place_and_stops_updating() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
-        std::fs::write(&path, "{ not json").unwrap();
-        let first = Config::load(&path);
-        assert_eq!(first.config, Config::default());
-        assert_eq!(first.warnings.len(), 1);
+        // Cut off before the trust fields, as a truncated write would leave it.
+        std::fs::write(&path, "{\n  \"auto_check\": true,\n  \"backup_count\": 2").unwrap();
+        let loaded = Config::load(&path);
+        let err = loaded.config.ensure_readable().unwrap_err().to_string();
         assert!(
-            first.warnings[0].contains("using default settings"),
-            "{}",
-            first.warnings[0]
+            err.contains("never dropped silently") && err.contains("line 3"),
+            "{err}"
         );
-        let aside: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
+        assert!(path.exists(), "the damaged file was moved away");
         assert!(
-            aside.iter().any(|n| n.starts_with("config.json.corrupt-")),
-            "{aside:?}"
+            Config::update(&path, |_| Ok(())).is_err(),
+            "defaults were written over it"
         );
-        assert!(Config::load(&path).warnings.is_empty(), "told twice");
+        assert!(Config::update_replacing(&path, &["public_key"], |_| Ok(())).is_err());
+    }
+
+    #[test]
+    fn a_change_that_replaces_the_broken_field_may_repair_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, r#"{"public_key": 5, "skip_versions": ["1.0.0"]}"#).unwrap();
+        assert!(Config::update(&path, |_| Ok(())).is_err());
+        Config::update_replacing(&path, &["public_key"], |c| {
+            c.public_key = Some("RWQ".into());
+            Ok(())
+        })
+        .unwrap();
+        let fixed = Config::load(&path).config;
+        assert!(fixed.problem.is_none());
+        assert_eq!(fixed.public_key.as_deref(), Some("RWQ"));
+        assert_eq!(fixed.skip_versions, ["1.0.0"]);
     }
 
     #[test]

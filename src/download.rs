@@ -883,7 +883,19 @@ impl<'a> Download<'a> {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|l| url.join(l).ok());
             match location {
-                Some(next) if response.status().is_redirection() => url = next,
+                Some(next) if response.status().is_redirection() => {
+                    if next.scheme() != "https"
+                        && !(next.scheme() == "http" && crate::http::is_loopback(&next))
+                    {
+                        return Err(Err(DownloadError::Request {
+                            url: self.req.url.clone(),
+                            reason: format!(
+                                "redirected to {next}, which is not https://; refusing to leave HTTPS"
+                            ),
+                        }));
+                    }
+                    url = next
+                }
                 _ => return Ok(response),
             }
         }

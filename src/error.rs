@@ -111,9 +111,9 @@ pub enum Error {
     },
 
     #[error(
-        "the signed manifest offered for {version} (published {}) is older than the newest signed release this install has seen ({newest_version}, published {}): an old release may be replayed by a mirror or an attacker, so it is refused. To install {version} anyway, name it: `update install --version {version}`",
-        published_at.format("%Y-%m-%d %H:%M UTC"),
-        newest_published_at.format("%Y-%m-%d %H:%M UTC")
+        "the signed manifest offered for {version} (signed {}) is older than one this install has already seen for {newest_version} (signed {}): an old release may be replayed by a mirror or an attacker, so it is refused. To install {version} anyway, name it: `update install --version {version}`",
+        published_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        newest_published_at.format("%Y-%m-%d %H:%M:%S UTC")
     )]
     ReplayedManifest {
         version: String,
@@ -137,6 +137,11 @@ pub enum Error {
         reason: String,
         rolled_back_to: Option<String>,
     },
+
+    #[error(
+        "the models folder is in use by another launcher (a `models download`, or another update moving models), so the update to {version} was not started and nothing changed; try again when it has finished"
+    )]
+    ModelsFolderBusy { version: String },
 
     #[error(
         "version {version} was reinstalled over its damaged files, but its backend is still not healthy: {reason}; it stays installed as it is. Read `personal-ai-agent backend logs`, or go back to another installed version with `update rollback --to V`"

@@ -59,3 +59,25 @@ pub fn read_optional(path: &Path) -> Result<Option<String>> {
         Err(e) => Err(Error::io("read", path, e)),
     }
 }
+
+/// Opens `path` for reading only if it is a regular file, checked on the open handle: a device or a FIFO
+/// swapped in after an earlier check is refused instead of blocking the reader (on Unix the open itself
+/// does not wait for a FIFO's writer).
+pub fn open_regular_file(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok((file, meta))
+}

@@ -6,7 +6,8 @@
 //!   Windows and macOS the system proxy settings too.
 //! - A connect timeout and a per-read timeout, so a dead network never hangs anything; there is no total
 //!   timeout, so a multi-gigabyte download on a slow line is not cut off while bytes keep arriving.
-//! - Redirects are followed (up to 10); `Authorization` is dropped whenever a redirect changes scheme,
+//! - Redirects are followed (up to 10), never from `https://` down to plain `http://` (loopback aside);
+//!   `Authorization` is dropped whenever a redirect changes scheme,
 //!   host or port, so a token never reaches a storage host. This is reqwest's own rule, not ours: reqwest
 //!   0.13's `redirect::remove_sensitive_headers` compares each hop with the previous URL by scheme, host
 //!   and `port_or_known_default` (so `https://h/` to `https://h:443/` keeps the token, while another port,
@@ -42,7 +43,19 @@ pub fn client() -> Result<Client> {
         .user_agent(user_agent())
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(READ_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::limited(10))
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            // Never from HTTPS down to plain HTTP (loopback aside, for tests and local mirrors): an unsigned
+            // feed or release list fetched that way could be changed on the wire.
+            let insecure = attempt.url().scheme() == "http" && !is_loopback(attempt.url());
+            let was_secure = attempt.previous().iter().any(|u| u.scheme() == "https");
+            if attempt.previous().len() > 10 {
+                attempt.error("more than 10 redirects")
+            } else if insecure && was_secure {
+                attempt.error("a redirect from https:// to plain http:// was refused")
+            } else {
+                attempt.follow()
+            }
+        }))
         .build()
         .map_err(|e| Error::Network {
             url: String::new(),
@@ -57,7 +70,7 @@ pub fn transport_error(url: &str, e: &reqwest::Error) -> Error {
     } else if e.is_connect() {
         format!("could not connect ({})", root_cause(e))
     } else if e.is_redirect() {
-        "too many redirects".to_owned()
+        format!("a redirect was refused ({})", root_cause(e))
     } else {
         root_cause(e)
     };

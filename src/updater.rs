@@ -63,6 +63,9 @@ pub struct Downloaded {
     /// reused only if that same key signed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// That key itself (base64): a key id is only 8 bytes anyone can choose, so reuse compares the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
     /// The channel the manifest that gave the hash was published for, when a manifest gave it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_channel: Option<Channel>,
@@ -75,7 +78,7 @@ impl Downloaded {
     pub fn still_trusted(&self, source: &str, key: Option<&PublicKey>, channel: Channel) -> bool {
         let same_source = !self.source.is_empty() && self.source == source;
         let key_holds = match key {
-            Some(key) => self.signed && self.key_id.as_deref() == Some(key.key_id()),
+            Some(key) => self.signed && self.public_key.as_deref() == Some(key.to_base64().as_str()),
             None => true,
         };
         let channel_holds = self.manifest_channel.is_none_or(|m| channel.includes(m));
@@ -112,8 +115,17 @@ pub(crate) fn record_pending(paths: &Paths, downloaded: &Downloaded) -> Result<(
     crate::fsutil::write_atomic(&pending_file(paths), &bytes)
 }
 
-pub(crate) fn clear_pending(paths: &Paths) {
-    if let Some(p) = pending_download(paths) {
+/// Forgets the pending download of `version` (any, when `None`) and deletes its file; a pending download of
+/// another version (one a `update download` in another shell just fetched) is left alone.
+pub(crate) fn clear_pending(paths: &Paths, version: Option<&Version>) {
+    let pending = pending_download(paths);
+    if let Some(p) = &pending
+        && version.is_some_and(|v| *v != p.version)
+    {
+        tidy_downloads(paths, Some(&p.path));
+        return;
+    }
+    if let Some(p) = &pending {
         let _ = std::fs::remove_file(&p.path);
     }
     let _ = std::fs::remove_file(pending_file(paths));
@@ -180,7 +192,7 @@ pub fn downloads_bytes(paths: &Paths) -> u64 {
         .unwrap_or(0)
 }
 
-/// The newest signed manifest seen for one channel (`install/newest-signed.json`).
+/// A signed manifest this install has verified (`install/newest-signed.json`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeenManifest {
     pub version: Version,
@@ -191,8 +203,9 @@ fn newest_signed_file(paths: &Paths) -> PathBuf {
     paths.install_dir().join("newest-signed.json")
 }
 
-/// The newest signed manifest this install has seen, per manifest channel.
-pub fn newest_signed(paths: &Paths) -> BTreeMap<String, SeenManifest> {
+/// The signed manifests this install has seen, per manifest channel: only those no other one dominates
+/// (a later signature of an equal or higher version), so the list stays small.
+pub fn newest_signed(paths: &Paths) -> BTreeMap<String, Vec<SeenManifest>> {
     crate::fsutil::read_optional(&newest_signed_file(paths))
         .ok()
         .flatten()
@@ -200,17 +213,30 @@ pub fn newest_signed(paths: &Paths) -> BTreeMap<String, SeenManifest> {
         .unwrap_or_default()
 }
 
+/// Whether a signed manifest of `version` published at `published_at` is a replay: some manifest seen
+/// before was signed *later* for an equal or higher version. An old signature of a version that has since
+/// been superseded is what a mirror replaying old releases serves. A backport (1.0.5 signed after 1.1.0
+/// was seen) is not a replay: no later signature covers a version as high.
+pub fn is_replay(version: &Version, published_at: DateTime<Utc>, seen: &[SeenManifest]) -> bool {
+    seen.iter()
+        .any(|s| s.published_at > published_at && s.version >= *version)
+}
+
 fn record_newest_signed(paths: &Paths, channel: Channel, seen: SeenManifest) -> Result<()> {
+    const MAX_KEPT: usize = 256;
     let mut all = newest_signed(paths);
-    let newer = all
-        .get(channel.as_str())
-        .is_none_or(|old| (&seen.version, seen.published_at) > (&old.version, old.published_at));
-    if newer {
-        all.insert(channel.as_str().to_owned(), seen);
-        let bytes = serde_json::to_vec_pretty(&all).unwrap_or_default();
-        crate::fsutil::write_atomic(&newest_signed_file(paths), &bytes)?;
+    let list = all.entry(channel.as_str().to_owned()).or_default();
+    let dominated =
+        |a: &SeenManifest, b: &SeenManifest| b.published_at >= a.published_at && b.version >= a.version;
+    if list.iter().any(|old| dominated(&seen, old)) {
+        return Ok(());
     }
-    Ok(())
+    list.retain(|old| !dominated(old, &seen));
+    list.push(seen);
+    list.sort_by_key(|s| std::cmp::Reverse(s.published_at));
+    list.truncate(MAX_KEPT);
+    let bytes = serde_json::to_vec_pretty(&all).unwrap_or_default();
+    crate::fsutil::write_atomic(&newest_signed_file(paths), &bytes)
 }
 
 /// How each installed version was verified.
@@ -306,15 +332,27 @@ pub(crate) fn record_installed_files(paths: &Paths, version: &Version) -> Result
     crate::fsutil::write_atomic(&files_record(paths, version), &bytes)
 }
 
-/// Compares `version`'s folder with what [`record_installed_files`] recorded: every recorded file present
-/// with the same size and SHA256 (files the backend added since are not a damage).
-pub fn check_integrity(paths: &Paths, version: &Version) -> Result<Integrity> {
+/// Compares `version`'s folder with what [`record_installed_files`] recorded when it was unpacked: every
+/// recorded file present with the same size and, when `thorough`, the same SHA256 (files the backend added
+/// since are not a damage). Without a record (installed by an older launcher) only `agent.json` and the
+/// backend's program can be checked: `Unknown` unless one of them is missing.
+pub fn check_integrity(paths: &Paths, version: &Version, thorough: bool) -> Result<Integrity> {
     let root = installer(paths).version_dir(version);
     if !root.join(crate::install::AGENT_MANIFEST).is_file() {
         return Ok(Integrity::Damaged(format!(
             "{} is missing",
             root.join(crate::install::AGENT_MANIFEST).display()
         )));
+    }
+    // Whatever else is known, the backend's own program must be there.
+    match AgentSpec::load(&root) {
+        Ok(spec) => {
+            let program = spec.resolve(&root, 0, paths).program;
+            if !program.is_file() {
+                return Ok(Integrity::Damaged(format!("{} is missing", program.display())));
+            }
+        }
+        Err(e) => return Ok(Integrity::Damaged(e.to_string())),
     }
     let Some(text) = crate::fsutil::read_optional(&files_record(paths, version))? else {
         return Ok(Integrity::Unknown);
@@ -328,7 +366,9 @@ pub fn check_integrity(paths: &Paths, version: &Version) -> Result<Integrity> {
             Ok(m) => m,
             Err(_) => return Ok(Integrity::Damaged(format!("{} is missing", path.display()))),
         };
-        if meta.len() != expected.size || crate::verify::sha256_file(&path)? != expected.sha256 {
+        let changed = meta.len() != expected.size
+            || (thorough && crate::verify::sha256_file(&path)? != expected.sha256);
+        if changed {
             return Ok(Integrity::Damaged(format!(
                 "{} was changed since it was installed",
                 path.display()
@@ -810,16 +850,28 @@ impl Updater {
             };
             material.manifest = Some((bytes, signature));
         }
-        let per_asset = format!("{}.sha256", asset.name);
-        for candidate in &release.assets {
-            let wanted = candidate.name == per_asset
-                || (crate::verify::is_checksum_file_name(&candidate.name)
-                    && !candidate.name.ends_with(".sha256"));
-            if wanted && let Some(bytes) = self.source.fetch_asset_small(candidate, LIMIT)? {
-                material.checksum_files.push((
-                    candidate.name.clone(),
-                    String::from_utf8_lossy(&bytes).into_owned(),
-                ));
+        // With a key pinned only the signed manifest counts: no checksum file is fetched at all. Otherwise
+        // only files that can vouch for this asset, and a handful at most: a hostile listing naming
+        // thousands of them must not make the launcher fetch (and hold) them all.
+        const MAX_CHECKSUM_FILES: usize = 8;
+        if self.key.is_none() {
+            let platform = self.platform.to_string();
+            let mut candidates: Vec<(u8, bool, &Asset)> = release
+                .assets
+                .iter()
+                .filter_map(|c| {
+                    crate::verify::checksum_file_applies(&c.name, &asset.name)
+                        .map(|rank| (rank, !c.name.contains(&platform), c))
+                })
+                .collect();
+            candidates.sort_by(|a, b| (a.0, a.1, &a.2.name).cmp(&(b.0, b.1, &b.2.name)));
+            for (_, _, candidate) in candidates.into_iter().take(MAX_CHECKSUM_FILES) {
+                if let Some(bytes) = self.source.fetch_asset_small(candidate, LIMIT)? {
+                    material.checksum_files.push((
+                        candidate.name.clone(),
+                        String::from_utf8_lossy(&bytes).into_owned(),
+                    ));
+                }
             }
         }
         Ok(material)
@@ -871,14 +923,16 @@ impl Updater {
         if verified.signed
             && !explicit
             && let (Some(manifest_channel), Some(published_at)) = (verified.channel, verified.published_at)
-            && let Some(newest) = newest_signed(&self.paths).get(manifest_channel.as_str())
-            && (&release.version, published_at) < (&newest.version, newest.published_at)
+            && let Some(seen) = newest_signed(&self.paths).get(manifest_channel.as_str())
+            && let Some(newer) = seen
+                .iter()
+                .find(|s| s.published_at > published_at && s.version >= release.version)
         {
             return Err(Error::ReplayedManifest {
                 version: release.version.to_string(),
                 published_at,
-                newest_version: newest.version.to_string(),
-                newest_published_at: newest.published_at,
+                newest_version: newer.version.to_string(),
+                newest_published_at: newer.published_at,
             });
         }
         Ok(())
@@ -912,6 +966,17 @@ impl Updater {
             verified_by: verified.source.to_string(),
             signed: verified.signed,
         });
+        // The name becomes a path in the downloads folder; an unsigned listing could name anything.
+        if asset.name.is_empty()
+            || asset.name.contains(['/', '\\', '\0'])
+            || asset.name == "."
+            || asset.name == ".."
+        {
+            return Err(Error::InvalidResponse {
+                url: asset.url.clone(),
+                reason: format!("the asset name `{}` is not a plain file name", asset.name),
+            });
+        }
         let dest = self.paths.downloads_dir().join(&asset.name);
         crate::paths::ensure_dir(&self.paths.downloads_dir())?;
         let expected_size = verified.size.or((asset.size > 0).then_some(asset.size));
@@ -949,6 +1014,11 @@ impl Updater {
             verified_by: verified.source.to_string(),
             source: self.source.describe(),
             key_id: verified.key_id.clone(),
+            public_key: self
+                .key
+                .as_ref()
+                .filter(|_| verified.signed)
+                .map(|k| k.to_base64()),
             manifest_channel: verified.channel,
         };
         record_pending(&self.paths, &downloaded)?;
@@ -972,24 +1042,30 @@ impl Updater {
         let current = installer.current_version()?;
         // The current version named again is a no-op when it is intact (nothing is downloaded) and a repair
         // when it is damaged, which is what the "reinstall" advice of the supervisor and agent.json means.
-        let damaged = |v: &Version| -> Result<Option<String>> {
-            Ok(match check_integrity(&self.paths, v)? {
+        // An explicit `--version V` of the current version hashes every file, and repairs what it cannot
+        // vouch for (no record: installed by an older launcher); a plain `update install` only checks that
+        // every file is there with its size, cheaply, so it can follow the supervisor's "reinstall" advice.
+        let damaged = |v: &Version, thorough: bool| -> Result<Option<String>> {
+            Ok(match check_integrity(&self.paths, v, thorough)? {
                 Integrity::Damaged(reason) => Some(reason),
+                Integrity::Unknown if thorough => Some(format!(
+                    "{v} was installed by an older launcher that kept no list of its files, so it cannot be checked"
+                )),
                 Integrity::Intact | Integrity::Unknown => None,
             })
         };
         let (target, repair) = match (version, &current) {
-            (Some(wanted), Some(current)) if wanted == current => match damaged(current)? {
+            (Some(wanted), Some(current)) if wanted == current => match damaged(current, true)? {
                 None => return Ok(None),
                 Some(reason) => {
-                    tracing::warn!(%current, %reason, "the current version is damaged; reinstalling it");
+                    tracing::warn!(%current, %reason, "reinstalling the current version");
                     (self.target(Some(current))?, true)
                 }
             },
             (Some(_), _) => (self.target(version)?, false),
             (None, _) => match (self.target(None)?, &current) {
                 (Some(found), _) => (Some(found), false),
-                (None, Some(current)) => match damaged(current)? {
+                (None, Some(current)) => match damaged(current, false)? {
                     None => (None, false),
                     Some(reason) => {
                         tracing::warn!(%current, %reason, "no update, but the current version is damaged; reinstalling it");
@@ -1066,10 +1142,18 @@ impl Updater {
         // Checked again right before unpacking: the downloads folder is writable by the user.
         crate::verify::check_file_sha256(&downloaded.path, &downloaded.sha256)?;
         let version = downloaded.version.clone();
+        // The new backend must start with the models its release carries, and they are moved in only
+        // while no backend runs: with another process holding the models folder, nothing is started.
+        if crate::models::models_folder_busy(&self.paths) {
+            return Err(Error::ModelsFolderBusy {
+                version: version.to_string(),
+            });
+        }
         on_event(UpdateEvent::Installing {
             version: version.clone(),
         });
         let previous = installer.current_version()?;
+        let repair = previous.as_ref() == Some(&version);
         let unproven = Unproven {
             version: version.clone(),
             previous: previous.clone(),
@@ -1079,9 +1163,15 @@ impl Updater {
             &serde_json::to_vec(&unproven).unwrap_or_default(),
         )?;
         // The new version is unpacked into its own folder while the old backend still runs: nothing of the
-        // old version is touched, and the downtime is only stop + start.
-        let installed = if previous.as_ref() == Some(&version) {
-            // A damaged current version: its folder is replaced as a whole, crash-safely.
+        // old version is touched, and the downtime is only stop + start. A repair replaces the folder the
+        // running backend uses, so that backend is stopped first.
+        let mut stopped_at = None;
+        if repair {
+            on_event(UpdateEvent::StoppingBackend);
+            gate.stop_running()?;
+            stopped_at = Some(Instant::now());
+        }
+        let installed = if repair {
             installer.repair_archive(lock, &downloaded.path, &version)
         } else {
             installer.install_archive(lock, &downloaded.path, &version)
@@ -1090,14 +1180,29 @@ impl Updater {
             Ok(outcome) => outcome,
             Err(e) => {
                 let _ = std::fs::remove_file(unproven_file(&self.paths));
+                if repair {
+                    // Nothing changed (the damaged folder is where it was): bring its backend back.
+                    let dir = installer.current_dir().ok().flatten();
+                    gate.restore(dir.as_deref());
+                }
                 return Err(e.into());
             }
         };
+        // Recorded now, before any backend ran in the folder: what the release put there, nothing the
+        // backend writes later.
+        if let Err(e) = record_installed_files(&self.paths, &version) {
+            tracing::warn!("could not record the files of {version}: {e}");
+        }
         // Models a release carries are moved into the shared folder only once no backend runs (see
         // `launch_plan`), and never at the expense of another installed version.
-        on_event(UpdateEvent::StoppingBackend);
-        gate.stop_running()?;
-        let stopped_at = Instant::now();
+        let stopped_at = match stopped_at {
+            Some(at) => at,
+            None => {
+                on_event(UpdateEvent::StoppingBackend);
+                gate.stop_running()?;
+                Instant::now()
+            }
+        };
         on_event(UpdateEvent::StartingBackend {
             version: version.clone(),
         });
@@ -1167,10 +1272,7 @@ impl Updater {
                 installed_at: Utc::now(),
             },
         )?;
-        clear_pending(&self.paths);
-        if let Err(e) = record_installed_files(&self.paths, version) {
-            tracing::warn!("could not record the files of {version}: {e}");
-        }
+        clear_pending(&self.paths, Some(version));
         let pruned = installer
             .prune(lock, self.config.backup_count as usize)?
             .iter()
@@ -1205,7 +1307,7 @@ fn roll_back_unhealthy(
         // A repair of the current version: there is nothing else to go back to, and the version is not
         // "failed" (it ran before it was damaged). Leave it installed and say what the backend said.
         let _ = std::fs::remove_file(unproven_file(paths));
-        clear_pending(paths);
+        clear_pending(paths, Some(&unproven.version));
         gate.restore(None);
         tracing::error!(version = %unproven.version, %reason, "the reinstalled version is not healthy");
         return Error::ReinstallUnhealthy {
@@ -1242,7 +1344,7 @@ fn roll_back_unhealthy(
     }
     let _ = std::fs::remove_file(unproven_file(paths));
     // The bytes were fine; the version is not. Keeping the download would only invite a retry loop.
-    clear_pending(paths);
+    clear_pending(paths, Some(&unproven.version));
     tracing::error!(version = %unproven.version, %reason, "update rolled back: the new backend was not healthy");
     Error::HealthCheckFailed {
         version: unproven.version.to_string(),
@@ -1341,10 +1443,49 @@ pub fn rollback(paths: &Paths, to: Option<&Version>, gate: &mut dyn HealthGate) 
         tracing::warn!(action = ?report.action, "finished an interrupted install");
     }
     let from = installer.current_version()?;
-    gate.stop_running()?;
+    // Going back from V is a statement about V: without remembering it, the next automatic install
+    // (window, headless runner, `auto_install`) would put V straight back. Written before the switch, so a
+    // crash or Ctrl-C after it cannot lose it; taken back if the switch fails.
+    let planned = match to {
+        Some(v) => Some(v.clone()),
+        None => installer.previous_version()?,
+    };
+    let skipped = match (&from, &planned) {
+        (Some(from), Some(target)) if from > target => {
+            let mut added = false;
+            let written = Config::update(&paths.config_file(), |file| {
+                if !crate::version::is_listed(&file.skip_versions, from) {
+                    file.skip_versions.push(from.to_string());
+                    added = true;
+                }
+                Ok(())
+            });
+            match written {
+                Ok(()) => Some((from.clone(), added)),
+                Err(e) => {
+                    tracing::warn!("could not add {from} to skip_versions: {e}");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let undo_skip = |skipped: &Option<(Version, bool)>| {
+        if let Some((version, true)) = skipped {
+            let _ = Config::update(&paths.config_file(), |file| {
+                file.skip_versions.retain(|v| v != &version.to_string());
+                Ok(())
+            });
+        }
+    };
+    if let Err(e) = gate.stop_running() {
+        undo_skip(&skipped);
+        return Err(e);
+    }
     let target = match installer.rollback(&lock, to) {
         Ok(v) => v,
         Err(e) => {
+            undo_skip(&skipped);
             // Nothing changed: bring the backend back as it was.
             let dir = installer.current_dir().ok().flatten();
             gate.restore(dir.as_deref());
@@ -1354,23 +1495,7 @@ pub fn rollback(paths: &Paths, to: Option<&Version>, gate: &mut dyn HealthGate) 
     let _ = std::fs::remove_file(unproven_file(paths));
     // No backend runs now: the version gone back to gets its own models back before anything starts.
     prepare_models(&installer.version_dir(&target), paths);
-    // Going back from V is a statement about V: without remembering it, the next automatic install
-    // (window, headless runner, `auto_install`) would put V straight back.
-    let skipped = match &from {
-        Some(from) if *from > target => match Config::update(&paths.config_file(), |file| {
-            if !crate::version::is_listed(&file.skip_versions, from) {
-                file.skip_versions.push(from.to_string());
-            }
-            Ok(())
-        }) {
-            Ok(()) => Some(from.to_string()),
-            Err(e) => {
-                tracing::warn!("could not add {from} to skip_versions: {e}");
-                None
-            }
-        },
-        _ => None,
-    };
+    let skipped = skipped.map(|(v, _)| v.to_string());
     let dir = installer.version_dir(&target);
     let backend_running = gate.restore(Some(&dir));
     tracing::info!(from = ?from, to = %target, ?skipped, "rolled back");
@@ -1402,13 +1527,13 @@ fn copy_verified(
     expected_size: Option<u64>,
 ) -> Result<(PathBuf, u64)> {
     use std::io::{Read, Write};
-    let meta = std::fs::metadata(src).map_err(|e| Error::io("read", src, e))?;
-    if !meta.is_file() {
-        return Err(Error::InvalidResponse {
+    let (input, meta) = crate::fsutil::open_regular_file(src).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidInput => Error::InvalidResponse {
             url: src.display().to_string(),
             reason: "not a regular file".into(),
-        });
-    }
+        },
+        _ => Error::io("open", src, e),
+    })?;
     if let Some(expected) = expected_size
         && meta.len() != expected
     {
@@ -1422,7 +1547,6 @@ fn copy_verified(
     }
     let part = crate::download::part_path(dest);
     let copied = (|| -> std::io::Result<u64> {
-        let input = std::fs::File::open(src)?;
         let mut output = std::fs::File::create(&part)?;
         let n = std::io::copy(
             &mut input.take(expected_size.unwrap_or(meta.len()) + 1),

@@ -52,61 +52,111 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
     crate::paths::ensure_dir(&ctx.paths.models_dir())?;
     // Nothing below ends the runner but a signal: a failed recovery, install or check is reported, what is
     // installed keeps running, and the next round tries again.
-    {
-        let config = current_config(ctx);
-        let mut gate = SupervisorGate::new(&supervisor, &ctx.paths);
-        match crate::updater::recover(&ctx.paths, &config, &mut gate) {
-            Ok(()) => {}
-            Err(crate::Error::HealthCheckFailed {
-                version,
-                reason,
-                rolled_back_to: Some(to),
-            }) => tracing::warn!(
-                "an interrupted update to {version} was not healthy ({reason}); rolled back to {to}, which runs as before"
-            ),
-            Err(e) => tracing::error!(
-                "finishing an interrupted update: {e}; going on with what is installed, will retry"
-            ),
-        }
-    }
-
     let installer = crate::updater::installer(&ctx.paths);
     let mut rng = fastrand::Rng::new();
     let mut next_check = Instant::now();
     let mut first_round = true;
+    // Interrupted updates are finished before any backend starts; while another process holds the update
+    // lock (a CLI install or rollback), nothing is started: that process owns the backend until it is done.
+    let mut recovered = false;
+    let mut told_waiting = false;
     // Started once, as soon as something is installed; after that the supervisor restarts crashes and the
     // health gate restarts it on updates (a `backend stop` or giving up on crashes is respected).
     let mut backend_started = false;
+    // Versions that failed their health check in this run, also kept here: if config.json cannot be
+    // written, they must still not be retried at every interval.
+    let mut failed_here: Vec<String> = Vec::new();
+    let mut failed_first_installs = 0u32;
     while !shutdown.load(Ordering::SeqCst) {
-        if !backend_started && installer.current_version().ok().flatten().is_some() {
-            backend_started = true;
-            if !supervisor.is_wanted_running() {
-                match start_backend(ctx, &supervisor) {
-                    Ok(pid) => {
-                        tracing::info!(pid, "backend started; supervising it (Ctrl-C or SIGTERM to stop)")
+        if !recovered {
+            let config = current_config(ctx);
+            let mut gate = SupervisorGate::new(&supervisor, &ctx.paths);
+            match crate::updater::recover(&ctx.paths, &config, &mut gate) {
+                Ok(()) => recovered = true,
+                Err(crate::Error::Install(crate::install::InstallError::Busy { pid, .. })) => {
+                    if !told_waiting {
+                        tracing::warn!(
+                            "an update by another process{} is in progress; waiting for it to finish before starting the backend",
+                            pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+                        );
+                        told_waiting = true;
                     }
-                    Err(e) => tracing::error!("{e:#}"),
+                }
+                Err(crate::Error::HealthCheckFailed {
+                    version,
+                    reason,
+                    rolled_back_to: Some(to),
+                }) => {
+                    tracing::warn!(
+                        "an interrupted update to {version} was not healthy ({reason}); rolled back to {to}, which runs as before"
+                    );
+                    failed_here.push(version);
+                    recovered = true;
+                }
+                Err(e) => {
+                    tracing::error!("finishing an interrupted update: {e}; going on with what is installed");
+                    recovered = true;
                 }
             }
         }
-        if Instant::now() >= next_check {
+        if recovered && !backend_started && installer.current_version().ok().flatten().is_some() {
+            match supervised_elsewhere(ctx) {
+                Some(pid) => {
+                    if !told_waiting {
+                        tracing::warn!(
+                            "the backend is supervised by another launcher process (pid {pid}); not starting a second one"
+                        );
+                        told_waiting = true;
+                    }
+                }
+                None => {
+                    backend_started = true;
+                    if !supervisor.is_wanted_running() {
+                        match start_backend(ctx, &supervisor) {
+                            Ok(pid) => tracing::info!(
+                                pid,
+                                "backend started; supervising it (Ctrl-C or SIGTERM to stop)"
+                            ),
+                            Err(e) => tracing::error!("{e:#}"),
+                        }
+                    }
+                }
+            }
+        }
+        if recovered && Instant::now() >= next_check {
             // Settings are read afresh every round: a key pinned, a version skipped or failed, a channel
             // changed by another process all apply from the next check on.
-            let config = current_config(ctx);
+            let mut config = current_config(ctx);
+            for v in &failed_here {
+                if !config.failed_versions.contains(v) {
+                    config.failed_versions.push(v.clone());
+                }
+            }
             let installed = installer.current_version().ok().flatten();
             if installed.is_none() {
-                first_install(ctx, &config, &supervisor, &cancel);
+                if first_install(ctx, &config, &supervisor, &cancel) {
+                    failed_first_installs = 0;
+                } else {
+                    failed_first_installs += 1;
+                }
             } else if config.auto_check && (!first_round || args.check_now) {
                 match Updater::new(&ctx.paths, &config) {
-                    Ok(updater) => apply_updates(ctx, &updater, &supervisor, &config, &cancel),
+                    Ok(updater) => {
+                        if let Some(failed) = apply_updates(ctx, &updater, &supervisor, &config, &cancel) {
+                            failed_here.push(failed);
+                        }
+                    }
                     Err(e) => tracing::warn!("updates are off: {e}"),
                 }
             }
             let mut done = config;
             if installer.current_version().ok().flatten().is_none() {
-                // Nothing installed yet: try again soon rather than after a whole interval.
-                done.last_check = None;
-                next_check = Instant::now() + Duration::from_secs(60);
+                // Nothing installed yet: try again soon, backing off (1, 2, 4 … minutes, at most the check
+                // interval) so a release that keeps failing is not downloaded again every minute.
+                let backoff = Duration::from_secs(60)
+                    .saturating_mul(1 << failed_first_installs.saturating_sub(1).min(10))
+                    .min(done.check_interval());
+                next_check = Instant::now() + backoff;
             } else {
                 if !first_round || args.check_now {
                     done.last_check = Some(chrono::Utc::now());
@@ -133,13 +183,29 @@ fn start_backend(ctx: &Ctx, supervisor: &Supervisor) -> anyhow::Result<u32> {
     Ok(supervisor.start(plan)?)
 }
 
+/// The pid of another launcher process that supervises the backend, if one does.
+fn supervised_elsewhere(ctx: &Ctx) -> Option<u32> {
+    let status = crate::supervisor::read_status(&ctx.paths.run_dir()).ok()?;
+    status
+        .claims_a_process()
+        .then_some(status.supervisor_pid)
+        .flatten()
+        .filter(|&p| p != std::process::id())
+}
+
 /// Nothing is installed: install the latest release, or say why not and let the next round try again.
-fn first_install(ctx: &Ctx, config: &crate::config::Config, supervisor: &Supervisor, cancel: &CancelToken) {
+/// Returns whether it installed (or found nothing to install, which is no failure to back off from).
+fn first_install(
+    ctx: &Ctx,
+    config: &crate::config::Config,
+    supervisor: &Supervisor,
+    cancel: &CancelToken,
+) -> bool {
     let updater = match Updater::new(&ctx.paths, config) {
         Ok(u) => u,
         Err(e) => {
-            tracing::error!("nothing is installed yet and updates are off: {e}; retrying in a minute");
-            return;
+            tracing::error!("nothing is installed yet and updates are off: {e}; retrying later");
+            return false;
         }
     };
     tracing::info!("nothing is installed yet: installing the latest release");
@@ -147,13 +213,21 @@ fn first_install(ctx: &Ctx, config: &crate::config::Config, supervisor: &Supervi
     match updater.install(None, &mut gate, cancel, &mut |e| {
         tracing::debug!(?e, "first install")
     }) {
-        Ok(Some(report)) => tracing::info!(version = %report.installed_version, "installed"),
-        Ok(None) => {
-            tracing::warn!("no installable release is published for this platform yet; retrying in a minute")
+        Ok(Some(report)) => {
+            tracing::info!(version = %report.installed_version, "installed");
+            true
         }
-        Err(e) => tracing::error!("installing the agent for the first time: {e}; retrying in a minute"),
+        Ok(None) => {
+            tracing::warn!("no installable release is published for this platform yet; retrying in a minute");
+            true
+        }
+        Err(e) => {
+            tracing::error!("installing the agent for the first time: {e}; retrying later");
+            false
+        }
     }
 }
+
 /// Without `--headless` (and with no subcommand) when no display is available: what is installed, what
 /// runs, and what to do next.
 fn overview(ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -211,37 +285,47 @@ fn apply_updates(
     supervisor: &Supervisor,
     config: &crate::config::Config,
     cancel: &CancelToken,
-) {
+) -> Option<String> {
     let report = match updater.check(None) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!("update check failed: {e}");
-            return;
+            return None;
         }
     };
     let (Some(release), Some(asset)) = (report.release.clone(), report.offered_asset().cloned()) else {
         tracing::info!("no update available");
-        return;
+        return None;
     };
     tracing::info!(version = %release.version, "update available");
     if !config.auto_download {
-        return;
+        return None;
     }
     if let Err(e) = updater.download(&release, &asset, cancel, &mut |_| {}) {
         tracing::warn!("downloading {} failed: {e}", release.version);
-        return;
+        return None;
     }
     if !config.auto_install {
         tracing::info!(version = %release.version, "downloaded; install it with `personal-ai-agent update install`");
-        return;
+        return None;
     }
     let mut gate = SupervisorGate::new(supervisor, &ctx.paths);
     match updater.install_release(&release, &asset, &mut gate, cancel, &mut |_| {}) {
-        Ok(report) => tracing::info!(
-            version = %report.installed_version,
-            downtime_ms = report.downtime_ms,
-            "update installed; the backend restarted on the new version"
-        ),
-        Err(e) => tracing::error!("{e}"),
+        Ok(report) => {
+            tracing::info!(
+                version = %report.installed_version,
+                downtime_ms = report.downtime_ms,
+                "update installed; the backend restarted on the new version"
+            );
+            None
+        }
+        Err(crate::Error::HealthCheckFailed { version, .. }) => {
+            tracing::error!("{version} was not healthy and was rolled back; it is not offered again");
+            Some(version)
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            None
+        }
     }
 }

@@ -316,7 +316,18 @@ fn configure_cmd(ctx: &Ctx, args: ConfigureArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(|f| crate::verify::PublicKey::from_file(f))
         .transpose()?;
-    let file = Config::update(&path, |file| {
+    // A broken line of a field this command sets is repaired by it, not a reason to refuse.
+    let mut replaced = Vec::new();
+    if repo.is_some() {
+        replaced.push("github_repo");
+    }
+    if args.feed.is_some() {
+        replaced.push("feed");
+    }
+    if key.is_some() {
+        replaced.push("public_key");
+    }
+    let file = Config::update_replacing(&path, &replaced, |file| {
         if let Some(c) = args.channel {
             file.update_channel = c;
         }

@@ -795,7 +795,7 @@ fn sync_tree(root: &Path) -> Result<(), InstallError> {
         if file_type.is_dir() {
             sync_tree(&path)?;
         } else if file_type.is_file() {
-            crate::fsutil::sync_file(&path).map_err(InstallError::io("flush", &path))?;
+            retry::sync_file(&path)?;
         }
     }
     crate::fsutil::sync_dir(root);

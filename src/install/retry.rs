@@ -125,6 +125,26 @@ pub(crate) fn rename_dir(
     })
 }
 
+/// Flushes one unpacked file to disk, retrying like [`rename_dir`] while a scanner that opened it right
+/// after extraction (antivirus, on Windows) briefly refuses write access; then names the file it holds.
+pub(crate) fn sync_file(path: &Path) -> Result<(), InstallError> {
+    retry_transient(
+        || crate::fsutil::sync_file(path),
+        is_transient_rename_error,
+        &RENAME_BACKOFF,
+        std::thread::sleep,
+    )
+    .map_err(|e| match e {
+        RetryError::Permanent(source) => InstallError::io("flush", path)(source),
+        RetryError::Exhausted { error, .. } => InstallError::InUse {
+            action: "flush",
+            target: path.to_path_buf(),
+            held: path.to_path_buf(),
+            source: error,
+        },
+    })
+}
+
 /// Deletes the folder `dir` and everything in it (nothing to do when it is missing), retrying like
 /// [`rename_dir`] while another program briefly holds a file in it.
 pub(crate) fn remove_tree(dir: &Path) -> Result<(), InstallError> {

@@ -646,6 +646,14 @@ fn fetch_one(
     }
 }
 
+/// Whether another process holds the models folder (a `models download`, or an update moving models).
+/// The updater asks before it stops the running backend, so an update never proves a version healthy
+/// without the models it carries. A missing folder is not busy.
+pub fn models_folder_busy(paths: &Paths) -> bool {
+    let dir = paths.models_dir();
+    dir.is_dir() && matches!(lock_models_dir(&dir), Err(ModelsError::Busy { .. }))
+}
+
 /// An exclusive OS lock on the models folder, released when the file is dropped (or the process dies).
 fn lock_models_dir(dir: &Path) -> Result<File, ModelsError> {
     let path = dir.join(LOCK_FILE);

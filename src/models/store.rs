@@ -158,8 +158,15 @@ pub fn adopt_bundled_models(
     let mut adopted = Vec::new();
     for entry in &manifest.models {
         let source = bundled.join(&entry.name);
-        if !source.is_file() {
-            continue;
+        // Only a regular file is adopted: a link would be moved as a link and, from the shared folder,
+        // point at whatever its relative target names there (another version, anything in the data folder).
+        match std::fs::symlink_metadata(&source) {
+            Ok(meta) if meta.file_type().is_file() => {}
+            Ok(meta) if meta.file_type().is_symlink() => {
+                tracing::warn!(model = %entry.name, "the bundled model is a symbolic link; it is not adopted");
+                continue;
+            }
+            _ => continue,
         }
         if live_matches(&dir, &mut record, entry)? {
             tracing::info!(model = %entry.name, "the bundled copy duplicates a present model; removing it");

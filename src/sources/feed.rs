@@ -76,6 +76,9 @@ pub struct FeedSource {
     location: String,
     /// For a feed in a local folder: that folder, with links resolved. Local files must stay inside it.
     local_root: Option<PathBuf>,
+    /// The host of the feed's own `file://` URL (a Windows share `\\server\share`), the one other host its
+    /// files may name.
+    local_host: Option<String>,
 }
 
 impl FeedSource {
@@ -108,11 +111,15 @@ impl FeedSource {
             .flatten()
             .and_then(|doc| doc.parent().map(Path::to_path_buf))
             .map(|dir| std::fs::canonicalize(&dir).unwrap_or(dir));
+        let local_host = (url.scheme() == "file")
+            .then(|| url.host_str().filter(|h| !h.is_empty()).map(str::to_owned))
+            .flatten();
         Ok(FeedSource {
             client,
             url,
             location: location.to_owned(),
             local_root,
+            local_host,
         })
     }
 
@@ -129,7 +136,10 @@ impl FeedSource {
                 "it names the local file {url}, but a feed fetched over the network may only name https:// URLs; ask the mirror's owner to fix the feed"
             )));
         };
-        if url.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
+        if url
+            .host_str()
+            .is_some_and(|h| !h.is_empty() && h != "localhost" && Some(h) != self.local_host.as_deref())
+        {
             return Err(refuse(format!(
                 "it names {url}, a file on another machine; a feed may only name files inside its own folder {}",
                 root.display()
@@ -307,21 +317,20 @@ pub(crate) fn read_local_small(path: &Path, limit: u64) -> Result<Option<Vec<u8>
         url: path.display().to_string(),
         reason: format!("larger than the {limit} bytes a release file may have"),
     };
-    let meta = match std::fs::metadata(path) {
+    let (file, meta) = match crate::fsutil::open_regular_file(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            return Err(Error::InvalidResponse {
+                url: path.display().to_string(),
+                reason: "not a regular file".into(),
+            });
+        }
         Err(e) => return Err(Error::io("read", path, e)),
-        Ok(meta) => meta,
+        Ok(opened) => opened,
     };
-    if !meta.is_file() {
-        return Err(Error::InvalidResponse {
-            url: path.display().to_string(),
-            reason: "not a regular file".into(),
-        });
-    }
     if meta.len() > limit {
         return Err(too_large());
     }
-    let file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     file.take(limit + 1)
         .read_to_end(&mut bytes)

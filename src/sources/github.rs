@@ -273,10 +273,10 @@ impl GitHubSource {
                 authenticated: self.token.is_some(),
             };
         }
-        let message = response
-            .text()
+        // An error body is only read for its `message`, and never more than 64 KiB of it.
+        let message = read_limited(response, url, 64 << 10, "error body too large")
             .ok()
-            .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+            .and_then(|body| serde_json::from_slice::<serde_json::Value>(&body).ok())
             .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
             .unwrap_or_default();
         match status {

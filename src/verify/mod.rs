@@ -274,6 +274,12 @@ pub fn is_checksum_file_name(name: &str) -> bool {
         || lower.ends_with(".sha256sum")
 }
 
+/// Whether the checksum file `file_name` can vouch for `asset` (see [`expected_sha256`]), and in which
+/// order it is consulted (lower first); `None` when it cannot.
+pub fn checksum_file_applies(file_name: &str, asset: &str) -> Option<u8> {
+    checksum_file_rank(file_name, asset)
+}
+
 /// The order in which checksum files are consulted for `asset` (lower first); `None` for files that do not
 /// apply (another asset's `.sha256`, or not a checksum file).
 fn checksum_file_rank(file_name: &str, asset: &str) -> Option<u8> {

@@ -334,17 +334,26 @@ fn bad_values_are_refused_with_the_expected_form() {
 }
 
 #[test]
-fn a_corrupt_settings_file_is_set_aside_and_the_user_told_once() {
+fn a_corrupt_settings_file_stays_in_place_and_stops_updates_until_fixed() {
+    // It may have held a pinned key: it is neither set aside nor replaced by defaults.
     let home = temp_home();
-    std::fs::write(home.path().join("config.json"), "{{{ nope").unwrap();
+    let path = home.path().join("config.json");
+    std::fs::write(&path, "{{{ nope").unwrap();
     let out = pai(home.path(), None, &["update", "status", "--json"]);
-    json_of(&out);
+    let status = json_of(&out);
+    let problem = status["settings_problem"].as_str().unwrap_or_default().to_owned();
     assert!(
-        stderr_of(&out).contains("using default settings"),
-        "{}",
-        stderr_of(&out)
+        problem.contains("line 1") && problem.contains("delete the file"),
+        "{status}"
     );
-    let again = pai(home.path(), None, &["update", "status", "--json"]);
-    json_of(&again);
-    assert!(!stderr_of(&again).contains("using default settings"));
+    let check = pai(home.path(), None, &["update", "check"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(
+        stderr_of(&check).contains("never dropped silently"),
+        "{}",
+        stderr_of(&check)
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "{{{ nope");
+    std::fs::remove_file(&path).unwrap();
+    json_of(&pai(home.path(), None, &["update", "status", "--json"]));
 }

@@ -274,6 +274,8 @@ fn an_older_signed_manifest_offered_after_a_newer_one_was_seen_is_refused_as_a_r
     pin_key(home.path(), &public);
     json_of(&pai(home.path(), None, &["update", "install", "--json"]));
     publish(&feed, work.path(), "1.1.0", Channel::Stable, Some(&secret));
+    // Signatures carry whole seconds: 1.2.0 is signed after 1.1.0.
+    std::thread::sleep(Duration::from_millis(1100));
     publish(&feed, work.path(), "1.2.0", Channel::Stable, Some(&secret));
     // The client sees (verifies) 1.2.0, then a mirror serves an old listing without it.
     json_of(&pai(home.path(), None, &["update", "download", "--json"]));
@@ -513,7 +515,8 @@ fn the_headless_runner_goes_on_when_recovery_rolled_back_or_the_lock_is_held() {
     );
     assert_eq!(status(home.path())["current_version"], "1.0.0");
 
-    // With the install lock held by another process (a CLI install), it starts what is installed.
+    // With the install lock held by another process (a CLI install), it starts nothing until that is done:
+    // the other process owns the backend meanwhile. Then it starts what is installed.
     let lock = installer.lock().unwrap();
     let mut runner = std::process::Command::new(crate::support::LAUNCHER)
         .arg("--home")
@@ -524,14 +527,29 @@ fn the_headless_runner_goes_on_when_recovery_rolled_back_or_the_lock_is_held() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let started_meanwhile = running_1_0_0();
+    let alive_meanwhile = runner.try_wait().unwrap().is_none();
+    drop(lock);
     let ok = wait_until(30, running_1_0_0);
     let alive = runner.try_wait().unwrap().is_none();
     unsafe { libc::kill(runner.id() as i32, libc::SIGTERM) };
     let _ = runner.wait();
-    drop(lock);
     let mut log = String::new();
     runner.stderr.take().unwrap().read_to_string(&mut log).unwrap();
-    assert!(alive && ok, "the runner stopped while the lock was held:\n{log}");
+    assert!(
+        alive_meanwhile,
+        "the runner exited while the lock was held:\n{log}"
+    );
+    assert!(
+        !started_meanwhile,
+        "a backend was started under another process's update:\n{log}"
+    );
+    assert!(log.contains("waiting for it to finish"), "{log}");
+    assert!(
+        alive && ok,
+        "the runner did not start the backend once the lock was free:\n{log}"
+    );
 }
 
 // --- 10, crash safety of a repair -----------------------------------------------------------------------
@@ -689,4 +707,202 @@ fn a_failed_update_or_a_rollback_leaves_the_old_version_with_its_own_model() {
     assert_eq!(std::fs::read(&live).unwrap(), b"model of one");
     let models = json_of(&pai(home.path(), None, &["models", "status", "--json"]));
     assert_eq!(models["models"][0]["state"], "present", "{models}");
+}
+
+// --- Review findings ------------------------------------------------------------------------------------
+
+#[test]
+fn a_truncated_settings_file_never_drops_the_pinned_key() {
+    let work = temp_home();
+    let home = temp_home();
+    let (public, _) = minisign_keypair(work.path(), "k");
+    let feed = work.path().join("feed");
+    publish(&feed, work.path(), "1.0.0", Channel::Stable, None);
+    configure_feed(home.path(), &feed);
+    pin_key(home.path(), &public);
+    let path = home.path().join("config.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Cut off before the trust fields, which come last: none of their names is left in the text.
+    std::fs::write(&path, &text[..text.find("\"feed\"").unwrap()]).unwrap();
+    let s = status(home.path());
+    assert!(s["settings_problem"].is_string(), "{s}");
+    let out = pai(home.path(), None, &["update", "install"]);
+    assert!(!out.status.success(), "installed without the pinned key");
+    assert!(path.exists(), "the damaged file was moved away");
+}
+
+#[test]
+fn a_backport_signed_after_a_newer_version_was_seen_is_not_a_replay() {
+    let work = temp_home();
+    let home = temp_home();
+    let (public, secret) = minisign_keypair(work.path(), "k");
+    let feed = work.path().join("feed");
+    publish(&feed, work.path(), "1.0.0", Channel::Stable, Some(&secret));
+    configure_feed(home.path(), &feed);
+    pin_key(home.path(), &public);
+    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    publish(&feed, work.path(), "1.1.0", Channel::Stable, Some(&secret));
+    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    json_of(&pai(home.path(), None, &["update", "rollback", "--json"]));
+    std::thread::sleep(Duration::from_millis(1100));
+    publish(&feed, work.path(), "1.0.5", Channel::Stable, Some(&secret));
+    let out = pai(home.path(), None, &["update", "install", "--json"]);
+    let report = json_of(&out);
+    assert_eq!(report["installed_version"], "1.0.5", "{report}");
+}
+
+#[test]
+fn with_a_key_pinned_no_checksum_file_is_fetched_and_without_one_only_a_few() {
+    let mut assets = vec![
+        json!({"name": "PersonalAIAgent-linux-x86_64-1.0.0.tar.gz", "size": 10, "sha256": "00".repeat(32)}),
+    ];
+    for i in 0..300 {
+        assets.push(json!({"name": format!("checksums-{i}.txt"), "size": 1, "url": "c.txt"}));
+    }
+    let doc = json!({"schema": 1, "releases": [{"version": "1.0.0", "assets": assets}]}).to_string();
+    let server = TestServer::start(move |req| match req.path_only() {
+        "/feed.json" => Response::json(200, doc.clone()),
+        "/c.txt" => Response::bytes(b"not a checksum line\n".to_vec()),
+        _ => Response::json(404, "{}"),
+    });
+    let work = temp_home();
+    let home = temp_home();
+    let feed_url = format!("{}/feed.json", server.url());
+    json_of(&pai(
+        home.path(),
+        None,
+        &["update", "configure", "--json", "--feed", &feed_url],
+    ));
+    let _ = pai(
+        home.path(),
+        None,
+        &["update", "download", "--platform", "linux-x86_64"],
+    );
+    let unpinned = server
+        .requests()
+        .iter()
+        .filter(|r| r.path_only() == "/c.txt")
+        .count();
+    assert!(unpinned <= 8, "{unpinned} checksum files fetched");
+    let (public, _) = minisign_keypair(work.path(), "k");
+    pin_key(home.path(), &public);
+    let _ = pai(
+        home.path(),
+        None,
+        &["update", "download", "--platform", "linux-x86_64"],
+    );
+    let pinned = server
+        .requests()
+        .iter()
+        .filter(|r| r.path_only() == "/c.txt")
+        .count()
+        - unpinned;
+    assert_eq!(pinned, 0, "checksum files fetched with a key pinned");
+}
+
+#[test]
+fn a_version_installed_without_a_file_list_is_repaired_when_named_again() {
+    let work = temp_home();
+    let home = temp_home();
+    let feed = work.path().join("feed");
+    publish(&feed, work.path(), "1.0.0", Channel::Stable, None);
+    configure_feed(home.path(), &feed);
+    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    // As an older launcher left it: no list of files.
+    std::fs::remove_file(home.path().join("install/files/1.0.0.json")).unwrap();
+    let backend = home
+        .path()
+        .join("install/versions/1.0.0/backend")
+        .join(format!("agent-backend{}", std::env::consts::EXE_SUFFIX));
+    std::fs::remove_file(&backend).unwrap();
+    // Even a plain `update install` sees the backend's program is gone.
+    let plain = json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    assert_eq!(plain["installed_version"], "1.0.0", "{plain}");
+    assert!(backend.exists());
+    std::fs::remove_file(home.path().join("install/files/1.0.0.json")).unwrap();
+    let named = json_of(&pai(
+        home.path(),
+        None,
+        &["update", "install", "--version", "1.0.0", "--json"],
+    ));
+    assert_eq!(
+        named["installed_version"], "1.0.0",
+        "unverifiable, so reinstalled: {named}"
+    );
+    assert!(
+        home.path().join("install/files/1.0.0.json").exists(),
+        "the file list was not written"
+    );
+}
+
+#[test]
+fn an_update_is_not_started_while_another_process_holds_the_models_folder() {
+    let work = temp_home();
+    let home = temp_home();
+    let feed = work.path().join("feed");
+    publish_with_model(&feed, work.path(), "1.0.0", b"model of one", &[]);
+    configure_feed(home.path(), &feed);
+    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    publish_with_model(&feed, work.path(), "1.1.0", b"model of two!", &[]);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(home.path().join("models/.download.lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    let out = pai(home.path(), None, &["update", "install"]);
+    drop(lock);
+    assert!(!out.status.success(), "the update went ahead without its models");
+    assert!(
+        stderr(&out).contains("models folder is in use"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(status(home.path())["current_version"], "1.0.0");
+    assert_eq!(
+        status(home.path())["failed_versions"],
+        json!([]),
+        "not a failure of 1.1.0"
+    );
+    let later = json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    assert_eq!(later["installed_version"], "1.1.0");
+    assert_eq!(
+        std::fs::read(home.path().join("models/model.bin")).unwrap(),
+        b"model of two!"
+    );
+}
+
+#[test]
+fn replays_are_older_signatures_of_versions_since_superseded() {
+    use personal_ai_agent::updater::{SeenManifest, is_replay};
+    let at = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+    let seen = vec![
+        SeenManifest {
+            version: "1.2.0".parse().unwrap(),
+            published_at: at("2026-03-01T00:00:00Z"),
+        },
+        SeenManifest {
+            version: "1.0.5".parse().unwrap(),
+            published_at: at("2026-04-01T00:00:00Z"),
+        },
+    ];
+    let v = |s: &str| s.parse::<semver::Version>().unwrap();
+    assert!(
+        is_replay(&v("1.1.0"), at("2026-02-01T00:00:00Z"), &seen),
+        "old and superseded"
+    );
+    assert!(
+        is_replay(&v("1.2.0"), at("2026-02-01T00:00:00Z"), &seen),
+        "an older signing of 1.2.0"
+    );
+    assert!(
+        !is_replay(&v("1.1.1"), at("2026-03-15T00:00:00Z"), &seen),
+        "signed after 1.2.0, below it"
+    );
+    assert!(!is_replay(&v("1.0.6"), at("2026-05-01T00:00:00Z"), &seen));
+    assert!(
+        !is_replay(&v("1.3.0"), at("2026-01-01T00:00:00Z"), &seen),
+        "higher than anything seen"
+    );
 }
