@@ -153,6 +153,7 @@ pub fn adopt_bundled_models(
     let dir = paths.models_dir();
     std::fs::create_dir_all(&dir).map_err(ModelsError::io("create the models folder", &dir))?;
     let _lock = lock_models_dir(&dir)?;
+    sweep_adopt_leftovers(&dir);
     let needed = Needed::of(keep_for);
     let mut record = VerifiedRecord::load(&dir);
     let mut adopted = Vec::new();
@@ -501,6 +502,19 @@ fn copy_then_delete(source: &Path, dest: &Path) -> Result<(), ModelsError> {
         .map_err(|e| ModelsError::io("move a model file to", dest)(e.error))?;
     crate::fsutil::sync_dir(dir);
     std::fs::remove_file(source).map_err(ModelsError::io("delete", source))
+}
+
+
+/// Removes `.adopt-*` temporary files a copy across file systems left when the launcher died mid-copy.
+/// Only called with the models lock held, so no copy is in progress.
+fn sweep_adopt_leftovers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(".adopt-") {
+            tracing::info!(path = %entry.path().display(), "removing an interrupted model copy");
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(test)]
