@@ -504,11 +504,12 @@ fn copy_then_delete(source: &Path, dest: &Path) -> Result<(), ModelsError> {
     std::fs::remove_file(source).map_err(ModelsError::io("delete", source))
 }
 
-
 /// Removes `.adopt-*` temporary files a copy across file systems left when the launcher died mid-copy.
 /// Only called with the models lock held, so no copy is in progress.
 fn sweep_adopt_leftovers(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         if entry.file_name().to_string_lossy().starts_with(".adopt-") {
             tracing::info!(path = %entry.path().display(), "removing an interrupted model copy");
