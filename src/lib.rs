@@ -10,6 +10,8 @@
 //!   pixels, and add the sentence a user needs to errors.
 
 pub mod agent;
+pub mod api;
+pub mod app;
 pub mod archive;
 pub mod check;
 pub mod cli;
@@ -21,6 +23,7 @@ pub mod http;
 pub mod install;
 pub mod logging;
 pub mod models;
+pub mod owner;
 pub mod pack;
 pub mod paths;
 pub mod platform;
