@@ -249,8 +249,8 @@ fn header_value<'a>(request: &'a tiny_http::Request, name: &'static str) -> Opti
         .map(|h| h.value.as_str())
 }
 
-/// The routes: path, and the one method each answers.
-const ROUTES: &[(&str, &str)] = &[
+/// The routes: path, and the one method each answers (besides `GET /api/jobs/{id}`).
+pub const ROUTES: &[(&str, &str)] = &[
     ("/api/updates/status", "GET"),
     ("/api/updates/check", "POST"),
     ("/api/updates/download", "POST"),
