@@ -114,11 +114,14 @@ pub struct Changelog {
     pub releases: Vec<crate::check::ChangelogEntry>,
 }
 
+/// How the service reads environment variables (tests inject their own).
+pub type EnvReader = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 struct Inner {
     paths: Paths,
-    supervisor: Supervisor,
+    supervisor: Arc<Supervisor>,
     jobs: Jobs,
-    env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    env: EnvReader,
     last_check: Mutex<Option<crate::check::CheckReport>>,
 }
 
@@ -148,15 +151,11 @@ impl Service {
     }
 
     /// A service with a given supervisor and environment (tests).
-    pub fn with_supervisor(
-        paths: Paths,
-        supervisor: Supervisor,
-        env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
-    ) -> Self {
+    pub fn with_supervisor(paths: Paths, supervisor: Supervisor, env: EnvReader) -> Self {
         let service = Service {
             inner: Arc::new(Inner {
                 paths,
-                supervisor,
+                supervisor: Arc::new(supervisor),
                 jobs: Jobs::default(),
                 env,
                 last_check: Mutex::new(None),
@@ -196,6 +195,11 @@ impl Service {
     /// The supervisor of this process's backend.
     pub fn supervisor(&self) -> &Supervisor {
         &self.inner.supervisor
+    }
+
+    /// The supervisor, shared (for a face's own loop, like the headless runner's).
+    pub fn shared_supervisor(&self) -> Arc<Supervisor> {
+        self.inner.supervisor.clone()
     }
 
     /// The job table and event bus.
@@ -266,8 +270,8 @@ impl Service {
 
     /// Never offer `version` automatically. Returns the skip list.
     pub fn skip(&self, version: &str) -> AppResult<Vec<String>> {
-        let parsed =
-            crate::version::parse_user_version(version).map_err(|e| AppError::invalid("version", e.to_string()))?;
+        let parsed = crate::version::parse_user_version(version)
+            .map_err(|e| AppError::invalid("version", e.to_string()))?;
         let list = Config::update(&self.inner.paths.config_file(), |file| {
             if !crate::version::is_listed(&file.skip_versions, &parsed) {
                 file.skip_versions.push(parsed.to_string());
@@ -280,12 +284,13 @@ impl Service {
 
     /// Offer `version` again. Returns whether it was skipped, and the skip list.
     pub fn unskip(&self, version: &str) -> AppResult<(bool, Vec<String>)> {
-        let parsed =
-            crate::version::parse_user_version(version).map_err(|e| AppError::invalid("version", e.to_string()))?;
+        let parsed = crate::version::parse_user_version(version)
+            .map_err(|e| AppError::invalid("version", e.to_string()))?;
         let out = Config::update(&self.inner.paths.config_file(), |file| {
             let before = file.skip_versions.len();
             file.skip_versions.retain(|v| {
-                crate::version::parse_user_version(v).ok().as_ref() != Some(&parsed) && v != &parsed.to_string()
+                crate::version::parse_user_version(v).ok().as_ref() != Some(&parsed)
+                    && v != &parsed.to_string()
             });
             Ok((file.skip_versions.len() != before, file.skip_versions.clone()))
         })?;
@@ -581,7 +586,8 @@ fn cancelled_or(e: crate::Error) -> AppError {
 /// A feed is an `https://` URL (plain `http://` only on loopback) or an absolute folder.
 fn check_feed(feed: &str) -> AppResult<String> {
     if feed.contains("://") {
-        let url = url::Url::parse(feed).map_err(|e| AppError::invalid("feed", format!("is not a URL ({e})")))?;
+        let url =
+            url::Url::parse(feed).map_err(|e| AppError::invalid("feed", format!("is not a URL ({e})")))?;
         let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
         if url.scheme() == "https" || (url.scheme() == "http" && loopback) {
             return Ok(feed.to_owned());
@@ -603,7 +609,9 @@ fn check_feed(feed: &str) -> AppResult<String> {
 fn report_update_event(ctx: &JobCtx, event: &UpdateEvent) {
     use crate::download::DownloadEvent;
     let progress = match event {
-        UpdateEvent::Download(DownloadEvent::Started { total, resume_from, .. }) => Progress {
+        UpdateEvent::Download(DownloadEvent::Started {
+            total, resume_from, ..
+        }) => Progress {
             done: Some(*resume_from),
             total: *total,
             ..Progress::phase("downloading")

@@ -55,7 +55,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
     // One owner per data folder: a second runner (or window) on the same data is refused, naming us.
     let owner = crate::owner::Owner::take(&ctx.paths)?;
     let service = crate::app::Service::new(ctx.paths.clone());
-    let supervisor: &Supervisor = service.supervisor();
+    let supervisor = service.shared_supervisor();
     crate::paths::ensure_dir(&ctx.paths.models_dir())?;
     // The API listens before any backend starts, so every backend gets its address and token.
     let api = super::api::serve(ctx, &service, &owner, args.api_port)?;
