@@ -6,8 +6,10 @@
 //! - the **engine** (`config`, `paths`, `release`, `version`, `platform`, `sources`, `check`, `download`,
 //!   `verify`, `archive`, `install`, `pack`, `agent`, `supervisor`, `models`) never draws a widget or
 //!   serves HTTP;
-//! - the **edges** (`cli`, and later the window and the local API) turn engine results into text, JSON or
-//!   pixels, and add the sentence a user needs to errors.
+//! - the **service layer** (`app`, with `owner`) holds the operations every face calls: one job at a
+//!   time, progress as events, cancellation;
+//! - the **faces** (`cli`, `ui`, and the local REST API `api`) turn results into text, JSON or pixels,
+//!   and add the sentence a user needs to errors.
 
 pub mod agent;
 pub mod api;
