@@ -57,6 +57,10 @@ pub struct Config {
     pub public_key: Option<String>,
     /// Versions whose backend failed its health check after install; not offered automatically again.
     pub failed_versions: Vec<String>,
+    /// The loopback port the owner's local API listens on (`run --headless --api-port` overrides it);
+    /// 0 or absent: any free port, published in `run/api.json`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_port: Option<u16>,
     /// Settings written by newer launchers, kept as they are.
     #[serde(flatten)]
     pub unknown: serde_json::Map<String, serde_json::Value>,
@@ -80,6 +84,7 @@ impl Default for Config {
             feed: None,
             public_key: None,
             failed_versions: Vec::new(),
+            api_port: None,
             unknown: serde_json::Map::new(),
             problem: None,
         }
@@ -103,7 +108,7 @@ pub const MAX_CHECK_INTERVAL_HOURS: f64 = 24.0 * 365.0;
 pub const SECURITY_FIELDS: [&str; 3] = ["public_key", "github_repo", "feed"];
 
 /// Every field this launcher reads; anything else in the file is kept as it is (`Config::unknown`).
-const KNOWN_FIELDS: [&str; 12] = [
+const KNOWN_FIELDS: [&str; 13] = [
     "auto_check",
     "auto_download",
     "auto_install",
@@ -116,6 +121,7 @@ const KNOWN_FIELDS: [&str; 12] = [
     "feed",
     "public_key",
     "failed_versions",
+    "api_port",
 ];
 
 /// Why the settings file cannot be trusted for updating: which line, which field, and what is wrong.

@@ -6,10 +6,14 @@
 //! - the **engine** (`config`, `paths`, `release`, `version`, `platform`, `sources`, `check`, `download`,
 //!   `verify`, `archive`, `install`, `pack`, `agent`, `supervisor`, `models`) never draws a widget or
 //!   serves HTTP;
-//! - the **edges** (`cli`, and later the window and the local API) turn engine results into text, JSON or
-//!   pixels, and add the sentence a user needs to errors.
+//! - the **service layer** (`app`, with `owner`) holds the operations every face calls: one job at a
+//!   time, progress as events, cancellation;
+//! - the **faces** (`cli`, `ui`, and the local REST API `api`) turn results into text, JSON or pixels,
+//!   and add the sentence a user needs to errors.
 
 pub mod agent;
+pub mod api;
+pub mod app;
 pub mod archive;
 pub mod check;
 pub mod cli;
@@ -21,6 +25,7 @@ pub mod http;
 pub mod install;
 pub mod logging;
 pub mod models;
+pub mod owner;
 pub mod pack;
 pub mod paths;
 pub mod platform;

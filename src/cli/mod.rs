@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::paths::Paths;
 
+pub mod api;
 pub mod backend;
 pub mod models;
 pub mod release;
@@ -54,6 +55,8 @@ pub enum Command {
     Models(models::ModelsArgs),
     /// Run the launcher: supervise the backend and apply updates (`--headless` for no window).
     Run(run::RunArgs),
+    /// Where the owner of this data folder serves its local API (`api status`).
+    Api(api::ApiArgs),
 }
 
 /// What every command gets: where files live and how to print.
@@ -150,6 +153,7 @@ fn run_cli(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Backend(args)) => backend::run(&ctx, args),
         Some(Command::Models(args)) => models::run(&ctx, args),
         Some(Command::Run(args)) => run::run(&ctx, args),
+        Some(Command::Api(args)) => api::run(&ctx, args),
         None => run::run(&ctx, run::RunArgs::default()),
     }
 }

@@ -25,6 +25,10 @@ pub struct RunArgs {
     /// Check for updates right away instead of after the first interval.
     #[arg(long)]
     pub check_now: bool,
+    /// The loopback port of the local API (default: the `api_port` setting; 0 = any free port). The
+    /// port chosen is in `run/api.json`; `personal-ai-agent api status` prints it.
+    #[arg(long, value_name = "PORT")]
+    pub api_port: Option<u16>,
 }
 
 pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -48,8 +52,13 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
         .context("cannot install the SIGINT/SIGTERM handler")?;
     }
 
-    let supervisor = Supervisor::new(&ctx.paths);
+    // One owner per data folder: a second runner (or window) on the same data is refused, naming us.
+    let owner = crate::owner::Owner::take(&ctx.paths)?;
+    let service = crate::app::Service::new(ctx.paths.clone());
+    let supervisor = service.shared_supervisor();
     crate::paths::ensure_dir(&ctx.paths.models_dir())?;
+    // The API listens before any backend starts, so every backend gets its address and token.
+    let api = super::api::serve(ctx, &service, &owner, args.api_port)?;
     // Nothing below ends the runner but a signal: a failed recovery, install or check is reported, what is
     // installed keeps running, and the next round tries again.
     let installer = crate::updater::installer(&ctx.paths);
@@ -124,6 +133,16 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
         if recovered && Instant::now() >= next_check {
+            // One operation at a time: a round waits while an API job (an install, say) runs.
+            let _round = match service.hold(crate::app::JobKind::ScheduledUpdate) {
+                Ok(guard) => guard,
+                Err(e) => {
+                    tracing::info!("the scheduled update waits: {e}");
+                    next_check = Instant::now() + Duration::from_secs(30);
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+            };
             // Settings are read afresh every round: a key pinned, a version skipped or failed, a channel
             // changed by another process all apply from the next check on.
             let mut config = current_config(ctx);
@@ -172,6 +191,8 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = supervisor.stop() {
         tracing::error!("{e}");
     }
+    drop(api);
+    drop(owner);
     Ok(ExitCode::SUCCESS)
 }
 

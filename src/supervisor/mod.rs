@@ -443,6 +443,9 @@ struct Inner {
     http: Option<reqwest::blocking::Client>,
     /// Called after every change of state or health (the window passes `request_repaint`).
     on_change: Mutex<Option<ChangeHook>>,
+    /// Added to every plan's environment at start, over the bundle's own (`PAI_LAUNCHER_API`,
+    /// `PAI_LAUNCHER_TOKEN` while the owner serves its API); see [`Supervisor::set_launch_env`].
+    launch_env: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 type ChangeHook = Arc<dyn Fn() + Send + Sync>;
@@ -527,6 +530,7 @@ impl Supervisor {
             spawner: Spawner::start(),
             http,
             on_change: Mutex::new(None),
+            launch_env: Mutex::new(std::collections::BTreeMap::new()),
             options,
         });
         let monitor_inner = inner.clone();
@@ -541,8 +545,11 @@ impl Supervisor {
     /// Starts the backend from `plan`, stopping any backend this supervisor runs first. Returns its pid.
     ///
     /// The state is `starting` until the first healthy answer; see [`Supervisor::wait_healthy`].
-    pub fn start(&self, plan: LaunchPlan) -> Result<u32, SupervisorError> {
+    pub fn start(&self, mut plan: LaunchPlan) -> Result<u32, SupervisorError> {
         self.stop()?;
+        for (key, value) in self.launch_env().iter() {
+            plan.env.insert(key.clone(), value.clone());
+        }
         if let Some(file) = &self.inner.options.stop_request_file {
             let _ = std::fs::remove_file(file);
         }
@@ -586,6 +593,25 @@ impl Supervisor {
                 Err(e)
             }
         }
+    }
+
+    /// Sets the variables added to the environment of every backend this supervisor starts from now on
+    /// (they win over a bundle's `agent.json` `env`, so a bundle cannot point its agent elsewhere).
+    pub fn set_launch_env(&self, env: std::collections::BTreeMap<String, String>) {
+        *self
+            .inner
+            .launch_env
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = env;
+    }
+
+    /// What [`Supervisor::set_launch_env`] set.
+    pub fn launch_env(&self) -> std::collections::BTreeMap<String, String> {
+        self.inner
+            .launch_env
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Stops and starts the backend again with the last plan.

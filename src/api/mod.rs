@@ -1,0 +1,526 @@
+//! The local REST API the agent's web page (through the agent's own server) and, later, the other faces
+//! use: JSON in and out over HTTP on 127.0.0.1, served by `tiny_http`; every operation is the service
+//! layer's (`crate::app`), this module only translates.
+//!
+//! Security, in the order each request is checked (see docs/API.md):
+//! 1. bound to 127.0.0.1 only;
+//! 2. `Host` must be exactly `127.0.0.1:<port>` or `localhost:<port>`, else 403 (DNS rebinding);
+//! 3. an `Origin` not on the allow-list (the API's own origins plus [`ApiOptions::allowed_origins`]) gets
+//!    403, and no `*` CORS header is ever sent;
+//! 4. `Authorization: Bearer <token>` (see [`token`]), compared in constant time, else 401 and no work;
+//! 5. mutations are POST only (405 otherwise), bodies at most [`MAX_BODY`] bytes (413), JSON objects (400)
+//!    with no unknown field (400 naming it).
+//!
+//! Long operations answer 202 `{"job": id}` at once; `GET /api/jobs/{id}`, `GET /api/updates/status` and
+//! the event stream `GET /api/events` (Server-Sent Events) carry their progress and outcome. A second long
+//! operation while one runs gets 409 naming the running job.
+
+pub mod dto;
+pub mod token;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::app::{AppError, Service};
+
+/// The largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Requests handled at once; more get 503.
+const MAX_IN_FLIGHT: usize = 64;
+/// How often an idle event stream sends a comment, so dead connections are noticed.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// How to serve.
+#[derive(Clone, Debug, Default)]
+pub struct ApiOptions {
+    /// The port on 127.0.0.1; 0 for any free one.
+    pub port: u16,
+    /// Origins allowed besides the API's own (`http://127.0.0.1:<port>`, `http://localhost:<port>`).
+    pub allowed_origins: Vec<String>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(
+        "cannot listen on 127.0.0.1:{port}: {reason}; choose another port with `run --headless --api-port N` (0 = any)"
+    )]
+    Listen { port: u16, reason: String },
+    #[error(transparent)]
+    Token(#[from] token::TokenError),
+}
+
+/// A running API server; dropping it stops it.
+pub struct ApiServer {
+    port: u16,
+    token_file: PathBuf,
+    token: String,
+    stopping: Arc<AtomicBool>,
+    server: Arc<tiny_http::Server>,
+    accept: Option<JoinHandle<()>>,
+    service: Service,
+}
+
+impl std::fmt::Debug for ApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServer").field("port", &self.port).finish()
+    }
+}
+
+struct Shared {
+    service: Service,
+    token: String,
+    port: u16,
+    origins: Vec<String>,
+    stopping: Arc<AtomicBool>,
+    in_flight: AtomicUsize,
+}
+
+impl ApiServer {
+    /// Creates the token if needed, listens on 127.0.0.1, and serves `service` on a thread named
+    /// `api-server` (one `api-request` thread per request). The backends the service's supervisor starts
+    /// from now on get `PAI_LAUNCHER_API` and `PAI_LAUNCHER_TOKEN` in their environment.
+    pub fn start(service: Service, options: ApiOptions) -> Result<ApiServer, ApiError> {
+        let (token, token_file) = token::load_or_create(&service.paths().config_dir)?;
+        let server = tiny_http::Server::http(("127.0.0.1", options.port)).map_err(|e| ApiError::Listen {
+            port: options.port,
+            reason: e.to_string(),
+        })?;
+        let port = server
+            .server_addr()
+            .to_ip()
+            .map(|a| a.port())
+            .ok_or_else(|| ApiError::Listen {
+                port: options.port,
+                reason: "the server has no IP address".into(),
+            })?;
+        let server = Arc::new(server);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let mut origins = vec![
+            format!("http://127.0.0.1:{port}"),
+            format!("http://localhost:{port}"),
+        ];
+        origins.extend(options.allowed_origins.iter().cloned());
+        let shared = Arc::new(Shared {
+            service: service.clone(),
+            token: token.clone(),
+            port,
+            origins,
+            stopping: stopping.clone(),
+            in_flight: AtomicUsize::new(0),
+        });
+        let accept = {
+            let server = server.clone();
+            std::thread::Builder::new()
+                .name("api-server".into())
+                .spawn(move || accept_loop(&server, &shared))
+                .map_err(|e| ApiError::Listen {
+                    port,
+                    reason: format!("cannot start its thread: {e}"),
+                })?
+        };
+        let url = format!("http://127.0.0.1:{port}");
+        let mut env = service.supervisor().launch_env();
+        env.insert("PAI_LAUNCHER_API".into(), url);
+        env.insert("PAI_LAUNCHER_TOKEN".into(), token.clone());
+        service.supervisor().set_launch_env(env);
+        tracing::info!(port, "local API listening on 127.0.0.1");
+        Ok(ApiServer {
+            port,
+            token_file,
+            token,
+            stopping,
+            server,
+            accept: Some(accept),
+            service,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn token_file(&self) -> &std::path::Path {
+        &self.token_file
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.server.unblock();
+        if let Some(handle) = self.accept.take() {
+            let _ = handle.join();
+        }
+        let mut env = self.service.supervisor().launch_env();
+        env.remove("PAI_LAUNCHER_API");
+        env.remove("PAI_LAUNCHER_TOKEN");
+        self.service.supervisor().set_launch_env(env);
+    }
+}
+
+fn accept_loop(server: &tiny_http::Server, shared: &Arc<Shared>) {
+    while !shared.stopping.load(Ordering::SeqCst) {
+        let request = match server.recv_timeout(Duration::from_millis(200)) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!("the local API stopped accepting requests: {e}");
+                break;
+            }
+        };
+        if shared.in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_IN_FLIGHT {
+            shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            let _ = request.respond(json_response(
+                503,
+                &json!({"error": "too many requests at once; try again"}),
+            ));
+            continue;
+        }
+        let shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("api-request".into())
+            .spawn(move || {
+                handle(request, &shared);
+                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start a thread for an API request: {e}");
+        }
+    }
+}
+
+type Response = tiny_http::Response<std::io::Cursor<Vec<u8>>>;
+
+fn header(name: &str, value: &str) -> tiny_http::Header {
+    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid header")
+}
+
+fn json_response<T: Serialize>(status: u16, body: &T) -> Response {
+    let bytes = serde_json::to_vec_pretty(body).unwrap_or_else(|_| b"{}".to_vec());
+    tiny_http::Response::from_data(bytes)
+        .with_status_code(status)
+        .with_header(header("Content-Type", "application/json"))
+        .with_header(header("Cache-Control", "no-store"))
+        .with_header(header("X-Content-Type-Options", "nosniff"))
+}
+
+fn error_response(status: u16, message: &str, field: Option<&str>) -> Response {
+    let mut body = json!({ "error": message });
+    if let Some(field) = field {
+        body["field"] = field.into();
+    }
+    json_response(status, &body)
+}
+
+fn app_error(e: &AppError) -> Response {
+    match e {
+        AppError::Busy { running, job } => json_response(
+            409,
+            &json!({ "error": e.to_string(), "running": running, "job": job }),
+        ),
+        AppError::InvalidField { field, .. } => error_response(400, &e.to_string(), Some(field)),
+        AppError::Conflict(_)
+        | AppError::Cancelled
+        | AppError::Engine(crate::Error::NoRepository | crate::Error::SettingsUnreadable { .. }) => {
+            error_response(409, &e.to_string(), None)
+        }
+        _ => error_response(500, &e.to_string(), None),
+    }
+}
+
+fn header_value<'a>(request: &'a tiny_http::Request, name: &'static str) -> Option<&'a str> {
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv(name))
+        .map(|h| h.value.as_str())
+}
+
+/// The routes: path, and the one method each answers (besides `GET /api/jobs/{id}`).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("/api/updates/status", "GET"),
+    ("/api/updates/check", "POST"),
+    ("/api/updates/download", "POST"),
+    ("/api/updates/install", "POST"),
+    ("/api/updates/skip-version", "POST"),
+    ("/api/updates/unskip-version", "POST"),
+    ("/api/updates/configure", "POST"),
+    ("/api/updates/changelog", "GET"),
+    ("/api/updates/rollback", "POST"),
+    ("/api/backend/status", "GET"),
+    ("/api/backend/start", "POST"),
+    ("/api/backend/stop", "POST"),
+    ("/api/backend/restart", "POST"),
+    ("/api/models", "GET"),
+    ("/api/models/download", "POST"),
+    ("/api/jobs/cancel", "POST"),
+    ("/api/events", "GET"),
+];
+
+fn handle(mut request: tiny_http::Request, shared: &Shared) {
+    let method = request.method().as_str().to_ascii_uppercase();
+    let path = request.url().split('?').next().unwrap_or_default().to_owned();
+    // 2. Host: a browser on a rebound DNS name sends its own host name here.
+    let host_ok = header_value(&request, "Host").is_some_and(|h| {
+        h == format!("127.0.0.1:{}", shared.port) || h == format!("localhost:{}", shared.port)
+    });
+    if !host_ok {
+        let _ = request.respond(error_response(
+            403,
+            "the Host header must be 127.0.0.1:<port> or localhost:<port>",
+            None,
+        ));
+        return;
+    }
+    // 3. Origin: a web page elsewhere may not drive the API from the user's browser.
+    let origin = header_value(&request, "Origin").map(str::to_owned);
+    if let Some(origin) = &origin
+        && !shared.origins.iter().any(|o| o == origin)
+    {
+        let _ = request.respond(error_response(
+            403,
+            &format!("origin {origin} is not allowed"),
+            None,
+        ));
+        return;
+    }
+    // 4. The token; nothing is done without it.
+    let authorized = header_value(&request, "Authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| token::matches(&shared.token, t.trim()));
+    if !authorized {
+        let response = error_response(
+            401,
+            "missing or wrong bearer token: send `Authorization: Bearer <token>` with the token from the api-token file (`personal-ai-agent api status` names it)",
+            None,
+        )
+        .with_header(header("WWW-Authenticate", "Bearer"));
+        let _ = request.respond(response);
+        return;
+    }
+    let cors = origin.map(|o| header("Access-Control-Allow-Origin", &o));
+    let respond = |request: tiny_http::Request, response: Response| {
+        let response = match &cors {
+            Some(h) => response
+                .with_header(h.clone())
+                .with_header(header("Vary", "Origin")),
+            None => response,
+        };
+        let _ = request.respond(response);
+    };
+    // 5. Route and method.
+    let job_id = path
+        .strip_prefix("/api/jobs/")
+        .filter(|rest| *rest != "cancel")
+        .map(|rest| rest.parse::<u64>().ok());
+    let allowed = match job_id {
+        Some(_) => Some("GET"),
+        None => ROUTES.iter().find(|(p, _)| *p == path).map(|(_, m)| *m),
+    };
+    let Some(allowed) = allowed else {
+        respond(
+            request,
+            error_response(404, &format!("no such endpoint: {path}"), None),
+        );
+        return;
+    };
+    if method != allowed {
+        let response = error_response(405, &format!("{path} answers {allowed} only"), None)
+            .with_header(header("Allow", allowed));
+        respond(request, response);
+        return;
+    }
+    if let Some(id) = job_id {
+        let response = match id.and_then(|id| shared.service.job(id)) {
+            Some(job) => json_response(200, &job),
+            None => error_response(404, "no such job (only the last few are kept)", None),
+        };
+        respond(request, response);
+        return;
+    }
+    if path == "/api/events" {
+        events(request, shared);
+        return;
+    }
+    let body = if method == "POST" {
+        if request.body_length().is_some_and(|n| n > MAX_BODY) {
+            respond(request, too_large());
+            return;
+        }
+        let mut body = Vec::new();
+        if let Err(e) = request
+            .as_reader()
+            .take(MAX_BODY as u64 + 1)
+            .read_to_end(&mut body)
+        {
+            respond(
+                request,
+                error_response(400, &format!("cannot read the body: {e}"), None),
+            );
+            return;
+        }
+        if body.len() > MAX_BODY {
+            respond(request, too_large());
+            return;
+        }
+        body
+    } else {
+        Vec::new()
+    };
+    let response = route(&shared.service, &path, &body);
+    respond(request, response);
+}
+
+fn too_large() -> Response {
+    error_response(413, &format!("the body is larger than {MAX_BODY} bytes"), None)
+}
+
+fn accepted(job: Result<u64, AppError>) -> Response {
+    match job {
+        Ok(id) => json_response(202, &json!({ "job": id })),
+        Err(e) => app_error(&e),
+    }
+}
+
+fn version_of(text: Option<String>, field: &str) -> Result<Option<semver::Version>, AppError> {
+    text.map(|v| {
+        crate::version::parse_user_version(&v).map_err(|e| AppError::InvalidField {
+            field: field.to_owned(),
+            reason: e.to_string(),
+        })
+    })
+    .transpose()
+}
+
+/// Answers one authorised request whose method matched.
+fn route(service: &Service, path: &str, body: &[u8]) -> Response {
+    macro_rules! body {
+        ($t:ty) => {
+            match dto::parse::<$t>(body) {
+                Ok(b) => b,
+                Err(e) => return error_response(400, &e.message, e.field.as_deref()),
+            }
+        };
+    }
+    let ok = |value: Result<serde_json::Value, AppError>| match value {
+        Ok(v) => json_response(200, &v),
+        Err(e) => app_error(&e),
+    };
+    match path {
+        "/api/updates/status" => ok(service
+            .status()
+            .map(|s| serde_json::to_value(s).unwrap_or_default())),
+        "/api/updates/changelog" => ok(service
+            .changelog()
+            .map(|c| serde_json::to_value(c).unwrap_or_default())),
+        "/api/updates/check" => {
+            body!(dto::Empty);
+            accepted(service.check())
+        }
+        "/api/updates/download" => {
+            let b = body!(dto::VersionChoice);
+            accepted(version_of(b.version, "version").and_then(|v| service.download(v)))
+        }
+        "/api/updates/install" => {
+            let b = body!(dto::VersionChoice);
+            accepted(version_of(b.version, "version").and_then(|v| service.install(v)))
+        }
+        "/api/updates/rollback" => {
+            let b = body!(dto::RollbackBody);
+            accepted(version_of(b.to, "to").and_then(|v| service.rollback(v)))
+        }
+        "/api/updates/skip-version" => {
+            let b = body!(dto::VersionBody);
+            ok(service
+                .skip(&b.version)
+                .map(|list| json!({ "skipped": b.version, "skip_versions": list })))
+        }
+        "/api/updates/unskip-version" => {
+            let b = body!(dto::VersionBody);
+            ok(service.unskip(&b.version).map(
+                |(was, list)| json!({ "unskipped": b.version, "was_skipped": was, "skip_versions": list }),
+            ))
+        }
+        "/api/updates/configure" => {
+            let b = body!(dto::ConfigureBody);
+            ok(service
+                .configure(b.into())
+                .map(|c| serde_json::to_value(c).unwrap_or_default()))
+        }
+        "/api/backend/status" => json_response(200, &service.backend_status()),
+        "/api/backend/start" => {
+            body!(dto::Empty);
+            accepted(service.backend_start())
+        }
+        "/api/backend/stop" => {
+            body!(dto::Empty);
+            accepted(service.backend_stop())
+        }
+        "/api/backend/restart" => {
+            body!(dto::Empty);
+            accepted(service.backend_restart())
+        }
+        "/api/models" => ok(service.models_status()),
+        "/api/models/download" => {
+            let b = body!(dto::ModelsDownloadBody);
+            accepted(service.models_download(b.all))
+        }
+        "/api/jobs/cancel" => {
+            body!(dto::Empty);
+            json_response(200, &json!({ "cancelled": service.cancel() }))
+        }
+        _ => error_response(404, &format!("no such endpoint: {path}"), None),
+    }
+}
+
+/// `GET /api/events`: Server-Sent Events, one per service event (`id`, `event` = its type, `data` = its
+/// JSON), until the client goes away or the server stops. tiny_http buffers chunked bodies, so the
+/// stream is written straight to the connection (`Connection: close`, no length) and flushed per event.
+fn events(request: tiny_http::Request, shared: &Shared) {
+    let events = shared.service.subscribe();
+    let cors = header_value(&request, "Origin")
+        .map(|o| format!("Access-Control-Allow-Origin: {o}\r\nVary: Origin\r\n"))
+        .unwrap_or_default();
+    let mut out = request.into_writer();
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nConnection: close\r\nX-Content-Type-Options: nosniff\r\n{cors}\r\n: connected\n\n"
+    );
+    if out.write_all(head.as_bytes()).and_then(|()| out.flush()).is_err() {
+        return;
+    }
+    let mut last_write = std::time::Instant::now();
+    while !shared.stopping.load(Ordering::SeqCst) {
+        let text = match events.recv_timeout(Duration::from_millis(250)) {
+            Ok(event) => {
+                let data = serde_json::to_string(&event).unwrap_or_default();
+                format!("id: {}\nevent: {}\ndata: {data}\n\n", event.id, event.kind.name())
+            }
+            // A comment now and then, so a client that went away is noticed by the failed write.
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if last_write.elapsed() >= KEEP_ALIVE => {
+                ": keep-alive\n\n".to_owned()
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+            break;
+        }
+        last_write = std::time::Instant::now();
+    }
+}

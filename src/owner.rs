@@ -1,0 +1,184 @@
+//! One owner per data folder: the process that supervises the backend and serves the local API.
+//!
+//! The owner holds an exclusive OS lock on `run/owner.lock` for as long as it lives (the OS drops it when
+//! the process dies, however it dies, so a killed owner never blocks the next one) and, once its API
+//! listens, publishes `run/api.json` (`port`, `pid`, `version`, `url`, `token_file`), written atomically
+//! and removed on a clean exit. Every other face reads [`current`] to find it: `api.json` alone is not
+//! proof (a killed owner leaves it behind), so the lock is tried too.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::paths::Paths;
+
+/// The lock file, in `paths.run_dir()`.
+pub const OWNER_LOCK_FILE: &str = "owner.lock";
+/// Where the owner's API listens, in `paths.run_dir()`.
+pub const API_INFO_FILE: &str = "api.json";
+
+/// Why this process cannot become the owner.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnerError {
+    #[error(
+        "another launcher{} already owns {data_dir} (it supervises the backend and serves the local API); see `personal-ai-agent api status`, or stop that one first",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Taken { pid: Option<u32>, data_dir: PathBuf },
+
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> OwnerError + use<> {
+    let path = path.to_path_buf();
+    move |source| OwnerError::Io { action, path, source }
+}
+
+/// What `run/api.json` holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiInfo {
+    pub port: u16,
+    pub pid: u32,
+    /// The owner's launcher version.
+    pub version: String,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// The file holding the bearer token.
+    pub token_file: PathBuf,
+}
+
+/// Proof that this process owns the data folder; dropping it removes `api.json` and releases the lock.
+#[derive(Debug)]
+pub struct Owner {
+    file: File,
+    run_dir: PathBuf,
+}
+
+impl Owner {
+    /// Takes ownership of `paths`' data folder, or fails at once with [`OwnerError::Taken`].
+    pub fn take(paths: &Paths) -> Result<Owner, OwnerError> {
+        let run_dir = paths.run_dir();
+        std::fs::create_dir_all(&run_dir).map_err(io("create folder", &run_dir))?;
+        let path = run_dir.join(OWNER_LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io("open", &path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                // On Windows the locked file cannot be read; `api.json` may still say who it is.
+                let mut text = String::new();
+                let pid = file
+                    .read_to_string(&mut text)
+                    .ok()
+                    .and_then(|_| text.trim().parse().ok())
+                    .or_else(|| read_api_info(paths).map(|i| i.pid));
+                return Err(OwnerError::Taken {
+                    pid,
+                    data_dir: paths.data_dir.clone(),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io("lock", &path)(e)),
+        }
+        // A courtesy for the message above.
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| write!(file, "{}", std::process::id()));
+        // A file left by an owner that was killed describes nobody.
+        let _ = std::fs::remove_file(run_dir.join(API_INFO_FILE));
+        Ok(Owner { file, run_dir })
+    }
+
+    /// Publishes where the API listens (atomically, so a reader never sees half a file).
+    pub fn publish(&self, info: &ApiInfo) -> Result<(), OwnerError> {
+        let path = self.run_dir.join(API_INFO_FILE);
+        let bytes = serde_json::to_vec_pretty(info).unwrap_or_default();
+        crate::fsutil::write_atomic(&path, &bytes).map_err(|e| OwnerError::Io {
+            action: "write",
+            path,
+            source: std::io::Error::other(e.to_string()),
+        })
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.run_dir.join(API_INFO_FILE));
+        let _ = self.file.set_len(0);
+        let _ = self.file.unlock();
+    }
+}
+
+/// `run/api.json` as written, without checking that its owner lives.
+pub fn read_api_info(paths: &Paths) -> Option<ApiInfo> {
+    let text = std::fs::read_to_string(paths.run_dir().join(API_INFO_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Whether some process holds the owner lock now.
+pub fn is_owned(paths: &Paths) -> bool {
+    let path = paths.run_dir().join(OWNER_LOCK_FILE);
+    let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else {
+        return false;
+    };
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(TryLockError::WouldBlock) => true,
+        Err(TryLockError::Error(_)) => false,
+    }
+}
+
+/// The owner's API, when a live owner has published one.
+pub fn current(paths: &Paths) -> Option<ApiInfo> {
+    let info = read_api_info(paths)?;
+    (is_owned(paths) && crate::supervisor::is_process_alive(info.pid)).then_some(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_owner_is_refused_naming_the_first_and_the_folder_is_free_after_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::under(dir.path());
+        let owner = Owner::take(&paths).unwrap();
+        assert!(is_owned(&paths));
+        owner
+            .publish(&ApiInfo {
+                port: 1234,
+                pid: std::process::id(),
+                version: "0.1.0".into(),
+                url: "http://127.0.0.1:1234".into(),
+                token_file: dir.path().join("api-token"),
+            })
+            .unwrap();
+        assert_eq!(current(&paths).unwrap().port, 1234);
+        let err = Owner::take(&paths).unwrap_err().to_string();
+        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(err.contains("api status"), "{err}");
+        drop(owner);
+        assert!(!is_owned(&paths));
+        assert!(
+            read_api_info(&paths).is_none(),
+            "api.json is removed on a clean exit"
+        );
+        assert!(Owner::take(&paths).is_ok());
+    }
+}
