@@ -132,6 +132,8 @@ pub struct SettingsProblem {
     /// The field, or `the file` when it is not a JSON object at all.
     pub field: String,
     pub reason: String,
+    /// Every security-relevant field that could not be read (`field` is the first of them).
+    pub all_fields: Vec<String>,
 }
 
 impl From<SettingsProblem> for Error {
@@ -178,6 +180,7 @@ impl Config {
                             line: 1,
                             field: "the file".into(),
                             reason: e.to_string(),
+                            all_fields: Vec::new(),
                         }),
                         ..Config::default()
                     },
@@ -207,12 +210,16 @@ impl Config {
                     let line = line_of_field(&text, &key);
                     let reason = format!("it is {value}: {e}");
                     if SECURITY_FIELDS.contains(&key.as_str()) {
-                        problem.get_or_insert(SettingsProblem {
-                            path: path.to_path_buf(),
-                            line,
-                            field: key,
-                            reason,
-                        });
+                        problem
+                            .get_or_insert(SettingsProblem {
+                                path: path.to_path_buf(),
+                                line,
+                                field: key.clone(),
+                                reason,
+                                all_fields: Vec::new(),
+                            })
+                            .all_fields
+                            .push(key);
                     } else {
                         warnings.push(format!(
                             "{} line {line}: `{key}` is {value}, which cannot be read ({e}); using the default until it is fixed",
@@ -265,12 +272,11 @@ impl Config {
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
         }
-        if loaded
-            .config
-            .problem
-            .as_ref()
-            .is_some_and(|p| replaced.contains(&p.field.as_str()))
-        {
+        // Only when the change replaces *every* broken trust field: clearing the problem for one would
+        // let the save drop another (a broken `public_key` beside the `feed` being set).
+        if loaded.config.problem.as_ref().is_some_and(|p| {
+            !p.all_fields.is_empty() && p.all_fields.iter().all(|f| replaced.contains(&f.as_str()))
+        }) {
             loaded.config.problem = None;
         }
         loaded.config.ensure_readable()?;
@@ -398,6 +404,7 @@ fn damaged(path: &Path, line: usize, reason: String) -> Loaded {
                 reason: format!(
                     "{reason}; it may have held a pinned key or update source, which are never dropped silently (delete the file to start over with defaults)"
                 ),
+                all_fields: Vec::new(),
             }),
             ..Config::default()
         },
@@ -528,6 +535,25 @@ mod tests {
             "defaults were written over it"
         );
         assert!(Config::update(&path, |_| Ok(())).is_err());
+    }
+
+    #[test]
+    fn repairing_one_broken_trust_field_never_drops_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, r#"{"feed": 5, "public_key": 7}"#).unwrap();
+        assert!(Config::update_replacing(&path, &["feed"], |_| Ok(())).is_err());
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("\"public_key\": 7")
+        );
+        Config::update_replacing(&path, &["feed", "public_key"], |c| {
+            c.feed = None;
+            c.public_key = Some("RWQ".into());
+            Ok(())
+        })
+        .unwrap();
     }
 
     #[test]

@@ -884,9 +884,11 @@ impl<'a> Download<'a> {
                 .and_then(|l| url.join(l).ok());
             match location {
                 Some(next) if response.status().is_redirection() => {
-                    if next.scheme() != "https"
-                        && !(next.scheme() == "http" && crate::http::is_loopback(&next))
-                    {
+                    let from_loopback =
+                        reqwest::Url::parse(&self.req.url).is_ok_and(|u| crate::http::is_loopback(&u));
+                    let loopback_http =
+                        next.scheme() == "http" && crate::http::is_loopback(&next) && from_loopback;
+                    if next.scheme() != "https" && !loopback_http {
                         return Err(Err(DownloadError::Request {
                             url: self.req.url.clone(),
                             reason: format!(

@@ -46,12 +46,17 @@ pub fn client() -> Result<Client> {
         .redirect(reqwest::redirect::Policy::custom(|attempt| {
             // Never from HTTPS down to plain HTTP (loopback aside, for tests and local mirrors): an unsigned
             // feed or release list fetched that way could be changed on the wire.
-            let insecure = attempt.url().scheme() == "http" && !is_loopback(attempt.url());
-            let was_secure = attempt.previous().iter().any(|u| u.scheme() == "https");
+            // Plain http to loopback only when the whole chain stayed on loopback: a remote host must not
+            // bounce requests onto this machine's local services either.
+            let all_loopback = attempt.previous().iter().all(is_loopback);
+            let insecure = attempt.url().scheme() == "http" && !(is_loopback(attempt.url()) && all_loopback);
+            let was_secure = attempt.previous().iter().any(|u| u.scheme() == "https") || !all_loopback;
             if attempt.previous().len() > 10 {
                 attempt.error("more than 10 redirects")
             } else if insecure && was_secure {
-                attempt.error("a redirect from https:// to plain http:// was refused")
+                attempt.error(
+                    "a redirect to plain http:// was refused (only https://, or http:// within this machine)",
+                )
             } else {
                 attempt.follow()
             }

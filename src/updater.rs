@@ -218,8 +218,17 @@ pub fn newest_signed(paths: &Paths) -> BTreeMap<String, Vec<SeenManifest>> {
 /// been superseded is what a mirror replaying old releases serves. A backport (1.0.5 signed after 1.1.0
 /// was seen) is not a replay: no later signature covers a version as high.
 pub fn is_replay(version: &Version, published_at: DateTime<Utc>, seen: &[SeenManifest]) -> bool {
+    replayed_by(version, published_at, seen).is_some()
+}
+
+/// The manifest already seen that makes this one a replay (see [`is_replay`]).
+fn replayed_by<'a>(
+    version: &Version,
+    published_at: DateTime<Utc>,
+    seen: &'a [SeenManifest],
+) -> Option<&'a SeenManifest> {
     seen.iter()
-        .any(|s| s.published_at > published_at && s.version >= *version)
+        .find(|s| s.published_at > published_at && s.version >= *version)
 }
 
 fn record_newest_signed(paths: &Paths, channel: Channel, seen: SeenManifest) -> Result<()> {
@@ -294,7 +303,7 @@ pub enum Integrity {
     Intact,
     /// A file is missing or changed; the reason names it.
     Damaged(String),
-    /// Installed before such records were kept; only `agent.json` could be checked.
+    /// Installed before such records were kept; only `agent.json` and the backend's program could be checked.
     Unknown,
 }
 
@@ -333,7 +342,7 @@ pub(crate) fn record_installed_files(paths: &Paths, version: &Version) -> Result
 }
 
 /// Compares `version`'s folder with what [`record_installed_files`] recorded when it was unpacked: every
-/// recorded file present with the same size and, when `thorough`, the same SHA256 (files the backend added
+/// recorded file present and, when `thorough`, with the same size and SHA256 (files the backend added
 /// since are not a damage). Without a record (installed by an older launcher) only `agent.json` and the
 /// backend's program can be checked: `Unknown` unless one of them is missing.
 pub fn check_integrity(paths: &Paths, version: &Version, thorough: bool) -> Result<Integrity> {
@@ -366,8 +375,10 @@ pub fn check_integrity(paths: &Paths, version: &Version, thorough: bool) -> Resu
             Ok(m) => m,
             Err(_) => return Ok(Integrity::Damaged(format!("{} is missing", path.display()))),
         };
-        let changed = meta.len() != expected.size
-            || (thorough && crate::verify::sha256_file(&path)? != expected.sha256);
+        // The cheap check only asks for presence: a backend may rewrite a shipped file (its working folder
+        // is the bundle) and must not trigger a repair at every plain `update install`.
+        let changed = thorough
+            && (meta.len() != expected.size || crate::verify::sha256_file(&path)? != expected.sha256);
         if changed {
             return Ok(Integrity::Damaged(format!(
                 "{} was changed since it was installed",
@@ -924,9 +935,7 @@ impl Updater {
             && !explicit
             && let (Some(manifest_channel), Some(published_at)) = (verified.channel, verified.published_at)
             && let Some(seen) = newest_signed(&self.paths).get(manifest_channel.as_str())
-            && let Some(newer) = seen
-                .iter()
-                .find(|s| s.published_at > published_at && s.version >= release.version)
+            && let Some(newer) = replayed_by(&release.version, published_at, seen)
         {
             return Err(Error::ReplayedManifest {
                 version: release.version.to_string(),
@@ -967,10 +976,14 @@ impl Updater {
             signed: verified.signed,
         });
         // The name becomes a path in the downloads folder; an unsigned listing could name anything.
+        let reserved = asset.name == "pending.json"
+            || asset.name.starts_with('.')
+            || asset.name.ends_with(".part")
+            || asset.name.ends_with(".part.json");
         if asset.name.is_empty()
-            || asset.name.contains(['/', '\\', '\0'])
-            || asset.name == "."
-            || asset.name == ".."
+            || asset.name.contains(['/', '\\', '\0', ':'])
+            || asset.name.chars().any(char::is_control)
+            || reserved
         {
             return Err(Error::InvalidResponse {
                 url: asset.url.clone(),
@@ -1168,7 +1181,10 @@ impl Updater {
         let mut stopped_at = None;
         if repair {
             on_event(UpdateEvent::StoppingBackend);
-            gate.stop_running()?;
+            if let Err(e) = gate.stop_running() {
+                let _ = std::fs::remove_file(unproven_file(&self.paths));
+                return Err(e);
+            }
             stopped_at = Some(Instant::now());
         }
         let installed = if repair {

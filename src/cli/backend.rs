@@ -136,12 +136,15 @@ fn run_start(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
         }
     };
     crate::paths::ensure_dir(&ctx.paths.models_dir())?;
-    // Every version runs with its own models: a rollback that could not put them back (the folder was
-    // busy, or the launcher died in between) is finished here.
-    match crate::models::prepare_models_for(&bundle_dir, &ctx.paths) {
-        Ok(moved) if !moved.is_empty() => tracing::info!(?moved, "models put in place for this version"),
-        Ok(_) => {}
-        Err(e) => tracing::warn!("the models of this version were not put in place: {e}"),
+    // Every installed version runs with its own models: a rollback that could not put them back (the
+    // folder was busy, or the launcher died in between) is finished here. A bundle tried with `--bundle`
+    // is the user's own folder: its files are never moved.
+    if installed_version.is_some() {
+        match crate::models::prepare_models_for(&bundle_dir, &ctx.paths) {
+            Ok(moved) if !moved.is_empty() => tracing::info!(?moved, "models put in place for this version"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("the models of this version were not put in place: {e}"),
+        }
     }
     let mut plan = spec.resolve(&bundle_dir, port, &ctx.paths);
     if installed_version.is_some() {

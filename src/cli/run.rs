@@ -68,7 +68,9 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
     // Interrupted updates are finished before any backend starts; while another process holds the update
     // lock (a CLI install or rollback), nothing is started: that process owns the backend until it is done.
     let mut recovered = false;
-    let mut told_waiting = false;
+    let mut next_recovery_try = Instant::now();
+    let mut told_update_elsewhere = false;
+    let mut told_supervised_elsewhere = false;
     // Started once, as soon as something is installed; after that the supervisor restarts crashes and the
     // health gate restarts it on updates (a `backend stop` or giving up on crashes is respected).
     let mut backend_started = false;
@@ -77,18 +79,20 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut failed_here: Vec<String> = Vec::new();
     let mut failed_first_installs = 0u32;
     while !shutdown.load(Ordering::SeqCst) {
-        if !recovered {
-            let config = current_config(ctx);
+        if !recovered && Instant::now() >= next_recovery_try {
+            // Once a second while another process updates: recovery only needs the lock to be free.
+            next_recovery_try = Instant::now() + Duration::from_secs(1);
+            let config = crate::config::Config::load(&ctx.paths.config_file()).config;
             let mut gate = SupervisorGate::new(&supervisor, &ctx.paths);
             match crate::updater::recover(&ctx.paths, &config, &mut gate) {
                 Ok(()) => recovered = true,
                 Err(crate::Error::Install(crate::install::InstallError::Busy { pid, .. })) => {
-                    if !told_waiting {
+                    if !told_update_elsewhere {
                         tracing::warn!(
                             "an update by another process{} is in progress; waiting for it to finish before starting the backend",
                             pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
                         );
-                        told_waiting = true;
+                        told_update_elsewhere = true;
                     }
                 }
                 Err(crate::Error::HealthCheckFailed {
@@ -108,14 +112,21 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        // Another launcher process supervising the backend (a `backend start` in a terminal) owns it: this
+        // runner neither starts a second one nor updates under it, until that process is gone.
+        let elsewhere = if backend_started {
+            None
+        } else {
+            supervised_elsewhere(ctx)
+        };
         if recovered && !backend_started && installer.current_version().ok().flatten().is_some() {
-            match supervised_elsewhere(ctx) {
+            match elsewhere {
                 Some(pid) => {
-                    if !told_waiting {
+                    if !told_supervised_elsewhere {
                         tracing::warn!(
-                            "the backend is supervised by another launcher process (pid {pid}); not starting a second one"
+                            "the backend is supervised by another launcher process (pid {pid}); not starting a second one, nor updating under it, until it ends"
                         );
-                        told_waiting = true;
+                        told_supervised_elsewhere = true;
                     }
                 }
                 None => {
@@ -132,7 +143,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        if recovered && Instant::now() >= next_check {
+        if recovered && elsewhere.is_none() && Instant::now() >= next_check {
             // One operation at a time: a round waits while an API job (an install, say) runs.
             let _round = match service.hold(crate::app::JobKind::ScheduledUpdate) {
                 Ok(guard) => guard,
@@ -212,6 +223,29 @@ fn supervised_elsewhere(ctx: &Ctx) -> Option<u32> {
         .then_some(status.supervisor_pid)
         .flatten()
         .filter(|&p| p != std::process::id())
+        .filter(|&p| runs_this_launcher(p))
+}
+
+/// Whether `pid` runs this launcher's executable: after a reboot, the pid a stale `backend.json` names may
+/// belong to an unrelated process, which must not keep the runner waiting forever. Linux can tell; other
+/// systems take the pid's liveness (already checked) at its word.
+fn runs_this_launcher(pid: u32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let (Ok(theirs), Ok(ours)) = (
+            std::fs::read_link(format!("/proc/{pid}/exe")),
+            std::env::current_exe(),
+        ) else {
+            return true;
+        };
+        let name = |p: &std::path::Path| p.file_name().map(|n| n.to_owned());
+        theirs == ours || name(&theirs) == name(&ours)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        true
+    }
 }
 
 /// Nothing is installed: install the latest release, or say why not and let the next round try again.
@@ -225,8 +259,9 @@ fn first_install(
     let updater = match Updater::new(&ctx.paths, config) {
         Ok(u) => u,
         Err(e) => {
-            tracing::error!("nothing is installed yet and updates are off: {e}; retrying later");
-            return false;
+            // A settings problem costs nothing to retry, and the user who fixes it should not wait.
+            tracing::error!("nothing is installed yet and updates are off: {e}; retrying in a minute");
+            return true;
         }
     };
     tracing::info!("nothing is installed yet: installing the latest release");

@@ -124,8 +124,8 @@ impl FeedSource {
     }
 
     /// A `file://` URL this feed named, as a path inside the feed's folder: links resolved, a regular file.
-    /// `Ok(None)` when it does not exist. Refused for a feed fetched over the network, for a URL with a
-    /// host (`file://host/share`), and for anything outside the feed's folder.
+    /// `Ok(None)` when it does not exist. Refused for a feed fetched over the network, for a URL on another
+    /// host than the feed's own (`file://host/share`), and for anything outside the feed's folder.
     fn local_path(&self, url: &Url) -> Result<Option<PathBuf>> {
         let refuse = |reason: String| Error::Feed {
             location: self.location.clone(),
