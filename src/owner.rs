@@ -39,11 +39,7 @@ pub enum OwnerError {
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> OwnerError + use<> {
     let path = path.to_path_buf();
-    move |source| OwnerError::Io {
-        action,
-        path,
-        source,
-    }
+    move |source| OwnerError::Io { action, path, source }
 }
 
 /// What `run/api.json` holds.
@@ -179,7 +175,10 @@ mod tests {
         assert!(err.contains("api status"), "{err}");
         drop(owner);
         assert!(!is_owned(&paths));
-        assert!(read_api_info(&paths).is_none(), "api.json is removed on a clean exit");
+        assert!(
+            read_api_info(&paths).is_none(),
+            "api.json is removed on a clean exit"
+        );
         assert!(Owner::take(&paths).is_ok());
     }
 }

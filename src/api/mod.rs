@@ -15,6 +15,7 @@
 //! the event stream `GET /api/events` (Server-Sent Events) carry their progress and outcome. A second long
 //! operation while one runs gets 409 naming the running job.
 
+pub mod client;
 pub mod dto;
 pub mod token;
 
@@ -186,7 +187,10 @@ fn accept_loop(server: &tiny_http::Server, shared: &Arc<Shared>) {
         };
         if shared.in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_IN_FLIGHT {
             shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-            let _ = request.respond(json_response(503, &json!({"error": "too many requests at once; try again"})));
+            let _ = request.respond(json_response(
+                503,
+                &json!({"error": "too many requests at once; try again"}),
+            ));
             continue;
         }
         let shared = shared.clone();
@@ -290,7 +294,11 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
     if let Some(origin) = &origin
         && !shared.origins.iter().any(|o| o == origin)
     {
-        let _ = request.respond(error_response(403, &format!("origin {origin} is not allowed"), None));
+        let _ = request.respond(error_response(
+            403,
+            &format!("origin {origin} is not allowed"),
+            None,
+        ));
         return;
     }
     // 4. The token; nothing is done without it.
@@ -310,7 +318,9 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
     let cors = origin.map(|o| header("Access-Control-Allow-Origin", &o));
     let respond = |request: tiny_http::Request, response: Response| {
         let response = match &cors {
-            Some(h) => response.with_header(h.clone()).with_header(header("Vary", "Origin")),
+            Some(h) => response
+                .with_header(h.clone())
+                .with_header(header("Vary", "Origin")),
             None => response,
         };
         let _ = request.respond(response);
@@ -325,7 +335,10 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
         None => ROUTES.iter().find(|(p, _)| *p == path).map(|(_, m)| *m),
     };
     let Some(allowed) = allowed else {
-        respond(request, error_response(404, &format!("no such endpoint: {path}"), None));
+        respond(
+            request,
+            error_response(404, &format!("no such endpoint: {path}"), None),
+        );
         return;
     };
     if method != allowed {
@@ -357,7 +370,10 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
             .take(MAX_BODY as u64 + 1)
             .read_to_end(&mut body)
         {
-            respond(request, error_response(400, &format!("cannot read the body: {e}"), None));
+            respond(
+                request,
+                error_response(400, &format!("cannot read the body: {e}"), None),
+            );
             return;
         }
         if body.len() > MAX_BODY {
@@ -408,8 +424,12 @@ fn route(service: &Service, path: &str, body: &[u8]) -> Response {
         Err(e) => app_error(&e),
     };
     match path {
-        "/api/updates/status" => ok(service.status().map(|s| serde_json::to_value(s).unwrap_or_default())),
-        "/api/updates/changelog" => ok(service.changelog().map(|c| serde_json::to_value(c).unwrap_or_default())),
+        "/api/updates/status" => ok(service
+            .status()
+            .map(|s| serde_json::to_value(s).unwrap_or_default())),
+        "/api/updates/changelog" => ok(service
+            .changelog()
+            .map(|c| serde_json::to_value(c).unwrap_or_default())),
         "/api/updates/check" => {
             body!(dto::Empty);
             accepted(service.check())
@@ -434,9 +454,9 @@ fn route(service: &Service, path: &str, body: &[u8]) -> Response {
         }
         "/api/updates/unskip-version" => {
             let b = body!(dto::VersionBody);
-            ok(service.unskip(&b.version).map(|(was, list)| {
-                json!({ "unskipped": b.version, "was_skipped": was, "skip_versions": list })
-            }))
+            ok(service.unskip(&b.version).map(
+                |(was, list)| json!({ "unskipped": b.version, "was_skipped": was, "skip_versions": list }),
+            ))
         }
         "/api/updates/configure" => {
             let b = body!(dto::ConfigureBody);

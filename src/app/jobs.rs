@@ -228,7 +228,10 @@ impl Jobs {
     fn admit(&self, kind: JobKind, state: JobState) -> Result<(Job, CancelToken), AppError> {
         let job = {
             let mut table = lock(&self.table);
-            if let Some(running) = table.current.and_then(|id| table.jobs.iter().find(|j| j.id == id)) {
+            if let Some(running) = table
+                .current
+                .and_then(|id| table.jobs.iter().find(|j| j.id == id))
+            {
                 return Err(AppError::Busy {
                     running: running.kind,
                     job: running.id,
@@ -325,9 +328,13 @@ impl Jobs {
         if let Err(e) = spawned {
             self.finish(
                 id,
-                Err(AppError::Internal(format!("cannot start a thread for the job: {e}"))),
+                Err(AppError::Internal(format!(
+                    "cannot start a thread for the job: {e}"
+                ))),
             );
-            return Err(AppError::Internal(format!("cannot start a thread for {kind}: {e}")));
+            return Err(AppError::Internal(format!(
+                "cannot start a thread for {kind}: {e}"
+            )));
         }
         Ok(id)
     }

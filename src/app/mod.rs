@@ -266,8 +266,8 @@ impl Service {
 
     /// Never offer `version` automatically. Returns the skip list.
     pub fn skip(&self, version: &str) -> AppResult<Vec<String>> {
-        let parsed =
-            crate::version::parse_user_version(version).map_err(|e| AppError::invalid("version", e.to_string()))?;
+        let parsed = crate::version::parse_user_version(version)
+            .map_err(|e| AppError::invalid("version", e.to_string()))?;
         let list = Config::update(&self.inner.paths.config_file(), |file| {
             if !crate::version::is_listed(&file.skip_versions, &parsed) {
                 file.skip_versions.push(parsed.to_string());
@@ -280,12 +280,13 @@ impl Service {
 
     /// Offer `version` again. Returns whether it was skipped, and the skip list.
     pub fn unskip(&self, version: &str) -> AppResult<(bool, Vec<String>)> {
-        let parsed =
-            crate::version::parse_user_version(version).map_err(|e| AppError::invalid("version", e.to_string()))?;
+        let parsed = crate::version::parse_user_version(version)
+            .map_err(|e| AppError::invalid("version", e.to_string()))?;
         let out = Config::update(&self.inner.paths.config_file(), |file| {
             let before = file.skip_versions.len();
             file.skip_versions.retain(|v| {
-                crate::version::parse_user_version(v).ok().as_ref() != Some(&parsed) && v != &parsed.to_string()
+                crate::version::parse_user_version(v).ok().as_ref() != Some(&parsed)
+                    && v != &parsed.to_string()
             });
             Ok((file.skip_versions.len() != before, file.skip_versions.clone()))
         })?;
@@ -581,7 +582,8 @@ fn cancelled_or(e: crate::Error) -> AppError {
 /// A feed is an `https://` URL (plain `http://` only on loopback) or an absolute folder.
 fn check_feed(feed: &str) -> AppResult<String> {
     if feed.contains("://") {
-        let url = url::Url::parse(feed).map_err(|e| AppError::invalid("feed", format!("is not a URL ({e})")))?;
+        let url =
+            url::Url::parse(feed).map_err(|e| AppError::invalid("feed", format!("is not a URL ({e})")))?;
         let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
         if url.scheme() == "https" || (url.scheme() == "http" && loopback) {
             return Ok(feed.to_owned());
@@ -603,7 +605,9 @@ fn check_feed(feed: &str) -> AppResult<String> {
 fn report_update_event(ctx: &JobCtx, event: &UpdateEvent) {
     use crate::download::DownloadEvent;
     let progress = match event {
-        UpdateEvent::Download(DownloadEvent::Started { total, resume_from, .. }) => Progress {
+        UpdateEvent::Download(DownloadEvent::Started {
+            total, resume_from, ..
+        }) => Progress {
             done: Some(*resume_from),
             total: *total,
             ..Progress::phase("downloading")

@@ -54,10 +54,13 @@ pub fn serve(
 ) -> anyhow::Result<crate::api::ApiServer> {
     use anyhow::Context as _;
     let port = port.or(ctx.settings().effective.api_port).unwrap_or(0);
-    let server = crate::api::ApiServer::start(service.clone(), crate::api::ApiOptions {
-        port,
-        allowed_origins: Vec::new(),
-    })
+    let server = crate::api::ApiServer::start(
+        service.clone(),
+        crate::api::ApiOptions {
+            port,
+            allowed_origins: Vec::new(),
+        },
+    )
     .context("starting the local API")?;
     owner.publish(&crate::owner::ApiInfo {
         port: server.port(),

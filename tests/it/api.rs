@@ -26,7 +26,11 @@ fn publish(work: &Path, feed: &Path, version: &str, backend_args: &[&str]) {
         backend_args,
         None,
     );
-    std::fs::write(feed.join(version).join("NOTES.md"), format!("What changed in {version}")).unwrap();
+    std::fs::write(
+        feed.join(version).join("NOTES.md"),
+        format!("What changed in {version}"),
+    )
+    .unwrap();
     personal_ai_agent::sources::feed::write_feed(feed).unwrap();
 }
 
@@ -73,7 +77,10 @@ impl Owner {
             {
                 break v;
             }
-            assert!(Instant::now() < deadline, "the runner never published run/api.json");
+            assert!(
+                Instant::now() < deadline,
+                "the runner never published run/api.json"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         assert_eq!(info["pid"], child.id());
@@ -216,7 +223,10 @@ fn endpoints() -> Vec<(&'static str, String)> {
 fn send(http: &Client, method: &str, url: &str) -> reqwest::blocking::RequestBuilder {
     match method {
         "GET" => http.get(url),
-        _ => http.post(url).header("content-type", "application/json").body("{}"),
+        _ => http
+            .post(url)
+            .header("content-type", "application/json")
+            .body("{}"),
     }
 }
 
@@ -232,7 +242,12 @@ fn every_endpoint_refuses_a_missing_or_wrong_token_and_a_foreign_host_or_origin_
         let url = owner.url(&path);
         let (status, body) = answer(send(&owner.http, method, &url).send().unwrap());
         assert_eq!(status, 401, "{method} {path} without a token: {body}");
-        let (status, _) = answer(send(&owner.http, method, &url).bearer_auth(&wrong).send().unwrap());
+        let (status, _) = answer(
+            send(&owner.http, method, &url)
+                .bearer_auth(&wrong)
+                .send()
+                .unwrap(),
+        );
         assert_eq!(status, 401, "{method} {path} with a wrong token");
         let (status, _) = answer(
             send(&owner.http, method, &url)
@@ -317,7 +332,10 @@ fn bodies_are_limited_parsed_strictly_and_refusals_name_the_field() {
     );
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("JSON"), "{body}");
-    let (status, body) = owner.post("/api/updates/configure", json!({"auto_check": true, "colour": "red"}));
+    let (status, body) = owner.post(
+        "/api/updates/configure",
+        json!({"auto_check": true, "colour": "red"}),
+    );
     assert_eq!(status, 400);
     assert_eq!(body["field"], "colour", "{body}");
     let (status, body) = owner.post("/api/updates/configure", json!({"check_interval_hours": -1}));
@@ -338,7 +356,8 @@ fn bodies_are_limited_parsed_strictly_and_refusals_name_the_field() {
         json!({"auto_download": true, "update_channel": "beta"}),
     );
     assert_eq!(status, 200, "{body}");
-    let saved: Value = serde_json::from_slice(&std::fs::read(home.path().join("config.json")).unwrap()).unwrap();
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(home.path().join("config.json")).unwrap()).unwrap();
     assert_eq!(saved["auto_download"], true);
     assert_eq!(saved["update_channel"], "beta");
     assert_eq!(saved["check_interval_hours"], 24.0);
@@ -431,7 +450,10 @@ fn check_download_install_and_rollback_through_the_api_alone_with_progress_on_th
     assert_eq!(download["state"], "succeeded", "{download}");
     assert_eq!(download["result"]["version"], "1.1.0");
     let status = owner.get("/api/updates/status").1;
-    assert_eq!(status["update"]["pending_download"]["version"], "1.1.0", "{status}");
+    assert_eq!(
+        status["update"]["pending_download"]["version"], "1.1.0",
+        "{status}"
+    );
     let install = owner.run_job("/api/updates/install", json!({}));
     assert_eq!(install["state"], "succeeded", "{install}");
     assert_eq!(install["result"]["installed_version"], "1.1.0");
@@ -474,7 +496,13 @@ fn check_download_install_and_rollback_through_the_api_alone_with_progress_on_th
         .filter(|(name, _)| name == "progress")
         .filter_map(|(_, e)| e["progress"]["phase"].as_str())
         .collect();
-    for phase in ["checking", "verified", "installing", "starting_backend", "healthy"] {
+    for phase in [
+        "checking",
+        "verified",
+        "installing",
+        "starting_backend",
+        "healthy",
+    ] {
         assert!(phases.contains(&phase), "no {phase} progress in {phases:?}");
     }
     let install_states: Vec<&str> = seen
@@ -486,9 +514,15 @@ fn check_download_install_and_rollback_through_the_api_alone_with_progress_on_th
         install_states.ends_with(&["queued", "running", "succeeded"]),
         "{install_states:?}"
     );
-    assert!(seen.iter().any(|(name, _)| name == "backend"), "backend changes are events");
+    assert!(
+        seen.iter().any(|(name, _)| name == "backend"),
+        "backend changes are events"
+    );
     let ids: Vec<u64> = seen.iter().map(|(_, e)| e["id"].as_u64().unwrap()).collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "events are numbered in order");
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "events are numbered in order"
+    );
     assert!(owner.stop().success());
 }
 
@@ -536,12 +570,17 @@ fn one_owner_per_data_folder_with_a_private_token_on_loopback_only() {
                 (cols.get(1)?.ends_with(&port_hex) && cols.get(3) == Some(&"0A")).then_some(cols[1])
             })
             .collect();
-        assert_eq!(listening, [format!("0100007F{port_hex}")], "listens on 127.0.0.1 only");
+        assert_eq!(
+            listening,
+            [format!("0100007F{port_hex}")],
+            "listens on 127.0.0.1 only"
+        );
         if let Ok(tcp6) = std::fs::read_to_string("/proc/net/tcp6") {
             assert!(
-                !tcp6
-                    .lines()
-                    .any(|l| l.split_whitespace().nth(1).is_some_and(|a| a.ends_with(&port_hex))),
+                !tcp6.lines().any(|l| l
+                    .split_whitespace()
+                    .nth(1)
+                    .is_some_and(|a| a.ends_with(&port_hex))),
                 "listens on IPv6"
             );
         }
@@ -630,8 +669,14 @@ fn the_openapi_document_matches_what_the_server_answers() {
             // Refusals the document promises.
             let (status, _) = answer(send(&owner.http, &method.to_uppercase(), &url).send().unwrap());
             assert_eq!(status, 401, "{method} {path}");
-            assert!(documented.iter().any(|c| *c == "401"), "{method} {path} documents 401");
-            assert!(documented.iter().any(|c| *c == "403"), "{method} {path} documents 403");
+            assert!(
+                documented.iter().any(|c| *c == "401"),
+                "{method} {path} documents 401"
+            );
+            assert!(
+                documented.iter().any(|c| *c == "403"),
+                "{method} {path} documents 403"
+            );
 
             let request = match method.as_str() {
                 "get" => owner.http.get(&url),
