@@ -114,11 +114,14 @@ pub struct Changelog {
     pub releases: Vec<crate::check::ChangelogEntry>,
 }
 
+/// Reads one environment variable (the process's, or a test's).
+pub type EnvLookup = dyn Fn(&str) -> Option<String> + Send + Sync;
+
 struct Inner {
     paths: Paths,
     supervisor: Supervisor,
     jobs: Jobs,
-    env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    env: Box<EnvLookup>,
     last_check: Mutex<Option<crate::check::CheckReport>>,
 }
 
@@ -148,11 +151,7 @@ impl Service {
     }
 
     /// A service with a given supervisor and environment (tests).
-    pub fn with_supervisor(
-        paths: Paths,
-        supervisor: Supervisor,
-        env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
-    ) -> Self {
+    pub fn with_supervisor(paths: Paths, supervisor: Supervisor, env: Box<EnvLookup>) -> Self {
         let service = Service {
             inner: Arc::new(Inner {
                 paths,
