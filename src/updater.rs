@@ -607,7 +607,7 @@ pub enum UpdateEvent {
 }
 
 /// What `update install` did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InstallReport {
     /// The version current before.
     pub previous_version: Option<String>,
@@ -1524,7 +1524,7 @@ pub fn rollback(paths: &Paths, to: Option<&Version>, gate: &mut dyn HealthGate) 
 }
 
 /// What `update rollback` did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RollbackReport {
     pub from: Option<String>,
     pub to: String,

@@ -15,6 +15,7 @@
 //! the event stream `GET /api/events` (Server-Sent Events) carry their progress and outcome. A second long
 //! operation while one runs gets 409 naming the running job.
 
+pub mod client;
 pub mod dto;
 pub mod token;
 

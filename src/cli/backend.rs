@@ -6,8 +6,13 @@
 //!   session and returns once the backend is healthy.
 //! - `stop` asks whichever process supervises the backend (this command's `start`, `run --headless` or the
 //!   window) to stop it, through the stop request file that process polls, and waits until it has.
+//! - `restart` is `stop` then `start` (with `start`'s options).
 //! - `status` reads the status file the supervising process keeps, and reports `stopped` when that process
 //!   is gone. It exits 0 whatever the state; scripts read `state` from `--json`.
+//!
+//! When a window or `run --headless` owns this install, `start`, `stop`, `restart` and `status` ask it
+//! through its local API instead (`super::remote`): the owner's supervisor starts and stops the one
+//! backend, and the command returns once the owner's job is done, printing what the local path prints.
 //! - `logs` prints the end of `backend.log`, and with `--follow` keeps printing what is appended.
 
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -35,6 +40,8 @@ pub enum BackendCommand {
     Start(StartArgs),
     /// Ask the process that supervises the backend to stop it, and wait until it has.
     Stop(StopArgs),
+    /// Stop the backend and start it again (through the owner of this install when one runs).
+    Restart(StartArgs),
     /// Show whether the backend runs, its version, pid, port and last health answer.
     Status,
     /// Print the end of the backend's log.
@@ -75,6 +82,7 @@ pub fn run(ctx: &Ctx, args: BackendArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         BackendCommand::Start(start) => run_start(ctx, start),
         BackendCommand::Stop(stop) => run_stop(ctx, stop),
+        BackendCommand::Restart(start) => run_restart(ctx, start),
         BackendCommand::Status => run_status(ctx),
         BackendCommand::Logs(logs) => run_logs(ctx, logs),
     }
@@ -111,6 +119,75 @@ fn bundle_to_run(ctx: &Ctx, explicit: Option<PathBuf>) -> anyhow::Result<(PathBu
 }
 
 fn run_start(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
+    if let Some(owner) = super::remote::owner(ctx)? {
+        let status: BackendStatus = serde_json::from_value(owner.get("/api/backend/status")?)
+            .context("reading the owner's backend status")?;
+        if status.claims_a_process() {
+            anyhow::bail!(
+                "the backend is already {} under the launcher with pid {}; stop it first with `personal-ai-agent backend stop` (or use `backend restart`)",
+                status.state,
+                owner.info().pid
+            );
+        }
+        return start_through(ctx, &owner, &args, "/api/backend/start");
+    }
+    start_here(ctx, args)
+}
+
+fn run_restart(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
+    if let Some(owner) = super::remote::owner(ctx)? {
+        return start_through(ctx, &owner, &args, "/api/backend/restart");
+    }
+    let (_, said) = stop_backend(ctx, Duration::from_secs(30))?;
+    if !ctx.quiet && !ctx.json {
+        eprintln!("{said}");
+    }
+    start_here(ctx, args)
+}
+
+/// `backend start|restart` by the owner (`path` names which), returning once the backend is healthy.
+fn start_through(
+    ctx: &Ctx,
+    owner: &crate::api::client::Client,
+    args: &StartArgs,
+    path: &str,
+) -> anyhow::Result<ExitCode> {
+    if args.bundle.is_some() || args.port.is_some() {
+        anyhow::bail!(
+            "the launcher with pid {} owns this install and runs its installed version; --bundle and --port cannot be given through it: stop that launcher first to try a bundle or a port",
+            owner.info().pid
+        );
+    }
+    let cancel = super::remote::cancel_on_ctrl_c();
+    if !ctx.quiet && !ctx.json {
+        eprintln!(
+            "asking the launcher with pid {} that owns this install to {} the backend…",
+            owner.info().pid,
+            if path.ends_with("restart") {
+                "restart"
+            } else {
+                "start"
+            }
+        );
+    }
+    let result = owner.run_job(path, &super::remote::empty(), &cancel, &mut |_| {})?;
+    let status: BackendStatus =
+        serde_json::from_value(result["backend"].clone()).context("reading the owner's backend status")?;
+    let healthy_after = result["time_to_healthy_ms"].as_u64().unwrap_or_default();
+    ctx.emit(&status, || {
+        format!(
+            "backend {} running on http://127.0.0.1:{} (pid {}), healthy after {healthy_after} ms, supervised by the launcher with pid {}; `personal-ai-agent backend stop` stops it",
+            status.version.as_deref().unwrap_or("unknown"),
+            status.port.unwrap_or_default(),
+            status.pid.unwrap_or_default(),
+            owner.info().pid
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `backend start` without an owner: this process supervises the backend (or a detached one does).
+fn start_here(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
     let run_dir = ctx.paths.run_dir();
     let existing = supervisor::read_status(&run_dir)?;
     if existing.claims_a_process()
@@ -323,32 +400,54 @@ fn stop_and_report(ctx: &Ctx, supervisor: &Supervisor) {
 }
 
 fn run_stop(ctx: &Ctx, args: StopArgs) -> anyhow::Result<ExitCode> {
-    let run_dir = ctx.paths.run_dir();
-    if let Some(pid) = supervisor::end_unsupervised_backend(&run_dir, Duration::from_secs(10)) {
-        let status = supervisor::read_status(&run_dir)?;
+    if let Some(owner) = super::remote::owner(ctx)? {
+        let cancel = super::remote::cancel_on_ctrl_c();
+        let result = owner.run_job("/api/backend/stop", &super::remote::empty(), &cancel, &mut |_| {})?;
+        let status: BackendStatus = serde_json::from_value(result["backend"].clone())
+            .context("reading the owner's backend status")?;
+        let pid = owner.info().pid;
         ctx.emit(&status, || {
-            format!("ended the backend (pid {pid}) that ran unsupervised")
+            if result["stopped"] == true {
+                format!("the backend is stopped (the launcher with pid {pid} stopped it)")
+            } else {
+                "the backend is not running".into()
+            }
         });
         return Ok(ExitCode::SUCCESS);
     }
+    let (status, said) = stop_backend(ctx, Duration::from_secs(args.timeout))?;
+    ctx.emit(&status, || said);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Stops the backend whoever supervises it (no owner runs), waiting up to `timeout`; returns the status
+/// after, and what to tell the user.
+fn stop_backend(ctx: &Ctx, timeout: Duration) -> anyhow::Result<(BackendStatus, String)> {
+    let run_dir = ctx.paths.run_dir();
+    if let Some(pid) = supervisor::end_unsupervised_backend(&run_dir, Duration::from_secs(10)) {
+        let status = supervisor::read_status(&run_dir)?;
+        return Ok((
+            status,
+            format!("ended the backend (pid {pid}) that ran unsupervised"),
+        ));
+    }
     let Some(supervisor_pid) = supervisor::request_stop(&run_dir)? else {
         let status = supervisor::read_status(&run_dir)?;
-        ctx.emit(&status, || "the backend is not running".into());
-        return Ok(ExitCode::SUCCESS);
+        return Ok((status, "the backend is not running".into()));
     };
-    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let deadline = Instant::now() + timeout;
     loop {
         let status = supervisor::read_status(&run_dir)?;
         if !status.claims_a_process() && status.state != "crashed" {
-            ctx.emit(&status, || {
-                format!("the backend is stopped (the launcher with pid {supervisor_pid} stopped it)")
-            });
-            return Ok(ExitCode::SUCCESS);
+            return Ok((
+                status,
+                format!("the backend is stopped (the launcher with pid {supervisor_pid} stopped it)"),
+            ));
         }
         if Instant::now() >= deadline {
             anyhow::bail!(
                 "the launcher with pid {supervisor_pid} did not stop the backend within {} s (state: {}); try again, or end that process",
-                args.timeout,
+                timeout.as_secs(),
                 status.state
             );
         }
@@ -357,7 +456,22 @@ fn run_stop(ctx: &Ctx, args: StopArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_status(ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let status = supervisor::read_status(&ctx.paths.run_dir())?;
+    // Read-only: when the owner cannot be asked, the status file it keeps still tells.
+    let from_owner = super::remote::owner(ctx).and_then(|owner| {
+        owner
+            .map(|owner| -> anyhow::Result<BackendStatus> {
+                Ok(serde_json::from_value(owner.get("/api/backend/status")?)?)
+            })
+            .transpose()
+    });
+    let status = match from_owner {
+        Ok(Some(status)) => status,
+        Ok(None) => supervisor::read_status(&ctx.paths.run_dir())?,
+        Err(e) => {
+            tracing::warn!("asking the owner of this install: {e:#}; reading its status file instead");
+            supervisor::read_status(&ctx.paths.run_dir())?
+        }
+    };
     ctx.emit(&status, || describe_status(&status));
     Ok(ExitCode::SUCCESS)
 }

@@ -20,6 +20,7 @@ pub mod api;
 pub mod backend;
 pub mod models;
 pub mod release;
+pub mod remote;
 pub mod run;
 pub mod update;
 

@@ -148,6 +148,9 @@ fn status_line(s: &ModelStatus) -> String {
 }
 
 fn download(ctx: &Ctx, args: DownloadArgs) -> anyhow::Result<ExitCode> {
+    if let Some(owner) = super::remote::owner(ctx)? {
+        return download_through(ctx, &owner, &args);
+    }
     let manifest = load_manifest(ctx, args.manifest.as_deref())?;
     let mut progress = ProgressUi::new(ctx);
     let plan = models::plan(&ctx.paths, &manifest, args.all, &mut |e| progress.on_event(&e));
@@ -184,10 +187,15 @@ fn download(ctx: &Ctx, args: DownloadArgs) -> anyhow::Result<ExitCode> {
         &mut |e| progress.on_event(&e),
     );
     progress.clear();
-    let report = report?;
+    emit_report(ctx, &manifest.location, &report?)
+}
+
+/// Prints what a download run did (the same whether this process or the owner ran it); exit 1 unless
+/// every planned model is present.
+fn emit_report(ctx: &Ctx, manifest: &str, report: &DownloadReport) -> anyhow::Result<ExitCode> {
     ctx.emit(
         &json!({
-            "manifest": manifest.location,
+            "manifest": manifest,
             "models_dir": report.models_dir,
             "fetched": report.fetched,
             "bytes_downloaded": report.bytes_downloaded,
@@ -195,13 +203,72 @@ fn download(ctx: &Ctx, args: DownloadArgs) -> anyhow::Result<ExitCode> {
             "cancelled": report.cancelled,
             "models": report.models,
         }),
-        || describe_report(&report),
+        || describe_report(report),
     );
     Ok(if report.all_present() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `models download` by the owner of this install, for the models its installed version names. The
+/// consent is asked here, as without an owner, from the owner's list of what is missing.
+fn download_through(
+    ctx: &Ctx,
+    owner: &crate::api::client::Client,
+    args: &DownloadArgs,
+) -> anyhow::Result<ExitCode> {
+    if args.manifest.is_some() {
+        anyhow::bail!(
+            "the launcher with pid {} owns this install and downloads the models its installed version names; --manifest cannot be given through it: drop it, or stop that launcher first",
+            owner.info().pid
+        );
+    }
+    let listing = owner.get("/api/models")?;
+    let manifest = listing["manifest"].as_str().unwrap_or_default().to_owned();
+    let models_dir = listing["models_dir"].as_str().unwrap_or_default().to_owned();
+    let missing: Vec<(String, u64)> = listing["models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["state"] != "present")
+        .filter(|m| args.all || m["required"] != false)
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or_default().to_owned(),
+                m["size"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    if !missing.is_empty() {
+        let bytes: u64 = missing.iter().map(|(_, size)| size).sum();
+        if !ctx.json && !ctx.quiet {
+            let mut text =
+                format!("To download into {models_dir} (by the launcher that owns this install):\n");
+            for (name, size) in &missing {
+                text.push_str(&format!("  {:>11}  {name}\n", human_bytes(*size)));
+            }
+            text.push_str(&format!("{} to download at most.\n", human_bytes(bytes)));
+            eprint!("{text}");
+        }
+        if !args.yes && !ask(ctx, bytes, missing.len(), &models_dir)? {
+            eprintln!("Nothing was downloaded.");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let cancel = super::remote::cancel_on_ctrl_c();
+    let mut progress = ProgressUi::new(ctx);
+    let result = owner.run_job(
+        "/api/models/download",
+        &json!({ "all": args.all }),
+        &cancel,
+        &mut |p| progress.on_progress(p),
+    );
+    progress.clear();
+    let report: DownloadReport =
+        serde_json::from_value(result?).context("reading the owner's models report")?;
+    emit_report(ctx, &manifest, &report)
 }
 
 fn describe_plan(plan: &Plan) -> String {
@@ -230,13 +297,20 @@ fn describe_plan(plan: &Plan) -> String {
 
 /// Asks on the terminal; without one, refuses with the way to agree in advance.
 fn ask_consent(ctx: &Ctx, plan: &Plan) -> anyhow::Result<bool> {
-    let size = human_bytes(plan.bytes_needed);
+    ask(
+        ctx,
+        plan.bytes_needed,
+        plan.fetch.len(),
+        &plan.models_dir.display().to_string(),
+    )
+}
+
+fn ask(ctx: &Ctx, bytes: u64, files: usize, models_dir: &str) -> anyhow::Result<bool> {
+    let size = human_bytes(bytes);
     if !(ctx.interactive && std::io::stdin().is_terminal()) {
         anyhow::bail!(
-            "downloading {size} ({} model file{}) into {} needs your consent, and there is no terminal to ask on; run again with --yes to agree",
-            plan.fetch.len(),
-            if plan.fetch.len() == 1 { "" } else { "s" },
-            plan.models_dir.display()
+            "downloading {size} ({files} model file{}) into {models_dir} needs your consent, and there is no terminal to ask on; run again with --yes to agree",
+            if files == 1 { "" } else { "s" },
         );
     }
     eprint!("Download {size}? [y/N] ");
@@ -366,6 +440,23 @@ impl ProgressUi {
                 DownloadEvent::Resumed { .. } | DownloadEvent::Done(_) => {}
             },
             ModelsEvent::Finished(_) => self.clear(),
+        }
+    }
+
+    /// Draws a progress report of the owner's job (phases `checking_model`, `downloading_model`,
+    /// `model_finished`, each naming its model) as [`ProgressUi::on_event`] draws the engine's events.
+    fn on_progress(&mut self, progress: &crate::app::Progress) {
+        let name = progress.detail.clone().unwrap_or_default();
+        let verb = match progress.phase.as_str() {
+            "checking_model" => "checking",
+            "downloading_model" => "downloading",
+            _ => return self.clear(),
+        };
+        if let Some(bar) = self.bar_for(&name, progress.total.unwrap_or(0), verb) {
+            if let Some(total) = progress.total {
+                bar.set_length(total);
+            }
+            bar.set_position(progress.done.unwrap_or(0));
         }
     }
 

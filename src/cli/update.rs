@@ -490,6 +490,62 @@ impl ProgressView {
     }
 }
 
+impl ProgressView {
+    /// Draws a progress report of the owner's job as [`ProgressView::on_event`] draws the engine's
+    /// events (the API carries phases, not the events themselves, so some lines say a little less).
+    fn on_progress(&mut self, progress: &crate::app::Progress) {
+        if self.quiet {
+            return;
+        }
+        let detail = progress.detail.as_deref().unwrap_or_default();
+        if progress.phase != "downloading"
+            && let Some(bar) = self.bar.take()
+        {
+            bar.finish_and_clear();
+        }
+        match progress.phase.as_str() {
+            "downloading" => {
+                let bar = self.bar.get_or_insert_with(|| {
+                    let bar = indicatif::ProgressBar::new(progress.total.unwrap_or(0));
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{bar:40.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    );
+                    bar
+                });
+                if let Some(total) = progress.total {
+                    bar.set_length(total);
+                }
+                bar.set_position(progress.done.unwrap_or(0));
+            }
+            "retrying" => self.note(&format!("Retrying: {detail}")),
+            "verified" => {
+                self.note("Verifying…");
+                self.note(&format!("Expected SHA256 from {detail}"));
+            }
+            "reusing_download" => self.note("Using the verified download"),
+            "installing" => self.note(&format!("Installing {detail}…")),
+            "starting_backend" if !detail.is_empty() => self.note(&format!(
+                "Starting the {detail} backend and waiting for its health check…"
+            )),
+            "healthy" => self.note(&format!("{detail} is healthy")),
+            "rolling_back" if !detail.is_empty() => {
+                self.note(&format!("Not healthy ({detail}); rolling back"))
+            }
+            _ => {}
+        }
+    }
+
+    /// Clears a bar left drawn.
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// Cancels `token` on Ctrl-C, so a download stops cleanly and resumes next time.
 fn cancel_on_ctrl_c(token: &CancelToken) {
     let token = token.clone();
@@ -544,17 +600,30 @@ fn local_supervisor(ctx: &Ctx) -> anyhow::Result<Supervisor> {
 }
 
 fn install_cmd(ctx: &Ctx, args: InstallArgs) -> anyhow::Result<ExitCode> {
+    let version = parse_version_arg(args.version.as_deref())?;
+    if let Some(owner) = super::remote::owner(ctx)? {
+        return install_through(ctx, &owner, version);
+    }
     let settings = ctx.settings();
     let updater = updater(ctx, &settings, None)?;
-    let version = parse_version_arg(args.version.as_deref())?;
     let supervisor = local_supervisor(ctx)?;
     let mut gate = SupervisorGate::new(&supervisor, &ctx.paths);
     let cancel = CancelToken::new();
     cancel_on_ctrl_c(&cancel);
     let mut view = ProgressView::new(ctx);
     let report = updater.install(version.as_ref(), &mut gate, &cancel, &mut |e| view.on_event(e))?;
+    emit_install(ctx, report.as_ref(), version.as_ref());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints what an install did (the same whether this process or the owner did it).
+fn emit_install(
+    ctx: &Ctx,
+    report: Option<&crate::updater::InstallReport>,
+    version: Option<&semver::Version>,
+) {
     match report {
-        Some(report) => ctx.emit(&report, || {
+        Some(report) => ctx.emit(report, || {
             format!(
                 "Installed {} (was {}); SHA256 verified against {}{}. The backend proved healthy in {} ms.",
                 report.installed_version,
@@ -564,7 +633,7 @@ fn install_cmd(ctx: &Ctx, args: InstallArgs) -> anyhow::Result<ExitCode> {
                 report.time_to_healthy_ms
             )
         }),
-        None => match &version {
+        None => match version {
             Some(v) => ctx.emit(
                 &serde_json::json!({ "installed_version": null, "update_available": false, "already_current": v.to_string() }),
                 || format!("Version {v} is already installed, current and intact: nothing to do."),
@@ -575,15 +644,56 @@ fn install_cmd(ctx: &Ctx, args: InstallArgs) -> anyhow::Result<ExitCode> {
             ),
         },
     }
+}
+
+/// `update install` by the owner of this install: its supervisor restarts the backend it runs.
+fn install_through(
+    ctx: &Ctx,
+    owner: &crate::api::client::Client,
+    version: Option<semver::Version>,
+) -> anyhow::Result<ExitCode> {
+    let cancel = super::remote::cancel_on_ctrl_c();
+    let mut view = ProgressView::new(ctx);
+    let body = serde_json::json!({ "version": version.as_ref().map(ToString::to_string) });
+    let result = owner.run_job("/api/updates/install", &body, &cancel, &mut |p| {
+        view.on_progress(p)
+    });
+    view.finish();
+    let result = result?;
+    let report: Option<crate::updater::InstallReport> = if result["installed_version"].is_null() {
+        None
+    } else {
+        Some(serde_json::from_value(result).context("reading the owner's install report")?)
+    };
+    emit_install(ctx, report.as_ref(), version.as_ref());
     Ok(ExitCode::SUCCESS)
 }
 
 fn rollback_cmd(ctx: &Ctx, args: RollbackArgs) -> anyhow::Result<ExitCode> {
     let to = parse_version_arg(args.to.as_deref())?;
-    let supervisor = local_supervisor(ctx)?;
-    let mut gate = SupervisorGate::new(&supervisor, &ctx.paths);
-    let report = crate::updater::rollback(&ctx.paths, to.as_ref(), &mut gate)?;
-    ctx.emit(&report, || {
+    let report = match super::remote::owner(ctx)? {
+        Some(owner) => {
+            let cancel = super::remote::cancel_on_ctrl_c();
+            let mut view = ProgressView::new(ctx);
+            let body = serde_json::json!({ "to": to.as_ref().map(ToString::to_string) });
+            let result = owner.run_job("/api/updates/rollback", &body, &cancel, &mut |p| {
+                view.on_progress(p)
+            });
+            view.finish();
+            serde_json::from_value(result?).context("reading the owner's rollback report")?
+        }
+        None => {
+            let supervisor = local_supervisor(ctx)?;
+            let mut gate = SupervisorGate::new(&supervisor, &ctx.paths);
+            crate::updater::rollback(&ctx.paths, to.as_ref(), &mut gate)?
+        }
+    };
+    emit_rollback(ctx, &report);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn emit_rollback(ctx: &Ctx, report: &crate::updater::RollbackReport) {
+    ctx.emit(report, || {
         let mut text = format!(
             "Rolled back from {} to {}.",
             report.from.as_deref().unwrap_or("nothing"),
@@ -596,5 +706,4 @@ fn rollback_cmd(ctx: &Ctx, args: RollbackArgs) -> anyhow::Result<ExitCode> {
         }
         text
     });
-    Ok(ExitCode::SUCCESS)
 }

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::Client;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::download::{self, CancelToken, DownloadError, DownloadEvent, DownloadRequest, RetryPolicy};
@@ -416,7 +416,7 @@ fn available_space(dir: &Path) -> Result<u64, ModelsError> {
 }
 
 /// How one model ended in a download run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum ModelOutcome {
     /// Already present and verified: nothing was fetched.
@@ -438,7 +438,7 @@ pub enum ModelOutcome {
 }
 
 /// One model's line in a [`DownloadReport`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelReport {
     pub name: String,
     pub size: u64,
@@ -447,7 +447,7 @@ pub struct ModelReport {
 }
 
 /// What a download run did.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DownloadReport {
     pub models_dir: PathBuf,
     /// Models downloaded in this run.

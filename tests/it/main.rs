@@ -9,6 +9,7 @@ mod github;
 mod hardening;
 mod install;
 mod models;
+mod owner;
 mod pack;
 mod supervisor;
 mod support;

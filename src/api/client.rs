@@ -1,0 +1,294 @@
+//! The client side of the local API: how every other face (the CLI today) finds the owner of a data
+//! folder and asks it to do the work, instead of doing it beside it.
+//!
+//! [`Client::connect`] returns `Ok(None)` when nobody owns the folder, so the caller does the work itself.
+//! `run/api.json` alone is not proof (a SIGKILLed owner leaves it behind): [`crate::owner::current`]
+//! checks the owner lock and the pid, and then the server must answer. A live owner whose API does not
+//! answer, or refuses the token, is an error, never "no owner": doing the work beside a living owner is
+//! what the owner exists to prevent.
+//!
+//! A long operation answers 202 with a job id; [`Client::run_job`] subscribes to `GET /api/events`
+//! *before* posting (so no event of the job is missed), hands the job's progress to a callback, and
+//! returns the job's result (the engine's report, serialised as the CLI's `--json` contracts are) or its
+//! error message. `GET /api/jobs/{id}` is polled too, so a lost event stream only slows it down.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::app::Progress;
+use crate::download::CancelToken;
+use crate::owner::ApiInfo;
+use crate::paths::Paths;
+
+/// How long one plain request may take (job results come through the event stream, not one request).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait between two polls of a job when no event arrived.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Why the owner could not be asked, or refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "the launcher (pid {pid}) owns this install, but its API token could not be read from {path}: {reason}; check that file (it is created by the owner and readable only by you)"
+    )]
+    TokenUnreadable { pid: u32, path: PathBuf, reason: String },
+
+    #[error(
+        "the launcher (pid {pid}) that owns this install refused the API token read from {path} (401); check that file: it must hold the token the owner read when it started (a file replaced since then no longer matches until the owner restarts)"
+    )]
+    Unauthorized { pid: u32, path: PathBuf },
+
+    #[error(
+        "the launcher (pid {pid}) owns this install but its API at {url} does not answer ({reason}); wait a moment and try again, or stop that launcher"
+    )]
+    Unreachable { pid: u32, url: String, reason: String },
+
+    /// The owner answered with an error status; `message` is its `error` field.
+    #[error("{message}")]
+    Refused { status: u16, message: String },
+
+    /// The job ran and failed; `message` is the owner's whole message.
+    #[error("{message}")]
+    JobFailed { message: String },
+
+    #[error(
+        "the launcher (pid {pid}) that owned this install went away during the operation; see `personal-ai-agent update status` for what was done"
+    )]
+    OwnerGone { pid: u32 },
+
+    #[error("the local API client could not be set up: {0}")]
+    Setup(String),
+}
+
+/// A connection to the owner's API.
+#[derive(Debug)]
+pub struct Client {
+    info: ApiInfo,
+    token: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Client {
+    /// The owner's API for `paths`, when a live owner publishes one (`Ok(None)`: nobody owns the folder,
+    /// do the work here). Reads the token and makes one authorised request, so a wrong token is reported
+    /// now, naming the file.
+    pub fn connect(paths: &Paths) -> Result<Option<Client>, ClientError> {
+        let Some(info) = crate::owner::current(paths) else {
+            return Ok(None);
+        };
+        let token = std::fs::read_to_string(&info.token_file)
+            .map_err(|e| ClientError::TokenUnreadable {
+                pid: info.pid,
+                path: info.token_file.clone(),
+                reason: e.to_string(),
+            })?
+            .trim()
+            .to_owned();
+        let http = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| ClientError::Setup(e.to_string()))?;
+        let client = Client { info, token, http };
+        client.get("/api/backend/status")?;
+        Ok(Some(client))
+    }
+
+    /// Who the owner is.
+    pub fn info(&self) -> &ApiInfo {
+        &self.info
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.info.port)
+    }
+
+    fn send(&self, request: reqwest::blocking::RequestBuilder) -> Result<Value, ClientError> {
+        let response = request
+            .bearer_auth(&self.token)
+            .send()
+            .map_err(|e| self.unreachable(&e))?;
+        let status = response.status().as_u16();
+        let text = response.text().map_err(|e| self.unreachable(&e))?;
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        match status {
+            200..=299 => Ok(body),
+            401 => Err(ClientError::Unauthorized {
+                pid: self.info.pid,
+                path: self.info.token_file.clone(),
+            }),
+            _ => Err(ClientError::Refused {
+                status,
+                message: body["error"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("the owner's API answered {status}: {body}")),
+            }),
+        }
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> ClientError {
+        if !crate::supervisor::is_process_alive(self.info.pid) {
+            return ClientError::OwnerGone { pid: self.info.pid };
+        }
+        let mut reason = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            reason = s.to_string();
+            source = s.source();
+        }
+        ClientError::Unreachable {
+            pid: self.info.pid,
+            url: self.info.url.clone(),
+            reason,
+        }
+    }
+
+    /// `GET path`, its JSON answer.
+    pub fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.send(self.http.get(self.url(path)))
+    }
+
+    /// `POST path` with `body`, its JSON answer.
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.send(self.http.post(self.url(path)).json(body))
+    }
+
+    /// Posts a long operation and follows its job to the end: `on_progress` gets each progress report,
+    /// `cancel` (Ctrl-C) asks the owner to cancel the job. Returns the job's result.
+    pub fn run_job(
+        &self,
+        path: &str,
+        body: &Value,
+        cancel: &CancelToken,
+        on_progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Value, ClientError> {
+        let events = self.subscribe();
+        let answer = self.post(path, body)?;
+        let id = answer["job"].as_u64().ok_or_else(|| ClientError::Refused {
+            status: 202,
+            message: format!("the owner's API answered {path} without a job id: {answer}"),
+        })?;
+        let mut cancel_sent = false;
+        let mut last_phase: Option<Progress> = None;
+        loop {
+            if cancel.is_cancelled() && !cancel_sent {
+                cancel_sent = true;
+                let _ = self.post("/api/jobs/cancel", &Value::Object(Default::default()));
+            }
+            let event = match &events {
+                Some(rx) => match rx.recv_timeout(POLL_INTERVAL) {
+                    Ok(event) => Some(event),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        std::thread::sleep(POLL_INTERVAL);
+                        None
+                    }
+                },
+                None => {
+                    std::thread::sleep(POLL_INTERVAL);
+                    None
+                }
+            };
+            let job = match event {
+                Some((name, data)) if name == "progress" && data["job"] == id => {
+                    if let Ok(progress) = progress_of(&data["progress"]) {
+                        on_progress(&progress);
+                        last_phase = Some(progress);
+                    }
+                    continue;
+                }
+                Some((name, data)) if name == "job" && data["job"]["id"] == id => data["job"].clone(),
+                Some(_) => continue,
+                // Nothing heard for a while: ask (the stream may have been lost).
+                None => match self.get(&format!("/api/jobs/{id}")) {
+                    Ok(job) => {
+                        if let Ok(progress) = progress_of(&job["progress"])
+                            && last_phase.as_ref() != Some(&progress)
+                        {
+                            on_progress(&progress);
+                            last_phase = Some(progress);
+                        }
+                        job
+                    }
+                    Err(ClientError::Unreachable { .. } | ClientError::OwnerGone { .. }) => {
+                        if crate::supervisor::is_process_alive(self.info.pid) {
+                            continue;
+                        }
+                        return Err(ClientError::OwnerGone { pid: self.info.pid });
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            match job["state"].as_str() {
+                Some("succeeded") => return Ok(job["result"].clone()),
+                Some("failed") => {
+                    return Err(ClientError::JobFailed {
+                        message: job["message"]
+                            .as_str()
+                            .unwrap_or("the owner's job failed without saying why")
+                            .to_owned(),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Opens `GET /api/events` and reads it on a thread named `api-events`; `None` if it cannot be
+    /// opened (the caller then polls). Once this returns, the server has subscribed us.
+    fn subscribe(&self) -> Option<mpsc::Receiver<(String, Value)>> {
+        let http = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(None)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .ok()?;
+        let response = http
+            .get(self.url("/api/events"))
+            .bearer_auth(&self.token)
+            .send()
+            .ok()
+            .filter(|r| r.status().is_success())?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("api-events".into())
+            .spawn(move || {
+                let mut name = String::new();
+                let mut data = String::new();
+                for line in BufReader::new(response).lines() {
+                    let Ok(line) = line else { break };
+                    if line.is_empty() {
+                        if !data.is_empty() {
+                            let value = serde_json::from_str(&data).unwrap_or(Value::Null);
+                            if tx.send((std::mem::take(&mut name), value)).is_err() {
+                                break;
+                            }
+                        }
+                        name.clear();
+                        data.clear();
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        name = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+            })
+            .ok()?;
+        Some(rx)
+    }
+}
+
+fn progress_of(value: &Value) -> Result<Progress, ()> {
+    let phase = value["phase"].as_str().ok_or(())?;
+    Ok(Progress {
+        phase: phase.to_owned(),
+        done: value["done"].as_u64(),
+        total: value["total"].as_u64(),
+        detail: value["detail"].as_str().map(str::to_owned),
+    })
+}
