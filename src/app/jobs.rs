@@ -321,7 +321,9 @@ impl Jobs {
                 };
                 let outcome = work(&ctx);
                 if let Err(e) = &outcome {
-                    tracing::warn!(job = id, %kind, "job failed: {e}");
+                    // Info, not warn: the face that asked reports the failure itself (the CLI prints it once, as its
+                    // error line); the owner's log keeps it at its default info level.
+                    tracing::info!(job = id, %kind, "job failed: {e}");
                 }
                 jobs.finish(id, outcome);
             });

@@ -59,6 +59,10 @@ pub enum AppError {
 
     #[error("{0}")]
     Internal(String),
+
+    /// A job that ran to its end and failed: its message, as the engine worded it.
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl AppError {
@@ -424,6 +428,45 @@ impl Service {
     /// Asks the running job to stop.
     pub fn cancel(&self) -> Option<u64> {
         self.inner.jobs.cancel_current()
+    }
+
+    /// Runs a job started by `start` and waits for it here, handing its progress to `on_progress`: how a
+    /// face without an owner (the CLI) uses the very operations the API and the window use. `cancel`
+    /// cancelled (Ctrl-C) cancels the job, which then ends as it would through the API. Returns the job's
+    /// result, or its failure message.
+    pub fn run_here(
+        &self,
+        start: impl FnOnce(&Service) -> AppResult<u64>,
+        cancel: &crate::download::CancelToken,
+        on_progress: &mut dyn FnMut(&Progress),
+    ) -> AppResult<serde_json::Value> {
+        // Subscribed before the job starts, so none of its events is missed.
+        let events = self.subscribe();
+        let id = start(self)?;
+        let mut cancel_sent = false;
+        loop {
+            if cancel.is_cancelled() && !cancel_sent {
+                self.cancel();
+                cancel_sent = true;
+            }
+            match events.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok(Event {
+                    kind: EventKind::Progress { job, progress },
+                    ..
+                }) if job == id => on_progress(&progress),
+                Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {}
+            }
+            if let Some(job) = self.job(id).filter(|j| j.state.is_finished()) {
+                return match job.state {
+                    JobState::Succeeded => Ok(job.result.unwrap_or(serde_json::Value::Null)),
+                    _ => Err(AppError::Failed(
+                        job.message
+                            .unwrap_or_else(|| format!("the {} job failed", job.kind)),
+                    )),
+                };
+            }
+        }
     }
 
     fn spawn(

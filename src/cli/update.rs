@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::download::CancelToken;
 use crate::platform::Platform;
 use crate::supervisor::Supervisor;
-use crate::updater::{SupervisorGate, UpdateEvent, Updater};
+use crate::updater::{UpdateEvent, Updater};
 use crate::version::Channel;
 
 #[derive(Debug, Args)]
@@ -604,16 +604,30 @@ fn install_cmd(ctx: &Ctx, args: InstallArgs) -> anyhow::Result<ExitCode> {
     if let Some(owner) = super::remote::owner(ctx)? {
         return install_through(ctx, &owner, version);
     }
-    let settings = ctx.settings();
-    let updater = updater(ctx, &settings, None)?;
-    let supervisor = local_supervisor(ctx)?;
-    let mut gate = SupervisorGate::new(&supervisor, &ctx.paths);
+    // No owner: this process does the work itself, through the same service operation the owner's API
+    // runs (`app::Service::install`), and waits for it here.
+    drop(local_supervisor(ctx)?);
+    let service = crate::app::Service::new(ctx.paths.clone());
     let cancel = CancelToken::new();
     cancel_on_ctrl_c(&cancel);
     let mut view = ProgressView::new(ctx);
-    let report = updater.install(version.as_ref(), &mut gate, &cancel, &mut |e| view.on_event(e))?;
+    let wanted = version.clone();
+    let result = service.run_here(|s| s.install(wanted), &cancel, &mut |p| view.on_progress(p));
+    view.finish();
+    let report = install_report_of(result?)?;
     emit_install(ctx, report.as_ref(), version.as_ref());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The install report in a service job's result (`installed_version: null`: nothing was installed).
+fn install_report_of(result: serde_json::Value) -> anyhow::Result<Option<crate::updater::InstallReport>> {
+    if result["installed_version"].is_null() {
+        Ok(None)
+    } else {
+        Ok(Some(
+            serde_json::from_value(result).context("reading the install report")?,
+        ))
+    }
 }
 
 /// Prints what an install did (the same whether this process or the owner did it).
@@ -659,12 +673,7 @@ fn install_through(
         view.on_progress(p)
     });
     view.finish();
-    let result = result?;
-    let report: Option<crate::updater::InstallReport> = if result["installed_version"].is_null() {
-        None
-    } else {
-        Some(serde_json::from_value(result).context("reading the owner's install report")?)
-    };
+    let report = install_report_of(result?)?;
     emit_install(ctx, report.as_ref(), version.as_ref());
     Ok(ExitCode::SUCCESS)
 }
@@ -683,9 +692,13 @@ fn rollback_cmd(ctx: &Ctx, args: RollbackArgs) -> anyhow::Result<ExitCode> {
             serde_json::from_value(result?).context("reading the owner's rollback report")?
         }
         None => {
-            let supervisor = local_supervisor(ctx)?;
-            let mut gate = SupervisorGate::new(&supervisor, &ctx.paths);
-            crate::updater::rollback(&ctx.paths, to.as_ref(), &mut gate)?
+            // The same service operation the owner's API runs, in this process.
+            drop(local_supervisor(ctx)?);
+            let service = crate::app::Service::new(ctx.paths.clone());
+            let cancel = CancelToken::new();
+            let target = to.clone();
+            let result = service.run_here(|s| s.rollback(target), &cancel, &mut |_| {})?;
+            serde_json::from_value(result).context("reading the rollback report")?
         }
     };
     emit_rollback(ctx, &report);
