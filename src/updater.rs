@@ -339,7 +339,7 @@ pub fn check_integrity(paths: &Paths, version: &Version) -> Result<Integrity> {
 }
 
 /// What `update status` reports; its JSON form is a contract.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
     pub current_version: Option<String>,
     /// Newest first.
@@ -377,7 +377,7 @@ pub struct Status {
     pub home: StatusPaths,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StatusPaths {
     pub config_file: PathBuf,
     pub data_dir: PathBuf,
@@ -556,7 +556,7 @@ pub enum UpdateEvent {
 }
 
 /// What `update install` did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InstallReport {
     /// The version current before.
     pub previous_version: Option<String>,
