@@ -222,3 +222,52 @@ fn the_logs_section_shows_the_backend_output() {
         shows(h, "ready on http://127.0.0.1")
     });
 }
+
+/// The example backend processes running from `home`'s installs (Linux: read from /proc).
+#[cfg(target_os = "linux")]
+fn backends_running_under(home: &Path) -> usize {
+    let home = home.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&home) && c.contains("--port") && !c.contains("run --headless"))
+        .count()
+}
+
+#[test]
+fn a_window_opened_beside_a_headless_owner_attaches_shows_its_version_and_starts_no_backend() {
+    use crate::agent_page::{Headless, home_with_feed as feed_home, publish as publish_plain};
+    let work = temp_home();
+    let feed_dir = work.path().join("feed");
+    publish_plain(work.path(), &feed_dir, "1.0.0");
+    let home = temp_home();
+    feed_home(home.path(), &feed_dir);
+    let owner = Headless::start(home.path());
+    let owner_backend = owner.backend();
+
+    let paths = Paths::under(home.path());
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the owner's version and running backend", |h| {
+        h.state().attached_to().is_some()
+            && shows(h, "Version 1.0.0")
+            && matches!(h.state().backend_state(), BackendState::Running { .. })
+    });
+    assert_eq!(harness.state().attached_to().unwrap().pid, owner.pid());
+    assert!(!harness.state().is_owner());
+    assert!(shows(&harness, &format!("Attached to launcher {}", personal_ai_agent::LAUNCHER_VERSION)));
+    // A few more frames and polls: still the owner's one backend, never a second.
+    for _ in 0..20 {
+        harness.step();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let backend = owner.backend();
+    assert_eq!(backend["pid"], owner_backend["pid"], "the owner's backend was not replaced");
+    assert_eq!(backend["supervisor_pid"], owner.pid(), "the owner still supervises it");
+    #[cfg(target_os = "linux")]
+    assert_eq!(backends_running_under(home.path()), 1, "exactly one backend process");
+    drop(harness);
+    assert_eq!(owner.backend()["state"], "running", "closing an attached window stops nothing");
+}
