@@ -299,7 +299,10 @@ fn page(settings: &Settings) -> String {
         Some(report) if report["update_available"] == true => {
             let version = report["latest"]["version"].as_str().unwrap_or("?");
             rows.push(format!("<p>Update available: {}</p>", escape(version)));
-            rows.push(r#"<form method="post" action="/update"><button type="submit">Update now</button></form>"#.into());
+            rows.push(
+                r#"<form method="post" action="/update"><button type="submit">Update now</button></form>"#
+                    .into(),
+            );
         }
         Some(_) => rows.push("<p>Up to date.</p>".into()),
         None => rows.push("<p>Not checked for updates yet.</p>".into()),
@@ -332,7 +335,8 @@ fn fresh_check() -> Option<serde_json::Value> {
 /// status: the API's errors are JSON too). Plain HTTP/1.1 to loopback, one request per connection.
 fn launcher_api(method: &str, path: &str, body: Option<&str>) -> Result<serde_json::Value, String> {
     let base = std::env::var("PAI_LAUNCHER_API").map_err(|_| "PAI_LAUNCHER_API is not set".to_owned())?;
-    let token = std::env::var("PAI_LAUNCHER_TOKEN").map_err(|_| "PAI_LAUNCHER_TOKEN is not set".to_owned())?;
+    let token =
+        std::env::var("PAI_LAUNCHER_TOKEN").map_err(|_| "PAI_LAUNCHER_TOKEN is not set".to_owned())?;
     let authority = base
         .strip_prefix("http://")
         .ok_or_else(|| format!("PAI_LAUNCHER_API `{base}` is not an http:// URL"))?
@@ -361,9 +365,9 @@ fn launcher_api(method: &str, path: &str, body: Option<&str>) -> Result<serde_js
     let (head, rest) = answer
         .split_once("\r\n\r\n")
         .ok_or_else(|| format!("a malformed answer to {path}"))?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked")
+    });
     let text = if chunked { dechunk(rest) } else { rest.to_owned() };
     serde_json::from_str(&text).map_err(|e| format!("the answer to {path} is not JSON: {e}"))
 }

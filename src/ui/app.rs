@@ -213,7 +213,9 @@ impl App {
         });
         match &self.mode {
             Some(Mode::Local { api_url, .. }) => {
-                ui.weak(format!("This window runs the agent and serves the local API on {api_url}"));
+                ui.weak(format!(
+                    "This window runs the agent and serves the local API on {api_url}"
+                ));
             }
             Some(Mode::Attached { owner }) => {
                 ui.label(format!(

@@ -329,10 +329,13 @@ impl Worker {
     fn serve(&self, owner: Owner) -> Engine {
         let service = Service::new(self.paths.clone());
         let port = service.settings().effective.api_port.unwrap_or(0);
-        let api = match crate::api::ApiServer::start(service.clone(), crate::api::ApiOptions {
-            port,
-            allowed_origins: Vec::new(),
-        }) {
+        let api = match crate::api::ApiServer::start(
+            service.clone(),
+            crate::api::ApiOptions {
+                port,
+                allowed_origins: Vec::new(),
+            },
+        ) {
             Ok(api) => api,
             Err(e) => return Engine::Undecided(format!("Could not start the local API: {e}")),
         };
@@ -384,7 +387,9 @@ impl Worker {
     /// meanwhile gets 409 (and an API job running makes the window's wait, saying so).
     fn handle(&self, service: &Service, job: Job, cancel: &CancelToken) {
         let kind = match &job {
-            Job::Open | Job::InstallLatest | Job::Install { .. } | Job::InstallVersion(_) => Some(JobKind::Install),
+            Job::Open | Job::InstallLatest | Job::Install { .. } | Job::InstallVersion(_) => {
+                Some(JobKind::Install)
+            }
             Job::Check => Some(JobKind::Check),
             Job::Rollback => Some(JobKind::Rollback),
             Job::StartBackend => Some(JobKind::BackendStart),
@@ -422,10 +427,12 @@ impl Worker {
             }
             Job::InstallVersion(version) => {
                 // The local check report always carries the release; this is for completeness.
-                let target = self
-                    .updater(&self.settings().1)
-                    .ok()
-                    .and_then(|u| version.parse().ok().and_then(|v| u.target(Some(&v)).ok().flatten()));
+                let target = self.updater(&self.settings().1).ok().and_then(|u| {
+                    version
+                        .parse()
+                        .ok()
+                        .and_then(|v| u.target(Some(&v)).ok().flatten())
+                });
                 match target {
                     Some(target) => self.install(service, Some(target), cancel),
                     None => self.reply(Reply::Installed(InstallOutcome::Failed(format!(
@@ -630,7 +637,9 @@ impl Worker {
             Job::Install { release, .. } => {
                 self.remote_install(remote, json!({ "version": release.version.to_string() }), cancel)
             }
-            Job::InstallVersion(version) => self.remote_install(remote, json!({ "version": version }), cancel),
+            Job::InstallVersion(version) => {
+                self.remote_install(remote, json!({ "version": version }), cancel)
+            }
             Job::Rollback => {
                 if let Err(e) = self.remote_job(remote, "/api/updates/rollback", &json!({}), cancel) {
                     self.reply(Reply::ActionFailed(format!("Could not roll back: {e}")));
@@ -705,9 +714,18 @@ impl Worker {
         }
         let running = status["job"]
             .as_object()
-            .filter(|j| !matches!(j.get("state").and_then(Value::as_str), Some("succeeded" | "failed")))
+            .filter(|j| {
+                !matches!(
+                    j.get("state").and_then(Value::as_str),
+                    Some("succeeded" | "failed")
+                )
+            })
             .map(|j| {
-                let kind = j.get("kind").and_then(Value::as_str).unwrap_or("job").replace('_', " ");
+                let kind = j
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .unwrap_or("job")
+                    .replace('_', " ");
                 match j.get("progress").map(progress_stage) {
                     Some(stage) => format!("The owner is busy ({kind}): {}", super::app::stage_line(&stage)),
                     None => format!("The owner is busy ({kind})"),
@@ -724,12 +742,15 @@ impl Worker {
         };
         match serde_json::from_value::<CheckReport>(job["result"].clone()) {
             Ok(report) => self.reply(Reply::Checked(Ok(Box::new(report)))),
-            Err(e) => return self.reply(Reply::Checked(Err(format!("The owner's check report could not be read: {e}")))),
+            Err(e) => {
+                return self.reply(Reply::Checked(Err(format!(
+                    "The owner's check report could not be read: {e}"
+                ))));
+            }
         }
-        match remote
-            .get("/api/updates/changelog")
-            .and_then(|c| serde_json::from_value::<Vec<ChangelogEntry>>(c["releases"].clone()).map_err(|e| e.to_string()))
-        {
+        match remote.get("/api/updates/changelog").and_then(|c| {
+            serde_json::from_value::<Vec<ChangelogEntry>>(c["releases"].clone()).map_err(|e| e.to_string())
+        }) {
             Ok(entries) => self.reply(Reply::Changelog(entries)),
             Err(e) => tracing::warn!("reading the owner's changelog failed: {e}"),
         }
@@ -755,9 +776,17 @@ impl Worker {
         self.reply(Reply::Installed(outcome));
     }
 
-    /// Starts a long operation on the owner and follows it to its end, relaying its progress (and asking
-    /// the owner to cancel it when the window's cancel is pressed). Returns the finished job.
-    fn remote_job(&self, remote: &Remote, path: &str, body: &Value, cancel: &CancelToken) -> Result<Value, String> {
+    /// Starts a long operation on the owner and follows it to its end, relaying the progress of an install
+    /// (the one operation whose progress the window draws) and asking the owner to cancel it when the
+    /// window's cancel is pressed. Returns the finished job.
+    fn remote_job(
+        &self,
+        remote: &Remote,
+        path: &str,
+        body: &Value,
+        cancel: &CancelToken,
+    ) -> Result<Value, String> {
+        let relay_progress = path == "/api/updates/install";
         let id = remote.start_job(path, body)?;
         let mut cancel_sent = false;
         let mut last_phase = None;
@@ -766,11 +795,15 @@ impl Worker {
             match job["state"].as_str() {
                 Some("succeeded") => return Ok(job),
                 Some("failed") => {
-                    return Err(job["message"].as_str().unwrap_or("the owner gave no reason").to_owned());
+                    return Err(job["message"]
+                        .as_str()
+                        .unwrap_or("the owner gave no reason")
+                        .to_owned());
                 }
                 _ => {}
             }
-            if let Some(progress) = job.get("progress").filter(|p| !p.is_null())
+            if relay_progress
+                && let Some(progress) = job.get("progress").filter(|p| !p.is_null())
                 && last_phase.as_ref() != Some(progress)
             {
                 last_phase = Some(progress.clone());

@@ -16,8 +16,18 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Packs the example backend as `version` into `feed/<version>/` and rewrites the feed document.
 pub fn publish(work: &Path, feed: &Path, version: &str) {
-    pack_example_release(&work.join(format!("w-{version}")), &feed.join(version), version, &[], None);
-    std::fs::write(feed.join(version).join("NOTES.md"), format!("What changed in {version}")).unwrap();
+    pack_example_release(
+        &work.join(format!("w-{version}")),
+        &feed.join(version),
+        version,
+        &[],
+        None,
+    );
+    std::fs::write(
+        feed.join(version).join("NOTES.md"),
+        format!("What changed in {version}"),
+    )
+    .unwrap();
     personal_ai_agent::sources::feed::write_feed(feed).unwrap();
 }
 
@@ -159,7 +169,10 @@ fn the_agents_page_shows_the_update_status_and_update_now_installs_it_without_ex
         let answer = b.get(&page_url).send().unwrap();
         assert_eq!(answer.status(), 200);
         assert!(
-            answer.headers()["content-type"].to_str().unwrap().starts_with("text/html"),
+            answer.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
             "a plain HTML page"
         );
         answer.text().unwrap()
@@ -175,7 +188,10 @@ fn the_agents_page_shows_the_update_status_and_update_now_installs_it_without_ex
         let text = page(&browser);
         text.contains("Update available: 1.1.0").then_some(text)
     });
-    assert!(offered.contains(r#"<form method="post" action="/update">"#), "{offered}");
+    assert!(
+        offered.contains(r#"<form method="post" action="/update">"#),
+        "{offered}"
+    );
     assert!(offered.contains("Update now"), "{offered}");
     assert!(!offered.contains(&owner.token));
 
