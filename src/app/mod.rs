@@ -114,11 +114,14 @@ pub struct Changelog {
     pub releases: Vec<crate::check::ChangelogEntry>,
 }
 
+/// How the service reads an environment variable (the process's, or a test's).
+pub type EnvFn = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 struct Inner {
     paths: Paths,
     supervisor: Supervisor,
     jobs: Jobs,
-    env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    env: EnvFn,
     last_check: Mutex<Option<crate::check::CheckReport>>,
 }
 
@@ -151,7 +154,7 @@ impl Service {
     pub fn with_supervisor(
         paths: Paths,
         supervisor: Supervisor,
-        env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+        env: EnvFn,
     ) -> Self {
         let service = Service {
             inner: Arc::new(Inner {

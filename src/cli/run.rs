@@ -63,7 +63,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
     // installed keeps running, and the next round tries again.
     {
         let config = current_config(ctx);
-        let mut gate = SupervisorGate::new(&supervisor, &ctx.paths);
+        let mut gate = SupervisorGate::new(supervisor, &ctx.paths);
         match crate::updater::recover(&ctx.paths, &config, &mut gate) {
             Ok(()) => {}
             Err(crate::Error::HealthCheckFailed {
@@ -90,7 +90,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
         if !backend_started && installer.current_version().ok().flatten().is_some() {
             backend_started = true;
             if !supervisor.is_wanted_running() {
-                match start_backend(ctx, &supervisor) {
+                match start_backend(ctx, supervisor) {
                     Ok(pid) => {
                         tracing::info!(pid, "backend started; supervising it (Ctrl-C or SIGTERM to stop)")
                     }
@@ -114,10 +114,10 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
             let config = current_config(ctx);
             let installed = installer.current_version().ok().flatten();
             if installed.is_none() {
-                first_install(ctx, &config, &supervisor, &cancel);
+                first_install(ctx, &config, supervisor, &cancel);
             } else if config.auto_check && (!first_round || args.check_now) {
                 match Updater::new(&ctx.paths, &config) {
-                    Ok(updater) => apply_updates(ctx, &updater, &supervisor, &config, &cancel),
+                    Ok(updater) => apply_updates(ctx, &updater, supervisor, &config, &cancel),
                     Err(e) => tracing::warn!("updates are off: {e}"),
                 }
             }
