@@ -12,6 +12,7 @@
 //! - **attached**: another launcher (a headless runner, another window) owns it; the window starts no
 //!   backend, shows the owner's state by polling its API, and every button becomes an API call.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::remote::Remote;
-use crate::app::{JobKind, Service};
+use crate::app::{EventKind, JobKind, Service};
 use crate::check::{ChangelogEntry, CheckReport};
 use crate::config::Config;
 use crate::download::{CancelToken, DownloadEvent};
@@ -229,6 +230,8 @@ enum Engine {
 /// The window as the owner. Dropped in field order: the API stops answering, then the lock is released
 /// (the backend is stopped before, in [`Worker::run`]).
 struct Local {
+    /// Set by the `ui-repaint` thread when a job ended or the settings changed; the worker then refreshes.
+    changed: Arc<AtomicBool>,
     service: Service,
     _api: crate::api::ApiServer,
     _owner: Owner,
@@ -264,7 +267,18 @@ impl Worker {
                     }
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 },
-                _ => match jobs.recv() {
+                // An owner window looks again when an operation (maybe one asked through the API) ended.
+                Engine::Local(local) => match jobs.recv_timeout(POLL_INTERVAL) {
+                    Ok(job) => job,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if local.changed.swap(false, Ordering::SeqCst) {
+                            self.refresh();
+                        }
+                        continue;
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+                Engine::Undecided(_) => match jobs.recv() {
                     Ok(job) => job,
                     Err(_) => break,
                 },
@@ -351,15 +365,26 @@ impl Worker {
         }
         let events = service.subscribe();
         let repaint = self.repaint.clone();
+        let changed = Arc::new(AtomicBool::new(false));
+        let flag = changed.clone();
         // Ends when the service (and its event bus) is dropped with the window.
         let _ = std::thread::Builder::new()
             .name("ui-repaint".into())
             .spawn(move || {
-                while events.recv().is_ok() {
+                while let Ok(event) = events.recv() {
+                    let ended = match &event.kind {
+                        EventKind::Job { job } => job.state.is_finished(),
+                        EventKind::Settings => true,
+                        _ => false,
+                    };
+                    if ended {
+                        flag.store(true, Ordering::SeqCst);
+                    }
                     repaint();
                 }
             });
         Engine::Local(Local {
+            changed,
             service,
             _api: api,
             _owner: owner,

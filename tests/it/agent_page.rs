@@ -83,6 +83,12 @@ impl Headless {
         owner
     }
 
+    /// Kills the runner with SIGKILL (no clean exit: `run/api.json` stays behind) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

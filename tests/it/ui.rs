@@ -332,7 +332,7 @@ fn an_attached_windows_check_and_install_buttons_drive_the_owner_through_its_api
 }
 
 #[test]
-fn a_window_with_no_owner_beside_it_owns_the_install_and_serves_the_api() {
+fn a_window_with_no_owner_beside_it_owns_the_install_serves_the_api_and_shows_what_the_api_did() {
     let work = temp_home();
     let feed_dir = work.path().join("feed");
     publish(work.path(), &feed_dir, "1.0.0", &[]);
@@ -363,9 +363,47 @@ fn a_window_with_no_owner_beside_it_owns_the_install_and_serves_the_api() {
     pump_until(&mut harness, "the window to show the backend stopped", |h| {
         matches!(h.state().backend_state(), BackendState::Stopped) && shows(h, "Backend stopped")
     });
+    // An update installed through the API shows in the window once the job ends.
+    publish(work.path(), &feed_dir, "1.1.0", &[]);
+    let answer = http
+        .post(format!("{url}/api/updates/install"))
+        .bearer_auth(token.trim())
+        .json(&serde_json::json!({}))
+        .send()
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 202);
+    pump_until(
+        &mut harness,
+        "the window to show 1.1.0 installed through the API",
+        |h| shows(h, "Version 1.1.0"),
+    );
     drop(harness);
     assert!(
         personal_ai_agent::owner::current(&paths).is_none(),
         "closing the window releases the install"
     );
+}
+
+#[test]
+fn an_attached_window_takes_over_when_its_owner_is_killed() {
+    use crate::agent_page::{Headless, home_with_feed as feed_home, publish as publish_plain};
+    let work = temp_home();
+    let feed_dir = work.path().join("feed");
+    publish_plain(work.path(), &feed_dir, "1.0.0");
+    let home = temp_home();
+    feed_home(home.path(), &feed_dir);
+    let mut owner = Headless::start(home.path());
+    let paths = Paths::under(home.path());
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the attached window", |h| {
+        h.state().attached_to().is_some() && shows(h, "Version 1.0.0")
+    });
+    owner.kill();
+    pump_until(
+        &mut harness,
+        "the window to own the install and run the backend",
+        |h| h.state().is_owner() && matches!(h.state().backend_state(), BackendState::Running { .. }),
+    );
+    let info = personal_ai_agent::owner::current(&paths).expect("the window published its API");
+    assert_eq!(info.pid, std::process::id());
 }
