@@ -5,7 +5,17 @@
 //!
 //! - `GET /health` answers `200 {"status":"ok","version":"..."}`;
 //! - `POST /api/chat` with `{"message":"hi"}` answers `{"reply":"echo: hi"}` (the body is echoed as is when it
-//!   is not such JSON).
+//!   is not such JSON);
+//! - `GET /` is the agent's web page (plain HTML): the installed version and whether an update is
+//!   available, with an "Update now" button; `POST /update` (the button) asks for the install and
+//!   redirects back to `/`.
+//!
+//! The page is the seed's web flow in miniature: the launcher starts the backend with `PAI_LAUNCHER_API`
+//! (its local API's base URL) and `PAI_LAUNCHER_TOKEN` in the environment, and this server calls the API
+//! itself (`GET /api/updates/status`, `POST /api/updates/check`, `POST /api/updates/install`, with
+//! `Authorization: Bearer`), so the browser never sees the token. Those calls are hand-written HTTP/1.1
+//! over a `TcpStream` to 127.0.0.1 only because this is a dependency-free test stand-in; the real agent uses
+//! its HTTP client.
 //!
 //! Settings (flag, or the environment variable in brackets):
 //! `--port N` (`AGENT_PORT`, required), `--models-dir DIR` (`AGENT_MODELS_DIR`), `--agent-version V`
@@ -205,7 +215,20 @@ fn serve(stream: TcpStream, settings: &Settings) -> std::io::Result<()> {
     let mut body = vec![0; content_length.min(1 << 20)];
     reader.read_exact(&mut body)?;
 
-    let (status, json) = match (method.as_str(), path.split('?').next().unwrap_or_default()) {
+    let route = path.split('?').next().unwrap_or_default();
+    if method == "GET" && route == "/" {
+        let html = page(settings);
+        return respond(&mut writer, 200, "text/html; charset=utf-8", &html, None);
+    }
+    if method == "POST" && route == "/update" {
+        // The install stops this very backend once the new one is unpacked; the answer goes out first
+        // (the API answers 202 at once).
+        if let Err(e) = launcher_api("POST", "/api/updates/install", Some("{}")) {
+            complain!("agent backend: asking the launcher to update: {e}");
+        }
+        return respond(&mut writer, 303, "text/plain", "See /", Some("/"));
+    }
+    let (status, json) = match (method.as_str(), route) {
         ("GET", "/health")
             if settings.fail_health
                 || settings
@@ -234,16 +257,140 @@ fn serve(stream: TcpStream, settings: &Settings) -> std::io::Result<()> {
             serde_json::json!({"error": format!("no route for {method} {path}")}),
         ),
     };
-    let body = json.to_string();
+    respond(&mut writer, status, "application/json", &json.to_string(), None)
+}
+
+fn respond(
+    writer: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &str,
+    location: Option<&str>,
+) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
+        303 => "See Other",
         404 => "Not Found",
         _ => "Service Unavailable",
     };
+    let location = location.map(|l| format!("Location: {l}\r\n")).unwrap_or_default();
     write!(
         writer,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n{location}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     writer.flush()
+}
+
+/// The web page: what the launcher says about updates, from this server's own calls to its API. A check
+/// is asked for on every view (waited for a few seconds); while the launcher is busy the last one shows.
+fn page(settings: &Settings) -> String {
+    let mut rows = Vec::new();
+    let status = launcher_api("GET", "/api/updates/status", None);
+    match &status {
+        Ok(status) => {
+            let installed = status["update"]["current_version"].as_str().unwrap_or("none");
+            rows.push(format!("<p>Installed version: {}</p>", escape(installed)));
+        }
+        Err(e) => rows.push(format!("<p>The launcher cannot be asked: {}</p>", escape(e))),
+    }
+    let check = fresh_check().or_else(|| status.ok().map(|s| s["last_check"].clone()));
+    match check.as_ref().filter(|c| !c.is_null()) {
+        Some(report) if report["update_available"] == true => {
+            let version = report["latest"]["version"].as_str().unwrap_or("?");
+            rows.push(format!("<p>Update available: {}</p>", escape(version)));
+            rows.push(
+                r#"<form method="post" action="/update"><button type="submit">Update now</button></form>"#
+                    .into(),
+            );
+        }
+        Some(_) => rows.push("<p>Up to date.</p>".into()),
+        None => rows.push("<p>Not checked for updates yet.</p>".into()),
+    }
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Personal AI Agent</title></head>\n<body><h1>Personal AI Agent</h1>\n<p>Backend {} (pid {})</p>\n{}\n</body></html>\n",
+        escape(&settings.version),
+        std::process::id(),
+        rows.join("\n")
+    )
+}
+
+/// Asks the launcher to check, and waits up to five seconds for the report.
+fn fresh_check() -> Option<serde_json::Value> {
+    let started = launcher_api("POST", "/api/updates/check", Some("{}")).ok()?;
+    let job = started["job"].as_u64()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let state = launcher_api("GET", &format!("/api/jobs/{job}"), None).ok()?;
+        match state["state"].as_str() {
+            Some("succeeded") => return Some(state["result"].clone()),
+            Some("failed") => return None,
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    None
+}
+
+/// One call to the launcher's API with the token from the environment; the answer's JSON body (any
+/// status: the API's errors are JSON too). Plain HTTP/1.1 to loopback, one request per connection.
+fn launcher_api(method: &str, path: &str, body: Option<&str>) -> Result<serde_json::Value, String> {
+    let base = std::env::var("PAI_LAUNCHER_API").map_err(|_| "PAI_LAUNCHER_API is not set".to_owned())?;
+    let token =
+        std::env::var("PAI_LAUNCHER_TOKEN").map_err(|_| "PAI_LAUNCHER_TOKEN is not set".to_owned())?;
+    let authority = base
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("PAI_LAUNCHER_API `{base}` is not an http:// URL"))?
+        .trim_end_matches('/')
+        .to_owned();
+    if !authority.starts_with("127.0.0.1:") && !authority.starts_with("localhost:") {
+        return Err(format!("PAI_LAUNCHER_API `{base}` is not on loopback"));
+    }
+    let mut stream = TcpStream::connect(&authority).map_err(|e| format!("connecting to {base}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("calling {path}: {e}"))?;
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .map_err(|e| format!("reading the answer to {path}: {e}"))?;
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, rest) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("a malformed answer to {path}"))?;
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked")
+    });
+    let text = if chunked { dechunk(rest) } else { rest.to_owned() };
+    serde_json::from_str(&text).map_err(|e| format!("the answer to {path} is not JSON: {e}"))
+}
+
+/// A chunked body, joined.
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || tail.len() < size {
+            break;
+        }
+        out.push_str(&tail[..size]);
+        rest = tail[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

@@ -25,7 +25,7 @@
 
 use chrono::{DateTime, Utc};
 use semver::Version;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, DEFAULT_API_URL, DEFAULT_SERVER_URL};
 use crate::error::{Error, Result};
@@ -59,7 +59,7 @@ impl CheckRequest {
 }
 
 /// The answer of a check; its JSON form is the `update check --json` contract.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CheckReport {
     pub current_version: Option<String>,
     pub channel: Channel,
@@ -85,7 +85,7 @@ pub struct CheckReport {
 }
 
 /// The release offered (or the newest one), as scripts see it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LatestInfo {
     pub version: String,
     pub tag: String,
@@ -97,7 +97,7 @@ pub struct LatestInfo {
     pub asset: Option<AssetInfo>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AssetInfo {
     pub name: String,
     pub size: u64,
@@ -239,7 +239,7 @@ fn installable_names(release: &Release) -> String {
 }
 
 /// One entry of the changelog.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ChangelogEntry {
     pub version: String,
     pub tag: String,

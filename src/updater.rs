@@ -390,7 +390,7 @@ pub fn check_integrity(paths: &Paths, version: &Version, thorough: bool) -> Resu
 }
 
 /// What `update status` reports; its JSON form is a contract.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
     pub current_version: Option<String>,
     /// Newest first.
@@ -428,7 +428,7 @@ pub struct Status {
     pub home: StatusPaths,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StatusPaths {
     pub config_file: PathBuf,
     pub data_dir: PathBuf,

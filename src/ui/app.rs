@@ -1,17 +1,17 @@
 //! The window's state and drawing. It only reads state and sends jobs: the drawing code returns
 //! [`Command`]s, applied at the end of the frame, which become [`Job`]s for the `ui-worker` thread; the
 //! worker's replies are folded into the state at the start of the next frame. Nothing here touches the
-//! disk or the network; the backend's state and log tail are read from the supervisor's memory.
+//! disk or the network; the backend's state and log tail are read from the supervisor's memory when the
+//! window owns the install, and from the worker's last look at the owner's API when it is attached.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use egui::{Color32, RichText};
 
-use super::worker::{InstallOutcome, Job, Reply, SettingsForm, Stage, WorkerHandle};
+use super::worker::{InstallOutcome, Job, Mode, Reply, SettingsForm, Stage, WorkerHandle};
 use crate::check::{ChangelogEntry, CheckReport};
 use crate::paths::Paths;
-use crate::supervisor::{BackendState, Supervisor};
+use crate::supervisor::{BackendState, BackendStatus};
 use crate::updater::Status;
 use crate::version::Channel;
 
@@ -23,6 +23,7 @@ pub enum Command {
     InstallUpdate,
     InstallFirstTime,
     CancelInstall,
+    Rollback,
     StartBackend,
     StopBackend,
     SaveSettings,
@@ -48,7 +49,11 @@ enum JobView {
 /// The desktop window.
 pub struct App {
     worker: WorkerHandle,
-    supervisor: Arc<Supervisor>,
+    /// Owner or attached, once the worker decided.
+    mode: Option<Mode>,
+    /// An attached window's last view of the owner's backend and running job.
+    remote_backend: Option<BackendStatus>,
+    owner_job: Option<String>,
     status: Option<Box<Status>>,
     /// What the settings section edits; `saved_form` is what `config.json` holds.
     form: Option<SettingsForm>,
@@ -61,22 +66,17 @@ pub struct App {
 }
 
 impl App {
-    /// Starts the worker (which finishes an interrupted update and starts the installed backend) and
-    /// wires the supervisor's changes to repaints of `ctx`.
+    /// Starts the worker, which takes ownership of the install (serving the API, finishing an interrupted
+    /// update and starting the installed backend) or attaches to the launcher that owns it.
     pub fn new(paths: &Paths, ctx: &egui::Context) -> std::io::Result<App> {
-        let supervisor = Arc::new(Supervisor::new(paths));
-        {
-            let ctx = ctx.clone();
-            supervisor.on_change(move || ctx.request_repaint());
-        }
         let repaint_ctx = ctx.clone();
-        let worker = WorkerHandle::spawn(paths.clone(), supervisor.clone(), move || {
-            repaint_ctx.request_repaint()
-        })?;
+        let worker = WorkerHandle::spawn(paths.clone(), move || repaint_ctx.request_repaint())?;
         worker.send(Job::Open);
         Ok(App {
             worker,
-            supervisor,
+            mode: None,
+            remote_backend: None,
+            owner_job: None,
             status: None,
             form: None,
             saved_form: None,
@@ -92,14 +92,38 @@ impl App {
         self.status.as_ref()?.current_version.as_deref()
     }
 
-    /// The backend's state, as the header shows it.
+    /// The backend's state, as the header shows it (the owner's, when attached).
     pub fn backend_state(&self) -> BackendState {
-        self.supervisor.state()
+        match &self.mode {
+            Some(Mode::Local { service, .. }) => service.supervisor().state(),
+            Some(Mode::Attached { .. }) => self
+                .remote_backend
+                .as_ref()
+                .map(super::worker::backend_state_of)
+                .unwrap_or(BackendState::Stopped),
+            None => BackendState::Stopped,
+        }
+    }
+
+    /// The owner this window is attached to, if another launcher owns the install.
+    pub fn attached_to(&self) -> Option<&crate::owner::ApiInfo> {
+        match &self.mode {
+            Some(Mode::Attached { owner }) => Some(owner),
+            _ => None,
+        }
+    }
+
+    /// Whether this window owns the install (and serves the local API).
+    pub fn is_owner(&self) -> bool {
+        matches!(self.mode, Some(Mode::Local { .. }))
     }
 
     fn take_replies(&mut self) {
         while let Some(reply) = self.worker.try_recv() {
             match reply {
+                Reply::Mode(mode) => self.mode = Some(mode),
+                Reply::RemoteBackend(status) => self.remote_backend = Some(status),
+                Reply::OwnerJob(job) => self.owner_job = job,
                 Reply::Snapshot {
                     status,
                     form,
@@ -139,14 +163,18 @@ impl App {
                 self.worker.send(Job::Check);
             }
             Command::InstallUpdate => {
-                if let CheckView::Done(report) = &self.check
-                    && let (Some(release), Some(asset)) = (&report.release, report.offered_asset())
-                {
-                    self.job = JobView::Running(Stage::Preparing);
-                    self.worker.send(Job::Install {
-                        release: Box::new(release.clone()),
-                        asset: Box::new(asset.clone()),
-                    });
+                if let CheckView::Done(report) = &self.check {
+                    if let (Some(release), Some(asset)) = (&report.release, report.offered_asset()) {
+                        self.job = JobView::Running(Stage::Preparing);
+                        self.worker.send(Job::Install {
+                            release: Box::new(release.clone()),
+                            asset: Box::new(asset.clone()),
+                        });
+                    } else if let Some(latest) = &report.latest {
+                        // An attached window's report (from the owner's JSON) names the version only.
+                        self.job = JobView::Running(Stage::Preparing);
+                        self.worker.send(Job::InstallVersion(latest.version.clone()));
+                    }
                 }
             }
             Command::InstallFirstTime => {
@@ -154,6 +182,10 @@ impl App {
                 self.worker.send(Job::InstallLatest);
             }
             Command::CancelInstall => self.worker.cancel(),
+            Command::Rollback => {
+                self.check = CheckView::NotChecked;
+                self.worker.send(Job::Rollback);
+            }
             Command::StartBackend => self.worker.send(Job::StartBackend),
             Command::StopBackend => self.worker.send(Job::StopBackend),
             Command::SaveSettings => {
@@ -179,7 +211,24 @@ impl App {
                 ui.label(format!("Channel {}", status.channel));
             }
         });
-        let state = self.supervisor.state();
+        match &self.mode {
+            Some(Mode::Local { api_url, .. }) => {
+                ui.weak(format!(
+                    "This window runs the agent and serves the local API on {api_url}"
+                ));
+            }
+            Some(Mode::Attached { owner }) => {
+                ui.label(format!(
+                    "Attached to launcher {} (pid {}), which runs the agent; this window drives it through {}",
+                    owner.version, owner.pid, owner.url
+                ));
+                if let Some(job) = &self.owner_job {
+                    ui.label(job);
+                }
+            }
+            None => {}
+        }
+        let state = self.backend_state();
         ui.horizontal(|ui| {
             let text = match state.reason() {
                 Some(reason) => format!("Backend {}: {}", state.name(), readable(reason)),
@@ -278,6 +327,13 @@ impl App {
                         }
                     });
             }
+            if let Some(previous) = self.status.as_ref().and_then(|s| s.previous_version.as_deref())
+                && ui
+                    .add_enabled(!busy, egui::Button::new(format!("Roll back to {previous}")))
+                    .clicked()
+            {
+                commands.push(Command::Rollback);
+            }
             self.progress_ui(ui, commands);
         });
     }
@@ -347,7 +403,14 @@ impl App {
         egui::CollapsingHeader::new("Logs")
             .default_open(false)
             .show(ui, |ui| {
-                let lines = self.supervisor.log_tail();
+                let Some(Mode::Local { service, .. }) = &self.mode else {
+                    ui.label("The backend's output is in the log of the launcher that runs it.");
+                    return;
+                };
+                // Log lines do not wake the window (the service holds the supervisor's one hook), so an
+                // open log view looks again now and then.
+                ui.ctx().request_repaint_after(Duration::from_millis(500));
+                let lines = service.supervisor().log_tail();
                 egui::ScrollArea::vertical()
                     .id_salt("logs")
                     .max_height(200.0)
@@ -403,6 +466,11 @@ fn backend_color(state: &BackendState) -> Color32 {
         BackendState::Crashed { .. } => Color32::from_rgb(220, 60, 60),
         BackendState::Stopped => Color32::GRAY,
     }
+}
+
+/// The line under the progress bar, alone.
+pub(super) fn stage_line(stage: &Stage) -> String {
+    stage_text(stage).1
 }
 
 /// The progress bar's fraction (none: indeterminate) and the line under it.

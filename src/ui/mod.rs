@@ -2,8 +2,12 @@
 //!
 //! `app.rs` draws and holds the runtime state; `worker.rs` is the one `ui-worker` thread that makes every
 //! engine call (check, install, start/stop, settings). The UI thread never blocks and does no I/O.
+//! The window is an owner like `run --headless` (it takes the owner lock and serves the local API) or,
+//! when another launcher owns the install, attaches to it: then `remote.rs` is how the worker calls the
+//! owner's API, and the window starts no backend.
 
 pub mod app;
+mod remote;
 pub mod worker;
 
 use anyhow::Context as _;

@@ -1,6 +1,7 @@
 //! One integration-test binary (one link instead of many). Each module tests one capability against
 //! local servers and private home folders; see `support`.
 
+mod agent_page;
 mod api;
 mod cli_update;
 mod download;

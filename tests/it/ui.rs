@@ -222,3 +222,188 @@ fn the_logs_section_shows_the_backend_output() {
         shows(h, "ready on http://127.0.0.1")
     });
 }
+
+/// The example backend processes running from `home`'s installs (Linux: read from /proc).
+#[cfg(target_os = "linux")]
+fn backends_running_under(home: &Path) -> usize {
+    let home = home.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&home) && c.contains("--port") && !c.contains("run --headless"))
+        .count()
+}
+
+#[test]
+fn a_window_opened_beside_a_headless_owner_attaches_shows_its_version_and_starts_no_backend() {
+    use crate::agent_page::{Headless, home_with_feed as feed_home, publish as publish_plain};
+    let work = temp_home();
+    let feed_dir = work.path().join("feed");
+    publish_plain(work.path(), &feed_dir, "1.0.0");
+    let home = temp_home();
+    feed_home(home.path(), &feed_dir);
+    let owner = Headless::start(home.path());
+    let owner_backend = owner.backend();
+
+    let paths = Paths::under(home.path());
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the owner's version and running backend", |h| {
+        h.state().attached_to().is_some()
+            && shows(h, "Version 1.0.0")
+            && matches!(h.state().backend_state(), BackendState::Running { .. })
+    });
+    assert_eq!(harness.state().attached_to().unwrap().pid, owner.pid());
+    assert!(!harness.state().is_owner());
+    assert!(shows(
+        &harness,
+        &format!("Attached to launcher {}", personal_ai_agent::LAUNCHER_VERSION)
+    ));
+    // A few more frames and polls: still the owner's one backend, never a second.
+    for _ in 0..20 {
+        harness.step();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let backend = owner.backend();
+    assert_eq!(
+        backend["pid"], owner_backend["pid"],
+        "the owner's backend was not replaced"
+    );
+    assert_eq!(
+        backend["supervisor_pid"],
+        owner.pid(),
+        "the owner still supervises it"
+    );
+    #[cfg(target_os = "linux")]
+    assert_eq!(
+        backends_running_under(home.path()),
+        1,
+        "exactly one backend process"
+    );
+    drop(harness);
+    assert_eq!(
+        owner.backend()["state"],
+        "running",
+        "closing an attached window stops nothing"
+    );
+}
+
+#[test]
+fn an_attached_windows_check_and_install_buttons_drive_the_owner_through_its_api() {
+    use crate::agent_page::{Headless, home_with_feed as feed_home, publish as publish_plain};
+    let work = temp_home();
+    let feed_dir = work.path().join("feed");
+    publish_plain(work.path(), &feed_dir, "1.0.0");
+    let home = temp_home();
+    feed_home(home.path(), &feed_dir);
+    let owner = Headless::start(home.path());
+    publish_plain(work.path(), &feed_dir, "1.1.0");
+
+    let paths = Paths::under(home.path());
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the attached window", |h| {
+        h.state().attached_to().is_some() && shows(h, "Check for updates")
+    });
+    harness.get_by_label("Check for updates").click();
+    pump_until(&mut harness, "the owner's update offer", |h| {
+        shows(h, "Update to 1.1.0 available")
+    });
+    harness.get_by_label("Install update").click();
+    pump_until(&mut harness, "the owner's install outcome", |h| {
+        shows(h, "Installed 1.1.0")
+    });
+    pump_until(&mut harness, "1.1.0 shown and the owner's backend running", |h| {
+        shows(h, "Version 1.1.0") && matches!(h.state().backend_state(), BackendState::Running { .. })
+    });
+    let backend = owner.backend();
+    assert_eq!(backend["version"], "1.1.0");
+    assert_eq!(
+        backend["supervisor_pid"],
+        owner.pid(),
+        "the owner did the install"
+    );
+}
+
+#[test]
+fn a_window_with_no_owner_beside_it_owns_the_install_serves_the_api_and_shows_what_the_api_did() {
+    let work = temp_home();
+    let feed_dir = work.path().join("feed");
+    publish(work.path(), &feed_dir, "1.0.0", &[]);
+    let home = temp_home();
+    let paths = home_with_feed(home.path(), &feed_dir);
+    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the backend running", |h| {
+        h.state().is_owner() && matches!(h.state().backend_state(), BackendState::Running { .. })
+    });
+    // Another face finds the window as the owner, and drives its backend through the API.
+    let status = json_of(&pai(home.path(), None, &["api", "status", "--json"]));
+    assert_eq!(
+        status["pid"],
+        std::process::id(),
+        "the window's process owns the install"
+    );
+    let token = std::fs::read_to_string(status["token_file"].as_str().unwrap()).unwrap();
+    let http = reqwest::blocking::Client::builder().no_proxy().build().unwrap();
+    let url = status["url"].as_str().unwrap();
+    let answer = http
+        .post(format!("{url}/api/backend/stop"))
+        .bearer_auth(token.trim())
+        .json(&serde_json::json!({}))
+        .send()
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 202);
+    pump_until(&mut harness, "the window to show the backend stopped", |h| {
+        matches!(h.state().backend_state(), BackendState::Stopped) && shows(h, "Backend stopped")
+    });
+    // An update installed through the API shows in the window once the job ends.
+    publish(work.path(), &feed_dir, "1.1.0", &[]);
+    let answer = http
+        .post(format!("{url}/api/updates/install"))
+        .bearer_auth(token.trim())
+        .json(&serde_json::json!({}))
+        .send()
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 202);
+    pump_until(
+        &mut harness,
+        "the window to show 1.1.0 installed through the API",
+        |h| shows(h, "Version 1.1.0"),
+    );
+    drop(harness);
+    assert!(
+        personal_ai_agent::owner::current(&paths).is_none(),
+        "closing the window releases the install"
+    );
+}
+
+#[test]
+fn an_attached_window_takes_over_when_its_owner_is_killed() {
+    use crate::agent_page::{Headless, home_with_feed as feed_home, publish as publish_plain};
+    let work = temp_home();
+    let feed_dir = work.path().join("feed");
+    publish_plain(work.path(), &feed_dir, "1.0.0");
+    let home = temp_home();
+    feed_home(home.path(), &feed_dir);
+    let mut owner = Headless::start(home.path());
+    let paths = Paths::under(home.path());
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the attached window", |h| {
+        h.state().attached_to().is_some() && shows(h, "Version 1.0.0")
+    });
+    owner.kill();
+    pump_until(
+        &mut harness,
+        "the window to own the install and run the backend",
+        |h| h.state().is_owner() && matches!(h.state().backend_state(), BackendState::Running { .. }),
+    );
+    let info = personal_ai_agent::owner::current(&paths).expect("the window published its API");
+    assert_eq!(info.pid, std::process::id());
+}
