@@ -201,26 +201,64 @@ fn serve(stream: TcpStream, settings: &Settings) -> std::io::Result<()> {
     let method = parts.next().unwrap_or_default().to_owned();
     let path = parts.next().unwrap_or_default().to_owned();
     let mut content_length = 0usize;
+    let (mut host, mut origin) = (None, None);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
             break;
         }
-        if let Some((name, value)) = line.split_once(':')
-            && name.trim().eq_ignore_ascii_case("content-length")
-        {
-            content_length = value.trim().parse().unwrap_or(0);
+        if let Some((name, value)) = line.split_once(':') {
+            let name = name.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                content_length = value.trim().parse().unwrap_or(0);
+            } else if name.eq_ignore_ascii_case("host") {
+                host = Some(value.trim().to_owned());
+            } else if name.eq_ignore_ascii_case("origin") {
+                origin = Some(value.trim().to_owned());
+            }
         }
     }
     let mut body = vec![0; content_length.min(1 << 20)];
     reader.read_exact(&mut body)?;
 
     let route = path.split('?').next().unwrap_or_default();
+    // This page acts on the user's behalf with the launcher's token, so it guards itself as the launcher's
+    // API does: only its own host names (a rebound DNS name is refused), no other site's pages, and a
+    // per-process form token on the one action (a cross-site form post cannot know it).
+    let own = [
+        format!("127.0.0.1:{}", settings.port),
+        format!("localhost:{}", settings.port),
+    ];
+    let page_route = route == "/" || route == "/update";
+    if page_route && !host.as_ref().is_some_and(|h| own.contains(h)) {
+        return respond(&mut writer, 403, "text/plain", "wrong Host", None);
+    }
+    if page_route
+        && origin
+            .as_ref()
+            .is_some_and(|o| !own.iter().any(|h| *o == format!("http://{h}")))
+    {
+        return respond(&mut writer, 403, "text/plain", "cross-site request refused", None);
+    }
     if method == "GET" && route == "/" {
         let html = page(settings);
         return respond(&mut writer, 200, "text/html; charset=utf-8", &html, None);
     }
     if method == "POST" && route == "/update" {
+        let form = String::from_utf8_lossy(&body);
+        let sent = form
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("csrf="))
+            .unwrap_or_default();
+        if sent != form_token() {
+            return respond(
+                &mut writer,
+                403,
+                "text/plain",
+                "missing or wrong form token",
+                None,
+            );
+        }
         // The install stops this very backend once the new one is unpacked; the answer goes out first
         // (the API answers 202 at once).
         if let Err(e) = launcher_api("POST", "/api/updates/install", Some("{}")) {
@@ -270,6 +308,7 @@ fn respond(
     let reason = match status {
         200 => "OK",
         303 => "See Other",
+        403 => "Forbidden",
         404 => "Not Found",
         _ => "Service Unavailable",
     };
@@ -299,10 +338,10 @@ fn page(settings: &Settings) -> String {
         Some(report) if report["update_available"] == true => {
             let version = report["latest"]["version"].as_str().unwrap_or("?");
             rows.push(format!("<p>Update available: {}</p>", escape(version)));
-            rows.push(
-                r#"<form method="post" action="/update"><button type="submit">Update now</button></form>"#
-                    .into(),
-            );
+            rows.push(format!(
+                r#"<form method="post" action="/update"><input type="hidden" name="csrf" value="{}"><button type="submit">Update now</button></form>"#,
+                form_token()
+            ));
         }
         Some(_) => rows.push("<p>Up to date.</p>".into()),
         None => rows.push("<p>Not checked for updates yet.</p>".into()),
@@ -315,8 +354,32 @@ fn page(settings: &Settings) -> String {
     )
 }
 
-/// Asks the launcher to check, and waits up to five seconds for the report.
+/// This process's form token: 128 bits from the standard library's randomly seeded hasher (an example;
+/// a real agent uses its web framework's CSRF protection).
+fn form_token() -> &'static str {
+    use std::hash::{BuildHasher, Hasher};
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| {
+        let part = |salt: u64| {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(salt ^ u64::from(std::process::id()));
+            h.finish()
+        };
+        format!("{:016x}{:016x}", part(1), part(2))
+    })
+}
+
+/// Asks the launcher to check, at most every five seconds (a page view must not flood its one job slot),
+/// and waits up to five seconds for the report.
 fn fresh_check() -> Option<serde_json::Value> {
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    {
+        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {
+            return None;
+        }
+        *last = Some(std::time::Instant::now());
+    }
     let started = launcher_api("POST", "/api/updates/check", Some("{}")).ok()?;
     let job = started["job"].as_u64()?;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

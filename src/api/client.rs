@@ -178,7 +178,7 @@ impl Client {
         loop {
             if cancel.is_cancelled() && !cancel_sent {
                 cancel_sent = true;
-                let _ = self.post("/api/jobs/cancel", &Value::Object(Default::default()));
+                let _ = self.post("/api/jobs/cancel", &serde_json::json!({ "job": id }));
             }
             let event = match &events {
                 Some(rx) => match rx.recv_timeout(POLL_INTERVAL) {

@@ -12,6 +12,14 @@ use crate::version::Channel;
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
+/// `POST /api/jobs/cancel`: the job to cancel; without one, whatever job runs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    #[serde(default)]
+    pub job: Option<u64>,
+}
+
 /// `POST /api/updates/download` and `/install`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -35,8 +35,11 @@ use crate::app::{AppError, Service};
 pub const MAX_BODY: usize = 64 * 1024;
 /// Requests handled at once; more get 503.
 const MAX_IN_FLIGHT: usize = 64;
-/// How often an idle event stream sends a comment, so dead connections are noticed.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How often an idle event stream sends a comment, so dead connections are noticed (and their stream
+/// slot freed) soon.
+const KEEP_ALIVE: Duration = Duration::from_secs(2);
+/// Event streams open at once; more get 503. They do not count against [`MAX_IN_FLIGHT`].
+const MAX_STREAMS: usize = 16;
 
 /// How to serve.
 #[derive(Clone, Debug, Default)]
@@ -82,6 +85,7 @@ struct Shared {
     origins: Vec<String>,
     stopping: Arc<AtomicBool>,
     in_flight: AtomicUsize,
+    streams: AtomicUsize,
 }
 
 impl ApiServer {
@@ -116,6 +120,7 @@ impl ApiServer {
             origins,
             stopping: stopping.clone(),
             in_flight: AtomicUsize::new(0),
+            streams: AtomicUsize::new(0),
         });
         let accept = {
             let server = server.clone();
@@ -185,20 +190,24 @@ fn accept_loop(server: &tiny_http::Server, shared: &Arc<Shared>) {
                 break;
             }
         };
-        if shared.in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_IN_FLIGHT {
-            shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-            let _ = request.respond(json_response(
-                503,
-                &json!({"error": "too many requests at once; try again"}),
-            ));
-            continue;
-        }
+        let busy = shared.in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_IN_FLIGHT;
         let shared = shared.clone();
+        // Never answered from this loop: sending (and tiny_http draining an unsent body) can block.
         let spawned = std::thread::Builder::new()
             .name("api-request".into())
             .spawn(move || {
-                handle(request, &shared);
+                let answer = if busy {
+                    Some((
+                        request,
+                        json_response(503, &json!({"error": "too many requests at once; try again"})),
+                    ))
+                } else {
+                    handle(request, &shared)
+                };
                 shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                if let Some((request, response)) = answer {
+                    let _ = request.respond(response);
+                }
             });
         if let Err(e) = spawned {
             tracing::error!("cannot start a thread for an API request: {e}");
@@ -274,7 +283,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/events", "GET"),
 ];
 
-fn handle(mut request: tiny_http::Request, shared: &Shared) {
+/// Checks and answers one request. Returns the response to send, so the caller gives the request's
+/// in-flight slot back *before* sending it: tiny_http may then block reading a declared body the client
+/// never sends, and that must not hold a slot the owner's own clients need. `None`: the request was an
+/// event stream, already served.
+fn handle(mut request: tiny_http::Request, shared: &Shared) -> Option<(tiny_http::Request, Response)> {
     let method = request.method().as_str().to_ascii_uppercase();
     let path = request.url().split('?').next().unwrap_or_default().to_owned();
     // 2. Host: a browser on a rebound DNS name sends its own host name here.
@@ -282,24 +295,24 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
         h == format!("127.0.0.1:{}", shared.port) || h == format!("localhost:{}", shared.port)
     });
     if !host_ok {
-        let _ = request.respond(error_response(
-            403,
-            "the Host header must be 127.0.0.1:<port> or localhost:<port>",
-            None,
+        return Some((
+            request,
+            error_response(
+                403,
+                "the Host header must be 127.0.0.1:<port> or localhost:<port>",
+                None,
+            ),
         ));
-        return;
     }
     // 3. Origin: a web page elsewhere may not drive the API from the user's browser.
     let origin = header_value(&request, "Origin").map(str::to_owned);
     if let Some(origin) = &origin
         && !shared.origins.iter().any(|o| o == origin)
     {
-        let _ = request.respond(error_response(
-            403,
-            &format!("origin {origin} is not allowed"),
-            None,
+        return Some((
+            request,
+            error_response(403, &format!("origin {origin} is not allowed"), None),
         ));
-        return;
     }
     // 4. The token; nothing is done without it.
     let authorized = header_value(&request, "Authorization")
@@ -312,8 +325,7 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
             None,
         )
         .with_header(header("WWW-Authenticate", "Bearer"));
-        let _ = request.respond(response);
-        return;
+        return Some((request, response));
     }
     let cors = origin.map(|o| header("Access-Control-Allow-Origin", &o));
     let respond = |request: tiny_http::Request, response: Response| {
@@ -323,7 +335,7 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
                 .with_header(header("Vary", "Origin")),
             None => response,
         };
-        let _ = request.respond(response);
+        Some((request, response))
     };
     // 5. Route and method.
     let job_id = path
@@ -335,34 +347,43 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
         None => ROUTES.iter().find(|(p, _)| *p == path).map(|(_, m)| *m),
     };
     let Some(allowed) = allowed else {
-        respond(
+        return respond(
             request,
             error_response(404, &format!("no such endpoint: {path}"), None),
         );
-        return;
     };
     if method != allowed {
         let response = error_response(405, &format!("{path} answers {allowed} only"), None)
             .with_header(header("Allow", allowed));
-        respond(request, response);
-        return;
+        return respond(request, response);
     }
     if let Some(id) = job_id {
         let response = match id.and_then(|id| shared.service.job(id)) {
             Some(job) => json_response(200, &job),
             None => error_response(404, "no such job (only the last few are kept)", None),
         };
-        respond(request, response);
-        return;
+        return respond(request, response);
     }
     if path == "/api/events" {
+        // Streams live long: they have their own, smaller budget and give the request slot back, so a
+        // handful of open pages (or a client hoarding streams) never locks the CLI out.
+        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if shared.streams.fetch_add(1, Ordering::SeqCst) >= MAX_STREAMS {
+            shared.streams.fetch_sub(1, Ordering::SeqCst);
+            shared.in_flight.fetch_add(1, Ordering::SeqCst);
+            return respond(
+                request,
+                error_response(503, "too many event streams open; close one and try again", None),
+            );
+        }
         events(request, shared);
-        return;
+        shared.streams.fetch_sub(1, Ordering::SeqCst);
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        return None;
     }
     let body = if method == "POST" {
         if request.body_length().is_some_and(|n| n > MAX_BODY) {
-            respond(request, too_large());
-            return;
+            return respond(request, too_large());
         }
         let mut body = Vec::new();
         if let Err(e) = request
@@ -370,22 +391,20 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
             .take(MAX_BODY as u64 + 1)
             .read_to_end(&mut body)
         {
-            respond(
+            return respond(
                 request,
                 error_response(400, &format!("cannot read the body: {e}"), None),
             );
-            return;
         }
         if body.len() > MAX_BODY {
-            respond(request, too_large());
-            return;
+            return respond(request, too_large());
         }
         body
     } else {
         Vec::new()
     };
     let response = route(&shared.service, &path, &body);
-    respond(request, response);
+    respond(request, response)
 }
 
 fn too_large() -> Response {
@@ -460,6 +479,22 @@ fn route(service: &Service, path: &str, body: &[u8]) -> Response {
         }
         "/api/updates/configure" => {
             let b = body!(dto::ConfigureBody);
+            // The token also sits in the backend's environment: whatever can drive the agent's page must
+            // not be able to unpin the key or point updates at its own feed and then install.
+            let trust = [
+                ("public_key", b.public_key.is_some()),
+                ("feed", b.feed.is_some()),
+                ("github_repo", b.github_repo.is_some()),
+            ];
+            if let Some((field, _)) = trust.iter().find(|(_, set)| *set) {
+                return error_response(
+                    403,
+                    &format!(
+                        "`{field}` decides which releases are trusted, so the local API cannot change it; change it with `personal-ai-agent update configure` or in config.json"
+                    ),
+                    Some(field),
+                );
+            }
             ok(service
                 .configure(b.into())
                 .map(|c| serde_json::to_value(c).unwrap_or_default()))
@@ -483,8 +518,12 @@ fn route(service: &Service, path: &str, body: &[u8]) -> Response {
             accepted(service.models_download(b.all))
         }
         "/api/jobs/cancel" => {
-            body!(dto::Empty);
-            json_response(200, &json!({ "cancelled": service.cancel() }))
+            let b = body!(dto::CancelBody);
+            let cancelled = match b.job {
+                Some(id) => service.cancel_job(id),
+                None => service.cancel(),
+            };
+            json_response(200, &json!({ "cancelled": cancelled }))
         }
         _ => error_response(404, &format!("no such endpoint: {path}"), None),
     }

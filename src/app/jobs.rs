@@ -216,8 +216,17 @@ impl Jobs {
     /// Asks the running job to stop (downloads stop at the next chunk; an install stops before it
     /// switches). Returns the job asked, if one runs.
     pub fn cancel_current(&self) -> Option<u64> {
+        self.cancel_job(None)
+    }
+
+    /// Cancels the running job if it is `only` (any, when `None`): a late Ctrl-C of a job that has ended
+    /// must not cancel the next one, someone else's. Returns the job cancelled.
+    pub fn cancel_job(&self, only: Option<u64>) -> Option<u64> {
         let table = lock(&self.table);
         let id = table.current?;
+        if only.is_some_and(|wanted| wanted != id) {
+            return None;
+        }
         if let Some(token) = &table.cancel {
             token.cancel();
         }

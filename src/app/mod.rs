@@ -430,6 +430,11 @@ impl Service {
         self.inner.jobs.cancel_current()
     }
 
+    /// Cancels job `id` if it is the one running; `None` when it is not (finished, or never existed).
+    pub fn cancel_job(&self, id: u64) -> Option<u64> {
+        self.inner.jobs.cancel_job(Some(id))
+    }
+
     /// Runs a job started by `start` and waits for it here, handing its progress to `on_progress`: how a
     /// face without an owner (the CLI) uses the very operations the API and the window use. `cancel`
     /// cancelled (Ctrl-C) cancels the job, which then ends as it would through the API. Returns the job's
@@ -446,7 +451,7 @@ impl Service {
         let mut cancel_sent = false;
         loop {
             if cancel.is_cancelled() && !cancel_sent {
-                self.cancel();
+                self.cancel_job(id);
                 cancel_sent = true;
             }
             match events.recv_timeout(std::time::Duration::from_millis(100)) {

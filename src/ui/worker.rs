@@ -836,7 +836,7 @@ impl Worker {
             }
             if cancel.is_cancelled() && !cancel_sent {
                 cancel_sent = true;
-                let _ = remote.post("/api/jobs/cancel", &json!({}));
+                let _ = remote.post("/api/jobs/cancel", &json!({ "job": id }));
             }
             std::thread::sleep(PROGRESS_INTERVAL);
         }

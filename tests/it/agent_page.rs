@@ -77,8 +77,14 @@ impl Headless {
                 .build()
                 .unwrap(),
         };
-        wait_for("the owner's backend running", || {
-            (owner.backend()["state"] == "running").then_some(())
+        // A first install proves the backend healthy in one process and then starts it for good in
+        // another: wait until the same backend process has been running for a moment.
+        wait_for("the owner's backend running, and settled", || {
+            let first = owner.backend();
+            std::thread::sleep(Duration::from_millis(700));
+            let again = owner.backend();
+            (first["state"] == "running" && again["state"] == "running" && first["pid"] == again["pid"])
+                .then_some(())
         });
         owner
     }
@@ -201,7 +207,29 @@ fn the_agents_page_shows_the_update_status_and_update_now_installs_it_without_ex
     assert!(offered.contains("Update now"), "{offered}");
     assert!(!offered.contains(&owner.token));
 
-    let answer = browser.post(format!("{page_url}update")).send().unwrap();
+    // A cross-site form post (no token, or another site's Origin) is refused; the page's own form works.
+    let forged = browser.post(format!("{page_url}update")).body("").send().unwrap();
+    assert_eq!(forged.status(), 403, "a post without the page's form token");
+    let token = offered
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form carries its token")
+        .to_owned();
+    let elsewhere = browser
+        .post(format!("{page_url}update"))
+        .header("Origin", "https://evil.example")
+        .body(format!("csrf={token}"))
+        .send()
+        .unwrap();
+    assert_eq!(elsewhere.status(), 403, "another site's page");
+    assert_ne!(token, owner.token, "the form token is not the launcher's");
+    let answer = browser
+        .post(format!("{page_url}update"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={token}"))
+        .send()
+        .unwrap();
     assert_eq!(answer.status(), 303, "Update now redirects back to the page");
     assert_eq!(answer.headers()["location"], "/");
     assert!(!answer.text().unwrap().contains(&owner.token));

@@ -361,6 +361,15 @@ fn bodies_are_limited_parsed_strictly_and_refusals_name_the_field() {
     assert_eq!(saved["auto_download"], true);
     assert_eq!(saved["update_channel"], "beta");
     assert_eq!(saved["check_interval_hours"], 24.0);
+    // The settings that decide trust are not the API's to change: the backend holds the token too.
+    for field in ["public_key", "feed", "github_repo"] {
+        let (status, body) = owner.post("/api/updates/configure", json!({ field: null }));
+        assert_eq!(status, 403, "{field}: {body}");
+        assert_eq!(body["field"], field, "{body}");
+    }
+    let after: Value =
+        serde_json::from_slice(&std::fs::read(home.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(after, saved, "a refused trust change wrote something");
     assert!(owner.stop().success());
 }
 
