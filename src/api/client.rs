@@ -77,9 +77,13 @@ impl Client {
     /// do the work here). Reads the token and makes one authorised request, so a wrong token is reported
     /// now, naming the file.
     pub fn connect(paths: &Paths) -> Result<Option<Client>, ClientError> {
-        let Some(info) = crate::owner::current(paths) else {
+        let Some(mut info) = crate::owner::current(paths) else {
             return Ok(None);
         };
+        // The token is sent only to loopback, and read only from this user's own config folder, whatever
+        // `api.json` says.
+        info.url = format!("http://127.0.0.1:{}", info.port);
+        info.token_file = paths.config_dir.join(crate::api::token::TOKEN_FILE);
         let token = std::fs::read_to_string(&info.token_file)
             .map_err(|e| ClientError::TokenUnreadable {
                 pid: info.pid,

@@ -29,7 +29,11 @@ impl std::fmt::Debug for Remote {
 
 impl Remote {
     /// Reads the owner's token and prepares a client for its loopback address.
-    pub fn connect(info: ApiInfo) -> Result<Remote, String> {
+    pub fn connect(mut info: ApiInfo, config_dir: &std::path::Path) -> Result<Remote, String> {
+        // The token is sent only to loopback, and read only from this user's own config folder, whatever
+        // `api.json` says.
+        info.url = format!("http://127.0.0.1:{}", info.port);
+        info.token_file = config_dir.join(crate::api::token::TOKEN_FILE);
         let token = std::fs::read_to_string(&info.token_file)
             .map_err(|e| {
                 format!(

@@ -313,7 +313,7 @@ impl Worker {
                 Err(e) => break Engine::Undecided(format!("Could not take ownership of the install: {e}")),
             }
             if let Some(info) = crate::owner::current(&self.paths) {
-                break match Remote::connect(info) {
+                break match Remote::connect(info, &self.paths.config_dir) {
                     Ok(remote) => Engine::Remote(remote),
                     Err(e) => Engine::Undecided(e),
                 };
