@@ -75,7 +75,19 @@ impl Owner {
             .truncate(false)
             .open(&path)
             .map_err(io("open", &path))?;
-        match file.try_lock() {
+        // `is_owned` probes with a brief `try_lock` of its own: a few short retries keep such a probe (a CLI
+        // command looking for an owner) from being mistaken for an owner.
+        let mut attempt = 0;
+        let locked = loop {
+            match file.try_lock() {
+                Err(TryLockError::WouldBlock) if attempt < 6 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break other,
+            }
+        };
+        match locked {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 // On Windows the locked file cannot be read; `api.json` may still say who it is.
