@@ -361,7 +361,11 @@ impl Worker {
             token_file: api.token_file().to_path_buf(),
         });
         if let Err(e) = published {
-            tracing::warn!("the window serves the API but could not say where: {e}");
+            // Owning without saying where would make every other face work beside this window: give the
+            // ownership back (the lock is released with `owner`) and say why.
+            return Engine::Undecided(format!(
+                "Could not publish where this window's local API listens ({e}); check that the data folder is writable"
+            ));
         }
         let events = service.subscribe();
         let repaint = self.repaint.clone();
