@@ -1371,7 +1371,7 @@ fn roll_back_unhealthy(
 
 /// Puts the models `bundle_dir`'s manifest names in place (see `models::prepare_models_for`). Best effort:
 /// a busy models folder (a `models download` running) is logged, and the next start tries again.
-fn prepare_models(bundle_dir: &Path, paths: &Paths) {
+pub fn prepare_models(bundle_dir: &Path, paths: &Paths) {
     match crate::models::prepare_models_for(bundle_dir, paths) {
         Ok(moved) if !moved.is_empty() => tracing::info!(?moved, "models put in place for this version"),
         Ok(_) => {}

@@ -217,11 +217,7 @@ fn start_here(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
     // folder was busy, or the launcher died in between) is finished here. A bundle tried with `--bundle`
     // is the user's own folder: its files are never moved.
     if installed_version.is_some() {
-        match crate::models::prepare_models_for(&bundle_dir, &ctx.paths) {
-            Ok(moved) if !moved.is_empty() => tracing::info!(?moved, "models put in place for this version"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!("the models of this version were not put in place: {e}"),
-        }
+        crate::updater::prepare_models(&bundle_dir, &ctx.paths);
     }
     let mut plan = spec.resolve(&bundle_dir, port, &ctx.paths);
     if installed_version.is_some() {

@@ -464,13 +464,7 @@ impl Installer {
         self.write_journal(&journal)?;
         self.crash_point(CrashPoint::Staging);
 
-        let staging = self
-            .dir
-            .join(STAGING_DIR)
-            .join(format!("{version}-{}", std::process::id()));
-        let bundle_root = archive::extract_archive(archive, &staging, &self.limits)?;
-        check_bundle(archive, &bundle_root, version)?;
-        sync_tree(&bundle_root)?;
+        let (staging, bundle_root) = self.stage(archive, version)?;
         self.crash_point(CrashPoint::Unpacked);
         self.advance(&mut journal, Step::Staged)?;
         self.crash_point(CrashPoint::Staged);
@@ -501,6 +495,19 @@ impl Installer {
             installed: version.clone(),
             dir: target,
         })
+    }
+
+    /// Unpacks `archive` into this process's staging folder, checks the bundle and flushes it to disk: the
+    /// first half of both an install and a repair. Returns the staging folder and the bundle root in it.
+    fn stage(&self, archive: &Path, version: &Version) -> Result<(PathBuf, PathBuf), InstallError> {
+        let staging = self
+            .dir
+            .join(STAGING_DIR)
+            .join(format!("{version}-{}", std::process::id()));
+        let bundle_root = archive::extract_archive(archive, &staging, &self.limits)?;
+        check_bundle(archive, &bundle_root, version)?;
+        sync_tree(&bundle_root)?;
+        Ok((staging, bundle_root))
     }
 
     /// Replaces the folder of `version`, which must be current, with a fresh copy from `archive` (already
@@ -542,13 +549,7 @@ impl Installer {
             Step::Staging,
         );
         self.write_journal(&journal)?;
-        let staging = self
-            .dir
-            .join(STAGING_DIR)
-            .join(format!("{version}-{}", std::process::id()));
-        let bundle_root = archive::extract_archive(archive, &staging, &self.limits)?;
-        check_bundle(archive, &bundle_root, version)?;
-        sync_tree(&bundle_root)?;
+        let (_, bundle_root) = self.stage(archive, version)?;
         self.advance(&mut journal, Step::Staged)?;
         let versions_dir = self.dir.join(VERSIONS_DIR);
         let aside = self.repair_aside(version);
