@@ -4,31 +4,20 @@
 //! sees the token. Also home to [`Headless`], the owner other tests (the attached window) start.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::Client;
 use serde_json::Value;
 
-use crate::support::{LAUNCHER, pack_example_release, temp_home};
+use crate::support::temp_home;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Packs the example backend as `version` into `feed/<version>/` and rewrites the feed document.
+/// Publishes the example backend as `version` in the folder feed `feed`.
 pub fn publish(work: &Path, feed: &Path, version: &str) {
-    pack_example_release(
-        &work.join(format!("w-{version}")),
-        &feed.join(version),
-        version,
-        &[],
-        None,
-    );
-    std::fs::write(
-        feed.join(version).join("NOTES.md"),
-        format!("What changed in {version}"),
-    )
-    .unwrap();
-    personal_ai_agent::sources::feed::write_feed(feed).unwrap();
+    crate::support::publish_to_feed(work, feed, version, &[]);
 }
 
 /// A `run --headless --api-port 0` owning `home` (whose settings point at a feed), stopped with SIGTERM
@@ -43,22 +32,8 @@ pub struct Headless {
 impl Headless {
     /// Starts the runner and waits until it published `run/api.json` and its backend runs.
     pub fn start(home: &Path) -> Headless {
-        let mut cmd = Command::new(LAUNCHER);
-        cmd.arg("--home")
-            .arg(home)
-            .args(["run", "--headless", "--api-port", "0"]);
-        for var in [
-            "GITHUB_TOKEN",
-            "GH_TOKEN",
-            "GITHUB_REPO",
-            "AUTO_UPDATE",
-            "UPDATE_CHECK_INTERVAL",
-            "PORTABLE_MODE",
-            "PAI_HOME",
-            "RUST_LOG",
-        ] {
-            cmd.env_remove(var);
-        }
+        let mut cmd = crate::support::launcher_in(home);
+        cmd.args(["run", "--headless", "--api-port", "0"]);
         let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         let info_file = home.join("run/api.json");
         let info: Value = wait_for("run/api.json", || {

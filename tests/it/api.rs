@@ -13,25 +13,13 @@ use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
 use crate::cli_update::pai;
-use crate::support::{LAUNCHER, pack_example_release, temp_home};
+use crate::support::temp_home;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Packs the example backend as `version` into `feed/<version>/` and rewrites the feed document.
 fn publish(work: &Path, feed: &Path, version: &str, backend_args: &[&str]) {
-    pack_example_release(
-        &work.join(format!("w-{version}")),
-        &feed.join(version),
-        version,
-        backend_args,
-        None,
-    );
-    std::fs::write(
-        feed.join(version).join("NOTES.md"),
-        format!("What changed in {version}"),
-    )
-    .unwrap();
-    personal_ai_agent::sources::feed::write_feed(feed).unwrap();
+    crate::support::publish_to_feed(work, feed, version, backend_args);
 }
 
 /// A `run --headless` owning `home`, with its API's address and token.
@@ -43,22 +31,8 @@ struct Owner {
 }
 
 fn runner(home: &Path) -> Command {
-    let mut cmd = Command::new(LAUNCHER);
-    cmd.arg("--home")
-        .arg(home)
-        .args(["run", "--headless", "--api-port", "0"]);
-    for var in [
-        "GITHUB_TOKEN",
-        "GH_TOKEN",
-        "GITHUB_REPO",
-        "AUTO_UPDATE",
-        "UPDATE_CHECK_INTERVAL",
-        "PORTABLE_MODE",
-        "PAI_HOME",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = crate::support::launcher_in(home);
+    cmd.args(["run", "--headless", "--api-port", "0"]);
     cmd
 }
 

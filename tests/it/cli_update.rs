@@ -1,7 +1,7 @@
 //! The `update` command line as scripts use it: the binary, a private home, a local GitHub.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::{Value, json};
 
@@ -10,20 +10,8 @@ use crate::support::{Response, TestServer, temp_home};
 
 /// Runs the binary with a private home, the API pointed at `api`, and no ambient GitHub settings.
 pub fn pai(home: &Path, api: Option<&str>, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_personal-ai-agent"));
-    cmd.arg("--home").arg(home).args(args);
-    for var in [
-        "GITHUB_TOKEN",
-        "GH_TOKEN",
-        "GITHUB_REPO",
-        "AUTO_UPDATE",
-        "UPDATE_CHECK_INTERVAL",
-        "PORTABLE_MODE",
-        "PAI_HOME",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = crate::support::launcher_in(home);
+    cmd.args(args);
     if let Some(api) = api {
         cmd.env("GITHUB_API_URL", api)
             .env("GITHUB_SERVER_URL", api)

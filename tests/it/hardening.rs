@@ -25,18 +25,7 @@ fn publish(feed: &Path, work: &Path, version: &str, channel: Channel, key: Optio
     let bundle = work.join(format!("bundle-{version}-{}", fastrand::u32(..)));
     make_bundle(&bundle, &[]);
     let out = feed.join(version);
-    personal_ai_agent::pack::pack(&personal_ai_agent::pack::PackOptions {
-        version: version.parse().unwrap(),
-        platform: personal_ai_agent::platform::Platform::current(),
-        bundle_dir: bundle,
-        out_dir: out.clone(),
-        channel,
-        minisign_key: key.map(Path::to_path_buf),
-        minisign_password: None,
-        published_at: chrono::Utc::now(),
-        notes: None,
-    })
-    .unwrap();
+    crate::support::pack_bundle(&bundle, &out, version, channel, key);
     personal_ai_agent::sources::feed::write_feed(feed).unwrap();
     out
 }
@@ -489,12 +478,8 @@ fn the_headless_runner_goes_on_when_recovery_rolled_back_or_the_lock_is_held() {
         json!({"version": "1.1.0", "previous": "1.0.0"}).to_string(),
     )
     .unwrap();
-    let mut runner = std::process::Command::new(crate::support::LAUNCHER)
-        .arg("--home")
-        .arg(home.path())
+    let mut runner = crate::support::launcher_in(home.path())
         .args(["run", "--headless"])
-        .env_remove("GITHUB_REPO")
-        .env_remove("AUTO_UPDATE")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -518,12 +503,8 @@ fn the_headless_runner_goes_on_when_recovery_rolled_back_or_the_lock_is_held() {
     // With the install lock held by another process (a CLI install), it starts nothing until that is done:
     // the other process owns the backend meanwhile. Then it starts what is installed.
     let lock = installer.lock().unwrap();
-    let mut runner = std::process::Command::new(crate::support::LAUNCHER)
-        .arg("--home")
-        .arg(home.path())
+    let mut runner = crate::support::launcher_in(home.path())
         .args(["run", "--headless"])
-        .env_remove("GITHUB_REPO")
-        .env_remove("AUTO_UPDATE")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -661,18 +642,7 @@ fn publish_with_model(feed: &Path, work: &Path, version: &str, model: &[u8], bac
     std::fs::write(bundle.join("models.json"), manifest.to_string()).unwrap();
     std::fs::create_dir_all(bundle.join("models")).unwrap();
     std::fs::write(bundle.join("models/model.bin"), model).unwrap();
-    personal_ai_agent::pack::pack(&personal_ai_agent::pack::PackOptions {
-        version: version.parse().unwrap(),
-        platform: personal_ai_agent::platform::Platform::current(),
-        bundle_dir: bundle,
-        out_dir: feed.join(version),
-        channel: Channel::Stable,
-        minisign_key: None,
-        minisign_password: None,
-        published_at: chrono::Utc::now(),
-        notes: None,
-    })
-    .unwrap();
+    crate::support::pack_bundle(&bundle, &feed.join(version), version, Channel::Stable, None);
     personal_ai_agent::sources::feed::write_feed(feed).unwrap();
 }
 

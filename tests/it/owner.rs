@@ -5,26 +5,19 @@
 //! left behind), the next command does the work itself.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::cli_update::{json_of, pai};
-use crate::support::{LAUNCHER, pack_example_release, temp_home};
+use crate::support::temp_home;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Packs the example backend as `version` into `feed/<version>/` and rewrites the feed document.
 fn publish(work: &Path, feed: &Path, version: &str) {
-    pack_example_release(
-        &work.join(format!("w-{version}")),
-        &feed.join(version),
-        version,
-        &[],
-        None,
-    );
-    personal_ai_agent::sources::feed::write_feed(feed).unwrap();
+    crate::support::publish_to_feed(work, feed, version, &[]);
 }
 
 /// A home whose settings name a folder feed, 1.0.0 installed by the CLI before any owner runs, and 1.1.0
@@ -46,20 +39,8 @@ fn home_with_update() -> (tempfile::TempDir, tempfile::TempDir) {
 
 /// A `run --headless --api-port 0` owning `home`, once its API is published.
 fn start_owner(home: &Path) -> Child {
-    let mut cmd = Command::new(LAUNCHER);
-    cmd.arg("--home")
-        .arg(home)
-        .args(["run", "--headless", "--api-port", "0"]);
-    for var in [
-        "GITHUB_TOKEN",
-        "GH_TOKEN",
-        "GITHUB_REPO",
-        "AUTO_UPDATE",
-        "PAI_HOME",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = crate::support::launcher_in(home);
+    cmd.args(["run", "--headless", "--api-port", "0"]);
     let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     wait_for("the owner to publish run/api.json", || {
         std::fs::read_to_string(home.join("run/api.json"))

@@ -350,16 +350,73 @@ pub fn pack_example_release(
 ) {
     let bundle = work.join(format!("bundle-{version}"));
     make_bundle(&bundle, backend_args);
+    pack_bundle(
+        &bundle,
+        out_dir,
+        version,
+        personal_ai_agent::version::Channel::Stable,
+        key,
+    );
+}
+
+/// Packs the bundle folder `bundle` as release `version` of `channel` for this machine into `out_dir`,
+/// signing with `key` when given.
+pub fn pack_bundle(
+    bundle: &std::path::Path,
+    out_dir: &std::path::Path,
+    version: &str,
+    channel: personal_ai_agent::version::Channel,
+    key: Option<&std::path::Path>,
+) {
     personal_ai_agent::pack::pack(&personal_ai_agent::pack::PackOptions {
         version: version.parse().unwrap(),
         platform: personal_ai_agent::platform::Platform::current(),
-        bundle_dir: bundle,
+        bundle_dir: bundle.to_path_buf(),
         out_dir: out_dir.to_path_buf(),
-        channel: personal_ai_agent::version::Channel::Stable,
+        channel,
         minisign_key: key.map(std::path::Path::to_path_buf),
         minisign_password: None,
         published_at: chrono::Utc::now(),
         notes: None,
     })
     .unwrap();
+}
+
+/// Publishes the example backend (`backend_args` make it misbehave) as `version` in the folder feed
+/// `feed`: `feed/<version>/` with release notes "What changed in <version>", then a new `feed.json`. The
+/// bundle is laid out under `work`.
+pub fn publish_to_feed(work: &std::path::Path, feed: &std::path::Path, version: &str, backend_args: &[&str]) {
+    pack_example_release(
+        &work.join(format!("w-{version}")),
+        &feed.join(version),
+        version,
+        backend_args,
+        None,
+    );
+    std::fs::write(
+        feed.join(version).join("NOTES.md"),
+        format!("What changed in {version}"),
+    )
+    .unwrap();
+    personal_ai_agent::sources::feed::write_feed(feed).unwrap();
+}
+
+/// The launcher binary with `--home home` and none of the user's ambient settings (tokens, repository,
+/// `AUTO_UPDATE`, intervals, portable mode, log filter), so a test sees only what it sets.
+pub fn launcher_in(home: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(LAUNCHER);
+    cmd.arg("--home").arg(home);
+    for var in [
+        "GITHUB_TOKEN",
+        "GH_TOKEN",
+        "GITHUB_REPO",
+        "AUTO_UPDATE",
+        "UPDATE_CHECK_INTERVAL",
+        "PORTABLE_MODE",
+        "PAI_HOME",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
 }
