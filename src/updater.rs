@@ -890,8 +890,9 @@ impl Updater {
 
     /// Downloads and verifies `asset` of `release` into the downloads folder, resuming a partial download;
     /// reuses a finished one that still matches. The result is recorded as the pending download. The
-    /// release is treated as offered by a check: a signed manifest older than the newest one this install
-    /// has seen is refused as a replay (see [`Updater::download_explicit`] for a version the user named).
+    /// release is treated as offered by a check: a signed manifest signed before one already seen for an
+    /// equal or higher version is refused as a replay (see [`Updater::download_explicit`] for a version the
+    /// user named).
     pub fn download(
         &self,
         release: &Release,
