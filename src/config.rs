@@ -221,8 +221,12 @@ impl Config {
                             .all_fields
                             .push(key);
                     } else {
+                        let default = serde_json::to_value(Config::default())
+                            .ok()
+                            .and_then(|d| d.get(&key).cloned())
+                            .unwrap_or(serde_json::Value::Null);
                         warnings.push(format!(
-                            "{} line {line}: `{key}` is {value}, which cannot be read ({e}); using the default until it is fixed",
+                            "{} line {line}: `{key}` is {value}, which cannot be read ({e}); using the default {default}, which the next saved change writes in its place: fix the line to keep your own value",
                             path.display()
                         ));
                     }
@@ -269,9 +273,7 @@ impl Config {
     ) -> Result<T> {
         let _lock = lock_settings(path)?;
         let mut loaded = Config::load(path);
-        for warning in &loaded.warnings {
-            tracing::warn!("{warning}");
-        }
+        log_warnings_once(&loaded.warnings);
         // Only when the change replaces *every* broken trust field: clearing the problem for one would
         // let the save drop another (a broken `public_key` beside the `feed` being set).
         if loaded.config.problem.as_ref().is_some_and(|p| {
@@ -409,6 +411,19 @@ fn damaged(path: &Path, line: usize, reason: String) -> Loaded {
             ..Config::default()
         },
         warnings: vec![],
+    }
+}
+
+/// Logs each settings warning once per process: a command that reads the settings and then writes them
+/// (a check recording `last_check`) would otherwise say the same thing twice.
+pub fn log_warnings_once(warnings: &[String]) {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for warning in warnings {
+        if !seen.contains(warning) {
+            tracing::warn!("{warning}");
+            seen.push(warning.clone());
+        }
     }
 }
 

@@ -128,9 +128,7 @@ impl Ctx {
         let loaded = Config::load(&self.paths.config_file());
         let mut warnings = loaded.warnings;
         let effective = loaded.config.with_env(&|k| std::env::var(k).ok(), &mut warnings);
-        for w in warnings {
-            tracing::warn!("{w}");
-        }
+        crate::config::log_warnings_once(&warnings);
         Settings {
             file: loaded.config,
             effective,
