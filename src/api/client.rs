@@ -65,11 +65,21 @@ pub enum ClientError {
 }
 
 /// A connection to the owner's API.
-#[derive(Debug)]
+#[derive(Clone)]
 pub struct Client {
     info: ApiInfo,
     token: String,
     http: reqwest::blocking::Client,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("Client")
+            .field("url", &self.info.url)
+            .field("pid", &self.info.pid)
+            .finish()
+    }
 }
 
 impl Client {
@@ -288,11 +298,5 @@ impl Client {
 }
 
 fn progress_of(value: &Value) -> Result<Progress, ()> {
-    let phase = value["phase"].as_str().ok_or(())?;
-    Ok(Progress {
-        phase: phase.to_owned(),
-        done: value["done"].as_u64(),
-        total: value["total"].as_u64(),
-        detail: value["detail"].as_str().map(str::to_owned),
-    })
+    serde_json::from_value(value.clone()).map_err(|_| ())
 }

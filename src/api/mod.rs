@@ -447,7 +447,10 @@ fn route(service: &Service, path: &str, body: &[u8]) -> Response {
             .status()
             .map(|s| serde_json::to_value(s).unwrap_or_default())),
         "/api/updates/changelog" => ok(service
-            .changelog()
+            .changelog(crate::app::ChangelogQuery {
+                offered_only: true,
+                ..Default::default()
+            })
             .map(|c| serde_json::to_value(c).unwrap_or_default())),
         "/api/updates/check" => {
             body!(dto::Empty);

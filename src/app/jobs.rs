@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::AppError;
 use crate::download::CancelToken;
@@ -24,7 +24,7 @@ const KEPT_JOBS: usize = 32;
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What a job does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
     Check,
@@ -62,7 +62,7 @@ impl std::fmt::Display for JobKind {
 }
 
 /// Where a job is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
@@ -77,16 +77,24 @@ impl JobState {
     }
 }
 
-/// How far a running job is: a phase (`downloading`, `verified`, `installing`, `stopping_backend`,
-/// `starting_backend`, `healthy`, `rolling_back`, `checking`, …) and, while bytes move, how many.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// How far a running job is: a phase (`checking`, `downloading`, `resuming`, `retrying`, `restarted`,
+/// `verifying`, `verified`, `reusing_download`, `installing`, `stopping_backend`, `starting_backend`,
+/// `healthy`, `rolling_back`, `checking_model`, `downloading_model`, `model_finished`, …) and, while
+/// bytes move, how many and how fast. `detail` is a short text for the phase (a version, a reason).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     pub phase: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub done: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The download's speed, averaged by the engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_per_sec: Option<f64>,
+    /// The time left at that speed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
@@ -96,13 +104,23 @@ impl Progress {
             phase: phase.to_owned(),
             done: None,
             total: None,
+            bytes_per_sec: None,
+            eta_secs: None,
             detail: None,
+        }
+    }
+
+    /// `phase` with `detail`.
+    pub fn with_detail(phase: &str, detail: impl Into<String>) -> Self {
+        Progress {
+            detail: Some(detail.into()),
+            ..Progress::phase(phase)
         }
     }
 }
 
 /// One job, as queries and events show it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Job {
     pub id: u64,
     pub kind: JobKind,
@@ -117,14 +135,14 @@ pub struct Job {
 }
 
 /// Something that changed, in the order it happened (`id` counts up from 1).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Event {
     pub id: u64,
     #[serde(flatten)]
     pub kind: EventKind,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     /// A job was queued, started or finished (the whole job).
@@ -397,10 +415,11 @@ impl JobCtx {
     }
 }
 
-/// A job held by [`Jobs::hold`]; it finishes when dropped (succeeded, unless [`JobGuard::fail`] said).
+/// A job held by [`Jobs::hold`]; it finishes when dropped: succeeded (with what [`JobGuard::succeed`]
+/// recorded, or null), unless [`JobGuard::fail`] said otherwise.
 pub struct JobGuard {
     ctx: JobCtx,
-    outcome: Option<String>,
+    outcome: Option<Result<serde_json::Value, String>>,
 }
 
 impl JobGuard {
@@ -410,14 +429,20 @@ impl JobGuard {
 
     /// Records that the held work failed, with `message`.
     pub fn fail(&mut self, message: String) {
-        self.outcome = Some(message);
+        self.outcome = Some(Err(message));
+    }
+
+    /// Records what the held work produced (the job's `result`).
+    pub fn succeed(&mut self, result: serde_json::Value) {
+        self.outcome = Some(Ok(result));
     }
 }
 
 impl Drop for JobGuard {
     fn drop(&mut self) {
         let outcome = match self.outcome.take() {
-            Some(message) => Err(AppError::Internal(message)),
+            Some(Err(message)) => Err(AppError::Failed(message)),
+            Some(Ok(value)) => Ok(value),
             None => Ok(serde_json::Value::Null),
         };
         self.ctx.jobs.finish(self.ctx.id, outcome);

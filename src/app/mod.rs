@@ -15,6 +15,8 @@
 //! The service knows no JSON DTO of any face: results are the engine's own reports (serialised as the
 //! CLI's `--json` contracts are), and requests are plain Rust values ([`ConfigChange`]).
 
+pub mod autopilot;
+pub mod control;
 pub mod jobs;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -26,6 +28,7 @@ pub use jobs::{Event, EventKind, Job, JobCtx, JobGuard, JobKind, JobState, Jobs,
 
 use crate::config::Config;
 use crate::paths::Paths;
+use crate::platform::Platform;
 use crate::supervisor::Supervisor;
 use crate::updater::{SupervisorGate, UpdateEvent, Updater};
 use crate::version::Channel;
@@ -56,6 +59,10 @@ pub enum AppError {
 
     #[error(transparent)]
     Models(#[from] crate::models::ModelsError),
+
+    /// The owner of the install could not be asked, refused, or its job failed.
+    #[error(transparent)]
+    Owner(#[from] crate::api::client::ClientError),
 
     #[error("{0}")]
     Internal(String),
@@ -98,6 +105,68 @@ pub struct ConfigChange {
     pub public_key: Option<Option<String>>,
     pub skip_versions: Option<Vec<String>>,
     pub api_port: Option<Option<u16>>,
+}
+
+/// A long operation, as every face asks for it: the CLI (here or through the owner), the API and the
+/// window start the same values through [`Service::start`] or [`control::Control::run`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// Ask the source; `channel`/`platform` look elsewhere than the configured channel and this machine.
+    Check {
+        channel: Option<Channel>,
+        platform: Option<Platform>,
+    },
+    Download {
+        version: Option<Version>,
+        platform: Option<Platform>,
+    },
+    Install {
+        version: Option<Version>,
+    },
+    Rollback {
+        to: Option<Version>,
+    },
+    BackendStart(StartOptions),
+    BackendStop,
+    BackendRestart,
+    /// `manifest`: another models manifest than the installed version's (this process only).
+    ModelsDownload {
+        all: bool,
+        manifest: Option<String>,
+    },
+}
+
+impl Op {
+    pub fn kind(&self) -> JobKind {
+        match self {
+            Op::Check { .. } => JobKind::Check,
+            Op::Download { .. } => JobKind::Download,
+            Op::Install { .. } => JobKind::Install,
+            Op::Rollback { .. } => JobKind::Rollback,
+            Op::BackendStart(_) => JobKind::BackendStart,
+            Op::BackendStop => JobKind::BackendStop,
+            Op::BackendRestart => JobKind::BackendRestart,
+            Op::ModelsDownload { .. } => JobKind::ModelsDownload,
+        }
+    }
+}
+
+/// How to start the backend: by default the installed version on a free loopback port.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StartOptions {
+    /// An unpacked bundle to try instead of the installed version (its files are never moved).
+    pub bundle: Option<std::path::PathBuf>,
+    /// This loopback port instead of a free one.
+    pub port: Option<u16>,
+}
+
+/// Which release notes [`Service::changelog`] returns.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChangelogQuery {
+    pub channel: Option<Channel>,
+    pub platform: Option<Platform>,
+    /// With nothing installed, only the offered release's notes (else every release's).
+    pub offered_only: bool,
 }
 
 /// What `status` reports: the engine's update status, the backend's, and the job that runs.
@@ -221,9 +290,7 @@ impl Service {
         let loaded = Config::load(&self.inner.paths.config_file());
         let mut warnings = loaded.warnings;
         let effective = loaded.config.with_env(&*self.inner.env, &mut warnings);
-        for w in warnings {
-            tracing::warn!("{w}");
-        }
+        crate::config::log_warnings_once(&warnings);
         Settings {
             file: loaded.config,
             effective,
@@ -232,15 +299,31 @@ impl Service {
 
     /// An updater built afresh from the current settings (refused when a trust setting is unreadable).
     pub fn updater(&self) -> AppResult<Updater> {
-        Ok(Updater::new(&self.inner.paths, &self.settings().effective)?)
+        self.updater_for(None)
+    }
+
+    /// The updater, choosing assets for `platform` when given (a download for another machine).
+    pub fn updater_for(&self, platform: Option<Platform>) -> AppResult<Updater> {
+        let updater = Updater::new(&self.inner.paths, &self.settings().effective)?;
+        Ok(match platform {
+            Some(p) => updater.for_platform(p),
+            None => updater,
+        })
     }
 
     // --- Short operations ------------------------------------------------------------------------------
 
+    /// What `update status` reports: the installed version, the settings, an interrupted operation.
+    pub fn update_status(&self) -> AppResult<crate::updater::Status> {
+        Ok(crate::updater::status(
+            &self.inner.paths,
+            &self.settings().effective,
+        )?)
+    }
+
     pub fn status(&self) -> AppResult<ServiceStatus> {
-        let settings = self.settings();
         Ok(ServiceStatus {
-            update: crate::updater::status(&self.inner.paths, &settings.effective)?,
+            update: self.update_status()?,
             last_check: self
                 .inner
                 .last_check
@@ -252,22 +335,33 @@ impl Service {
         })
     }
 
+    /// Records `report` as what this process last found offered (shown by `status`).
+    pub fn remember_check(&self, report: crate::check::CheckReport) {
+        *self
+            .inner
+            .last_check
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(report);
+    }
+
     pub fn job(&self, id: u64) -> Option<Job> {
         self.inner.jobs.get(id)
     }
 
-    /// The release notes since the installed version; with nothing installed, the offered release's.
-    pub fn changelog(&self) -> AppResult<Changelog> {
+    /// The release notes between the installed version and the newest in the channel (default: the
+    /// configured one), newest first. With nothing installed: every release's notes, or, with
+    /// `offered_only`, the offered release's alone (what the seed's API answers).
+    pub fn changelog(&self, query: ChangelogQuery) -> AppResult<Changelog> {
         let settings = self.settings();
-        let updater = Updater::new(&self.inner.paths, &settings.effective)?;
+        let updater = self.updater_for(query.platform)?;
         let current = crate::updater::current_version(&self.inner.paths)?;
-        let mut releases = updater.changelog(None)?;
-        if current.is_none() {
+        let mut releases = updater.changelog(query.channel)?;
+        if current.is_none() && query.offered_only {
             releases.truncate(1);
         }
         Ok(Changelog {
             current_version: current.map(|v| v.to_string()),
-            channel: settings.effective.update_channel,
+            channel: query.channel.unwrap_or(settings.effective.update_channel),
             releases,
         })
     }
@@ -352,7 +446,16 @@ impl Service {
             ),
             None => None,
         };
-        let saved = Config::update(&self.inner.paths.config_file(), |file| {
+        // A broken line of a trust field this change sets is repaired by it, not a reason to refuse.
+        let replaced: Vec<&str> = [
+            ("github_repo", repo.is_some()),
+            ("feed", feed.is_some()),
+            ("public_key", key.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(field, set)| set.then_some(field))
+        .collect();
+        let saved = Config::update_replacing(&self.inner.paths.config_file(), &replaced, |file| {
             if let Some(c) = change.update_channel {
                 file.update_channel = c;
             }
@@ -483,25 +586,53 @@ impl Service {
         self.inner.jobs.spawn(kind, move |ctx| work(&service, ctx))
     }
 
+    /// Starts the long operation `op` as a job and returns its id at once.
+    pub fn start(&self, op: Op) -> AppResult<u64> {
+        match op {
+            Op::Check { channel, platform } => self.check_with(channel, platform),
+            Op::Download { version, platform } => self.download_for(version, platform),
+            Op::Install { version } => self.install(version),
+            Op::Rollback { to } => self.rollback(to),
+            Op::BackendStart(options) => self.backend_start_with(options),
+            Op::BackendStop => self.backend_stop(),
+            Op::BackendRestart => self.backend_restart(),
+            Op::ModelsDownload { all, manifest } => self.models_download_from(all, manifest),
+        }
+    }
+
     /// Checks for an update; the result is the `update check --json` report.
     pub fn check(&self) -> AppResult<u64> {
-        self.spawn(JobKind::Check, |service, ctx| {
+        self.check_with(None, None)
+    }
+
+    /// Checks `channel` (default: the configured one) for assets of `platform` (default: this machine).
+    /// Only a check of this machine's own channel is remembered as what is offered.
+    pub fn check_with(&self, channel: Option<Channel>, platform: Option<Platform>) -> AppResult<u64> {
+        self.spawn(JobKind::Check, move |service, ctx| {
             ctx.progress(Progress::phase("checking"));
-            let report = service.updater()?.check(None)?;
+            let updater = service.updater_for(platform)?;
+            let report = updater
+                .check(channel)
+                .map_err(|e| AppError::Failed(format!("checking {}: {e}", updater.source().describe())))?;
             let value = json_of(&report);
-            *service
-                .inner
-                .last_check
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(report);
+            if channel.is_none() && platform.is_none() {
+                service.remember_check(report);
+            }
             Ok(value)
         })
     }
 
     /// Downloads and verifies `version` (default: the offered update) without installing it.
     pub fn download(&self, version: Option<Version>) -> AppResult<u64> {
+        self.download_for(version, None)
+    }
+
+    /// Downloads `version` (default: the offered update) for `platform` (default: this machine). The
+    /// result is the verified download (`version`, `asset`, `path`, `size`, `sha256`, …) with
+    /// `"update_available": true`, or `{"update_available": false}` when there is nothing to download.
+    pub fn download_for(&self, version: Option<Version>, platform: Option<Platform>) -> AppResult<u64> {
         self.spawn(JobKind::Download, move |service, ctx| {
-            let updater = service.updater()?;
+            let updater = service.updater_for(platform)?;
             ctx.progress(Progress::phase("checking"));
             let Some((release, asset)) = updater.target(version.as_ref())? else {
                 return Ok(serde_json::json!({ "update_available": false }));
@@ -512,7 +643,18 @@ impl Service {
             } else {
                 updater.download(&release, &asset, &ctx.cancel, &mut on_event)
             };
-            Ok(json_of(&done.map_err(cancelled_or)?))
+            let done = match done {
+                Ok(done) => done,
+                Err(e) => {
+                    return Err(match cancelled_or(e) {
+                        AppError::Engine(e) => AppError::Failed(format!("downloading {}: {e}", asset.name)),
+                        other => other,
+                    });
+                }
+            };
+            let mut value = json_of(&done);
+            value["update_available"] = true.into();
+            Ok(value)
         })
     }
 
@@ -549,21 +691,30 @@ impl Service {
 
     /// Starts the installed version's backend (restarts it if it runs) and waits until it is healthy.
     pub fn backend_start(&self) -> AppResult<u64> {
-        self.spawn(JobKind::BackendStart, |service, ctx| service.start_current(ctx))
+        self.backend_start_with(StartOptions::default())
+    }
+
+    /// [`Service::backend_start`] with `options` (a bundle to try, a port).
+    pub fn backend_start_with(&self, options: StartOptions) -> AppResult<u64> {
+        self.spawn(JobKind::BackendStart, move |service, ctx| {
+            service.start_backend(ctx, &options)
+        })
     }
 
     pub fn backend_restart(&self) -> AppResult<u64> {
         self.spawn(JobKind::BackendRestart, |service, ctx| {
             ctx.progress(Progress::phase("stopping_backend"));
             service.supervisor().stop()?;
-            service.start_current(ctx)
+            service.start_backend(ctx, &StartOptions::default())
         })
     }
 
     pub fn backend_stop(&self) -> AppResult<u64> {
         self.spawn(JobKind::BackendStop, |service, ctx| {
             ctx.progress(Progress::phase("stopping_backend"));
-            let outcome = service.supervisor().stop()?;
+            let outcome = service
+                .supervisor()
+                .stop_because("`personal-ai-agent backend stop` asked for it")?;
             Ok(serde_json::json!({
                 "stopped": outcome.is_some(),
                 "backend": service.supervisor().status(),
@@ -571,18 +722,87 @@ impl Service {
         })
     }
 
-    fn start_current(&self, ctx: &JobCtx) -> AppResult<serde_json::Value> {
-        let dir = crate::updater::installer(self.paths())
-            .current_dir()
-            .map_err(crate::Error::from)?
-            .ok_or_else(|| {
-                AppError::Conflict(
-                    "nothing is installed, so there is no backend to start; install the agent first (POST /api/updates/install or `personal-ai-agent update install`)".into(),
-                )
-            })?;
+    /// Finishes an interrupted update (so the version started is a complete one that proved healthy),
+    /// then starts the installed version's backend, or `options.bundle`'s, and waits for its health in
+    /// short slices so a cancel (Ctrl-C) is honoured while a slow backend loads.
+    fn start_backend(&self, ctx: &JobCtx, options: &StartOptions) -> AppResult<serde_json::Value> {
+        let paths = self.paths().clone();
+        let (dir, installed) = match &options.bundle {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                ctx.progress(Progress::phase("recovering"));
+                let mut gate = SupervisorGate::new(self.supervisor(), &paths);
+                crate::updater::recover(&paths, &self.settings().effective, &mut gate).map_err(|e| {
+                    AppError::Failed(format!(
+                        "finishing an interrupted update before starting the backend: {e}"
+                    ))
+                })?;
+                let installer = crate::updater::installer(&paths);
+                let version = installer.current_version().map_err(crate::Error::from)?;
+                match (installer.current_dir().map_err(crate::Error::from)?, version) {
+                    (Some(dir), version) => (dir, version),
+                    (None, Some(version)) => {
+                        return Err(AppError::Conflict(format!(
+                            "version {version} is marked current but its folder is incomplete; repair it with `personal-ai-agent update install` (or POST /api/updates/install)"
+                        )));
+                    }
+                    (None, None) => {
+                        return Err(AppError::Conflict(
+                            "nothing is installed yet; run `personal-ai-agent update install` (through the local API: POST /api/updates/install), then start the backend".into(),
+                        ));
+                    }
+                }
+            }
+        };
         ctx.progress(Progress::phase("starting_backend"));
-        let (plan, timeout) = crate::updater::launch_plan(&dir, self.paths())?;
-        let took = self.supervisor().start_and_wait(plan, timeout)?;
+        let (plan, timeout) = match options.port {
+            None if installed.is_some() => crate::updater::launch_plan(&dir, &paths)?,
+            port => {
+                // A bundle tried by hand is the user's own folder: its model files are never moved.
+                if installed.is_some() {
+                    crate::updater::prepare_models(&dir, &paths);
+                }
+                let spec = crate::agent::AgentSpec::load(&dir).map_err(crate::Error::from)?;
+                let port = match port {
+                    Some(p) => p,
+                    None => crate::supervisor::free_loopback_port().map_err(|e| {
+                        AppError::Failed(format!("cannot find a free loopback port for the backend: {e}"))
+                    })?,
+                };
+                let mut plan = spec.resolve(&dir, port, &paths);
+                if let Some(v) = &installed {
+                    plan.version = Some(v.to_string());
+                }
+                let timeout = plan.ready_timeout;
+                (plan, timeout)
+            }
+        };
+        let version = plan.version.clone().unwrap_or_else(|| "unknown".into());
+        crate::paths::ensure_dir(&paths.models_dir())?;
+        self.supervisor().start(plan)?;
+        let started = std::time::Instant::now();
+        let took = loop {
+            if ctx.cancel.is_cancelled() {
+                let _ = self.supervisor().stop();
+                return Err(AppError::Failed(format!(
+                    "cancelled while the backend {version} was starting; it was stopped"
+                )));
+            }
+            let slice = timeout
+                .saturating_sub(started.elapsed())
+                .min(std::time::Duration::from_millis(200));
+            match self.supervisor().wait_healthy(slice) {
+                Ok(took) => break took,
+                Err(crate::supervisor::SupervisorError::NotHealthy { .. }) if started.elapsed() < timeout => {
+                }
+                Err(e) => {
+                    let _ = self.supervisor().stop();
+                    return Err(AppError::Failed(format!(
+                        "the backend {version} did not become healthy; it was stopped: {e}"
+                    )));
+                }
+            }
+        };
         Ok(serde_json::json!({
             "time_to_healthy_ms": took.as_millis() as u64,
             "backend": self.supervisor().status(),
@@ -592,9 +812,15 @@ impl Service {
     /// Downloads the missing models the installed version needs (`all`: the optional ones too). Asking
     /// for it is the consent; the space check still refuses what does not fit.
     pub fn models_download(&self, all: bool) -> AppResult<u64> {
+        self.models_download_from(all, None)
+    }
+
+    /// [`Service::models_download`] of the models `manifest` (a path or URL) names, by default the
+    /// installed version's.
+    pub fn models_download_from(&self, all: bool, manifest: Option<String>) -> AppResult<u64> {
         self.spawn(JobKind::ModelsDownload, move |service, ctx| {
             let paths = service.paths().clone();
-            let location = crate::models::locate(&paths, None)?;
+            let location = crate::models::locate(&paths, manifest.as_deref())?;
             let manifest = crate::models::ModelsManifest::load(&location)?;
             let mut on_event = |e: crate::models::ModelsEvent| report_models_event(ctx, &e);
             let plan = crate::models::plan(&paths, &manifest, all, &mut on_event)?;
@@ -654,50 +880,83 @@ fn check_feed(feed: &str) -> AppResult<String> {
     Ok(feed.to_owned())
 }
 
-fn report_update_event(ctx: &JobCtx, event: &UpdateEvent) {
+pub(crate) fn report_update_event(ctx: &JobCtx, event: &UpdateEvent) {
+    ctx.progress(match progress_of_update(event) {
+        Some(p) => p,
+        None => return,
+    });
+}
+
+/// The engine's update event as the progress every face draws (`None`: not worth a report).
+pub fn progress_of_update(event: &UpdateEvent) -> Option<Progress> {
     use crate::download::DownloadEvent;
-    let progress = match event {
+    Some(match event {
         UpdateEvent::Download(DownloadEvent::Started {
             total, resume_from, ..
         }) => Progress {
             done: Some(*resume_from),
             total: *total,
-            ..Progress::phase("downloading")
+            ..Progress::phase(if *resume_from > 0 {
+                "resuming"
+            } else {
+                "downloading"
+            })
         },
         UpdateEvent::Download(DownloadEvent::Progress(p)) => Progress {
             done: Some(p.done),
             total: p.total,
+            bytes_per_sec: Some(p.bytes_per_sec),
+            eta_secs: p.eta.map(|d| d.as_secs()),
             ..Progress::phase("downloading")
         },
-        UpdateEvent::Download(DownloadEvent::Retrying { reason, .. }) => Progress {
-            detail: Some(reason.clone()),
-            ..Progress::phase("retrying")
-        },
-        UpdateEvent::Download(_) => return,
-        UpdateEvent::Verified { verified_by, .. } => Progress {
-            detail: Some(verified_by.clone()),
-            ..Progress::phase("verified")
-        },
-        UpdateEvent::ReusingDownload { .. } => Progress::phase("reusing_download"),
-        UpdateEvent::Installing { version } => Progress {
-            detail: Some(version.to_string()),
-            ..Progress::phase("installing")
-        },
+        UpdateEvent::Download(DownloadEvent::Retrying {
+            attempt,
+            delay,
+            reason,
+        }) => Progress::with_detail(
+            "retrying",
+            format!("attempt {attempt} in {:.1} s: {reason}", delay.as_secs_f64()),
+        ),
+        UpdateEvent::Download(DownloadEvent::Restarted { reason }) => {
+            Progress::with_detail("restarted", reason.clone())
+        }
+        UpdateEvent::Download(DownloadEvent::Verifying) => Progress::phase("verifying"),
+        UpdateEvent::Download(_) => return None,
+        UpdateEvent::Verified { verified_by, signed } => Progress::with_detail(
+            "verified",
+            format!(
+                "{verified_by}{}",
+                if *signed {
+                    " (signature verified)"
+                } else {
+                    " (unsigned)"
+                }
+            ),
+        ),
+        UpdateEvent::ReusingDownload { path } => {
+            Progress::with_detail("reusing_download", path.display().to_string())
+        }
+        UpdateEvent::Installing { version } => Progress::with_detail("installing", version.to_string()),
         UpdateEvent::StoppingBackend => Progress::phase("stopping_backend"),
-        UpdateEvent::StartingBackend { version } => Progress {
-            detail: Some(version.to_string()),
-            ..Progress::phase("starting_backend")
+        UpdateEvent::StartingBackend { version } => {
+            Progress::with_detail("starting_backend", version.to_string())
+        }
+        UpdateEvent::Healthy {
+            version, downtime, ..
+        } => Progress {
+            done: Some(downtime.as_millis() as u64),
+            ..Progress::with_detail("healthy", version.to_string())
         },
-        UpdateEvent::Healthy { version, .. } => Progress {
-            detail: Some(version.to_string()),
-            ..Progress::phase("healthy")
-        },
-        UpdateEvent::RollingBack { reason, .. } => Progress {
-            detail: Some(reason.clone()),
-            ..Progress::phase("rolling_back")
-        },
-    };
-    ctx.progress(progress);
+        UpdateEvent::RollingBack { from, to, reason } => Progress::with_detail(
+            "rolling_back",
+            format!(
+                "{from} is not healthy ({reason}); rolling back to {}",
+                to.as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| "nothing".into())
+            ),
+        ),
+    })
 }
 
 fn report_models_event(ctx: &JobCtx, event: &crate::models::ModelsEvent) {
@@ -715,14 +974,12 @@ fn report_models_event(ctx: &JobCtx, event: &crate::models::ModelsEvent) {
         } => Progress {
             done: Some(p.done),
             total: p.total,
-            detail: Some(name.clone()),
-            ..Progress::phase("downloading_model")
+            bytes_per_sec: Some(p.bytes_per_sec),
+            eta_secs: p.eta.map(|d| d.as_secs()),
+            ..Progress::with_detail("downloading_model", name.clone())
         },
         ModelsEvent::Downloading { .. } => return,
-        ModelsEvent::Finished(report) => Progress {
-            detail: Some(report.name.clone()),
-            ..Progress::phase("model_finished")
-        },
+        ModelsEvent::Finished(report) => Progress::with_detail("model_finished", report.name.clone()),
     };
     ctx.progress(progress);
 }

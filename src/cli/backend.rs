@@ -18,15 +18,16 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use super::Ctx;
 use crate::agent::AgentSpec;
+use crate::app::{Op, Service, StartOptions, control::Control};
+use crate::download::CancelToken;
 use crate::install::Installer;
-use crate::supervisor::{self, BackendState, BackendStatus, Supervisor, SupervisorError};
+use crate::supervisor::{self, BackendState, BackendStatus, Supervisor};
 
 #[derive(Debug, clap::Args)]
 pub struct BackendArgs {
@@ -88,106 +89,88 @@ pub fn run(ctx: &Ctx, args: BackendArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The bundle to run and the version to report for it.
-fn bundle_to_run(ctx: &Ctx, explicit: Option<PathBuf>) -> anyhow::Result<(PathBuf, Option<String>)> {
-    if let Some(dir) = explicit {
-        return Ok((dir, None));
-    }
-    // Finish whatever a crash interrupted first, so the version started is a complete one that proved
-    // healthy (an update that never did is health-checked now, or rolled back).
-    {
-        let supervisor = Supervisor::new(&ctx.paths);
-        let mut gate = crate::updater::SupervisorGate::new(&supervisor, &ctx.paths);
-        let settings = ctx.settings();
-        crate::updater::recover(&ctx.paths, &settings.effective, &mut gate)
-            .context("finishing an interrupted update before starting the backend")?;
-    }
-    let installer = Installer::new(ctx.paths.install_dir());
-    let version = installer
-        .current_version()
-        .context("cannot tell which version is installed")?;
-    let dir = installer
-        .current_dir()
-        .context("cannot find the installed version's folder")?;
-    match (dir, version) {
-        (Some(dir), version) => Ok((dir, version.map(|v| v.to_string()))),
-        (None, Some(version)) => anyhow::bail!(
-            "version {version} is marked current but its folder is incomplete; run `personal-ai-agent update install` to repair it"
-        ),
-        (None, None) => anyhow::bail!("nothing is installed yet; run `personal-ai-agent update install`"),
-    }
-}
-
 fn run_start(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
-    if let Some(owner) = super::remote::owner(ctx)? {
-        let status: BackendStatus = serde_json::from_value(owner.get("/api/backend/status")?)
-            .context("reading the owner's backend status")?;
-        if status.claims_a_process() {
-            anyhow::bail!(
-                "the backend is already {} under the launcher with pid {}; stop it first with `personal-ai-agent backend stop` (or use `backend restart`)",
-                status.state,
-                owner.info().pid
-            );
+    match Control::connect(&ctx.paths)? {
+        Control::Owner(owner) => {
+            let status: BackendStatus = serde_json::from_value(owner.get("/api/backend/status")?)
+                .context("reading the owner's backend status")?;
+            if status.claims_a_process() {
+                anyhow::bail!(
+                    "the backend is already {} under the launcher with pid {}; stop it first with `personal-ai-agent backend stop` (or use `backend restart`)",
+                    status.state,
+                    owner.info().pid
+                );
+            }
+            start_through(
+                ctx,
+                &Control::Owner(owner),
+                &args,
+                Op::BackendStart(options_of(&args)),
+            )
         }
-        return start_through(ctx, &owner, &args, "/api/backend/start");
+        Control::Here(service) => start_here(ctx, service, args),
     }
-    start_here(ctx, args)
 }
 
 fn run_restart(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
-    if let Some(owner) = super::remote::owner(ctx)? {
-        return start_through(ctx, &owner, &args, "/api/backend/restart");
+    match Control::connect(&ctx.paths)? {
+        control @ Control::Owner(_) => start_through(ctx, &control, &args, Op::BackendRestart),
+        Control::Here(service) => {
+            let (_, said) = stop_backend(ctx, Duration::from_secs(30))?;
+            if !ctx.quiet && !ctx.json {
+                eprintln!("{said}");
+            }
+            start_here(ctx, service, args)
+        }
     }
-    let (_, said) = stop_backend(ctx, Duration::from_secs(30))?;
-    if !ctx.quiet && !ctx.json {
-        eprintln!("{said}");
-    }
-    start_here(ctx, args)
 }
 
-/// `backend start|restart` by the owner (`path` names which), returning once the backend is healthy.
-fn start_through(
-    ctx: &Ctx,
-    owner: &crate::api::client::Client,
-    args: &StartArgs,
-    path: &str,
-) -> anyhow::Result<ExitCode> {
+fn options_of(args: &StartArgs) -> StartOptions {
+    StartOptions {
+        bundle: args.bundle.clone(),
+        port: args.port,
+    }
+}
+
+/// `backend start|restart` (`op` says which) by the owner, returning once the backend is healthy.
+fn start_through(ctx: &Ctx, control: &Control, args: &StartArgs, op: Op) -> anyhow::Result<ExitCode> {
+    let pid = control.owner_pid().unwrap_or_default();
     if args.bundle.is_some() || args.port.is_some() {
         anyhow::bail!(
-            "the launcher with pid {} owns this install and runs its installed version; --bundle and --port cannot be given through it: stop that launcher first to try a bundle or a port",
-            owner.info().pid
+            "the launcher with pid {pid} owns this install and runs its installed version; --bundle and --port cannot be given through it: stop that launcher first to try a bundle or a port"
         );
     }
     let cancel = super::remote::cancel_on_ctrl_c();
     if !ctx.quiet && !ctx.json {
         eprintln!(
-            "asking the launcher with pid {} that owns this install to {} the backend…",
-            owner.info().pid,
-            if path.ends_with("restart") {
+            "asking the launcher with pid {pid} that owns this install to {} the backend…",
+            if op == Op::BackendRestart {
                 "restart"
             } else {
                 "start"
             }
         );
     }
-    let result = owner.run_job(path, &super::remote::empty(), &cancel, &mut |_| {})?;
+    let result = control.run(op, &cancel, &mut |_| {})?;
     let status: BackendStatus =
         serde_json::from_value(result["backend"].clone()).context("reading the owner's backend status")?;
     let healthy_after = result["time_to_healthy_ms"].as_u64().unwrap_or_default();
     ctx.emit(&status, || {
         format!(
-            "backend {} running on http://127.0.0.1:{} (pid {}), healthy after {healthy_after} ms, supervised by the launcher with pid {}; `personal-ai-agent backend stop` stops it",
+            "backend {} running on http://127.0.0.1:{} (pid {}), healthy after {healthy_after} ms, supervised by the launcher with pid {pid}; `personal-ai-agent backend stop` stops it",
             status.version.as_deref().unwrap_or("unknown"),
             status.port.unwrap_or_default(),
             status.pid.unwrap_or_default(),
-            owner.info().pid
         )
     });
     Ok(ExitCode::SUCCESS)
 }
 
-/// `backend start` without an owner: this process supervises the backend (or a detached one does).
-fn start_here(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
+/// `backend start` without an owner: this process becomes the owner of the install (the lock, the
+/// local API), starts the backend through the service's own operation and supervises it in the
+/// foreground until Ctrl-C, SIGTERM or `backend stop` (asked through its API, or by the stop file).
+/// With `--detach`, a background launcher does that.
+fn start_here(ctx: &Ctx, service: Service, args: StartArgs) -> anyhow::Result<ExitCode> {
     let run_dir = ctx.paths.run_dir();
     let existing = supervisor::read_status(&run_dir)?;
     if existing.claims_a_process()
@@ -200,87 +183,66 @@ fn start_here(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
             existing.state
         );
     }
-    let (bundle_dir, installed_version) = bundle_to_run(ctx, args.bundle.clone())?;
-    let spec = AgentSpec::load(&bundle_dir)?;
     if args.detach {
-        let ready_timeout = Duration::from_secs(spec.ready_timeout_secs);
+        let dir = match &args.bundle {
+            Some(dir) => Some(dir.clone()),
+            None => Installer::new(ctx.paths.install_dir())
+                .current_dir()
+                .ok()
+                .flatten(),
+        };
+        let ready_timeout = dir
+            .and_then(|d| AgentSpec::load(&d).ok())
+            .map(|spec| Duration::from_secs(spec.ready_timeout_secs))
+            .unwrap_or(Duration::from_secs(60));
         return start_detached(ctx, ready_timeout);
     }
-    let port = match args.port {
-        Some(port) => port,
-        None => {
-            supervisor::free_loopback_port().context("cannot find a free loopback port for the backend")?
-        }
-    };
-    crate::paths::ensure_dir(&ctx.paths.models_dir())?;
-    // Every installed version runs with its own models: a rollback that could not put them back (the
-    // folder was busy, or the launcher died in between) is finished here. A bundle tried with `--bundle`
-    // is the user's own folder: its files are never moved.
-    if installed_version.is_some() {
-        crate::updater::prepare_models(&bundle_dir, &ctx.paths);
-    }
-    let mut plan = spec.resolve(&bundle_dir, port, &ctx.paths);
-    if installed_version.is_some() {
-        plan.version = installed_version;
-    }
-    let ready_timeout = plan.ready_timeout;
-    let version = plan.version.clone().unwrap_or_else(|| "unknown".into());
+    let owner = crate::owner::Owner::take(&ctx.paths)?;
+    // The API listens before the backend starts, so the backend gets its address and token.
+    let api = super::api::serve(ctx, &service, &owner, None)?;
 
-    // Ctrl-C and SIGTERM end the supervision gracefully; the handler only wakes the loop below.
-    let (interrupt_tx, interrupted) = mpsc::channel::<()>();
-    ctrlc::set_handler(move || {
-        let _ = interrupt_tx.send(());
-    })
-    .context("cannot install the Ctrl-C handler")?;
-
-    let supervisor = Supervisor::new(&ctx.paths);
-    let pid = supervisor.start(plan)?;
+    // Ctrl-C and SIGTERM end the supervision gracefully; the handler only cancels the token.
+    let cancel = CancelToken::new();
+    {
+        let cancel = cancel.clone();
+        ctrlc::set_handler(move || cancel.cancel()).context("cannot install the Ctrl-C handler")?;
+    }
     if !ctx.quiet && !ctx.json {
-        eprintln!("starting the backend {version} (pid {pid}) on port {port}…");
+        eprintln!("starting the backend…");
     }
-    // Wait for health in short slices, so Ctrl-C is honoured while a slow backend loads.
-    let started = Instant::now();
-    let healthy_after = loop {
-        if interrupted.try_recv().is_ok() {
-            stop_and_report(ctx, &supervisor);
-            return Ok(ExitCode::from(130));
-        }
-        let slice = ready_timeout
-            .saturating_sub(started.elapsed())
-            .min(Duration::from_millis(200));
-        match supervisor.wait_healthy(slice) {
-            Ok(took) => break took,
-            Err(SupervisorError::NotHealthy { .. }) if started.elapsed() < ready_timeout => continue,
-            Err(e) => {
-                let _ = supervisor.stop();
-                return Err(anyhow::Error::new(e).context(format!(
-                    "the backend {version} did not become healthy; it was stopped"
-                )));
-            }
-        }
-    };
+    let supervisor = service.shared_supervisor();
+    let result = service.run_here(
+        |s| s.start(Op::BackendStart(options_of(&args))),
+        &cancel,
+        &mut |_| {},
+    );
+    if cancel.is_cancelled() {
+        stop_and_report(ctx, &supervisor);
+        return Ok(ExitCode::from(130));
+    }
+    let result = result?;
     let status = supervisor.status();
+    let healthy_after = result["time_to_healthy_ms"].as_u64().unwrap_or_default();
     ctx.emit(&status, || {
         format!(
-            "backend {version} running on http://127.0.0.1:{port} (pid {pid}), healthy after {} ms; Ctrl-C or `personal-ai-agent backend stop` stops it",
-            healthy_after.as_millis()
+            "backend {} running on http://127.0.0.1:{} (pid {}), healthy after {healthy_after} ms; Ctrl-C or `personal-ai-agent backend stop` stops it",
+            status.version.as_deref().unwrap_or("unknown"),
+            status.port.unwrap_or_default(),
+            status.pid.unwrap_or_default(),
         )
     });
 
-    loop {
-        match interrupted.recv_timeout(Duration::from_millis(200)) {
-            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                stop_and_report(ctx, &supervisor);
-                return Ok(ExitCode::SUCCESS);
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+    let outcome = loop {
+        if cancel.is_cancelled() {
+            stop_and_report(ctx, &supervisor);
+            break Ok(ExitCode::SUCCESS);
         }
         if !supervisor.is_wanted_running() {
             // Stopped by `backend stop`, or given up after repeated crashes.
-            return match supervisor.state() {
-                BackendState::Crashed { exit, reason } => {
-                    anyhow::bail!("the backend keeps crashing (last: {exit}): {reason}")
-                }
+            break match supervisor.state() {
+                BackendState::Crashed { exit, reason } => Err(anyhow::anyhow!(
+                    "the backend keeps crashing (last: {exit}): {reason}"
+                )),
                 _ => {
                     if !ctx.quiet && !ctx.json {
                         eprintln!("the backend was stopped by `personal-ai-agent backend stop`");
@@ -289,7 +251,11 @@ fn start_here(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
                 }
             };
         }
-    }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    drop(api);
+    drop(owner);
+    outcome
 }
 
 /// Runs this same command without `--detach` as a background launcher in its own session, with its
@@ -396,12 +362,12 @@ fn stop_and_report(ctx: &Ctx, supervisor: &Supervisor) {
 }
 
 fn run_stop(ctx: &Ctx, args: StopArgs) -> anyhow::Result<ExitCode> {
-    if let Some(owner) = super::remote::owner(ctx)? {
+    if let control @ Control::Owner(_) = Control::connect(&ctx.paths)? {
         let cancel = super::remote::cancel_on_ctrl_c();
-        let result = owner.run_job("/api/backend/stop", &super::remote::empty(), &cancel, &mut |_| {})?;
+        let result = control.run(Op::BackendStop, &cancel, &mut |_| {})?;
         let status: BackendStatus = serde_json::from_value(result["backend"].clone())
             .context("reading the owner's backend status")?;
-        let pid = owner.info().pid;
+        let pid = control.owner_pid().unwrap_or_default();
         ctx.emit(&status, || {
             if result["stopped"] == true {
                 format!("the backend is stopped (the launcher with pid {pid} stopped it)")

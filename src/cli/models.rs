@@ -18,7 +18,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use super::Ctx;
-use crate::download::{CancelToken, DownloadEvent, RetryPolicy};
+use crate::app::{Op, control::Control};
+use crate::download::{CancelToken, DownloadEvent};
 use crate::models::{
     self, DownloadReport, ModelOutcome, ModelState, ModelStatus, ModelsEvent, ModelsManifest, Plan,
     VerifyScope, human_bytes,
@@ -148,46 +149,56 @@ fn status_line(s: &ModelStatus) -> String {
 }
 
 fn download(ctx: &Ctx, args: DownloadArgs) -> anyhow::Result<ExitCode> {
-    if let Some(owner) = super::remote::owner(ctx)? {
-        return download_through(ctx, &owner, &args);
-    }
+    let control = Control::connect(&ctx.paths)?;
+    let manifest = match &control {
+        Control::Owner(owner) => consent_through(ctx, owner, &args)?,
+        Control::Here(_) => consent_here(ctx, &args)?,
+    };
+    let Some(manifest) = manifest else {
+        eprintln!("Nothing was downloaded.");
+        return Ok(ExitCode::FAILURE);
+    };
+    // The download itself is the service's operation, wherever it runs: the owner's API runs the same.
+    let cancel = match &control {
+        Control::Owner(_) => super::remote::cancel_on_ctrl_c(),
+        Control::Here(_) => {
+            let cancel = CancelToken::new();
+            let handler = cancel.clone();
+            // Another handler may already be installed (only one per process); then Ctrl-C ends the
+            // process and the partial file is still resumed next time, only less politely.
+            let _ = ctrlc::set_handler(move || handler.cancel());
+            cancel
+        }
+    };
+    let mut progress = ProgressUi::new(ctx);
+    let op = Op::ModelsDownload {
+        all: args.all,
+        manifest: args.manifest.clone(),
+    };
+    let result = control.run(op, &cancel, &mut |p| progress.on_progress(p));
+    progress.clear();
+    let report: DownloadReport = serde_json::from_value(result?).context("reading the models report")?;
+    emit_report(ctx, &manifest, &report)
+}
+
+/// Without an owner: what will be fetched, whether it fits, and the user's consent. Returns the
+/// manifest's location, or `None` when the user declined.
+fn consent_here(ctx: &Ctx, args: &DownloadArgs) -> anyhow::Result<Option<String>> {
     let manifest = load_manifest(ctx, args.manifest.as_deref())?;
     let mut progress = ProgressUi::new(ctx);
     let plan = models::plan(&ctx.paths, &manifest, args.all, &mut |e| progress.on_event(&e));
     progress.clear();
     let plan = plan.context("the model files already present could not be checked")?;
-
     if !plan.is_empty() {
         if !ctx.json && !ctx.quiet {
             eprint!("{}", describe_plan(&plan));
         }
         plan.check_space()?;
         if !args.yes && !ask_consent(ctx, &plan)? {
-            eprintln!("Nothing was downloaded.");
-            return Ok(ExitCode::FAILURE);
+            return Ok(None);
         }
     }
-
-    let cancel = CancelToken::new();
-    {
-        let cancel = cancel.clone();
-        // Another handler may already be installed (only one per process); then Ctrl-C ends the process
-        // and the partial file is still resumed next time, only less politely.
-        let _ = ctrlc::set_handler(move || cancel.cancel());
-    }
-    let client = crate::http::client()?;
-    let mut progress = ProgressUi::new(ctx);
-    let report = models::download_missing(
-        &client,
-        &ctx.paths,
-        &manifest,
-        &plan,
-        &RetryPolicy::default(),
-        &cancel,
-        &mut |e| progress.on_event(&e),
-    );
-    progress.clear();
-    emit_report(ctx, &manifest.location, &report?)
+    Ok(Some(manifest.location))
 }
 
 /// Prints what a download run did (the same whether this process or the owner ran it); exit 1 unless
@@ -212,13 +223,13 @@ fn emit_report(ctx: &Ctx, manifest: &str, report: &DownloadReport) -> anyhow::Re
     })
 }
 
-/// `models download` by the owner of this install, for the models its installed version names. The
-/// consent is asked here, as without an owner, from the owner's list of what is missing.
-fn download_through(
+/// With an owner: the consent asked here, from the owner's list of what its installed version is
+/// missing. Returns the manifest's location, or `None` when the user declined.
+fn consent_through(
     ctx: &Ctx,
     owner: &crate::api::client::Client,
     args: &DownloadArgs,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Option<String>> {
     if args.manifest.is_some() {
         anyhow::bail!(
             "the launcher with pid {} owns this install and downloads the models its installed version names; --manifest cannot be given through it: drop it, or stop that launcher first",
@@ -253,22 +264,10 @@ fn download_through(
             eprint!("{text}");
         }
         if !args.yes && !ask(ctx, bytes, missing.len(), &models_dir)? {
-            eprintln!("Nothing was downloaded.");
-            return Ok(ExitCode::FAILURE);
+            return Ok(None);
         }
     }
-    let cancel = super::remote::cancel_on_ctrl_c();
-    let mut progress = ProgressUi::new(ctx);
-    let result = owner.run_job(
-        "/api/models/download",
-        &json!({ "all": args.all }),
-        &cancel,
-        &mut |p| progress.on_progress(p),
-    );
-    progress.clear();
-    let report: DownloadReport =
-        serde_json::from_value(result?).context("reading the owner's models report")?;
-    emit_report(ctx, &manifest, &report)
+    Ok(Some(manifest))
 }
 
 fn describe_plan(plan: &Plan) -> String {
@@ -443,7 +442,7 @@ impl ProgressUi {
         }
     }
 
-    /// Draws a progress report of the owner's job (phases `checking_model`, `downloading_model`,
+    /// Draws a progress report of the download job (phases `checking_model`, `downloading_model`,
     /// `model_finished`, each naming its model) as [`ProgressUi::on_event`] draws the engine's events.
     fn on_progress(&mut self, progress: &crate::app::Progress) {
         let name = progress.detail.clone().unwrap_or_default();

@@ -8,14 +8,12 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 
 use super::Ctx;
 use crate::download::CancelToken;
-use crate::supervisor::Supervisor;
-use crate::updater::{SupervisorGate, Updater};
 
 #[derive(Debug, Default, clap::Args)]
 pub struct RunArgs {
@@ -55,233 +53,32 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
     // One owner per data folder: a second runner (or window) on the same data is refused, naming us.
     let owner = crate::owner::Owner::take(&ctx.paths)?;
     let service = crate::app::Service::new(ctx.paths.clone());
-    let supervisor = service.shared_supervisor();
     crate::paths::ensure_dir(&ctx.paths.models_dir())?;
     // The API listens before any backend starts, so every backend gets its address and token.
     let api = super::api::serve(ctx, &service, &owner, args.api_port)?;
-    // Nothing below ends the runner but a signal: a failed recovery, install or check is reported, what is
-    // installed keeps running, and the next round tries again.
-    let installer = crate::updater::installer(&ctx.paths);
-    let mut rng = fastrand::Rng::new();
-    let mut next_check = Instant::now();
-    let mut first_round = true;
-    // Interrupted updates are finished before any backend starts; while another process holds the update
-    // lock (a CLI install or rollback), nothing is started: that process owns the backend until it is done.
-    let mut recovered = false;
-    let mut next_recovery_try = Instant::now();
-    let mut told_update_elsewhere = false;
-    let mut told_supervised_elsewhere = false;
-    // Started once, as soon as something is installed; after that the supervisor restarts crashes and the
-    // health gate restarts it on updates (a `backend stop` or giving up on crashes is respected).
-    let mut backend_started = false;
-    // Versions that failed their health check in this run, also kept here: if config.json cannot be
-    // written, they must still not be retried at every interval.
-    let mut failed_here: Vec<String> = Vec::new();
-    let mut failed_first_installs = 0u32;
+    // Recovery, the backend, first install and the scheduled rounds: the owner's own work, the same in
+    // the window (`app::autopilot`).
+    let autopilot = crate::app::autopilot::Autopilot::start(
+        service.clone(),
+        crate::app::autopilot::Options {
+            install_when_empty: true,
+            check_now: args.check_now,
+            start_backend: true,
+        },
+    )
+    .context("cannot start the update scheduler thread")?;
     while !shutdown.load(Ordering::SeqCst) {
-        if !recovered && Instant::now() >= next_recovery_try {
-            // Once a second while another process updates: recovery only needs the lock to be free.
-            next_recovery_try = Instant::now() + Duration::from_secs(1);
-            let config = crate::config::Config::load(&ctx.paths.config_file()).config;
-            let mut gate = SupervisorGate::new(&supervisor, &ctx.paths);
-            match crate::updater::recover(&ctx.paths, &config, &mut gate) {
-                Ok(()) => recovered = true,
-                Err(crate::Error::Install(crate::install::InstallError::Busy { pid, .. })) => {
-                    if !told_update_elsewhere {
-                        tracing::warn!(
-                            "an update by another process{} is in progress; waiting for it to finish before starting the backend",
-                            pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
-                        );
-                        told_update_elsewhere = true;
-                    }
-                }
-                Err(crate::Error::HealthCheckFailed {
-                    version,
-                    reason,
-                    rolled_back_to: Some(to),
-                }) => {
-                    tracing::warn!(
-                        "an interrupted update to {version} was not healthy ({reason}); rolled back to {to}, which runs as before"
-                    );
-                    failed_here.push(version);
-                    recovered = true;
-                }
-                Err(e) => {
-                    tracing::error!("finishing an interrupted update: {e}; going on with what is installed");
-                    recovered = true;
-                }
-            }
-        }
-        // Another launcher process supervising the backend (a `backend start` in a terminal) owns it: this
-        // runner neither starts a second one nor updates under it, until that process is gone.
-        let elsewhere = if backend_started {
-            None
-        } else {
-            supervised_elsewhere(ctx)
-        };
-        if recovered && !backend_started && installer.current_version().ok().flatten().is_some() {
-            match elsewhere {
-                Some(pid) => {
-                    if !told_supervised_elsewhere {
-                        tracing::warn!(
-                            "the backend is supervised by another launcher process (pid {pid}); not starting a second one, nor updating under it, until it ends"
-                        );
-                        told_supervised_elsewhere = true;
-                    }
-                }
-                None => {
-                    backend_started = true;
-                    if !supervisor.is_wanted_running() {
-                        match start_backend(ctx, &supervisor) {
-                            Ok(pid) => tracing::info!(
-                                pid,
-                                "backend started; supervising it (Ctrl-C or SIGTERM to stop)"
-                            ),
-                            Err(e) => tracing::error!("{e:#}"),
-                        }
-                    }
-                }
-            }
-        }
-        if recovered && elsewhere.is_none() && Instant::now() >= next_check {
-            // One operation at a time: a round waits while an API job (an install, say) runs.
-            let _round = match service.hold(crate::app::JobKind::ScheduledUpdate) {
-                Ok(guard) => guard,
-                Err(e) => {
-                    tracing::info!("the scheduled update waits: {e}");
-                    next_check = Instant::now() + Duration::from_secs(30);
-                    std::thread::sleep(Duration::from_millis(200));
-                    continue;
-                }
-            };
-            // Settings are read afresh every round: a key pinned, a version skipped or failed, a channel
-            // changed by another process all apply from the next check on.
-            let mut config = current_config(ctx);
-            for v in &failed_here {
-                if !config.failed_versions.contains(v) {
-                    config.failed_versions.push(v.clone());
-                }
-            }
-            let installed = installer.current_version().ok().flatten();
-            if installed.is_none() {
-                if first_install(ctx, &config, &supervisor, &cancel) {
-                    failed_first_installs = 0;
-                } else {
-                    failed_first_installs += 1;
-                }
-            } else if config.auto_check && (!first_round || args.check_now) {
-                match Updater::new(&ctx.paths, &config) {
-                    Ok(updater) => {
-                        if let Some(failed) = apply_updates(ctx, &updater, &supervisor, &config, &cancel) {
-                            failed_here.push(failed);
-                        }
-                    }
-                    Err(e) => tracing::warn!("updates are off: {e}"),
-                }
-            }
-            let mut done = config;
-            if installer.current_version().ok().flatten().is_none() {
-                // Nothing installed yet: try again soon, backing off (1, 2, 4 … minutes, at most the check
-                // interval) so a release that keeps failing is not downloaded again every minute.
-                let backoff = Duration::from_secs(60)
-                    .saturating_mul(1 << failed_first_installs.saturating_sub(1).min(10))
-                    .min(done.check_interval());
-                next_check = Instant::now() + backoff;
-            } else {
-                if !first_round || args.check_now {
-                    done.last_check = Some(chrono::Utc::now());
-                }
-                next_check =
-                    Instant::now() + crate::check::next_check_delay(&done, chrono::Utc::now(), &mut rng);
-            }
-            first_round = false;
-        }
         std::thread::sleep(Duration::from_millis(200));
     }
+    cancel.cancel();
+    drop(autopilot);
     tracing::info!("stopping the backend");
-    if let Err(e) = supervisor.stop() {
+    if let Err(e) = service.supervisor().stop() {
         tracing::error!("{e}");
     }
     drop(api);
     drop(owner);
     Ok(ExitCode::SUCCESS)
-}
-
-fn start_backend(ctx: &Ctx, supervisor: &Supervisor) -> anyhow::Result<u32> {
-    let dir = crate::updater::installer(&ctx.paths)
-        .current_dir()?
-        .context("nothing is installed; run `personal-ai-agent update install`")?;
-    let (plan, _) = crate::updater::launch_plan(&dir, &ctx.paths)?;
-    Ok(supervisor.start(plan)?)
-}
-
-/// The pid of another launcher process that supervises the backend, if one does.
-fn supervised_elsewhere(ctx: &Ctx) -> Option<u32> {
-    let status = crate::supervisor::read_status(&ctx.paths.run_dir()).ok()?;
-    status
-        .claims_a_process()
-        .then_some(status.supervisor_pid)
-        .flatten()
-        .filter(|&p| p != std::process::id())
-        .filter(|&p| runs_this_launcher(p))
-}
-
-/// Whether `pid` runs this launcher's executable: after a reboot, the pid a stale `backend.json` names may
-/// belong to an unrelated process, which must not keep the runner waiting forever. Linux can tell; other
-/// systems take the pid's liveness (already checked) at its word.
-fn runs_this_launcher(pid: u32) -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        let (Ok(theirs), Ok(ours)) = (
-            std::fs::read_link(format!("/proc/{pid}/exe")),
-            std::env::current_exe(),
-        ) else {
-            return true;
-        };
-        let name = |p: &std::path::Path| p.file_name().map(|n| n.to_owned());
-        theirs == ours || name(&theirs) == name(&ours)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = pid;
-        true
-    }
-}
-
-/// Nothing is installed: install the latest release, or say why not and let the next round try again.
-/// Returns whether it installed (or found nothing to install, which is no failure to back off from).
-fn first_install(
-    ctx: &Ctx,
-    config: &crate::config::Config,
-    supervisor: &Supervisor,
-    cancel: &CancelToken,
-) -> bool {
-    let updater = match Updater::new(&ctx.paths, config) {
-        Ok(u) => u,
-        Err(e) => {
-            // A settings problem costs nothing to retry, and the user who fixes it should not wait.
-            tracing::error!("nothing is installed yet and updates are off: {e}; retrying in a minute");
-            return true;
-        }
-    };
-    tracing::info!("nothing is installed yet: installing the latest release");
-    let mut gate = SupervisorGate::new(supervisor, &ctx.paths);
-    match updater.install(None, &mut gate, cancel, &mut |e| {
-        tracing::debug!(?e, "first install")
-    }) {
-        Ok(Some(report)) => {
-            tracing::info!(version = %report.installed_version, "installed");
-            true
-        }
-        Ok(None) => {
-            tracing::warn!("no installable release is published for this platform yet; retrying in a minute");
-            true
-        }
-        Err(e) => {
-            tracing::error!("installing the agent for the first time: {e}; retrying later");
-            false
-        }
-    }
 }
 
 /// Without `--headless` (and with no subcommand) when no display is available: what is installed, what
@@ -324,64 +121,4 @@ fn overview(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         out
     });
     Ok(ExitCode::SUCCESS)
-}
-
-/// The settings as they are now: the file may have changed (`update configure` from another shell); the
-/// environment's overrides still apply. A setting that cannot be read is logged and stops updating (the
-/// updater refuses such a config), never silently replaced.
-fn current_config(ctx: &Ctx) -> crate::config::Config {
-    ctx.settings().effective
-}
-
-/// One scheduled round: check, then download and install as the settings allow. Failures are logged; the
-/// running backend is never left stopped by them.
-fn apply_updates(
-    ctx: &Ctx,
-    updater: &Updater,
-    supervisor: &Supervisor,
-    config: &crate::config::Config,
-    cancel: &CancelToken,
-) -> Option<String> {
-    let report = match updater.check(None) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!("update check failed: {e}");
-            return None;
-        }
-    };
-    let (Some(release), Some(asset)) = (report.release.clone(), report.offered_asset().cloned()) else {
-        tracing::info!("no update available");
-        return None;
-    };
-    tracing::info!(version = %release.version, "update available");
-    if !config.auto_download {
-        return None;
-    }
-    if let Err(e) = updater.download(&release, &asset, cancel, &mut |_| {}) {
-        tracing::warn!("downloading {} failed: {e}", release.version);
-        return None;
-    }
-    if !config.auto_install {
-        tracing::info!(version = %release.version, "downloaded; install it with `personal-ai-agent update install`");
-        return None;
-    }
-    let mut gate = SupervisorGate::new(supervisor, &ctx.paths);
-    match updater.install_release(&release, &asset, &mut gate, cancel, &mut |_| {}) {
-        Ok(report) => {
-            tracing::info!(
-                version = %report.installed_version,
-                downtime_ms = report.downtime_ms,
-                "update installed; the backend restarted on the new version"
-            );
-            None
-        }
-        Err(crate::Error::HealthCheckFailed { version, .. }) => {
-            tracing::error!("{version} was not healthy and was rolled back; it is not offered again");
-            Some(version)
-        }
-        Err(e) => {
-            tracing::error!("{e}");
-            None
-        }
-    }
 }

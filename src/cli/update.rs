@@ -6,15 +6,14 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use serde::Serialize;
 
 use super::Ctx;
+use crate::app::{ConfigChange, Op, Service, control::Control};
 use crate::check::CheckReport;
 use crate::config::Config;
 use crate::download::CancelToken;
 use crate::platform::Platform;
 use crate::supervisor::Supervisor;
-use crate::updater::{UpdateEvent, Updater};
 use crate::version::Channel;
 
 #[derive(Debug, Args)]
@@ -150,21 +149,19 @@ pub fn run(ctx: &Ctx, args: UpdateArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The updater for this command's settings, choosing assets for `platform` when given.
-fn updater(ctx: &Ctx, settings: &Settings, platform: Option<Platform>) -> anyhow::Result<Updater> {
-    let updater = Updater::new(&ctx.paths, &settings.effective)?;
-    Ok(match platform {
-        Some(p) => updater.for_platform(p),
-        None => updater,
-    })
+/// A service in this process, for what needs no owner (a check, the release notes, the settings): the
+/// same operations the owner's API and the window run.
+fn here(ctx: &Ctx) -> Service {
+    Service::new(ctx.paths.clone())
 }
 
 fn check_cmd(ctx: &Ctx, args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let settings = ctx.settings();
-    let updater = updater(ctx, &settings, args.platform)?;
-    let report = updater
-        .check(args.channel)
-        .with_context(|| format!("checking {}", updater.source().describe()))?;
+    let op = Op::Check {
+        channel: args.channel,
+        platform: args.platform,
+    };
+    let value = here(ctx).run_here(|s| s.start(op), &CancelToken::new(), &mut |_| {})?;
+    let report: CheckReport = serde_json::from_value(value).context("reading the check report")?;
     ctx.emit(&report, || human_check(&report));
     Ok(ExitCode::SUCCESS)
 }
@@ -217,28 +214,16 @@ pub fn human_size(bytes: u64) -> String {
 }
 
 fn changelog_cmd(ctx: &Ctx, args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let settings = ctx.settings();
-    let updater = updater(ctx, &settings, args.platform)?;
-    let entries = updater
-        .changelog(args.channel)
-        .with_context(|| format!("reading {}", updater.source().describe()))?;
-    let current = crate::updater::current_version(&ctx.paths)?;
-    #[derive(Serialize)]
-    struct Out<'a> {
-        current_version: Option<String>,
-        channel: Channel,
-        releases: &'a [crate::check::ChangelogEntry],
-    }
-    let out = Out {
-        current_version: current.as_ref().map(ToString::to_string),
-        channel: args.channel.unwrap_or(settings.effective.update_channel),
-        releases: &entries,
-    };
+    let out = here(ctx).changelog(crate::app::ChangelogQuery {
+        channel: args.channel,
+        platform: args.platform,
+        offered_only: false,
+    })?;
     ctx.emit(&out, || {
-        if entries.is_empty() {
+        if out.releases.is_empty() {
             return "Nothing new since the installed version.".to_owned();
         }
-        entries
+        out.releases
             .iter()
             .map(|e| {
                 let date = e
@@ -255,14 +240,7 @@ fn changelog_cmd(ctx: &Ctx, args: CheckArgs) -> anyhow::Result<ExitCode> {
 
 fn skip_cmd(ctx: &Ctx, version: &str) -> anyhow::Result<ExitCode> {
     let parsed = crate::version::parse_user_version(version)?;
-    let path = ctx.paths.config_file();
-    let skipped = Config::update(&path, |file| {
-        if !crate::version::is_listed(&file.skip_versions, &parsed) {
-            file.skip_versions.push(parsed.to_string());
-        }
-        Ok(file.skip_versions.clone())
-    })
-    .context("saving the settings")?;
+    let skipped = here(ctx).skip(version)?;
     ctx.emit(
         &serde_json::json!({ "skipped": parsed.to_string(), "skip_versions": skipped }),
         || format!("Version {parsed} will not be offered again (undo: update unskip-version {parsed})."),
@@ -272,15 +250,7 @@ fn skip_cmd(ctx: &Ctx, version: &str) -> anyhow::Result<ExitCode> {
 
 fn unskip_cmd(ctx: &Ctx, version: &str) -> anyhow::Result<ExitCode> {
     let parsed = crate::version::parse_user_version(version)?;
-    let path = ctx.paths.config_file();
-    let (was_listed, skipped) = Config::update(&path, |file| {
-        let before = file.skip_versions.len();
-        file.skip_versions.retain(|v| {
-            crate::version::parse_user_version(v).ok().as_ref() != Some(&parsed) && v != &parsed.to_string()
-        });
-        Ok((file.skip_versions.len() != before, file.skip_versions.clone()))
-    })
-    .context("saving the settings")?;
+    let (was_listed, skipped) = here(ctx).unskip(version)?;
     ctx.emit(
         &serde_json::json!({ "unskipped": parsed.to_string(), "was_skipped": was_listed, "skip_versions": skipped }),
         || {
@@ -294,90 +264,53 @@ fn unskip_cmd(ctx: &Ctx, version: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn configure_cmd(ctx: &Ctx, args: ConfigureArgs) -> anyhow::Result<ExitCode> {
-    let path = ctx.paths.config_file();
-    // Everything that can be refused is checked before the file is touched.
-    if let Some(h) = args.check_interval {
-        crate::config::validate_check_interval(h).map_err(|reason| crate::Error::InvalidSetting {
-            name: "check-interval".into(),
-            value: h.to_string(),
-            reason,
-        })?;
-    }
-    let repo = match args.repo.as_deref().map(str::trim) {
-        None => None,
-        Some("") => Some(None),
-        Some(r) => Some(Some(r.parse::<crate::sources::github::Repo>()?.to_string())),
-    };
+/// The command line's settings as the service's change. What only the command line knows is settled
+/// here: a key is read from its file, and a feed folder is made absolute against this shell's working
+/// directory (the launcher may start from any other).
+fn config_change(args: ConfigureArgs) -> anyhow::Result<ConfigChange> {
     let key = args
         .public_key
         .as_ref()
         .map(|f| crate::verify::PublicKey::from_file(f))
         .transpose()?;
-    // A broken line of a field this command sets is repaired by it, not a reason to refuse.
-    let mut replaced = Vec::new();
-    if repo.is_some() {
-        replaced.push("github_repo");
-    }
-    if args.feed.is_some() {
-        replaced.push("feed");
-    }
-    if key.is_some() {
-        replaced.push("public_key");
-    }
-    let file = Config::update_replacing(&path, &replaced, |file| {
-        if let Some(c) = args.channel {
-            file.update_channel = c;
-        }
-        if let Some(b) = args.auto_check {
-            file.auto_check = b;
-        }
-        if let Some(b) = args.auto_download {
-            file.auto_download = b;
-        }
-        if let Some(b) = args.auto_install {
-            file.auto_install = b;
-        }
-        if let Some(n) = args.backup_count {
-            file.backup_count = n;
-        }
-        if let Some(h) = args.check_interval {
-            file.check_interval_hours = h;
-        }
-        if let Some(repo) = repo {
-            file.github_repo = repo;
-        }
-        if let Some(feed) = args.feed {
-            file.feed = if feed.trim().is_empty() {
-                None
-            } else if feed.contains("://") {
-                Some(feed)
-            } else {
-                // A folder is kept absolute: the launcher may start from any working directory.
-                Some(
-                    std::path::absolute(&feed)
-                        .unwrap_or_else(|_| feed.clone().into())
-                        .to_string_lossy()
-                        .into_owned(),
-                )
-            };
-        }
-        if let Some(key) = &key {
-            file.public_key = Some(key.to_base64().to_owned());
-        }
-        if args.clear_skipped {
-            file.skip_versions.clear();
-        }
-        Ok(file.clone())
+    let clear = |text: String| {
+        let text = text.trim().to_owned();
+        (!text.is_empty()).then_some(text)
+    };
+    Ok(ConfigChange {
+        update_channel: args.channel,
+        auto_check: args.auto_check,
+        auto_download: args.auto_download,
+        auto_install: args.auto_install,
+        backup_count: args.backup_count,
+        check_interval_hours: args.check_interval,
+        github_repo: args.repo.map(clear),
+        feed: args.feed.map(clear).map(|feed| {
+            feed.map(|f| {
+                if f.contains("://") {
+                    f
+                } else {
+                    std::path::absolute(&f)
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or(f)
+                }
+            })
+        }),
+        public_key: key.map(|k| Some(k.to_base64().to_owned())),
+        skip_versions: args.clear_skipped.then(Vec::new),
+        api_port: None,
     })
-    .context("saving the settings")?;
+}
+
+fn configure_cmd(ctx: &Ctx, args: ConfigureArgs) -> anyhow::Result<ExitCode> {
+    let file = here(ctx).configure(config_change(args)?)?;
+    let path = ctx.paths.config_file();
     ctx.emit(&file, || format!("Settings saved to {}.", path.display()));
     Ok(ExitCode::SUCCESS)
 }
 
 fn status_cmd(ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let settings = ctx.settings();
-    let status = crate::updater::status(&ctx.paths, &settings.effective)?;
+    let status = here(ctx).update_status()?;
     ctx.emit(&status, || status.human());
     Ok(ExitCode::SUCCESS)
 }
@@ -409,100 +342,22 @@ impl ProgressView {
             None => eprintln!("{text}"),
         }
     }
-
-    fn on_event(&mut self, event: UpdateEvent) {
-        use crate::download::DownloadEvent as D;
-        if self.quiet {
-            return;
-        }
-        match event {
-            UpdateEvent::Download(D::Started {
-                total, resume_from, ..
-            }) => {
-                let bar = indicatif::ProgressBar::new(total.unwrap_or(0));
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{bar:40.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                );
-                bar.set_position(resume_from);
-                if resume_from > 0 {
-                    bar.println(format!("Resuming from {}", human_size(resume_from)));
-                }
-                self.bar = Some(bar);
-            }
-            UpdateEvent::Download(D::Progress(p)) => {
-                if let Some(bar) = &self.bar {
-                    if let Some(total) = p.total {
-                        bar.set_length(total);
-                    }
-                    bar.set_position(p.done);
-                }
-            }
-            UpdateEvent::Download(D::Retrying {
-                attempt,
-                delay,
-                reason,
-            }) => {
-                self.note(&format!(
-                    "Retrying (attempt {attempt}) in {:.1} s: {reason}",
-                    delay.as_secs_f64()
-                ));
-            }
-            UpdateEvent::Download(D::Restarted { reason }) => self.note(&format!("Starting over: {reason}")),
-            UpdateEvent::Download(D::Verifying) => {
-                if let Some(bar) = self.bar.take() {
-                    bar.finish_and_clear();
-                }
-                self.note("Verifying…");
-            }
-            UpdateEvent::Download(_) => {}
-            UpdateEvent::Verified { verified_by, signed } => self.note(&format!(
-                "Expected SHA256 from {verified_by}{}",
-                if signed {
-                    " (signature verified)"
-                } else {
-                    " (unsigned)"
-                }
-            )),
-            UpdateEvent::ReusingDownload { path } => {
-                self.note(&format!("Using the verified download {}", path.display()))
-            }
-            UpdateEvent::Installing { version } => self.note(&format!("Installing {version}…")),
-            UpdateEvent::StoppingBackend => {}
-            UpdateEvent::StartingBackend { version } => self.note(&format!(
-                "Starting the {version} backend and waiting for its health check…"
-            )),
-            UpdateEvent::Healthy {
-                version, downtime, ..
-            } => self.note(&format!(
-                "{version} is healthy (backend downtime {} ms)",
-                downtime.as_millis()
-            )),
-            UpdateEvent::RollingBack { from, to, reason } => self.note(&format!(
-                "{from} is not healthy ({reason}); rolling back to {}",
-                to.map(|v| v.to_string()).unwrap_or_else(|| "nothing".into())
-            )),
-        }
-    }
 }
 
 impl ProgressView {
-    /// Draws a progress report of the owner's job as [`ProgressView::on_event`] draws the engine's
-    /// events (the API carries phases, not the events themselves, so some lines say a little less).
+    /// Draws a job's progress (the same reports whether this process or the owner runs the job).
     fn on_progress(&mut self, progress: &crate::app::Progress) {
         if self.quiet {
             return;
         }
         let detail = progress.detail.as_deref().unwrap_or_default();
-        if progress.phase != "downloading"
-            && let Some(bar) = self.bar.take()
-        {
+        let moving = matches!(progress.phase.as_str(), "downloading" | "resuming");
+        if !moving && let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
         match progress.phase.as_str() {
-            "downloading" => {
+            "downloading" | "resuming" => {
+                let fresh = self.bar.is_none();
                 let bar = self.bar.get_or_insert_with(|| {
                     let bar = indicatif::ProgressBar::new(progress.total.unwrap_or(0));
                     bar.set_style(
@@ -516,22 +371,26 @@ impl ProgressView {
                 if let Some(total) = progress.total {
                     bar.set_length(total);
                 }
-                bar.set_position(progress.done.unwrap_or(0));
+                let done = progress.done.unwrap_or(0);
+                if fresh && progress.phase == "resuming" {
+                    bar.println(format!("Resuming from {}", human_size(done)));
+                }
+                bar.set_position(done);
             }
-            "retrying" => self.note(&format!("Retrying: {detail}")),
-            "verified" => {
-                self.note("Verifying…");
-                self.note(&format!("Expected SHA256 from {detail}"));
-            }
-            "reusing_download" => self.note("Using the verified download"),
+            "retrying" => self.note(&format!("Retrying ({detail})")),
+            "restarted" => self.note(&format!("Starting over: {detail}")),
+            "verifying" => self.note("Verifying…"),
+            "verified" => self.note(&format!("Expected SHA256 from {detail}")),
+            "reusing_download" => self.note(&format!("Using the verified download {detail}")),
             "installing" => self.note(&format!("Installing {detail}…")),
             "starting_backend" if !detail.is_empty() => self.note(&format!(
                 "Starting the {detail} backend and waiting for its health check…"
             )),
-            "healthy" => self.note(&format!("{detail} is healthy")),
-            "rolling_back" if !detail.is_empty() => {
-                self.note(&format!("Not healthy ({detail}); rolling back"))
-            }
+            "healthy" => self.note(&match progress.done {
+                Some(ms) => format!("{detail} is healthy (backend downtime {ms} ms)"),
+                None => format!("{detail} is healthy"),
+            }),
+            "rolling_back" if !detail.is_empty() => self.note(detail),
             _ => {}
         }
     }
@@ -553,25 +412,33 @@ fn cancel_on_ctrl_c(token: &CancelToken) {
 }
 
 fn download_cmd(ctx: &Ctx, args: DownloadArgs) -> anyhow::Result<ExitCode> {
-    let settings = ctx.settings();
-    let updater = updater(ctx, &settings, args.platform)?;
     let version = parse_version_arg(args.version.as_deref())?;
-    let Some((release, asset)) = updater.target(version.as_ref())? else {
+    // A download for another machine touches nothing of this install: it never needs the owner.
+    let control = match args.platform {
+        Some(_) => Control::Here(here(ctx)),
+        None => Control::connect(&ctx.paths)?,
+    };
+    let cancel = cancel_token(&control);
+    let mut view = ProgressView::new(ctx);
+    let op = Op::Download {
+        version,
+        platform: args.platform,
+    };
+    let result = control.run(op, &cancel, &mut |p| view.on_progress(p));
+    view.finish();
+    let mut result = result?;
+    if result["update_available"] != true {
         ctx.emit(
             &serde_json::json!({ "downloaded": null, "update_available": false }),
             || "Already up to date: nothing to download.".to_owned(),
         );
         return Ok(ExitCode::SUCCESS);
-    };
-    let cancel = CancelToken::new();
-    cancel_on_ctrl_c(&cancel);
-    let mut view = ProgressView::new(ctx);
-    let downloaded = if version.is_some() {
-        updater.download_explicit(&release, &asset, &cancel, &mut |e| view.on_event(e))
-    } else {
-        updater.download(&release, &asset, &cancel, &mut |e| view.on_event(e))
     }
-    .with_context(|| format!("downloading {}", asset.name))?;
+    if let Some(map) = result.as_object_mut() {
+        map.remove("update_available");
+    }
+    let downloaded: crate::updater::Downloaded =
+        serde_json::from_value(result).context("reading the download report")?;
     ctx.emit(
         &serde_json::json!({ "downloaded": downloaded, "update_available": true }),
         || {
@@ -586,6 +453,18 @@ fn download_cmd(ctx: &Ctx, args: DownloadArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A token that Ctrl-C cancels: the job then ends as it would when cancelled through the API.
+fn cancel_token(control: &Control) -> CancelToken {
+    match control {
+        Control::Owner(_) => super::remote::cancel_on_ctrl_c(),
+        Control::Here(_) => {
+            let cancel = CancelToken::new();
+            cancel_on_ctrl_c(&cancel);
+            cancel
+        }
+    }
+}
+
 /// The local supervisor, unless another launcher process supervises the backend.
 fn local_supervisor(ctx: &Ctx) -> anyhow::Result<Supervisor> {
     let status = crate::supervisor::read_status(&ctx.paths.run_dir())?;
@@ -597,20 +476,25 @@ fn local_supervisor(ctx: &Ctx) -> anyhow::Result<Supervisor> {
     Ok(Supervisor::new(&ctx.paths))
 }
 
+/// The owner of the install, or a service here when nobody owns it and no other launcher process
+/// supervises the backend (then that process, not this one, must restart it).
+fn control_for_install(ctx: &Ctx) -> anyhow::Result<Control> {
+    let control = Control::connect(&ctx.paths)?;
+    if let Control::Here(_) = control {
+        drop(local_supervisor(ctx)?);
+    }
+    Ok(control)
+}
+
 fn install_cmd(ctx: &Ctx, args: InstallArgs) -> anyhow::Result<ExitCode> {
     let version = parse_version_arg(args.version.as_deref())?;
-    if let Some(owner) = super::remote::owner(ctx)? {
-        return install_through(ctx, &owner, version);
-    }
-    // No owner: this process does the work itself, through the same service operation the owner's API
-    // runs (`app::Service::install`), and waits for it here.
-    drop(local_supervisor(ctx)?);
-    let service = crate::app::Service::new(ctx.paths.clone());
-    let cancel = CancelToken::new();
-    cancel_on_ctrl_c(&cancel);
+    let control = control_for_install(ctx)?;
+    let cancel = cancel_token(&control);
     let mut view = ProgressView::new(ctx);
-    let wanted = version.clone();
-    let result = service.run_here(|s| s.install(wanted), &cancel, &mut |p| view.on_progress(p));
+    let op = Op::Install {
+        version: version.clone(),
+    };
+    let result = control.run(op, &cancel, &mut |p| view.on_progress(p));
     view.finish();
     let report = install_report_of(result?)?;
     emit_install(ctx, report.as_ref(), version.as_ref());
@@ -658,47 +542,14 @@ fn emit_install(
     }
 }
 
-/// `update install` by the owner of this install: its supervisor restarts the backend it runs.
-fn install_through(
-    ctx: &Ctx,
-    owner: &crate::api::client::Client,
-    version: Option<semver::Version>,
-) -> anyhow::Result<ExitCode> {
-    let cancel = super::remote::cancel_on_ctrl_c();
-    let mut view = ProgressView::new(ctx);
-    let body = serde_json::json!({ "version": version.as_ref().map(ToString::to_string) });
-    let result = owner.run_job("/api/updates/install", &body, &cancel, &mut |p| {
-        view.on_progress(p)
-    });
-    view.finish();
-    let report = install_report_of(result?)?;
-    emit_install(ctx, report.as_ref(), version.as_ref());
-    Ok(ExitCode::SUCCESS)
-}
-
 fn rollback_cmd(ctx: &Ctx, args: RollbackArgs) -> anyhow::Result<ExitCode> {
     let to = parse_version_arg(args.to.as_deref())?;
-    let report = match super::remote::owner(ctx)? {
-        Some(owner) => {
-            let cancel = super::remote::cancel_on_ctrl_c();
-            let mut view = ProgressView::new(ctx);
-            let body = serde_json::json!({ "to": to.as_ref().map(ToString::to_string) });
-            let result = owner.run_job("/api/updates/rollback", &body, &cancel, &mut |p| {
-                view.on_progress(p)
-            });
-            view.finish();
-            serde_json::from_value(result?).context("reading the owner's rollback report")?
-        }
-        None => {
-            // The same service operation the owner's API runs, in this process.
-            drop(local_supervisor(ctx)?);
-            let service = crate::app::Service::new(ctx.paths.clone());
-            let cancel = CancelToken::new();
-            let target = to.clone();
-            let result = service.run_here(|s| s.rollback(target), &cancel, &mut |_| {})?;
-            serde_json::from_value(result).context("reading the rollback report")?
-        }
-    };
+    let control = control_for_install(ctx)?;
+    let cancel = cancel_token(&control);
+    let mut view = ProgressView::new(ctx);
+    let result = control.run(Op::Rollback { to }, &cancel, &mut |p| view.on_progress(p));
+    view.finish();
+    let report = serde_json::from_value(result?).context("reading the rollback report")?;
     emit_rollback(ctx, &report);
     Ok(ExitCode::SUCCESS)
 }

@@ -352,7 +352,7 @@ pub struct FeedSummary {
 /// Writes `dir/feed.json` listing every release folder under `dir`: each subfolder holding a
 /// `release-manifest.json` (as `release pack` writes it) is one release, and every file in it is an asset,
 /// with the archives' hashes taken from the manifest. Release notes come from an optional `NOTES.md` in
-/// the folder. This is how a mirror or an offline medium is made: copy the release folders, run this.
+/// the folder, else from the notes signed into the manifest (`release pack --notes-file`). This is how a mirror or an offline medium is made: copy the release folders, run this.
 pub fn write_feed(dir: &Path) -> Result<FeedSummary> {
     let feed_error = |reason: String| Error::Feed {
         location: dir.display().to_string(),
@@ -391,7 +391,10 @@ pub fn write_feed(dir: &Path) -> Result<FeedSummary> {
                 size,
             });
         }
-        let notes = crate::fsutil::read_optional(&folder.join("NOTES.md"))?;
+        // A NOTES.md beside the release wins; else the notes `release pack --notes-file` signed into the
+        // manifest, so "What's new" is never empty when the release has notes.
+        let notes = crate::fsutil::read_optional(&folder.join("NOTES.md"))?
+            .or_else(|| manifest.notes.clone().filter(|n| !n.trim().is_empty()));
         releases.push(FeedRelease {
             version: manifest.version.to_string(),
             tag: Some(format!("v{}", manifest.version)),

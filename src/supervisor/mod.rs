@@ -681,7 +681,12 @@ impl Supervisor {
 
     /// Stops the backend: graceful request, then kill after the stop timeout. `None` when nothing ran.
     pub fn stop(&self) -> Result<Option<StopOutcome>, SupervisorError> {
-        Ok(self.inner.stop("stop requested"))
+        self.stop_because("stop requested")
+    }
+
+    /// [`Supervisor::stop`], with the reason the backend's log records.
+    pub fn stop_because(&self, reason: &str) -> Result<Option<StopOutcome>, SupervisorError> {
+        Ok(self.inner.stop(reason))
     }
 
     /// The current state.

@@ -24,9 +24,38 @@ pub enum Command {
     InstallFirstTime,
     CancelInstall,
     Rollback,
+    /// Offer this skipped version again.
+    Unskip(String),
+    /// Never offer this version automatically.
+    Skip(String),
+    /// Hide the offer until the next check.
+    RemindLater,
+    Show(Screen),
     StartBackend,
     StopBackend,
     SaveSettings,
+}
+
+/// The screens of the sidebar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Screen {
+    Home,
+    Settings,
+    Logs,
+    About,
+}
+
+impl Screen {
+    const ALL: [Screen; 4] = [Screen::Home, Screen::Settings, Screen::Logs, Screen::About];
+
+    fn label(self) -> &'static str {
+        match self {
+            Screen::Home => "Home",
+            Screen::Settings => "Settings",
+            Screen::Logs => "Logs",
+            Screen::About => "About",
+        }
+    }
 }
 
 /// The result of the last update check, as the update card shows it.
@@ -63,6 +92,11 @@ pub struct App {
     job: JobView,
     /// The last failure of a start, stop, save or status read, as a sentence for the user.
     notice: Option<String>,
+    screen: Screen,
+    /// Rendered markdown's state (link hover, images) for the changelog viewer.
+    markdown: egui_commonmark::CommonMarkCache,
+    /// "Saved" shows under the settings from a save until the next edit.
+    saved_notice: bool,
 }
 
 impl App {
@@ -84,6 +118,9 @@ impl App {
             changelog: Vec::new(),
             job: JobView::Idle,
             notice: None,
+            screen: Screen::Home,
+            markdown: egui_commonmark::CommonMarkCache::default(),
+            saved_notice: false,
         })
     }
 
@@ -144,14 +181,21 @@ impl App {
                 Reply::Changelog(entries) => self.changelog = entries,
                 Reply::Progress(stage) => self.job = JobView::Running(stage),
                 Reply::Installed(outcome) => {
-                    // A check that offered the version now installed is stale.
-                    if matches!(outcome, InstallOutcome::Healthy(_)) {
+                    // A check that offered the version now installed (or now failed, and so no longer
+                    // offered) is stale.
+                    if matches!(
+                        outcome,
+                        InstallOutcome::Healthy(_) | InstallOutcome::RolledBack { .. }
+                    ) {
                         self.check = CheckView::NotChecked;
                         self.changelog.clear();
                     }
                     self.job = JobView::Finished(outcome);
                 }
-                Reply::SettingsSaved => self.notice = None,
+                Reply::SettingsSaved => {
+                    self.notice = None;
+                    self.saved_notice = true;
+                }
             }
         }
     }
@@ -163,33 +207,39 @@ impl App {
                 self.worker.send(Job::Check);
             }
             Command::InstallUpdate => {
-                if let CheckView::Done(report) = &self.check {
-                    if let (Some(release), Some(asset)) = (&report.release, report.offered_asset()) {
-                        self.job = JobView::Running(Stage::Preparing);
-                        self.worker.send(Job::Install {
-                            release: Box::new(release.clone()),
-                            asset: Box::new(asset.clone()),
-                        });
-                    } else if let Some(latest) = &report.latest {
-                        // An attached window's report (from the owner's JSON) names the version only.
-                        self.job = JobView::Running(Stage::Preparing);
-                        self.worker.send(Job::InstallVersion(latest.version.clone()));
-                    }
+                if let CheckView::Done(report) = &self.check
+                    && let Some(latest) = report.latest.as_ref().filter(|_| report.update_available)
+                {
+                    self.job = JobView::Running(Stage::Preparing);
+                    self.worker.send(Job::Install(Some(latest.version.clone())));
                 }
             }
             Command::InstallFirstTime => {
                 self.job = JobView::Running(Stage::Preparing);
-                self.worker.send(Job::InstallLatest);
+                self.worker.send(Job::Install(None));
             }
             Command::CancelInstall => self.worker.cancel(),
             Command::Rollback => {
                 self.check = CheckView::NotChecked;
+                self.job = JobView::Idle;
                 self.worker.send(Job::Rollback);
             }
+            Command::Unskip(version) => self.worker.send(Job::Unskip(version)),
+            Command::Skip(version) => {
+                self.check = CheckView::NotChecked;
+                self.changelog.clear();
+                self.worker.send(Job::Skip(version));
+            }
+            Command::RemindLater => {
+                self.check = CheckView::NotChecked;
+                self.changelog.clear();
+            }
+            Command::Show(screen) => self.screen = screen,
             Command::StartBackend => self.worker.send(Job::StartBackend),
             Command::StopBackend => self.worker.send(Job::StopBackend),
             Command::SaveSettings => {
                 if let Some(form) = &self.form {
+                    self.saved_notice = false;
                     self.worker.send(Job::SaveSettings(form.clone()));
                 }
             }
@@ -268,7 +318,7 @@ impl App {
         });
     }
 
-    fn update_card_ui(&self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
+    fn update_card_ui(&mut self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
         ui.group(|ui| {
             ui.set_width(ui.available_width());
             ui.strong("Updates");
@@ -299,12 +349,41 @@ impl App {
                 CheckView::Done(report) => match (&report.latest, report.update_available) {
                     (Some(latest), true) => {
                         ui.label(RichText::new(format!("Update to {} available", latest.version)).strong());
-                        if ui
-                            .add_enabled(!self.installing(), egui::Button::new("Install update"))
-                            .clicked()
-                        {
-                            commands.push(Command::InstallUpdate);
+                        let mut facts = Vec::new();
+                        if let Some(asset) = &latest.asset {
+                            facts.push(bytes(asset.size));
                         }
+                        if let Some(at) = latest.published_at {
+                            facts.push(format!("published {}", at.format("%Y-%m-%d")));
+                        }
+                        facts.push(if self.status.as_ref().is_some_and(|s| s.public_key_pinned) {
+                            "must be signed by the pinned key".to_owned()
+                        } else {
+                            "no signing key pinned: checked by SHA256 only".to_owned()
+                        });
+                        ui.weak(facts.join(" · "));
+                        ui.horizontal(|ui| {
+                            if ui
+                                .add_enabled(!self.installing(), egui::Button::new("Install update"))
+                                .clicked()
+                            {
+                                commands.push(Command::InstallUpdate);
+                            }
+                            if ui
+                                .add_enabled(!self.installing(), egui::Button::new("Skip this version"))
+                                .on_hover_text("Never offer this version automatically; undo it in Settings")
+                                .clicked()
+                            {
+                                commands.push(Command::Skip(latest.version.clone()));
+                            }
+                            if ui
+                                .add_enabled(!self.installing(), egui::Button::new("Remind me later"))
+                                .on_hover_text("Hide this offer until the next check")
+                                .clicked()
+                            {
+                                commands.push(Command::RemindLater);
+                            }
+                        });
                     }
                     _ => {
                         ui.label("Up to date");
@@ -315,15 +394,30 @@ impl App {
                 },
             }
             if !self.changelog.is_empty() {
-                ui.label("What's new");
+                ui.separator();
+                ui.strong("What's new");
+                // Newest first; each release's notes rendered as markdown (headings, lists, emphasis,
+                // code, clickable links).
                 egui::ScrollArea::vertical()
                     .id_salt("changelog")
-                    .max_height(160.0)
+                    .max_height(260.0)
                     .show(ui, |ui| {
                         for entry in &self.changelog {
-                            ui.strong(&entry.version);
-                            ui.monospace(entry.notes.trim());
-                            ui.add_space(4.0);
+                            let date = entry
+                                .published_at
+                                .map(|d| format!(" — {}", d.format("%Y-%m-%d")))
+                                .unwrap_or_default();
+                            ui.label(
+                                RichText::new(format!("{}{date}", entry.version))
+                                    .strong()
+                                    .size(16.0),
+                            );
+                            egui_commonmark::CommonMarkViewer::new().show(
+                                ui,
+                                &mut self.markdown,
+                                entry.notes.trim(),
+                            );
+                            ui.add_space(6.0);
                         }
                     });
             }
@@ -347,10 +441,20 @@ impl App {
                     Some(f) => egui::ProgressBar::new(f).show_percentage(),
                     None => egui::ProgressBar::new(0.0).animate(true),
                 };
+                if fraction.is_none() {
+                    // An indeterminate bar animates; ten frames a second are enough for it.
+                    ui.ctx().request_repaint_after(Duration::from_millis(100));
+                }
                 ui.add(bar);
                 ui.horizontal(|ui| {
                     ui.label(text);
-                    if ui.button("Cancel").clicked() {
+                    // Cancelling is real only until the switch: once the new version is being
+                    // health-checked (or rolled back), stopping halfway would leave less than either.
+                    let cancellable = matches!(
+                        stage,
+                        Stage::Preparing | Stage::Downloading { .. } | Stage::Verified { .. }
+                    );
+                    if cancellable && ui.button("Cancel").clicked() {
                         commands.push(Command::CancelInstall);
                     }
                 });
@@ -358,6 +462,18 @@ impl App {
             JobView::Finished(outcome) => {
                 let (color, text) = outcome_text(outcome);
                 ui.colored_label(color, readable(&text));
+                if let Some(details) = outcome_details(outcome) {
+                    egui::CollapsingHeader::new("Details")
+                        .id_salt("outcome-details")
+                        .default_open(false)
+                        .show(ui, |ui| {
+                            let details = readable(&details);
+                            if ui.button("Copy details").clicked() {
+                                ui.ctx().copy_text(details.clone());
+                            }
+                            ui.monospace(details);
+                        });
+                }
             }
         }
     }
@@ -366,43 +482,121 @@ impl App {
         let Some(form) = &mut self.form else {
             return;
         };
-        egui::CollapsingHeader::new("Settings")
-            .default_open(true)
-            .show(ui, |ui| {
-                ui.horizontal(|ui| {
-                    let label = ui.label("Update channel");
-                    egui::ComboBox::from_id_salt("channel")
-                        .selected_text(form.channel.as_str())
-                        .show_ui(ui, |ui| {
-                            for channel in Channel::ALL {
-                                ui.selectable_value(&mut form.channel, channel, channel.as_str());
-                            }
-                        })
-                        .response
-                        .labelled_by(label.id);
-                });
-                ui.checkbox(&mut form.auto_check, "Check for updates automatically");
-                ui.checkbox(&mut form.auto_download, "Download updates automatically");
-                ui.checkbox(&mut form.auto_install, "Install updates automatically");
-                ui.horizontal(|ui| {
-                    let label = ui.label("Versions kept as backups");
-                    ui.add(egui::DragValue::new(&mut form.backup_count).range(0..=20))
-                        .labelled_by(label.id);
-                });
-                let changed = self.saved_form.as_ref() != Some(form);
+        ui.heading("Settings");
+        ui.scope(|ui| {
+            ui.horizontal(|ui| {
+                let label = ui.label("Update channel");
+                egui::ComboBox::from_id_salt("channel")
+                    .selected_text(form.channel.as_str())
+                    .show_ui(ui, |ui| {
+                        for channel in Channel::ALL {
+                            ui.selectable_value(&mut form.channel, channel, channel.as_str());
+                        }
+                    })
+                    .response
+                    .labelled_by(label.id);
+            });
+            ui.checkbox(&mut form.auto_check, "Check for updates automatically");
+            ui.checkbox(&mut form.auto_download, "Download updates automatically");
+            ui.checkbox(&mut form.auto_install, "Install updates automatically");
+            ui.horizontal(|ui| {
+                let label = ui.label("Versions kept as backups");
+                ui.add(egui::DragValue::new(&mut form.backup_count).range(0..=20))
+                    .labelled_by(label.id);
+            });
+            let changed = self.saved_form.as_ref() != Some(form);
+            ui.horizontal(|ui| {
                 if ui
                     .add_enabled(changed, egui::Button::new("Save settings"))
+                    .on_disabled_hover_text("Nothing changed since the last save")
                     .clicked()
                 {
                     commands.push(Command::SaveSettings);
                 }
+                if self.saved_notice && !changed {
+                    ui.colored_label(Color32::from_rgb(60, 180, 75), "Saved");
+                }
             });
+        });
+        let Some(status) = &self.status else { return };
+        ui.add_space(8.0);
+        ui.strong("Skipped versions");
+        if status.skip_versions.is_empty() {
+            ui.weak("None: every newer version is offered.");
+        }
+        for version in &status.skip_versions {
+            ui.horizontal(|ui| {
+                ui.label(version);
+                if ui
+                    .button(format!("Offer {version} again"))
+                    .on_hover_text("Undo the skip (a rollback skips the version it left, too)")
+                    .clicked()
+                {
+                    commands.push(Command::Unskip(version.clone()));
+                }
+            });
+        }
+        if !status.failed_versions.is_empty() {
+            ui.add_space(4.0);
+            ui.strong("Versions that failed their health check");
+            ui.weak("Not offered automatically; install one by its version from the command line to try it again.");
+            for version in &status.failed_versions {
+                ui.label(version);
+            }
+        }
+        ui.add_space(8.0);
+        ui.strong("Where things are");
+        ui.label(format!("Settings: {}", status.home.config_file.display()));
+        ui.label(format!("Data: {}", status.home.data_dir.display()));
+        if let Some(source) = &status.source {
+            ui.label(format!("Release source: {source}"));
+        }
+        ui.label(format!("Checks every {} h", status.check_interval_hours));
+    }
+
+    fn about_ui(&self, ui: &mut egui::Ui) {
+        ui.heading("About");
+        ui.label(format!(
+            "{} launcher {}",
+            crate::PRODUCT_NAME,
+            crate::LAUNCHER_VERSION
+        ));
+        let Some(status) = &self.status else { return };
+        ui.label(format!(
+            "Agent: {}",
+            status.current_version.as_deref().unwrap_or("not installed")
+        ));
+        ui.label(format!("Platform: {}", status.platform));
+        ui.label(format!("Channel: {}", status.channel));
+        ui.label(format!(
+            "Installed versions: {}",
+            if status.installed_versions.is_empty() {
+                "none".to_owned()
+            } else {
+                status.installed_versions.join(", ")
+            }
+        ));
+        ui.label(format!("Settings file: {}", status.home.config_file.display()));
+        ui.label(format!("Data folder: {}", status.home.data_dir.display()));
+        if status.home.portable {
+            ui.label("Portable mode: everything lives beside the executable.");
+        }
     }
 
     fn logs_ui(&self, ui: &mut egui::Ui) {
-        egui::CollapsingHeader::new("Logs")
-            .default_open(false)
-            .show(ui, |ui| {
+        ui.heading("Backend log");
+        if let Some(status) = &self.status {
+            let logs = status.home.data_dir.join("logs");
+            ui.horizontal(|ui| {
+                ui.label(format!("Log files: {}", logs.display()));
+                if ui.button("Open folder").clicked() {
+                    ui.ctx()
+                        .open_url(egui::OpenUrl::new_tab(format!("file://{}", logs.display())));
+                }
+            });
+        }
+        {
+            {
                 let Some(Mode::Local { service, .. }) = &self.mode else {
                     ui.label("The backend's output is in the log of the launcher that runs it.");
                     return;
@@ -411,6 +605,9 @@ impl App {
                 // open log view looks again now and then.
                 ui.ctx().request_repaint_after(Duration::from_millis(500));
                 let lines = service.supervisor().log_tail();
+                if ui.button("Copy log").clicked() {
+                    ui.ctx().copy_text(lines.join("\n"));
+                }
                 egui::ScrollArea::vertical()
                     .id_salt("logs")
                     .max_height(200.0)
@@ -423,7 +620,8 @@ impl App {
                             ui.monospace(line);
                         }
                     });
-            });
+            }
+        }
     }
 }
 
@@ -431,6 +629,20 @@ impl eframe::App for App {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.take_replies();
         let mut commands = Vec::new();
+        egui::Panel::left("nav")
+            .resizable(false)
+            .exact_size(110.0)
+            .show(ui, |ui| {
+                ui.add_space(8.0);
+                for screen in Screen::ALL {
+                    if ui
+                        .selectable_label(self.screen == screen, screen.label())
+                        .clicked()
+                    {
+                        commands.push(Command::Show(screen));
+                    }
+                }
+            });
         egui::CentralPanel::default().show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
                 self.header_ui(ui, &mut commands);
@@ -438,19 +650,23 @@ impl eframe::App for App {
                 if let Some(notice) = &self.notice {
                     ui.colored_label(Color32::from_rgb(220, 80, 80), notice);
                 }
-                match &self.status {
-                    None => {
-                        ui.horizontal(|ui| {
-                            ui.spinner();
-                            ui.label("Reading the install status…");
-                        });
-                    }
-                    Some(status) if status.current_version.is_none() => self.welcome_ui(ui, &mut commands),
-                    Some(_) => self.update_card_ui(ui, &mut commands),
+                match self.screen {
+                    Screen::Home => match &self.status {
+                        None => {
+                            ui.horizontal(|ui| {
+                                ui.spinner();
+                                ui.label("Reading the install status…");
+                            });
+                        }
+                        Some(status) if status.current_version.is_none() => {
+                            self.welcome_ui(ui, &mut commands)
+                        }
+                        Some(_) => self.update_card_ui(ui, &mut commands),
+                    },
+                    Screen::Settings => self.settings_ui(ui, &mut commands),
+                    Screen::Logs => self.logs_ui(ui),
+                    Screen::About => self.about_ui(ui),
                 }
-                ui.add_space(8.0);
-                self.settings_ui(ui, &mut commands);
-                self.logs_ui(ui);
             });
         });
         for command in commands {
@@ -500,7 +716,16 @@ fn stage_text(stage: &Stage) -> (Option<f32>, String) {
         }
         Stage::Installing { version } => (None, format!("Installing {version}…")),
         Stage::StoppingBackend => (None, "Stopping the backend…".into()),
-        Stage::StartingBackend { version } => (None, format!("Starting the backend on {version}…")),
+        Stage::StartingBackend { version } => (
+            None,
+            format!(
+                "Checking the health of {version}: this can take up to a minute. It cannot be cancelled now."
+            ),
+        ),
+        Stage::RollingBack { .. } => (
+            None,
+            "The new version is not healthy: going back to the previous one…".into(),
+        ),
     }
 }
 
@@ -513,15 +738,42 @@ fn outcome_text(outcome: &InstallOutcome) -> (Color32, String) {
                 report.installed_version, report.downtime_ms
             ),
         ),
-        InstallOutcome::RolledBack { from, to, reason } => (
+        InstallOutcome::RolledBack { from, to, .. } => (
             Color32::from_rgb(230, 160, 20),
-            format!(
-                "Rolled back: {reason}. {from} was removed; {} runs again.",
-                to.as_deref().unwrap_or("nothing")
-            ),
+            match to {
+                Some(to) => format!(
+                    "Rolled back: {from} did not pass its health check, so {to} runs again. {from} will not be offered again automatically; nothing else is needed."
+                ),
+                None => format!(
+                    "Rolled back: {from} did not pass its health check and was removed. Nothing runs now: try another version, or report the problem."
+                ),
+            },
         ),
-        InstallOutcome::Cancelled => (Color32::GRAY, "Install cancelled; nothing was changed.".into()),
-        InstallOutcome::Failed(e) => (Color32::from_rgb(220, 60, 60), e.clone()),
+        InstallOutcome::Cancelled => (
+            Color32::GRAY,
+            "Cancelled before anything was switched; the installed version runs as before. The partial download is kept and resumed next time.".into(),
+        ),
+        InstallOutcome::Failed(e) => (Color32::from_rgb(220, 60, 60), headline(e)),
+    }
+}
+
+/// A long engine message's first part, for the line a user reads first (the whole is under Details).
+fn headline(message: &str) -> String {
+    let first = message.split('⏎').next().unwrap_or(message).trim();
+    if first.chars().count() <= 200 {
+        first.to_owned()
+    } else {
+        let cut: String = first.chars().take(200).collect();
+        format!("{cut}…")
+    }
+}
+
+/// What is behind an outcome's "Details": the engine's whole message (URLs, the health answer, log lines).
+fn outcome_details(outcome: &InstallOutcome) -> Option<String> {
+    match outcome {
+        InstallOutcome::RolledBack { reason, .. } => Some(reason.clone()),
+        InstallOutcome::Failed(e) if headline(e) != *e => Some(e.clone()),
+        _ => None,
     }
 }
 

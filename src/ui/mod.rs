@@ -7,7 +7,6 @@
 //! owner's API, and the window starts no backend.
 
 pub mod app;
-mod remote;
 pub mod worker;
 
 use anyhow::Context as _;

@@ -20,20 +20,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::remote::Remote;
-use crate::app::{EventKind, JobKind, Service};
+use crate::api::client::Client;
+use crate::app::control::Control;
+use crate::app::{AppError, ConfigChange, EventKind, Op, Progress, Service, StartOptions};
 use crate::check::{ChangelogEntry, CheckReport};
 use crate::config::Config;
-use crate::download::{CancelToken, DownloadEvent};
+use crate::download::CancelToken;
 use crate::owner::{ApiInfo, Owner, OwnerError};
 use crate::paths::Paths;
-use crate::release::{Asset, Release};
-use crate::supervisor::{BackendState, BackendStatus, Supervisor};
-use crate::updater::{InstallReport, Status, SupervisorGate, UpdateEvent, Updater};
+use crate::supervisor::{BackendState, BackendStatus};
+use crate::updater::{InstallReport, Status};
 use crate::version::Channel;
 
-/// How often progress replies are sent at most.
-const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 /// How often an attached window asks the owner for its state.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// How long to wait for an owner that holds the lock to publish `run/api.json`.
@@ -61,29 +59,28 @@ impl SettingsForm {
     }
 }
 
-/// What the window asks the worker to do.
+/// What the window asks the worker to do. Every long one is a service operation ([`Op`]), run in this
+/// process when the window owns the install, or by the owner through its API when attached.
 #[derive(Clone, Debug)]
 pub enum Job {
-    /// Finish an interrupted update and start the installed backend; then [`Job::Refresh`].
+    /// Tell the window which engine it drives; the owner's own work (recovery, the backend, scheduled
+    /// checks) is the autopilot's. Then [`Job::Refresh`].
     Open,
     /// Reload settings and the install status.
     Refresh,
     /// Check for an update and fetch the changelog.
     Check,
-    /// Install the latest release (first run).
-    InstallLatest,
-    /// Install the release a check offered.
-    Install {
-        release: Box<Release>,
-        asset: Box<Asset>,
-    },
-    /// Install `version` (an attached window's check report carries no full release).
-    InstallVersion(String),
+    /// Install this version, or (`None`) the offered update, or on first run the latest release.
+    Install(Option<String>),
     /// Go back to the previous installed version.
     Rollback,
     StartBackend,
     StopBackend,
     SaveSettings(SettingsForm),
+    /// Never offer this version automatically.
+    Skip(String),
+    /// Offer this skipped version again.
+    Unskip(String),
 }
 
 /// A stage of an install, for the progress view.
@@ -106,6 +103,9 @@ pub enum Stage {
     StoppingBackend,
     StartingBackend {
         version: String,
+    },
+    RollingBack {
+        reason: String,
     },
 }
 
@@ -224,15 +224,16 @@ enum Engine {
     /// Not decided yet, or the owner could not be reached (the sentence says why); retried on each job.
     Undecided(String),
     Local(Local),
-    Remote(Remote),
+    Remote(Client),
 }
 
-/// The window as the owner. Dropped in field order: the API stops answering, then the lock is released
-/// (the backend is stopped before, in [`Worker::run`]).
+/// The window as the owner. Dropped in field order: the autopilot stops, the API stops answering, then
+/// the lock is released (the backend is stopped before, in [`Worker::run`]).
 struct Local {
     /// Set by the `ui-repaint` thread when a job ended or the settings changed; the worker then refreshes.
     changed: Arc<AtomicBool>,
-    service: Service,
+    control: Control,
+    _autopilot: Option<crate::app::autopilot::Autopilot>,
     _api: crate::api::ApiServer,
     _owner: Owner,
 }
@@ -259,15 +260,14 @@ impl Worker {
                         if !answered && !crate::owner::is_owned(&self.paths) {
                             // The owner is gone (killed, or closed): this window takes over.
                             self.decide();
-                            if let Engine::Local(local) = &self.engine {
-                                self.handle(&local.service, Job::Open, &CancelToken::new());
-                            }
+                            self.refresh();
                         }
                         continue;
                     }
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 },
-                // An owner window looks again when an operation (maybe one asked through the API) ended.
+                // An owner window looks again when an operation (maybe one asked through the API, or the
+                // autopilot's) ended.
                 Engine::Local(local) => match jobs.recv_timeout(POLL_INTERVAL) {
                     Ok(job) => job,
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
@@ -289,15 +289,31 @@ impl Worker {
             let token = CancelToken::new();
             *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) = token.clone();
             match &self.engine {
-                Engine::Local(local) => self.handle(&local.service, job, &token),
-                Engine::Remote(remote) => self.handle_remote(remote, job, &token),
+                Engine::Local(local) => self.handle(&local.control, job, &token),
+                Engine::Remote(remote) => {
+                    let control = Control::Owner(remote.clone());
+                    self.handle(&control, job, &token);
+                }
                 Engine::Undecided(why) => self.reply(Reply::SnapshotFailed(why.clone())),
             }
         }
-        if let Engine::Local(local) = &self.engine
-            && let Err(e) = local.service.supervisor().stop()
-        {
-            tracing::warn!("stopping the backend as the window closes: {e}");
+        if let Engine::Local(local) = std::mem::replace(&mut self.engine, Engine::Undecided(String::new())) {
+            let Local {
+                control,
+                _autopilot,
+                _api,
+                _owner,
+                ..
+            } = local;
+            // The autopilot first, so it starts nothing while the backend stops.
+            drop(_autopilot);
+            if let Control::Here(service) = &control
+                && let Err(e) = service.supervisor().stop()
+            {
+                tracing::warn!("stopping the backend as the window closes: {e}");
+            }
+            drop(_api);
+            drop(_owner);
         }
     }
 
@@ -312,10 +328,12 @@ impl Worker {
                 Err(OwnerError::Taken { .. }) => {}
                 Err(e) => break Engine::Undecided(format!("Could not take ownership of the install: {e}")),
             }
-            if let Some(info) = crate::owner::current(&self.paths) {
-                break match Remote::connect(info, &self.paths.config_dir) {
-                    Ok(remote) => Engine::Remote(remote),
-                    Err(e) => Engine::Undecided(e),
+            if crate::owner::current(&self.paths).is_some() {
+                break match Client::connect(&self.paths) {
+                    Ok(Some(client)) => Engine::Remote(client),
+                    // It went away between the two looks: try to own it again.
+                    Ok(None) => continue,
+                    Err(e) => Engine::Undecided(e.to_string()),
                 };
             }
             if Instant::now() >= deadline {
@@ -326,20 +344,25 @@ impl Worker {
             std::thread::sleep(Duration::from_millis(100));
         };
         match &engine {
-            Engine::Local(local) => self.reply(Reply::Mode(Mode::Local {
-                service: local.service.clone(),
-                api_url: local._api.url(),
-            })),
+            Engine::Local(local) => {
+                if let Control::Here(service) = &local.control {
+                    self.reply(Reply::Mode(Mode::Local {
+                        service: service.clone(),
+                        api_url: local._api.url(),
+                    }))
+                }
+            }
             Engine::Remote(remote) => self.reply(Reply::Mode(Mode::Attached {
-                owner: remote.info.clone(),
+                owner: remote.info().clone(),
             })),
             Engine::Undecided(why) => self.reply(Reply::SnapshotFailed(why.clone())),
         }
         self.engine = engine;
     }
 
-    /// Serves the API over a new service, as `run --headless` does (`cli::api::serve`), and wakes the
-    /// window on every service event (backend changes, jobs started through the API).
+    /// Serves the API over a new service, as `run --headless` does (`cli::api::serve`), starts the
+    /// autopilot (recovery, the backend, scheduled checks as the settings say; the first install is the
+    /// user's to start), and wakes the window on every service event.
     fn serve(&self, owner: Owner) -> Engine {
         let service = Service::new(self.paths.clone());
         let port = service.settings().effective.api_port.unwrap_or(0);
@@ -387,9 +410,27 @@ impl Worker {
                     repaint();
                 }
             });
+        let autopilot = crate::app::autopilot::Autopilot::start(
+            service.clone(),
+            crate::app::autopilot::Options {
+                install_when_empty: false,
+                check_now: false,
+                start_backend: true,
+            },
+        );
+        let autopilot = match autopilot {
+            Ok(a) => Some(a),
+            Err(e) => {
+                self.reply(Reply::ActionFailed(format!(
+                    "Automatic checks are off: the scheduler could not start ({e})."
+                )));
+                None
+            }
+        };
         Engine::Local(Local {
             changed,
-            service,
+            control: Control::Here(service),
+            _autopilot: autopilot,
             _api: api,
             _owner: owner,
         })
@@ -400,121 +441,61 @@ impl Worker {
         (self.repaint)();
     }
 
-    /// The settings file plus the environment's overrides, as the CLI loads them.
-    fn settings(&self) -> (Config, Config, Vec<String>) {
-        let loaded = Config::load(&self.paths.config_file());
-        let mut warnings = loaded.warnings;
-        let effective = loaded.config.with_env(&|k| std::env::var(k).ok(), &mut warnings);
-        (loaded.config, effective, warnings)
-    }
-
-    fn updater(&self, config: &Config) -> Result<Updater, String> {
-        Updater::new(&self.paths, config).map_err(|e| format!("Updates are off: {e}"))
-    }
-
-    /// A job of the window as the owner. Each long one holds the service's job slot, so an API request
-    /// meanwhile gets 409 (and an API job running makes the window's wait, saying so).
-    fn handle(&self, service: &Service, job: Job, cancel: &CancelToken) {
-        let kind = match &job {
-            Job::Open | Job::InstallLatest | Job::Install { .. } | Job::InstallVersion(_) => {
-                Some(JobKind::Install)
-            }
-            Job::Check => Some(JobKind::Check),
-            Job::Rollback => Some(JobKind::Rollback),
-            Job::StartBackend => Some(JobKind::BackendStart),
-            Job::StopBackend => Some(JobKind::BackendStop),
-            Job::Refresh | Job::SaveSettings(_) => None,
-        };
-        let _slot = match kind.map(|k| service.hold(k)).transpose() {
-            Ok(slot) => slot,
-            Err(e) => {
-                let e = format!("Not now: {e}");
-                match job {
-                    Job::Check => self.reply(Reply::Checked(Err(e))),
-                    Job::InstallLatest | Job::Install { .. } | Job::InstallVersion(_) => {
-                        self.reply(Reply::Installed(InstallOutcome::Failed(e)))
-                    }
-                    _ => self.reply(Reply::ActionFailed(e)),
-                }
-                return self.refresh();
-            }
-        };
+    /// A job of the window, the same whether this window owns the install (`control` is its service)
+    /// or is attached (`control` is the owner's API).
+    fn handle(&self, control: &Control, job: Job, cancel: &CancelToken) {
         match job {
-            Job::Open => {
-                self.open(service);
-                self.refresh();
-            }
-            Job::Refresh => self.refresh(),
-            Job::Check => self.check(),
-            Job::InstallLatest => {
-                self.install(service, None, cancel);
-                self.refresh();
-            }
-            Job::Install { release, asset } => {
-                self.install(service, Some((*release, *asset)), cancel);
-                self.refresh();
-            }
-            Job::InstallVersion(version) => {
-                // The local check report always carries the release; this is for completeness.
-                let target = self.updater(&self.settings().1).ok().and_then(|u| {
-                    version
-                        .parse()
-                        .ok()
-                        .and_then(|v| u.target(Some(&v)).ok().flatten())
-                });
-                match target {
-                    Some(target) => self.install(service, Some(target), cancel),
-                    None => self.reply(Reply::Installed(InstallOutcome::Failed(format!(
-                        "Version {version} is not offered by the release source."
-                    )))),
-                }
-                self.refresh();
-            }
+            Job::Open | Job::Refresh => {}
+            Job::Check => self.check(control, cancel),
+            Job::Install(version) => self.install(control, version, cancel),
             Job::Rollback => {
-                let mut gate = SupervisorGate::new(service.supervisor(), &self.paths);
-                if let Err(e) = crate::updater::rollback(&self.paths, None, &mut gate) {
+                if let Err(e) = control.run(Op::Rollback { to: None }, cancel, &mut |_| {}) {
                     self.reply(Reply::ActionFailed(format!("Could not roll back: {e}")));
                 }
-                self.refresh();
             }
             Job::StartBackend => {
-                if let Err(e) = self.start_backend(service.supervisor()) {
-                    self.reply(Reply::ActionFailed(e));
+                if let Err(e) = control.run(Op::BackendStart(StartOptions::default()), cancel, &mut |_| {}) {
+                    self.reply(Reply::ActionFailed(format!("Could not start the backend: {e}")));
                 }
             }
             Job::StopBackend => {
-                if let Err(e) = service.supervisor().stop() {
+                if let Err(e) = control.run(Op::BackendStop, cancel, &mut |_| {}) {
                     self.reply(Reply::ActionFailed(format!("Could not stop the backend: {e}")));
                 }
             }
-            Job::SaveSettings(form) => {
-                self.save_settings(&form);
-                self.refresh();
+            Job::SaveSettings(form) => self.save_settings(control, &form),
+            Job::Skip(version) => self.skip(control, &version, true),
+            Job::Unskip(version) => self.skip(control, &version, false),
+        }
+        match &self.engine {
+            Engine::Remote(remote) => {
+                self.remote_refresh(remote, true);
             }
+            _ => self.refresh(),
         }
     }
 
-    fn open(&self, service: &Service) {
-        let supervisor = service.supervisor();
-        let (_, config, _) = self.settings();
-        let mut gate = SupervisorGate::new(supervisor, &self.paths);
-        if let Err(e) = crate::updater::recover(&self.paths, &config, &mut gate) {
-            self.reply(Reply::ActionFailed(format!(
-                "Could not finish an interrupted update: {e}"
-            )));
-        }
-        let installed = matches!(crate::updater::current_version(&self.paths), Ok(Some(_)));
-        if installed
-            && !supervisor.is_wanted_running()
-            && let Err(e) = self.start_backend(supervisor)
-        {
-            self.reply(Reply::ActionFailed(e));
-        }
+    /// The settings file plus the environment's overrides, as the CLI loads them.
+    fn settings(&self) -> (Config, Vec<String>) {
+        let loaded = Config::load(&self.paths.config_file());
+        let mut warnings = loaded.warnings;
+        let _ = loaded.config.with_env(&|k| std::env::var(k).ok(), &mut warnings);
+        (loaded.config, warnings)
     }
 
     fn refresh(&self) {
-        let (file, effective, warnings) = self.settings();
-        match crate::updater::status(&self.paths, &effective) {
+        let Engine::Local(Local {
+            control: Control::Here(service),
+            ..
+        }) = &self.engine
+        else {
+            if let Engine::Remote(remote) = &self.engine {
+                self.remote_refresh(remote, true);
+            }
+            return;
+        };
+        let (file, warnings) = self.settings();
+        match service.update_status() {
             Ok(status) => self.reply(Reply::Snapshot {
                 status: Box::new(status),
                 form: SettingsForm::from_config(&file),
@@ -526,13 +507,15 @@ impl Worker {
         }
     }
 
-    fn check(&self) {
-        let (_, config, _) = self.settings();
-        let updater = match self.updater(&config) {
-            Ok(u) => u,
-            Err(e) => return self.reply(Reply::Checked(Err(e))),
+    fn check(&self, control: &Control, cancel: &CancelToken) {
+        let op = Op::Check {
+            channel: None,
+            platform: None,
         };
-        match updater.check(None) {
+        let report = control.run(op, cancel, &mut |_| {}).and_then(|v| {
+            serde_json::from_value::<CheckReport>(v).map_err(|e| AppError::Internal(e.to_string()))
+        });
+        match report {
             Ok(report) => self.reply(Reply::Checked(Ok(Box::new(report)))),
             Err(e) => {
                 return self.reply(Reply::Checked(Err(format!(
@@ -541,150 +524,139 @@ impl Worker {
             }
         }
         // The changelog is a second look at the same source; a failure here only leaves it empty.
-        match updater.changelog(None) {
+        let query = crate::app::ChangelogQuery {
+            offered_only: true,
+            ..Default::default()
+        };
+        let entries = match control {
+            Control::Here(service) => service
+                .changelog(query)
+                .map(|c| c.releases)
+                .map_err(|e| e.to_string()),
+            Control::Owner(client) => client
+                .get("/api/updates/changelog")
+                .map_err(|e| e.to_string())
+                .and_then(|c| {
+                    serde_json::from_value::<Vec<ChangelogEntry>>(c["releases"].clone())
+                        .map_err(|e| e.to_string())
+                }),
+        };
+        match entries {
             Ok(entries) => self.reply(Reply::Changelog(entries)),
             Err(e) => tracing::warn!("reading the changelog failed: {e}"),
         }
     }
 
-    fn start_backend(&self, supervisor: &Supervisor) -> Result<(), String> {
-        let dir = crate::updater::installer(&self.paths)
-            .current_dir()
-            .map_err(|e| format!("Could not read the installed version: {e}"))?
-            .ok_or("Nothing is installed yet: install the agent first.")?;
-        let (plan, _) = crate::updater::launch_plan(&dir, &self.paths)
-            .map_err(|e| format!("Could not read how to start the backend: {e}"))?;
-        supervisor
-            .start(plan)
-            .map_err(|e| format!("Could not start the backend: {e}"))?;
-        Ok(())
-    }
-
-    fn install(&self, service: &Service, target: Option<(Release, Asset)>, cancel: &CancelToken) {
-        let supervisor = service.supervisor();
+    fn install(&self, control: &Control, version: Option<String>, cancel: &CancelToken) {
         self.reply(Reply::Progress(Stage::Preparing));
-        let (_, config, _) = self.settings();
-        let updater = match self.updater(&config) {
-            Ok(u) => u,
-            Err(e) => return self.reply(Reply::Installed(InstallOutcome::Failed(e))),
+        let version = match version
+            .map(|v| crate::version::parse_user_version(&v))
+            .transpose()
+        {
+            Ok(v) => v,
+            Err(e) => return self.reply(Reply::Installed(InstallOutcome::Failed(e.to_string()))),
         };
         let mut rolled_back = None;
-        let mut last_progress: Option<Instant> = None;
-        let mut on_event = |event: UpdateEvent| {
-            let stage = match event {
-                UpdateEvent::Download(DownloadEvent::Progress(p)) => {
-                    let finished = p.total.is_some_and(|t| p.done >= t);
-                    if !finished && last_progress.is_some_and(|at| at.elapsed() < PROGRESS_INTERVAL) {
-                        return;
-                    }
-                    last_progress = Some(Instant::now());
-                    Stage::Downloading {
-                        done: p.done,
-                        total: p.total,
-                        bytes_per_sec: p.bytes_per_sec,
-                        eta: p.eta,
-                    }
-                }
-                UpdateEvent::Download(_)
-                | UpdateEvent::ReusingDownload { .. }
-                | UpdateEvent::Healthy { .. } => {
-                    return;
-                }
-                UpdateEvent::Verified { verified_by, signed } => Stage::Verified { verified_by, signed },
-                UpdateEvent::Installing { version } => Stage::Installing {
-                    version: version.to_string(),
-                },
-                UpdateEvent::StoppingBackend => Stage::StoppingBackend,
-                UpdateEvent::StartingBackend { version } => Stage::StartingBackend {
-                    version: version.to_string(),
-                },
-                UpdateEvent::RollingBack { from, to, reason } => {
-                    rolled_back = Some(InstallOutcome::RolledBack {
-                        from: from.to_string(),
-                        to: to.map(|v| v.to_string()),
-                        reason,
-                    });
-                    return;
-                }
-            };
-            self.reply(Reply::Progress(stage));
-        };
-        let mut gate = SupervisorGate::new(supervisor, &self.paths);
-        let result = match &target {
-            Some((release, asset)) => updater
-                .install_release(release, asset, &mut gate, cancel, &mut on_event)
-                .map(Some),
-            None => updater.install(None, &mut gate, cancel, &mut on_event),
-        };
-        let outcome = match result {
-            Ok(Some(report)) => InstallOutcome::Healthy(report),
-            Ok(None) => InstallOutcome::Failed(
-                "No installable release is published for this platform yet; try again later.".into(),
-            ),
-            Err(_) if cancel.is_cancelled() => InstallOutcome::Cancelled,
-            Err(e) => {
-                rolled_back.unwrap_or_else(|| InstallOutcome::Failed(format!("The install failed: {e}")))
+        let mut on_progress = |p: &Progress| {
+            if p.phase == "rolling_back" {
+                rolled_back = p.detail.clone();
             }
+            if let Some(stage) = stage_of(p) {
+                self.reply(Reply::Progress(stage));
+            }
+        };
+        let result = control.run(
+            Op::Install {
+                version: version.clone(),
+            },
+            cancel,
+            &mut on_progress,
+        );
+        let outcome = match result {
+            Ok(value) if value["installed_version"].is_null() => InstallOutcome::Failed(match &version {
+                Some(v) => format!("Version {v} is already installed and intact: nothing to do."),
+                None => "No installable release is published for this platform yet; try again later.".into(),
+            }),
+            Ok(value) => match serde_json::from_value::<InstallReport>(value) {
+                Ok(report) => InstallOutcome::Healthy(report),
+                Err(e) => InstallOutcome::Failed(format!("The install report could not be read: {e}")),
+            },
+            Err(_) if cancel.is_cancelled() => InstallOutcome::Cancelled,
+            Err(e) => match rolled_back {
+                // "<from> is not healthy (<reason>); rolling back to <to>", as the service words it.
+                Some(detail) => InstallOutcome::RolledBack {
+                    from: detail
+                        .split_once(" is not healthy")
+                        .map(|(from, _)| from.to_owned())
+                        .or(version.map(|v| v.to_string()))
+                        .unwrap_or_else(|| "the new version".into()),
+                    to: detail
+                        .rsplit_once("; rolling back to ")
+                        .map(|(_, to)| to.to_owned())
+                        .filter(|to| to != "nothing"),
+                    reason: e.to_string(),
+                },
+                None => InstallOutcome::Failed(format!("The install failed: {e}")),
+            },
         };
         // A first install (or an update while nothing ran) leaves the backend stopped; the window's promise
         // is a running agent.
-        if matches!(outcome, InstallOutcome::Healthy(_))
-            && !supervisor.is_wanted_running()
-            && let Err(e) = self.start_backend(supervisor)
+        if let InstallOutcome::Healthy(report) = &outcome
+            && !report.backend_running
+            && let Err(e) = control.run(
+                Op::BackendStart(StartOptions::default()),
+                &CancelToken::new(),
+                &mut |_| {},
+            )
         {
-            self.reply(Reply::ActionFailed(e));
+            self.reply(Reply::ActionFailed(format!("Could not start the backend: {e}")));
         }
         self.reply(Reply::Installed(outcome));
     }
 
-    fn save_settings(&self, form: &SettingsForm) {
-        let path = self.paths.config_file();
-        let saved = Config::update(&path, |file| {
-            file.update_channel = form.channel;
-            file.auto_check = form.auto_check;
-            file.auto_download = form.auto_download;
-            file.auto_install = form.auto_install;
-            file.backup_count = form.backup_count;
-            Ok(())
-        });
-        match saved {
-            Ok(()) => self.reply(Reply::SettingsSaved),
-            Err(e) => self.reply(Reply::ActionFailed(format!("Could not save the settings: {e}"))),
+    /// Skips `version` (or, with `skip` false, offers it again): the service's operation, here or the
+    /// owner's through its API.
+    fn skip(&self, control: &Control, version: &str, skip: bool) {
+        let done = match control {
+            Control::Here(service) => if skip {
+                service.skip(version).map(|_| ())
+            } else {
+                service.unskip(version).map(|_| ())
+            }
+            .map_err(|e| e.to_string()),
+            Control::Owner(client) => {
+                let path = if skip {
+                    "/api/updates/skip-version"
+                } else {
+                    "/api/updates/unskip-version"
+                };
+                client
+                    .post(path, &json!({ "version": version }))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        };
+        if let Err(e) = done {
+            self.reply(Reply::ActionFailed(format!(
+                "Could not change the skipped versions: {e}"
+            )));
         }
     }
-}
 
-// --- Attached: every job is a call to the owner's API --------------------------------------------------
-
-impl Worker {
-    fn handle_remote(&self, remote: &Remote, job: Job, cancel: &CancelToken) {
-        match job {
-            // An attached window finishes no update and starts no backend: the owner does that.
-            Job::Open | Job::Refresh => {}
-            Job::Check => self.remote_check(remote, cancel),
-            Job::InstallLatest => self.remote_install(remote, json!({}), cancel),
-            Job::Install { release, .. } => {
-                self.remote_install(remote, json!({ "version": release.version.to_string() }), cancel)
-            }
-            Job::InstallVersion(version) => {
-                self.remote_install(remote, json!({ "version": version }), cancel)
-            }
-            Job::Rollback => {
-                if let Err(e) = self.remote_job(remote, "/api/updates/rollback", &json!({}), cancel) {
-                    self.reply(Reply::ActionFailed(format!("Could not roll back: {e}")));
-                }
-            }
-            Job::StartBackend => {
-                if let Err(e) = self.remote_job(remote, "/api/backend/start", &json!({}), cancel) {
-                    self.reply(Reply::ActionFailed(format!("Could not start the backend: {e}")));
-                }
-            }
-            Job::StopBackend => {
-                if let Err(e) = self.remote_job(remote, "/api/backend/stop", &json!({}), cancel) {
-                    self.reply(Reply::ActionFailed(format!("Could not stop the backend: {e}")));
-                }
-            }
-            Job::SaveSettings(form) => {
+    fn save_settings(&self, control: &Control, form: &SettingsForm) {
+        let saved = match control {
+            Control::Here(service) => service
+                .configure(ConfigChange {
+                    update_channel: Some(form.channel),
+                    auto_check: Some(form.auto_check),
+                    auto_download: Some(form.auto_download),
+                    auto_install: Some(form.auto_install),
+                    backup_count: Some(form.backup_count),
+                    ..Default::default()
+                })
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Control::Owner(client) => {
                 let body = json!({
                     "update_channel": form.channel,
                     "auto_check": form.auto_check,
@@ -692,26 +664,25 @@ impl Worker {
                     "auto_install": form.auto_install,
                     "backup_count": form.backup_count,
                 });
-                match remote.post("/api/updates/configure", &body) {
-                    Ok((200, _)) => self.reply(Reply::SettingsSaved),
-                    Ok((status, answer)) => self.reply(Reply::ActionFailed(format!(
-                        "Could not save the settings ({status}): {}",
-                        answer["error"].as_str().unwrap_or("no reason given")
-                    ))),
-                    Err(e) => self.reply(Reply::ActionFailed(e)),
-                }
+                client
+                    .post("/api/updates/configure", &body)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             }
+        };
+        match saved {
+            Ok(()) => self.reply(Reply::SettingsSaved),
+            Err(e) => self.reply(Reply::ActionFailed(format!("Could not save the settings: {e}"))),
         }
-        self.remote_refresh(remote, true);
     }
 
     /// The owner's state: `GET /api/updates/status` (update status, backend, running job). Unless
     /// `always`, nothing is sent when it is as before. Returns whether the owner answered.
-    fn remote_refresh(&self, remote: &Remote, always: bool) -> bool {
+    fn remote_refresh(&self, remote: &Client, always: bool) -> bool {
         let status = match remote.get("/api/updates/status") {
             Ok(s) => s,
             Err(e) => {
-                self.reply(Reply::SnapshotFailed(e));
+                self.reply(Reply::SnapshotFailed(e.to_string()));
                 return false;
             }
         };
@@ -741,21 +712,12 @@ impl Worker {
         if let Ok(backend) = serde_json::from_value::<BackendStatus>(status["backend"].clone()) {
             self.reply(Reply::RemoteBackend(backend));
         }
-        let running = status["job"]
-            .as_object()
-            .filter(|j| {
-                !matches!(
-                    j.get("state").and_then(Value::as_str),
-                    Some("succeeded" | "failed")
-                )
-            })
+        let running = serde_json::from_value::<crate::app::Job>(status["job"].clone())
+            .ok()
+            .filter(|j| !j.state.is_finished())
             .map(|j| {
-                let kind = j
-                    .get("kind")
-                    .and_then(Value::as_str)
-                    .unwrap_or("job")
-                    .replace('_', " ");
-                match j.get("progress").map(progress_stage) {
+                let kind = j.kind.as_str().replace('_', " ");
+                match j.progress.as_ref().and_then(stage_of) {
                     Some(stage) => format!("The owner is busy ({kind}): {}", super::app::stage_line(&stage)),
                     None => format!("The owner is busy ({kind})"),
                 }
@@ -763,109 +725,32 @@ impl Worker {
         self.reply(Reply::OwnerJob(running));
         true
     }
-
-    fn remote_check(&self, remote: &Remote, cancel: &CancelToken) {
-        let job = match self.remote_job(remote, "/api/updates/check", &json!({}), cancel) {
-            Ok(job) => job,
-            Err(e) => return self.reply(Reply::Checked(Err(format!("The update check failed: {e}")))),
-        };
-        match serde_json::from_value::<CheckReport>(job["result"].clone()) {
-            Ok(report) => self.reply(Reply::Checked(Ok(Box::new(report)))),
-            Err(e) => {
-                return self.reply(Reply::Checked(Err(format!(
-                    "The owner's check report could not be read: {e}"
-                ))));
-            }
-        }
-        match remote.get("/api/updates/changelog").and_then(|c| {
-            serde_json::from_value::<Vec<ChangelogEntry>>(c["releases"].clone()).map_err(|e| e.to_string())
-        }) {
-            Ok(entries) => self.reply(Reply::Changelog(entries)),
-            Err(e) => tracing::warn!("reading the owner's changelog failed: {e}"),
-        }
-    }
-
-    fn remote_install(&self, remote: &Remote, body: Value, cancel: &CancelToken) {
-        self.reply(Reply::Progress(Stage::Preparing));
-        let outcome = match self.remote_job(remote, "/api/updates/install", &body, cancel) {
-            Ok(job) => match serde_json::from_value::<InstallReport>(job["result"].clone()) {
-                Ok(report) => InstallOutcome::Healthy(report),
-                Err(_) => InstallOutcome::Failed(
-                    "No installable release is published for this platform yet; try again later.".into(),
-                ),
-            },
-            Err(_) if cancel.is_cancelled() => InstallOutcome::Cancelled,
-            Err(e) if e.contains("rolled back") => InstallOutcome::RolledBack {
-                from: body["version"].as_str().unwrap_or("the new version").to_owned(),
-                to: None,
-                reason: e,
-            },
-            Err(e) => InstallOutcome::Failed(format!("The install failed: {e}")),
-        };
-        self.reply(Reply::Installed(outcome));
-    }
-
-    /// Starts a long operation on the owner and follows it to its end, relaying the progress of an install
-    /// (the one operation whose progress the window draws) and asking the owner to cancel it when the
-    /// window's cancel is pressed. Returns the finished job.
-    fn remote_job(
-        &self,
-        remote: &Remote,
-        path: &str,
-        body: &Value,
-        cancel: &CancelToken,
-    ) -> Result<Value, String> {
-        let relay_progress = path == "/api/updates/install";
-        let id = remote.start_job(path, body)?;
-        let mut cancel_sent = false;
-        let mut last_phase = None;
-        loop {
-            let job = remote.job(id)?;
-            match job["state"].as_str() {
-                Some("succeeded") => return Ok(job),
-                Some("failed") => {
-                    return Err(job["message"]
-                        .as_str()
-                        .unwrap_or("the owner gave no reason")
-                        .to_owned());
-                }
-                _ => {}
-            }
-            if relay_progress
-                && let Some(progress) = job.get("progress").filter(|p| !p.is_null())
-                && last_phase.as_ref() != Some(progress)
-            {
-                last_phase = Some(progress.clone());
-                self.reply(Reply::Progress(progress_stage(progress)));
-            }
-            if cancel.is_cancelled() && !cancel_sent {
-                cancel_sent = true;
-                let _ = remote.post("/api/jobs/cancel", &json!({ "job": id }));
-            }
-            std::thread::sleep(PROGRESS_INTERVAL);
-        }
-    }
 }
 
-/// An API job's `progress` (`phase`, `done`, `total`, `detail`) as the window's stage.
-fn progress_stage(progress: &Value) -> Stage {
-    let detail = progress["detail"].as_str().unwrap_or_default().to_owned();
-    match progress["phase"].as_str().unwrap_or_default() {
-        "downloading" => Stage::Downloading {
-            done: progress["done"].as_u64().unwrap_or(0),
-            total: progress["total"].as_u64(),
-            bytes_per_sec: 0.0,
-            eta: None,
+/// A job's progress as the window's stage (`None`: nothing to draw for it).
+fn stage_of(progress: &Progress) -> Option<Stage> {
+    let detail = progress.detail.clone().unwrap_or_default();
+    Some(match progress.phase.as_str() {
+        "downloading" | "resuming" => Stage::Downloading {
+            done: progress.done.unwrap_or(0),
+            total: progress.total,
+            bytes_per_sec: progress.bytes_per_sec.unwrap_or(0.0),
+            eta: progress.eta_secs.map(Duration::from_secs),
         },
         "verified" => Stage::Verified {
-            verified_by: detail,
-            signed: false,
+            signed: detail.ends_with("(signature verified)"),
+            verified_by: detail
+                .trim_end_matches(" (signature verified)")
+                .trim_end_matches(" (unsigned)")
+                .to_owned(),
         },
         "installing" => Stage::Installing { version: detail },
         "stopping_backend" => Stage::StoppingBackend,
-        "starting_backend" | "healthy" => Stage::StartingBackend { version: detail },
-        _ => Stage::Preparing,
-    }
+        "starting_backend" => Stage::StartingBackend { version: detail },
+        "rolling_back" => Stage::RollingBack { reason: detail },
+        "checking" | "recovering" => Stage::Preparing,
+        _ => return None,
+    })
 }
 
 /// The owner's `backend status` as the state the header draws.

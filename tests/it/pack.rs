@@ -566,4 +566,14 @@ fn notes_and_the_tag_travel_inside_the_signed_manifest() {
     let signature = std::fs::read_to_string(out.join("release-manifest.json.minisig")).unwrap();
     let key = PublicKey::from_file(&public).unwrap();
     personal_ai_agent::verify::verify_manifest(&bytes, &signature, &key).unwrap();
+
+    // A feed written over the packed folder carries those notes (no NOTES.md beside it needed), so the
+    // window's "What's new" and `update changelog` show them.
+    let feed = work.path().join("feed");
+    std::fs::create_dir_all(&feed).unwrap();
+    std::fs::rename(&out, feed.join("2.0.0")).unwrap();
+    personal_ai_agent::sources::feed::write_feed(&feed).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(feed.join("feed.json")).unwrap()).unwrap();
+    assert_eq!(doc["releases"][0]["notes"], "## 2.0.0\n- faster start\n", "{doc}");
 }

@@ -25,7 +25,9 @@ fn publish(work: &Path, feed_dir: &Path, version: &str, backend_args: &[&str]) {
     // A folder feed takes its release notes from NOTES.md beside the release.
     std::fs::write(
         feed_dir.join(version).join("NOTES.md"),
-        format!("What changed in {version}"),
+        format!(
+            "What changed in {version}\n\n## Highlights {version}\n\n- **Faster** answers\n- See [the release page](https://example.com/releases/{version})\n"
+        ),
     )
     .unwrap();
     personal_ai_agent::sources::feed::write_feed(feed_dir).unwrap();
@@ -168,6 +170,70 @@ fn an_update_whose_backend_fails_its_health_check_shows_the_rollback() {
     pump_until(&mut harness, "1.0.0 running again", |h| {
         shows(h, "Version 1.0.0") && matches!(h.state().backend_state(), BackendState::Running { .. })
     });
+    // In plain words; the health URL and log lines are behind a closed "Details".
+    assert!(shows(
+        &harness,
+        "1.1.0 did not pass its health check, so 1.0.0 runs again"
+    ));
+    assert!(harness.query_by_label("Details").is_some());
+    assert!(!shows(&harness, "/health"), "details start folded");
+    // The failed version is no longer offered: the card went back to "not checked", and a new check
+    // finds nothing to install.
+    assert!(harness.query_by_label("Install update").is_none());
+    harness.get_by_label("Check for updates").click();
+    pump_until(&mut harness, "the new check", |h| shows(h, "Up to date"));
+}
+
+#[test]
+fn the_changelog_is_rendered_markdown_with_headings_and_links_as_widgets() {
+    let work = temp_home();
+    let feed_dir = work.path().join("feed");
+    publish(work.path(), &feed_dir, "1.0.0", &[]);
+    let home = temp_home();
+    let paths = home_with_feed(home.path(), &feed_dir);
+    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    std::thread::sleep(Duration::from_millis(1100));
+    publish(work.path(), &feed_dir, "1.1.0", &[]);
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the version", |h| shows(h, "Version 1.0.0"));
+    harness.get_by_label("Check for updates").click();
+    pump_until(&mut harness, "the changelog", |h| shows(h, "Highlights 1.1.0"));
+    assert!(
+        harness.query_by_label("Highlights 1.1.0").is_some(),
+        "the heading is a widget of its own"
+    );
+    assert!(!shows(&harness, "## Highlights"), "no markdown syntax is shown");
+    assert!(!shows(&harness, "**Faster**"));
+    assert!(
+        harness.query_by_label("the release page").is_some(),
+        "the link is a widget"
+    );
+    // Skip this version hides the offer and lists it under Settings, where it can be offered again.
+    harness.get_by_label("Skip this version").click();
+    pump_until(&mut harness, "the skip saved", |h| {
+        h.state().installed_version().is_some() && !shows(h, "Update to 1.1.0 available")
+    });
+    let deadline = Instant::now() + PATIENCE;
+    while !Config::load(&paths.config_file())
+        .config
+        .skip_versions
+        .contains(&"1.1.0".to_owned())
+    {
+        harness.step();
+        assert!(Instant::now() < deadline, "the skip never reached config.json");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    harness.get_by_label("Settings").click();
+    pump_until(&mut harness, "the skipped list", |h| {
+        shows(h, "Offer 1.1.0 again")
+    });
+    harness.get_by_label("Offer 1.1.0 again").click();
+    let deadline = Instant::now() + PATIENCE;
+    while !Config::load(&paths.config_file()).config.skip_versions.is_empty() {
+        harness.step();
+        assert!(Instant::now() < deadline, "the un-skip never reached config.json");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -178,6 +244,8 @@ fn saving_the_settings_writes_them_to_config_json() {
     let home = temp_home();
     let paths = home_with_feed(home.path(), &feed_dir);
     let mut harness = window(&paths);
+    pump_until(&mut harness, "the sidebar", |h| shows(h, "Settings"));
+    harness.get_by_label("Settings").click();
     pump_until(&mut harness, "the settings", |h| {
         shows(h, "Install updates automatically")
     });
