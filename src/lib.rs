@@ -18,6 +18,7 @@ pub mod archive;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod download;
 pub mod error;
 pub mod fsutil;

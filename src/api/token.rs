@@ -1,9 +1,11 @@
 //! The API's bearer token: 256 random bits from the OS's CSPRNG (`getrandom`), hex-encoded, kept in
 //! `<config dir>/api-token`, created on the first start and readable only by the user.
 //!
-//! On Unix the file is created with mode 0600 (and put back to 0600 if someone widened it). On Windows it
-//! is created in the user's own config folder (`%APPDATA%\…`), whose inherited ACL grants only the user,
-//! SYSTEM and Administrators; no explicit ACL is set yet (see docs/API.md).
+//! On Unix the file is created with mode 0600 (and put back to 0600 if someone widened it). On Windows its
+//! inherited ACL is replaced, before the token is written into it, by one protected entry granting the
+//! user alone full control (`icacls <file> /inheritance:r /grant:r <DOMAIN>\<user>:F`, run from
+//! `%SystemRoot%\System32`, never from `PATH`); an existing file is put back to that on every start.
+//! When that fails the API does not start, so a token readable by others is never used.
 //!
 //! Tokens are compared in constant time (`subtle`), so the time an answer takes says nothing about how
 //! much of a guess was right.
@@ -60,10 +62,15 @@ pub fn load_or_create(config_dir: &Path) -> Result<(String, PathBuf), TokenError
         options.mode(0o600);
     }
     let mut file = options.open(&path).map_err(io("create", &path))?;
+    // Restricted while still empty, so the token is never in a file others can read.
+    if let Err(e) = restrict(&path) {
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        return Err(io("restrict permissions of", &path)(e));
+    }
     file.write_all(token.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(io("write", &path))?;
-    restrict(&path).map_err(io("restrict permissions of", &path))?;
     Ok((token, path))
 }
 
@@ -78,9 +85,50 @@ fn restrict(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-#[cfg(not(unix))]
+#[cfg(windows)]
+fn restrict(path: &Path) -> std::io::Result<()> {
+    let user = match (std::env::var("USERDOMAIN"), std::env::var("USERNAME")) {
+        (Ok(domain), Ok(name)) if !domain.is_empty() => format!("{domain}\\{name}"),
+        (_, Ok(name)) => name,
+        _ => {
+            return Err(std::io::Error::other(
+                "USERNAME is not set, so the file cannot be given to this user alone",
+            ));
+        }
+    };
+    let system = std::env::var_os("SystemRoot").unwrap_or_else(|| "C:\\Windows".into());
+    let icacls = Path::new(&system).join("System32").join("icacls.exe");
+    let output = std::process::Command::new(&icacls)
+        .args(icacls_args(path, &user))
+        .output()?;
+    if !output.status.success() {
+        return Err(std::io::Error::other(format!(
+            "{} refused ({}): {}",
+            icacls.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stdout).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Other systems have no permission model the launcher knows; the config folder is the user's own.
+#[cfg(not(any(unix, windows)))]
 fn restrict(_path: &Path) -> std::io::Result<()> {
     Ok(())
+}
+
+/// The `icacls` arguments that leave `path` readable and writable by `user` alone: inheritance removed
+/// (`/inheritance:r` drops every inherited entry) and one explicit grant replacing any other (`/grant:r`).
+#[cfg_attr(not(windows), allow(dead_code))]
+fn icacls_args(path: &Path, user: &str) -> Vec<std::ffi::OsString> {
+    vec![
+        path.as_os_str().to_owned(),
+        "/inheritance:r".into(),
+        "/grant:r".into(),
+        format!("{user}:F").into(),
+        "/q".into(),
+    ]
 }
 
 /// Whether `presented` is the token, in time that depends only on the lengths.
@@ -91,6 +139,25 @@ pub fn matches(token: &str, presented: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_windows_acl_is_the_user_alone_without_inherited_entries() {
+        let args = icacls_args(
+            Path::new(r"C:\Users\ann\AppData\Roaming\pai\api-token"),
+            r"HOST\ann",
+        );
+        let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(
+            args,
+            [
+                r"C:\Users\ann\AppData\Roaming\pai\api-token",
+                "/inheritance:r",
+                "/grant:r",
+                r"HOST\ann:F",
+                "/q"
+            ]
+        );
+    }
 
     #[test]
     fn the_token_is_long_random_kept_and_compared_exactly() {

@@ -181,6 +181,7 @@ impl Pilot {
             }
         }
         let installed = installer.current_version().ok().flatten();
+        let before = installed.as_ref().map(ToString::to_string);
         let mut result = json!({ "checked": false });
         if installed.is_none() {
             if self.options.install_when_empty {
@@ -222,6 +223,10 @@ impl Pilot {
                 Instant::now() + crate::check::next_check_delay(&done, chrono::Utc::now(), &mut self.rng);
         }
         self.first_round = false;
+        if let Some(record) = super::history::record_of(JobKind::ScheduledUpdate, before, &Ok(result.clone()))
+        {
+            super::history::append(&paths, &record);
+        }
         round.succeed(result);
     }
 

@@ -17,6 +17,7 @@
 
 pub mod autopilot;
 pub mod control;
+pub mod history;
 pub mod jobs;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -583,7 +584,15 @@ impl Service {
         work: impl FnOnce(&Service, &JobCtx) -> AppResult<serde_json::Value> + Send + 'static,
     ) -> AppResult<u64> {
         let service = self.clone();
-        self.inner.jobs.spawn(kind, move |ctx| work(&service, ctx))
+        self.inner.jobs.spawn(kind, move |ctx| {
+            let before = current_version_text(service.paths());
+            let outcome = work(&service, ctx);
+            let seen = outcome.as_ref().map(Clone::clone).map_err(ToString::to_string);
+            if let Some(record) = history::record_of(kind, before, &seen) {
+                history::append(service.paths(), &record);
+            }
+            outcome
+        })
     }
 
     /// Starts the long operation `op` as a job and returns its id at once.
@@ -843,6 +852,14 @@ impl Service {
             Ok(value)
         })
     }
+}
+
+/// The installed version as text, for the history's `from`.
+pub(crate) fn current_version_text(paths: &Paths) -> Option<String> {
+    crate::updater::current_version(paths)
+        .ok()
+        .flatten()
+        .map(|v| v.to_string())
 }
 
 /// A cancelled download becomes [`AppError::Cancelled`]; anything else stays the engine's error.

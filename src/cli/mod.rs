@@ -18,6 +18,7 @@ use crate::paths::Paths;
 
 pub mod api;
 pub mod backend;
+pub mod demo;
 pub mod models;
 pub mod release;
 pub mod remote;
@@ -58,6 +59,10 @@ pub enum Command {
     Run(run::RunArgs),
     /// Where the owner of this data folder serves its local API (`api status`).
     Api(api::ApiArgs),
+    /// The whole product offline: install, an update with its changelog, a health-gated rollback and a
+    /// rollback on demand, from a local feed of three signed demo releases (in the window when a display
+    /// is available, else told in the terminal).
+    Demo(demo::DemoArgs),
 }
 
 /// What every command gets: where files live and how to print.
@@ -89,6 +94,11 @@ impl Ctx {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // The offline demo's bundles run this executable as their backend (`demo-agent …`): the example
+    // agent, with no launcher logging or settings of its own.
+    if std::env::args().nth(1).as_deref() == Some(crate::demo::AGENT_SUBCOMMAND) {
+        crate::demo::agent::main(std::env::args().skip(2));
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -155,6 +165,7 @@ fn run_cli(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Models(args)) => models::run(&ctx, args),
         Some(Command::Run(args)) => run::run(&ctx, args),
         Some(Command::Api(args)) => api::run(&ctx, args),
+        Some(Command::Demo(args)) => demo::run(&ctx, args),
         None => run::run(&ctx, run::RunArgs::default()),
     }
 }

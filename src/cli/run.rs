@@ -106,6 +106,9 @@ fn overview(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             out.push_str(&format!(" ({reason})"));
         }
         out.push_str("\n\nNo display is available for the window. Next steps:\n");
+        out.push_str(
+            "  personal-ai-agent demo                             # the whole product, offline, in this terminal\n",
+        );
         if status.source.is_none() {
             out.push_str(
                 "  export GITHUB_REPO=owner/name                      # where releases are published\n",

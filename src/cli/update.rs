@@ -320,13 +320,13 @@ fn parse_version_arg(value: Option<&str>) -> anyhow::Result<Option<semver::Versi
 }
 
 /// Draws download progress on a terminal; prints nothing otherwise (the JSON document says it all).
-struct ProgressView {
+pub(super) struct ProgressView {
     bar: Option<indicatif::ProgressBar>,
     quiet: bool,
 }
 
 impl ProgressView {
-    fn new(ctx: &Ctx) -> Self {
+    pub(super) fn new(ctx: &Ctx) -> Self {
         ProgressView {
             bar: None,
             quiet: !ctx.interactive,
@@ -346,7 +346,7 @@ impl ProgressView {
 
 impl ProgressView {
     /// Draws a job's progress (the same reports whether this process or the owner runs the job).
-    fn on_progress(&mut self, progress: &crate::app::Progress) {
+    pub(super) fn on_progress(&mut self, progress: &crate::app::Progress) {
         if self.quiet {
             return;
         }
@@ -396,7 +396,7 @@ impl ProgressView {
     }
 
     /// Clears a bar left drawn.
-    fn finish(&mut self) {
+    pub(super) fn finish(&mut self) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }

@@ -22,6 +22,12 @@ pub enum Command {
     CheckForUpdates,
     InstallUpdate,
     InstallFirstTime,
+    /// Save the source typed in the wizard (a GitHub `owner/name`, a feed URL or folder).
+    SaveSource,
+    /// Ask for a feed folder with the system's folder dialog.
+    ChooseFeedFolder,
+    /// Switch the window to the offline demo's own home.
+    TryDemo,
     CancelInstall,
     Rollback,
     /// Offer this skipped version again.
@@ -31,6 +37,7 @@ pub enum Command {
     /// Hide the offer until the next check.
     RemindLater,
     Show(Screen),
+    DownloadModels,
     StartBackend,
     StopBackend,
     SaveSettings,
@@ -40,17 +47,25 @@ pub enum Command {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Screen {
     Home,
+    Models,
     Settings,
     Logs,
     About,
 }
 
 impl Screen {
-    const ALL: [Screen; 4] = [Screen::Home, Screen::Settings, Screen::Logs, Screen::About];
+    const ALL: [Screen; 5] = [
+        Screen::Home,
+        Screen::Models,
+        Screen::Settings,
+        Screen::Logs,
+        Screen::About,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Screen::Home => "Home",
+            Screen::Models => "Models",
             Screen::Settings => "Settings",
             Screen::Logs => "Logs",
             Screen::About => "About",
@@ -97,6 +112,32 @@ pub struct App {
     markdown: egui_commonmark::CommonMarkCache,
     /// "Saved" shows under the settings from a save until the next edit.
     saved_notice: bool,
+    /// The installed version's models (the API's `GET /api/models` document), or why not.
+    models: Option<Result<serde_json::Value, String>>,
+    /// The last models download's outcome.
+    models_done: Option<Result<String, String>>,
+    /// The update history (newest first) and where problems are reported.
+    history: Vec<crate::app::history::Record>,
+    report_repo: Option<String>,
+    /// What the wizard's source field holds.
+    source_text: String,
+    /// A folder picked in the system dialog (on its own thread), taken at the next frame.
+    picked_folder: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// Whether the wizard asked for the offered release already (once per status with a source).
+    wizard_checked: bool,
+    /// The demo is being prepared (a few seconds), or the window shows it.
+    demo: DemoView,
+    /// The executable the demo's releases run as their backend (default: this one).
+    demo_launcher: Option<std::path::PathBuf>,
+    paths: Paths,
+}
+
+/// Whether the window shows the offline demo.
+#[derive(Debug, PartialEq)]
+enum DemoView {
+    Off,
+    Preparing,
+    On,
 }
 
 impl App {
@@ -106,7 +147,22 @@ impl App {
         let repaint_ctx = ctx.clone();
         let worker = WorkerHandle::spawn(paths.clone(), move || repaint_ctx.request_repaint())?;
         worker.send(Job::Open);
+        let demo = if paths.data_dir.parent().and_then(|p| p.file_name()) == Some("demo".as_ref()) {
+            DemoView::On
+        } else {
+            DemoView::Off
+        };
         Ok(App {
+            paths: paths.clone(),
+            demo,
+            demo_launcher: None,
+            source_text: String::new(),
+            history: Vec::new(),
+            models: None,
+            models_done: None,
+            report_repo: None,
+            picked_folder: Default::default(),
+            wizard_checked: false,
             worker,
             mode: None,
             remote_backend: None,
@@ -122,6 +178,23 @@ impl App {
             markdown: egui_commonmark::CommonMarkCache::default(),
             saved_notice: false,
         })
+    }
+
+    /// Takes the screen shown when the window was last closed.
+    pub fn restore(&mut self, storage: &dyn eframe::Storage) {
+        if let Some(name) = storage.get_string(SCREEN_KEY) {
+            self.screen = Screen::ALL
+                .into_iter()
+                .find(|s| s.label() == name)
+                .unwrap_or(Screen::Home);
+        }
+    }
+
+    /// Names the launcher executable the offline demo's releases run (tests, whose own executable is
+    /// the test binary).
+    pub fn with_demo_launcher(mut self, launcher: std::path::PathBuf) -> Self {
+        self.demo_launcher = Some(launcher);
+        self
     }
 
     /// The installed version, once the worker reported it.
@@ -155,7 +228,7 @@ impl App {
         matches!(self.mode, Some(Mode::Local { .. }))
     }
 
-    fn take_replies(&mut self) {
+    fn take_replies(&mut self, ctx: &egui::Context) {
         while let Some(reply) = self.worker.try_recv() {
             match reply {
                 Reply::Mode(mode) => self.mode = Some(mode),
@@ -195,6 +268,18 @@ impl App {
                 Reply::SettingsSaved => {
                     self.notice = None;
                     self.saved_notice = true;
+                    // A source just entered: look at what it offers.
+                    self.wizard_checked = false;
+                }
+                Reply::DemoReady(paths) => self.switch_to(paths, ctx),
+                Reply::Models(models) => self.models = Some(models),
+                Reply::ModelsDone(done) => {
+                    self.job = JobView::Idle;
+                    self.models_done = Some(done);
+                }
+                Reply::History { records, repo } => {
+                    self.history = records;
+                    self.report_repo = repo;
                 }
             }
         }
@@ -214,6 +299,40 @@ impl App {
                     self.worker.send(Job::Install(Some(latest.version.clone())));
                 }
             }
+            Command::SaveSource => {
+                let text = self.source_text.trim().to_owned();
+                if !text.is_empty() {
+                    self.worker.send(Job::SetSource(text));
+                }
+            }
+            Command::ChooseFeedFolder => {
+                let slot = self.picked_folder.clone();
+                // The system dialog blocks its caller: it runs on a thread of its own, and the folder is
+                // taken at the next frame.
+                let _ = std::thread::Builder::new()
+                    .name("ui-folder-dialog".into())
+                    .spawn(move || {
+                        if let Some(folder) = rfd::FileDialog::new()
+                            .set_title("Choose the release feed folder")
+                            .pick_folder()
+                        {
+                            *slot.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(folder.display().to_string());
+                        }
+                    });
+            }
+            Command::TryDemo => match self
+                .demo_launcher
+                .clone()
+                .map(Ok)
+                .unwrap_or_else(crate::demo::this_launcher)
+            {
+                Ok(launcher) => {
+                    self.demo = DemoView::Preparing;
+                    self.worker.send(Job::PrepareDemo(launcher));
+                }
+                Err(e) => self.notice = Some(format!("Could not prepare the offline demo: {e}")),
+            },
             Command::InstallFirstTime => {
                 self.job = JobView::Running(Stage::Preparing);
                 self.worker.send(Job::Install(None));
@@ -235,6 +354,11 @@ impl App {
                 self.changelog.clear();
             }
             Command::Show(screen) => self.screen = screen,
+            Command::DownloadModels => {
+                self.models_done = None;
+                self.job = JobView::Running(Stage::Preparing);
+                self.worker.send(Job::DownloadModels);
+            }
             Command::StartBackend => self.worker.send(Job::StartBackend),
             Command::StopBackend => self.worker.send(Job::StopBackend),
             Command::SaveSettings => {
@@ -242,6 +366,56 @@ impl App {
                     self.saved_notice = false;
                     self.worker.send(Job::SaveSettings(form.clone()));
                 }
+            }
+        }
+    }
+
+    /// The wizard's automatic steps: a picked folder lands in the source field, and once a source is
+    /// configured with nothing installed, the offered release is fetched (once) to show what will be
+    /// installed.
+    fn wizard_step(&mut self) {
+        if let Some(folder) = self
+            .picked_folder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            self.source_text = folder;
+        }
+        let wants_offer = self
+            .status
+            .as_ref()
+            .is_some_and(|s| s.current_version.is_none() && s.source.is_some());
+        if wants_offer && !self.wizard_checked && matches!(self.check, CheckView::NotChecked) {
+            self.wizard_checked = true;
+            self.check = CheckView::Checking;
+            self.worker.send(Job::Check);
+        }
+    }
+
+    /// Drives another home from now on (the offline demo's): the old worker is dropped (its backend, if
+    /// any, stopped), a new one opens the new home.
+    fn switch_to(&mut self, paths: Paths, ctx: &egui::Context) {
+        let repaint_ctx = ctx.clone();
+        match WorkerHandle::spawn(paths.clone(), move || repaint_ctx.request_repaint()) {
+            Ok(worker) => {
+                worker.send(Job::Open);
+                self.worker = worker;
+                self.paths = paths;
+                self.mode = None;
+                self.status = None;
+                self.form = None;
+                self.saved_form = None;
+                self.check = CheckView::NotChecked;
+                self.changelog.clear();
+                self.job = JobView::Idle;
+                self.notice = None;
+                self.wizard_checked = false;
+                self.demo = DemoView::On;
+            }
+            Err(e) => {
+                self.demo = DemoView::Off;
+                self.notice = Some(format!("Could not open the demo: {e}"));
             }
         }
     }
@@ -303,17 +477,113 @@ impl App {
         });
     }
 
-    fn welcome_ui(&self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
+    /// The first-run wizard: where releases come from (or the offline demo), what will be installed
+    /// (version, size, date, signature, notes), where, and the free space there; then one click.
+    fn welcome_ui(&mut self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
         ui.group(|ui| {
             ui.set_width(ui.available_width());
             ui.heading(format!("Welcome to {}", crate::PRODUCT_NAME));
-            ui.label("Nothing is installed yet. Install the agent to get started; it is downloaded, verified and started for you.");
-            if ui
-                .add_enabled(!self.installing(), egui::Button::new("Install Personal AI Agent"))
-                .clicked()
-            {
-                commands.push(Command::InstallFirstTime);
+            if self.demo == DemoView::On {
+                ui.label("This is the offline demo: a local feed of three releases signed with a key made for it, kept apart from any real install. Install 1.0.0; after each install the demo publishes the next release (1.1.0 with release notes, then 1.2.0, which fails its health check).");
             }
+            let Some(status) = self.status.clone() else { return };
+            if status.source.is_none() {
+                ui.label("Nothing is installed yet, and no release source is set. Where are the agent's releases published?");
+                ui.horizontal(|ui| {
+                    let label = ui.label("GitHub repository or feed");
+                    ui.add(egui::TextEdit::singleline(&mut self.source_text).hint_text("owner/name, https://… or a folder").desired_width(260.0))
+                        .labelled_by(label.id);
+                    if ui.button("Choose folder…").on_hover_text("A folder feed: a mirror, a USB stick, an offline medium").clicked() {
+                        commands.push(Command::ChooseFeedFolder);
+                    }
+                });
+                let empty = self.source_text.trim().is_empty();
+                if ui
+                    .add_enabled(!empty, egui::Button::new("Use this source"))
+                    .on_disabled_hover_text("Type a GitHub owner/name, a feed URL, or choose a folder first")
+                    .clicked()
+                {
+                    commands.push(Command::SaveSource);
+                }
+                ui.add_space(6.0);
+                ui.label("No releases yet, or no network? See the whole product offline:");
+                let preparing = self.demo == DemoView::Preparing;
+                if ui
+                    .add_enabled(!preparing, egui::Button::new("Try the offline demo"))
+                    .clicked()
+                {
+                    commands.push(Command::TryDemo);
+                }
+                if preparing {
+                    ui.horizontal(|ui| {
+                        ui.spinner();
+                        ui.label("Preparing the demo's signed releases…");
+                    });
+                }
+                return;
+            }
+            ui.label(format!("Releases come from {}.", status.source.as_deref().unwrap_or_default()));
+            match &self.check {
+                CheckView::NotChecked | CheckView::Checking => {
+                    ui.horizontal(|ui| {
+                        ui.spinner();
+                        ui.label("Looking for the release that fits this computer…");
+                    });
+                }
+                CheckView::Failed(e) => {
+                    ui.colored_label(Color32::from_rgb(220, 80, 80), e);
+                    ui.horizontal(|ui| {
+                        if ui.button("Retry").clicked() {
+                            commands.push(Command::CheckForUpdates);
+                        }
+                        if self.demo == DemoView::Off && ui.button("Try the offline demo").clicked() {
+                            commands.push(Command::TryDemo);
+                        }
+                    });
+                    ui.weak("To use another source, change it in Settings (or `personal-ai-agent update configure --repo/--feed`).");
+                }
+                CheckView::Done(report) => match &report.latest {
+                    Some(latest) => {
+                        ui.label(RichText::new(format!("Personal AI Agent {} for {}", latest.version, status.platform)).strong());
+                        let mut facts = Vec::new();
+                        if let Some(asset) = &latest.asset {
+                            facts.push(bytes(asset.size));
+                        }
+                        if let Some(at) = latest.published_at {
+                            facts.push(format!("published {}", at.format("%Y-%m-%d")));
+                        }
+                        facts.push(if status.public_key_pinned {
+                            "must be signed by the pinned key".to_owned()
+                        } else {
+                            "no signing key pinned: checked by SHA256 only".to_owned()
+                        });
+                        ui.weak(facts.join(" · "));
+                        let install_dir = status.home.data_dir.join("install");
+                        let free = fs4::available_space(&status.home.data_dir)
+                            .or_else(|_| fs4::available_space(status.home.data_dir.ancestors().find(|p| p.exists()).unwrap_or(&status.home.data_dir)))
+                            .ok();
+                        ui.label(format!(
+                            "Installs into {}{}",
+                            install_dir.display(),
+                            free.map(|f| format!(" ({} free there)", bytes(f))).unwrap_or_default()
+                        ));
+                        ui.weak("The models the agent needs are listed after the install, with their size, and downloaded only when you agree.");
+                        if ui
+                            .add_enabled(!self.installing(), egui::Button::new("Install Personal AI Agent"))
+                            .clicked()
+                        {
+                            commands.push(Command::InstallFirstTime);
+                        }
+                    }
+                    None => {
+                        ui.label(report.message.clone().unwrap_or_else(|| "No release for this computer is published yet.".into()));
+                        if ui.button("Retry").clicked() {
+                            commands.push(Command::CheckForUpdates);
+                        }
+                    }
+                },
+            }
+            self.changelog_ui(ui);
             self.progress_ui(ui, commands);
         });
     }
@@ -393,34 +663,7 @@ impl App {
                     }
                 },
             }
-            if !self.changelog.is_empty() {
-                ui.separator();
-                ui.strong("What's new");
-                // Newest first; each release's notes rendered as markdown (headings, lists, emphasis,
-                // code, clickable links).
-                egui::ScrollArea::vertical()
-                    .id_salt("changelog")
-                    .max_height(260.0)
-                    .show(ui, |ui| {
-                        for entry in &self.changelog {
-                            let date = entry
-                                .published_at
-                                .map(|d| format!(" — {}", d.format("%Y-%m-%d")))
-                                .unwrap_or_default();
-                            ui.label(
-                                RichText::new(format!("{}{date}", entry.version))
-                                    .strong()
-                                    .size(16.0),
-                            );
-                            egui_commonmark::CommonMarkViewer::new().show(
-                                ui,
-                                &mut self.markdown,
-                                entry.notes.trim(),
-                            );
-                            ui.add_space(6.0);
-                        }
-                    });
-            }
+            self.changelog_ui(ui);
             if let Some(previous) = self.status.as_ref().and_then(|s| s.previous_version.as_deref())
                 && ui
                     .add_enabled(!busy, egui::Button::new(format!("Roll back to {previous}")))
@@ -430,6 +673,38 @@ impl App {
             }
             self.progress_ui(ui, commands);
         });
+    }
+
+    /// The release notes, newest first, rendered as markdown.
+    fn changelog_ui(&mut self, ui: &mut egui::Ui) {
+        if !self.changelog.is_empty() {
+            ui.separator();
+            ui.strong("What's new");
+            // Newest first; each release's notes rendered as markdown (headings, lists, emphasis,
+            // code, clickable links).
+            egui::ScrollArea::vertical()
+                .id_salt("changelog")
+                .max_height(260.0)
+                .show(ui, |ui| {
+                    for entry in &self.changelog {
+                        let date = entry
+                            .published_at
+                            .map(|d| format!(" — {}", d.format("%Y-%m-%d")))
+                            .unwrap_or_default();
+                        ui.label(
+                            RichText::new(format!("{}{date}", entry.version))
+                                .strong()
+                                .size(16.0),
+                        );
+                        egui_commonmark::CommonMarkViewer::new().show(
+                            ui,
+                            &mut self.markdown,
+                            entry.notes.trim(),
+                        );
+                        ui.add_space(6.0);
+                    }
+                });
+        }
     }
 
     fn progress_ui(&self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
@@ -583,7 +858,186 @@ impl App {
         }
     }
 
+    fn models_ui(&self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
+        ui.heading("Models");
+        match &self.models {
+            None => {
+                ui.weak("Reading what the installed version needs…");
+            }
+            Some(Err(e)) => {
+                ui.label(readable(e));
+            }
+            Some(Ok(doc)) => {
+                let list = doc["models"].as_array().cloned().unwrap_or_default();
+                if list.is_empty() {
+                    ui.label("The installed version needs no model files.");
+                }
+                ui.label(format!(
+                    "Folder: {}",
+                    doc["models_dir"].as_str().unwrap_or_default()
+                ));
+                egui::Grid::new("models").striped(true).show(ui, |ui| {
+                    for m in &list {
+                        ui.label(m["name"].as_str().unwrap_or_default());
+                        ui.label(bytes(m["size"].as_u64().unwrap_or(0)));
+                        let state = m["state"].as_str().unwrap_or("unknown");
+                        let color = if state == "present" {
+                            Color32::from_rgb(60, 180, 75)
+                        } else {
+                            Color32::from_rgb(230, 160, 20)
+                        };
+                        ui.colored_label(color, state.replace('_', " "));
+                        ui.label(if m["required"] == false {
+                            "optional"
+                        } else {
+                            "required"
+                        });
+                        ui.end_row();
+                    }
+                });
+                let missing: u64 = list
+                    .iter()
+                    .filter(|m| m["state"] != "present" && m["required"] != false)
+                    .map(|m| m["size"].as_u64().unwrap_or(0))
+                    .sum();
+                if missing > 0 {
+                    ui.label(format!(
+                        "{} to download (the space is checked first).",
+                        bytes(missing)
+                    ));
+                    if ui
+                        .add_enabled(!self.installing(), egui::Button::new("Download missing models"))
+                        .on_disabled_hover_text("Another operation runs; wait for it to finish")
+                        .clicked()
+                    {
+                        commands.push(Command::DownloadModels);
+                    }
+                } else if !list.is_empty() {
+                    ui.colored_label(Color32::from_rgb(60, 180, 75), "Every required model is present.");
+                }
+            }
+        }
+        if matches!(self.job, JobView::Running(_)) {
+            self.progress_ui(ui, commands);
+        }
+        match &self.models_done {
+            Some(Ok(text)) => {
+                ui.colored_label(Color32::from_rgb(60, 180, 75), text);
+            }
+            Some(Err(e)) => {
+                ui.colored_label(Color32::from_rgb(220, 60, 60), headline(e));
+            }
+            None => {}
+        }
+    }
+
+    fn history_ui(&self, ui: &mut egui::Ui) {
+        ui.heading("Update history");
+        if self.history.is_empty() {
+            ui.weak(
+                "Nothing yet: checks that find an update, downloads, installs and rollbacks are listed here.",
+            );
+        }
+        egui::Grid::new("history").striped(true).show(ui, |ui| {
+            for r in self.history.iter().take(20) {
+                ui.label(r.at.format("%Y-%m-%d %H:%M").to_string());
+                ui.label(r.kind.replace('_', " "));
+                ui.label(format!(
+                    "{} to {}",
+                    r.from.as_deref().unwrap_or("nothing"),
+                    r.to.as_deref().unwrap_or("—")
+                ));
+                let color = match r.outcome.as_str() {
+                    "ok" | "found" => Color32::from_rgb(60, 180, 75),
+                    "cancelled" => Color32::GRAY,
+                    _ => Color32::from_rgb(230, 160, 20),
+                };
+                ui.colored_label(color, r.outcome.replace('_', " "));
+                ui.end_row();
+            }
+        });
+    }
+
+    /// "Report a problem": the new-issue page of the repository, with a title and body the user sees
+    /// (and can copy) first; nothing is sent by the app itself.
+    fn report_ui(&self, ui: &mut egui::Ui) {
+        let Some(status) = &self.status else { return };
+        let failure = self
+            .history
+            .iter()
+            .find(|r| r.outcome == "failed" || r.outcome == "rolled_back");
+        let title = match failure {
+            Some(f) => format!(
+                "Update {} {}: {}",
+                f.to.as_deref().unwrap_or("(unknown version)"),
+                f.outcome.replace('_', " "),
+                f.kind.replace('_', " ")
+            ),
+            None => "Problem with the Personal AI Agent launcher".to_owned(),
+        };
+        let log_lines = match &self.mode {
+            Some(Mode::Local { service, .. }) => {
+                let tail = service.supervisor().log_tail();
+                tail[tail.len().saturating_sub(15)..].join("\n")
+            }
+            _ => "(the backend runs under another launcher; see its log)".to_owned(),
+        };
+        let body = format!(
+            "**Launcher**: {}\n**Agent**: {}\n**Platform**: {}\n**Channel**: {}\n\n**Last failure**: {}\n\n**Last backend log lines**:\n```\n{}\n```\n\n**What I did / what I expected**:\n\n",
+            status.launcher_version,
+            status.current_version.as_deref().unwrap_or("not installed"),
+            status.platform,
+            status.channel,
+            failure
+                .map(|f| format!(
+                    "{} at {}: {}",
+                    f.kind,
+                    f.at.format("%Y-%m-%d %H:%M UTC"),
+                    readable(f.message.as_deref().unwrap_or(""))
+                ))
+                .unwrap_or_else(|| "none recorded".into()),
+            log_lines
+        );
+        egui::CollapsingHeader::new("Report a problem")
+            .default_open(false)
+            .show(ui, |ui| {
+                ui.label("This opens the project's new-issue page in your browser with the text below filled in. Nothing is sent by the app itself; read it, and remove what you do not want to share.");
+                ui.label(RichText::new(&title).strong());
+                egui::ScrollArea::vertical()
+                    .id_salt("report-body")
+                    .max_height(160.0)
+                    .show(ui, |ui| {
+                        ui.monospace(&body);
+                    });
+                ui.horizontal(|ui| {
+                    if ui.button("Copy report").clicked() {
+                        ui.ctx().copy_text(format!("{title}\n\n{body}"));
+                    }
+                    match &self.report_repo {
+                        Some(repo) => {
+                            if ui.button("Open the new-issue page").clicked() {
+                                let url = format!(
+                                    "https://github.com/{repo}/issues/new?title={}&body={}",
+                                    url_escape(&title),
+                                    url_escape(&body)
+                                );
+                                ui.ctx().open_url(egui::OpenUrl::new_tab(url));
+                            }
+                        }
+                        None => {
+                            ui.add_enabled(false, egui::Button::new("Open the new-issue page"))
+                                .on_disabled_hover_text("No GitHub repository is configured; copy the report and send it to whoever publishes your releases");
+                        }
+                    }
+                });
+            });
+    }
+
     fn logs_ui(&self, ui: &mut egui::Ui) {
+        self.history_ui(ui);
+        ui.add_space(6.0);
+        self.report_ui(ui);
+        ui.add_space(6.0);
         ui.heading("Backend log");
         if let Some(status) = &self.status {
             let logs = status.home.data_dir.join("logs");
@@ -625,9 +1079,18 @@ impl App {
     }
 }
 
+/// The storage key of the last screen.
+const SCREEN_KEY: &str = "screen";
+
 impl eframe::App for App {
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        storage.set_string(SCREEN_KEY, self.screen.label().to_owned());
+    }
+
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
-        self.take_replies();
+        let ctx = ui.ctx().clone();
+        self.take_replies(&ctx);
+        self.wizard_step();
         let mut commands = Vec::new();
         egui::Panel::left("nav")
             .resizable(false)
@@ -651,18 +1114,17 @@ impl eframe::App for App {
                     ui.colored_label(Color32::from_rgb(220, 80, 80), notice);
                 }
                 match self.screen {
-                    Screen::Home => match &self.status {
+                    Screen::Home => match self.status.as_ref().map(|s| s.current_version.is_some()) {
                         None => {
                             ui.horizontal(|ui| {
                                 ui.spinner();
                                 ui.label("Reading the install status…");
                             });
                         }
-                        Some(status) if status.current_version.is_none() => {
-                            self.welcome_ui(ui, &mut commands)
-                        }
-                        Some(_) => self.update_card_ui(ui, &mut commands),
+                        Some(false) => self.welcome_ui(ui, &mut commands),
+                        Some(true) => self.update_card_ui(ui, &mut commands),
                     },
+                    Screen::Models => self.models_ui(ui, &mut commands),
                     Screen::Settings => self.settings_ui(ui, &mut commands),
                     Screen::Logs => self.logs_ui(ui),
                     Screen::About => self.about_ui(ui),
@@ -744,8 +1206,9 @@ fn outcome_text(outcome: &InstallOutcome) -> (Color32, String) {
                 Some(to) => format!(
                     "Rolled back: {from} did not pass its health check, so {to} runs again. {from} will not be offered again automatically; nothing else is needed."
                 ),
+                // A first install has nothing to go back to: the engine keeps it installed (not running).
                 None => format!(
-                    "Rolled back: {from} did not pass its health check and was removed. Nothing runs now: try another version, or report the problem."
+                    "{from} did not pass its health check. There was no earlier version to go back to, so it stays installed but does not run: see Details and Logs, then Start it again or report the problem."
                 ),
             },
         ),
@@ -755,6 +1218,11 @@ fn outcome_text(outcome: &InstallOutcome) -> (Color32, String) {
         ),
         InstallOutcome::Failed(e) => (Color32::from_rgb(220, 60, 60), headline(e)),
     }
+}
+
+/// `text` for a URL's query (every byte outside the unreserved set percent-encoded).
+fn url_escape(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 /// A long engine message's first part, for the line a user reads first (the whole is under Details).

@@ -29,18 +29,29 @@ pub fn display_available() -> bool {
 
 /// Opens the window and returns when it is closed (the backend is stopped then).
 pub fn run_window(paths: crate::paths::Paths) -> anyhow::Result<()> {
+    let mut viewport = egui::ViewportBuilder::default()
+        .with_title(WINDOW_TITLE)
+        .with_app_id("personal-ai-agent")
+        .with_inner_size([760.0, 680.0])
+        .with_min_inner_size([480.0, 400.0]);
+    match eframe::icon_data::from_png_bytes(include_bytes!("../../assets/icon.png")) {
+        Ok(icon) => viewport = viewport.with_icon(std::sync::Arc::new(icon)),
+        Err(e) => tracing::warn!("the window icon could not be read: {e}"),
+    }
+    // Size, position and the last screen are remembered (eframe's storage, in the OS's app-data folder).
     let options = eframe::NativeOptions {
-        viewport: egui::ViewportBuilder::default()
-            .with_title(WINDOW_TITLE)
-            .with_inner_size([760.0, 680.0])
-            .with_min_inner_size([480.0, 400.0]),
+        viewport,
+        persist_window: true,
         ..Default::default()
     };
     eframe::run_native(
         WINDOW_TITLE,
         options,
         Box::new(move |cc| {
-            let app = App::new(&paths, &cc.egui_ctx)?;
+            let mut app = App::new(&paths, &cc.egui_ctx)?;
+            if let Some(storage) = cc.storage {
+                app.restore(storage);
+            }
             Ok(Box::new(app))
         }),
     )

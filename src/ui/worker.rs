@@ -81,6 +81,13 @@ pub enum Job {
     Skip(String),
     /// Offer this skipped version again.
     Unskip(String),
+    /// Set where releases come from (the first-run wizard): a GitHub `owner/name`, or a feed URL or folder.
+    SetSource(String),
+    /// Download the missing models the installed version needs.
+    DownloadModels,
+    /// Make the offline demo's home (key, signed releases, feed) whose backend is this launcher
+    /// executable, and answer [`Reply::DemoReady`].
+    PrepareDemo(std::path::PathBuf),
 }
 
 /// A stage of an install, for the progress view.
@@ -154,6 +161,17 @@ pub enum Reply {
     /// A start, stop or save failed; the sentence names the cause.
     ActionFailed(String),
     SettingsSaved,
+    /// The offline demo is ready: the window switches to its home.
+    DemoReady(Paths),
+    /// What models the installed version needs and which are present (the API's `GET /api/models`).
+    Models(Result<Value, String>),
+    /// A models download ended: what happened, in a sentence.
+    ModelsDone(Result<String, String>),
+    /// The update history, newest first, and the GitHub repository problems are reported to (if any).
+    History {
+        records: Vec<crate::app::history::Record>,
+        repo: Option<String>,
+    },
 }
 
 /// The window's end of the worker. Dropping it cancels the running job, ends the thread and waits for it,
@@ -399,6 +417,11 @@ impl Worker {
             .name("ui-repaint".into())
             .spawn(move || {
                 while let Ok(event) = events.recv() {
+                    if let EventKind::Job { job } = &event.kind
+                        && let Some(text) = notification_of(job)
+                    {
+                        notify(&text);
+                    }
                     let ended = match &event.kind {
                         EventKind::Job { job } => job.state.is_finished(),
                         EventKind::Settings => true,
@@ -464,6 +487,40 @@ impl Worker {
                 }
             }
             Job::SaveSettings(form) => self.save_settings(control, &form),
+            Job::SetSource(text) => self.set_source(control, &text),
+            Job::DownloadModels => {
+                let mut on_progress = |p: &Progress| {
+                    if let Some(stage) = stage_of(p) {
+                        self.reply(Reply::Progress(stage));
+                    }
+                };
+                let op = Op::ModelsDownload {
+                    all: false,
+                    manifest: None,
+                };
+                let done = control.run(op, cancel, &mut on_progress).map(|v| {
+                    let fetched = v["fetched"].as_u64().unwrap_or(0);
+                    if v["all_present"] == true {
+                        format!("All models are present and verified ({fetched} downloaded now).")
+                    } else {
+                        "Some models could not be downloaded; see Logs, then try again (partial files are kept).".to_owned()
+                    }
+                });
+                self.reply(Reply::ModelsDone(done.map_err(|e| e.to_string())));
+            }
+            Job::PrepareDemo(launcher) => {
+                let demo = crate::demo::Demo::under(&self.paths);
+                match demo
+                    .prepare(&launcher)
+                    .and_then(|()| Ok(demo.publish_as_installed()?))
+                {
+                    Ok(()) => self.reply(Reply::DemoReady(demo.paths)),
+                    Err(e) => self.reply(Reply::ActionFailed(format!(
+                        "Could not prepare the offline demo: {e:#}"
+                    ))),
+                }
+                return;
+            }
             Job::Skip(version) => self.skip(control, &version, true),
             Job::Unskip(version) => self.skip(control, &version, false),
         }
@@ -484,6 +541,23 @@ impl Worker {
     }
 
     fn refresh(&self) {
+        // The history is a file in the data folder, the same whoever owns the install.
+        let (file, _) = self.settings();
+        self.reply(Reply::History {
+            records: crate::app::history::read(&self.paths, 50),
+            repo: file.github_repo.clone(),
+        });
+        let models = match &self.engine {
+            Engine::Local(Local {
+                control: Control::Here(service),
+                ..
+            }) => Some(service.models_status().map_err(|e| e.to_string())),
+            Engine::Remote(remote) => Some(remote.get("/api/models").map_err(|e| e.to_string())),
+            _ => None,
+        };
+        if let Some(models) = models {
+            self.reply(Reply::Models(models));
+        }
         let Engine::Local(Local {
             control: Control::Here(service),
             ..
@@ -614,6 +688,37 @@ impl Worker {
         self.reply(Reply::Installed(outcome));
     }
 
+    /// The wizard's source: `owner/name` is a GitHub repository; a URL or a folder is a feed. Set in this
+    /// process only: the owner's API does not change trust settings (it answers 403, said here).
+    fn set_source(&self, control: &Control, text: &str) {
+        let looks_like_repo = !text.contains("://")
+            && !std::path::Path::new(text).is_absolute()
+            && text.split('/').count() == 2;
+        let change = if looks_like_repo {
+            ConfigChange {
+                github_repo: Some(Some(text.to_owned())),
+                feed: Some(None),
+                ..Default::default()
+            }
+        } else {
+            ConfigChange {
+                feed: Some(Some(text.to_owned())),
+                ..Default::default()
+            }
+        };
+        let saved = match control {
+            Control::Here(service) => service.configure(change).map(|_| ()).map_err(|e| e.to_string()),
+            Control::Owner(client) => Err(format!(
+                "the launcher with pid {} owns this install, and the source decides which releases are trusted, so it is not changed through its API; set it with `personal-ai-agent update configure --repo/--feed`",
+                client.info().pid
+            )),
+        };
+        match saved {
+            Ok(()) => self.reply(Reply::SettingsSaved),
+            Err(e) => self.reply(Reply::ActionFailed(format!("Could not use that source: {e}"))),
+        }
+    }
+
     /// Skips `version` (or, with `skip` false, offers it again): the service's operation, here or the
     /// owner's through its API.
     fn skip(&self, control: &Control, version: &str, skip: bool) {
@@ -727,11 +832,53 @@ impl Worker {
     }
 }
 
+/// What an automatic round that finished is worth telling the user, as an OS notification: an update
+/// ready to install, applied, or rolled back. Jobs the user started in the window are shown there.
+fn notification_of(job: &crate::app::Job) -> Option<String> {
+    if job.kind != crate::app::JobKind::ScheduledUpdate || job.state != crate::app::JobState::Succeeded {
+        return None;
+    }
+    let result = job.result.as_ref()?;
+    if let Some(failed) = result["failed"].as_str() {
+        return Some(format!(
+            "{failed} did not pass its health check; the previous version runs again."
+        ));
+    }
+    if let Some(installed) = result["installed"].as_str() {
+        return Some(format!("Updated to {installed}; the agent restarted on it."));
+    }
+    match (result["offered"].as_str(), result["downloaded"].as_bool()) {
+        (Some(v), Some(true)) => Some(format!(
+            "{v} is downloaded and verified; open the window to install it."
+        )),
+        (Some(v), _) => Some(format!("{v} is available; open the window to update.")),
+        _ => None,
+    }
+}
+
+/// Shows `text` as an OS notification on a thread of its own (it talks to the desktop's notification
+/// service, which may be slow or absent: then it is only logged).
+fn notify(text: &str) {
+    let text = text.to_owned();
+    let _ = std::thread::Builder::new()
+        .name("ui-notify".into())
+        .spawn(move || {
+            tracing::info!("{text}");
+            if let Err(e) = notify_rust::Notification::new()
+                .summary(crate::PRODUCT_NAME)
+                .body(&text)
+                .show()
+            {
+                tracing::debug!("no desktop notification: {e}");
+            }
+        });
+}
+
 /// A job's progress as the window's stage (`None`: nothing to draw for it).
 fn stage_of(progress: &Progress) -> Option<Stage> {
     let detail = progress.detail.clone().unwrap_or_default();
     Some(match progress.phase.as_str() {
-        "downloading" | "resuming" => Stage::Downloading {
+        "downloading" | "resuming" | "downloading_model" => Stage::Downloading {
             done: progress.done.unwrap_or(0),
             total: progress.total,
             bytes_per_sec: progress.bytes_per_sec.unwrap_or(0.0),

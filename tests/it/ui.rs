@@ -48,7 +48,11 @@ fn window(paths: &Paths) -> Harness<'static, App> {
     let paths = paths.clone();
     Harness::builder()
         .with_size([800.0, 1000.0])
-        .build_eframe(move |cc| App::new(&paths, &cc.egui_ctx).unwrap())
+        .build_eframe(move |cc| {
+            App::new(&paths, &cc.egui_ctx)
+                .unwrap()
+                .with_demo_launcher(crate::support::LAUNCHER.into())
+        })
 }
 
 /// Runs frames until `done` holds; fails the test with `what` after [`PATIENCE`].
@@ -79,7 +83,15 @@ fn a_first_run_shows_the_welcome_and_the_install_button() {
     pump_until(&mut harness, "the welcome", |h| {
         shows(h, "Welcome to Personal AI Agent")
     });
-    assert!(harness.query_by_label("Install Personal AI Agent").is_some());
+    // The wizard shows what will be installed before offering to install it.
+    pump_until(&mut harness, "the offered release", |h| {
+        shows(h, "Personal AI Agent 1.0.0 for") && h.query_by_label("Install Personal AI Agent").is_some()
+    });
+    assert!(
+        shows(&harness, "Installs into"),
+        "where it goes, and the free space there"
+    );
+    assert!(shows(&harness, "What changed in 1.0.0"), "its notes");
     assert!(
         harness.query_by_label("Check for updates").is_none(),
         "nothing to update yet"
@@ -474,4 +486,39 @@ fn an_attached_window_takes_over_when_its_owner_is_killed() {
     );
     let info = personal_ai_agent::owner::current(&paths).expect("the window published its API");
     assert_eq!(info.pid, std::process::id());
+}
+
+#[test]
+fn the_wizard_with_nothing_configured_offers_a_source_and_the_offline_demo_which_installs_and_runs() {
+    let home = temp_home();
+    let paths = Paths::under(home.path());
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the wizard", |h| {
+        shows(h, "no release source is set")
+    });
+    assert!(harness.query_by_label("GitHub repository or feed").is_some());
+    assert!(
+        harness.query_by_label("Install Personal AI Agent").is_none(),
+        "no install button that can only fail"
+    );
+    harness.get_by_label("Try the offline demo").click();
+    pump_until(&mut harness, "the demo's release offered", |h| {
+        shows(h, "Personal AI Agent 1.0.0 for") && shows(h, "must be signed by the pinned key")
+    });
+    harness.get_by_label("Install Personal AI Agent").click();
+    pump_until(&mut harness, "1.0.0 installed and running", |h| {
+        h.state().installed_version() == Some("1.0.0")
+            && matches!(h.state().backend_state(), BackendState::Running { .. })
+    });
+    // The demo publishes its next release once 1.0.0 is installed (it looks once a second); then a check
+    // offers it with its notes.
+    let published = home.path().join("demo").join("feed").join("1.1.0");
+    pump_until(&mut harness, "the demo publishing 1.1.0", |_| published.is_dir());
+    harness.get_by_label("Check for updates").click();
+    pump_until(&mut harness, "1.1.0 offered", |h| {
+        shows(h, "Update to 1.1.0 available")
+    });
+    pump_until(&mut harness, "its rendered notes", |h| shows(h, "Highlights"));
+    // The real home has no settings of the demo's.
+    assert!(Config::load(&paths.config_file()).config.feed.is_none());
 }
