@@ -1,11 +1,12 @@
 //! The API's bearer token: 256 random bits from the OS's CSPRNG (`getrandom`), hex-encoded, kept in
 //! `<config dir>/api-token`, created on the first start and readable only by the user.
 //!
-//! On Unix the file is created with mode 0600 (and put back to 0600 if someone widened it). On Windows its
-//! inherited ACL is replaced, before the token is written into it, by one protected entry granting the
-//! user alone full control (`icacls <file> /inheritance:r /grant:r <DOMAIN>\<user>:F`, run from
-//! `%SystemRoot%\System32`, never from `PATH`); an existing file is put back to that on every start.
-//! When that fails the API does not start, so a token readable by others is never used.
+//! On Unix the file is created with mode 0600 (and put back to 0600 if someone widened it). On Windows,
+//! before the token is written into it, its ACL is cut to one entry granting this user (by SID) full
+//! control: `icacls <file> /reset`, then `icacls <file> /inheritance:r /grant:r *<SID>:F`, both run from
+//! `%SystemRoot%\System32`, never from `PATH`; an existing file is put back to that on every start. A
+//! volume without permissions (FAT, exFAT) cannot be restricted: that is logged as a warning naming the
+//! file, and the API still starts.
 //!
 //! Tokens are compared in constant time (`subtle`), so the time an answer takes says nothing about how
 //! much of a guess was right.
@@ -87,27 +88,46 @@ fn restrict(path: &Path) -> std::io::Result<()> {
 
 #[cfg(windows)]
 fn restrict(path: &Path) -> std::io::Result<()> {
-    let user = match (std::env::var("USERDOMAIN"), std::env::var("USERNAME")) {
-        (Ok(domain), Ok(name)) if !domain.is_empty() => format!("{domain}\\{name}"),
-        (_, Ok(name)) => name,
-        _ => {
-            return Err(std::io::Error::other(
-                "USERNAME is not set, so the file cannot be given to this user alone",
-            ));
-        }
-    };
     let system = std::env::var_os("SystemRoot").unwrap_or_else(|| "C:\\Windows".into());
-    let icacls = Path::new(&system).join("System32").join("icacls.exe");
-    let output = std::process::Command::new(&icacls)
-        .args(icacls_args(path, &user))
-        .output()?;
-    if !output.status.success() {
-        return Err(std::io::Error::other(format!(
-            "{} refused ({}): {}",
-            icacls.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stdout).trim()
-        )));
+    let system32 = Path::new(&system).join("System32");
+    // This user's SID (`whoami /user /fo csv /nh` prints `"DOMAIN\user","S-1-5-…"`): it names the
+    // account whatever the domain, the machine or a service account is called.
+    let user = std::process::Command::new(system32.join("whoami.exe"))
+        .args(["/user", "/fo", "csv", "/nh"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.rsplit(',')
+                .next()
+                .map(|sid| sid.trim().trim_matches('"').to_owned())
+        })
+        .filter(|sid| sid.starts_with("S-1-"))
+        .map(|sid| format!("*{sid}"))
+        .or_else(|| std::env::var("USERNAME").ok().filter(|n| !n.is_empty()));
+    let Some(user) = user else {
+        tracing::warn!(path = %path.display(), "cannot tell which user this is; the API token file keeps the permissions of its folder");
+        return Ok(());
+    };
+    let icacls = system32.join("icacls.exe");
+    // Explicit entries others may have added go first (`/reset`), then the inherited ones, and one
+    // grant for this user remains.
+    for args in [
+        vec![path.as_os_str().to_owned(), "/reset".into(), "/q".into()],
+        icacls_args(path, &user),
+    ] {
+        let output = std::process::Command::new(&icacls).args(&args).output()?;
+        if !output.status.success() {
+            // A volume without ACLs (FAT, exFAT: a portable install on a USB stick) cannot be restricted;
+            // the API still starts, and the log says where the token is.
+            tracing::warn!(
+                path = %path.display(),
+                status = %output.status,
+                "the API token file could not be made readable by this user alone (a volume without permissions?); anyone who can read that folder can drive this launcher's API"
+            );
+            return Ok(());
+        }
     }
     Ok(())
 }

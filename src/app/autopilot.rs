@@ -44,6 +44,7 @@ pub struct Options {
 /// The running autopilot; dropping it stops the thread (a download in flight is cancelled and resumed
 /// next time) and waits for it. The backend keeps running: stopping it is the owner's call.
 pub struct Autopilot {
+    service: Service,
     stop: Arc<AtomicBool>,
     cancel: CancelToken,
     thread: Option<JoinHandle<()>>,
@@ -56,11 +57,13 @@ impl Autopilot {
         let thread = {
             let stop = stop.clone();
             let cancel = cancel.clone();
+            let service = service.clone();
             std::thread::Builder::new()
                 .name("app-autopilot".into())
                 .spawn(move || Pilot::new(service, options).run(&stop, &cancel))?
         };
         Ok(Autopilot {
+            service,
             stop,
             cancel,
             thread: Some(thread),
@@ -72,7 +75,20 @@ impl Drop for Autopilot {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         self.cancel.cancel();
+        // A round in flight (a download, say) stops at its next chunk and resumes next time; asked again
+        // until the thread has ended, so a round that began just as the stop came is cancelled too.
         if let Some(thread) = self.thread.take() {
+            while !thread.is_finished() {
+                if self
+                    .service
+                    .jobs()
+                    .current()
+                    .is_some_and(|j| j.kind == JobKind::ScheduledUpdate)
+                {
+                    self.service.cancel();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
             let _ = thread.join();
         }
     }
@@ -116,13 +132,13 @@ impl Pilot {
     }
 
     fn run(mut self, stop: &AtomicBool, cancel: &CancelToken) {
-        while !stop.load(Ordering::SeqCst) {
-            self.tick(cancel);
+        while !stop.load(Ordering::SeqCst) && !cancel.is_cancelled() {
+            self.tick(stop);
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 
-    fn tick(&mut self, cancel: &CancelToken) {
+    fn tick(&mut self, stop: &AtomicBool) {
         let paths = self.service.paths().clone();
         let installer = crate::updater::installer(&paths);
         if !self.recovered && Instant::now() >= self.next_recovery_try {
@@ -148,18 +164,35 @@ impl Pilot {
                     }
                 }
                 None => {
+                    // In the job slot, like any start: never beside an install or rollback, which start
+                    // (and health-check) the backend themselves. Busy: the next tick tries again.
+                    let Ok(mut start) = self.service.hold(JobKind::BackendStart) else {
+                        return;
+                    };
                     self.backend_started = true;
                     let supervisor = self.service.supervisor();
-                    if !supervisor.is_wanted_running() {
+                    if !supervisor.is_wanted_running() && installer.current_version().ok().flatten().is_some()
+                    {
                         match start_installed(&self.service) {
-                            Ok(pid) => tracing::info!(pid, "backend started; supervising it"),
-                            Err(e) => tracing::error!("{e}"),
+                            Ok(pid) => {
+                                tracing::info!(pid, "backend started; supervising it");
+                                start.succeed(json!({ "backend": supervisor.status() }));
+                            }
+                            Err(e) => {
+                                tracing::error!("{e}");
+                                start.fail(e);
+                            }
                         }
                     }
+                    drop(start);
                 }
             }
         }
         if !(self.recovered && elsewhere.is_none() && Instant::now() >= self.next_check) {
+            return;
+        }
+        // Shutting down: no new round (one that started is cancelled by `Drop`).
+        if stop.load(Ordering::SeqCst) {
             return;
         }
         // One operation at a time: a round waits while another job (an install asked through the API,
@@ -185,7 +218,7 @@ impl Pilot {
         let mut result = json!({ "checked": false });
         if installed.is_none() {
             if self.options.install_when_empty {
-                let (ok, value) = first_install(&self.service, &config, round.ctx(), cancel);
+                let (ok, value) = first_install(&self.service, &config, round.ctx());
                 result = value;
                 if ok {
                     self.failed_first_installs = 0;
@@ -196,7 +229,7 @@ impl Pilot {
         } else if config.auto_check && (!self.first_round || self.options.check_now) {
             match Updater::new(&paths, &config) {
                 Ok(updater) => {
-                    result = apply_updates(&self.service, &updater, &config, round.ctx(), cancel);
+                    result = apply_updates(&self.service, &updater, &config, round.ctx());
                     if let Some(failed) = result["failed"].as_str() {
                         self.failed_here.push(failed.to_owned());
                     }
@@ -312,7 +345,8 @@ fn runs_this_launcher(pid: u32) -> bool {
 /// Nothing is installed: install the latest release, or say why not and let the next round try again.
 /// Returns whether it installed (or found nothing to install, which is no failure to back off from),
 /// and the round's result.
-fn first_install(service: &Service, config: &Config, ctx: &JobCtx, cancel: &CancelToken) -> (bool, Value) {
+fn first_install(service: &Service, config: &Config, ctx: &JobCtx) -> (bool, Value) {
+    let cancel = &ctx.cancel;
     let paths = service.paths();
     let updater = match Updater::new(paths, config) {
         Ok(u) => u,
@@ -345,13 +379,9 @@ fn first_install(service: &Service, config: &Config, ctx: &JobCtx, cancel: &Canc
 
 /// One scheduled round: check, then download and install as the settings allow. Failures are logged and
 /// returned in the result; the running backend is never left stopped by them.
-fn apply_updates(
-    service: &Service,
-    updater: &Updater,
-    config: &Config,
-    ctx: &JobCtx,
-    cancel: &CancelToken,
-) -> Value {
+fn apply_updates(service: &Service, updater: &Updater, config: &Config, ctx: &JobCtx) -> Value {
+    // The round's own token: `/api/jobs/cancel` and the owner's shutdown reach it.
+    let cancel = &ctx.cancel;
     ctx.progress(super::Progress::phase("checking"));
     let report = match updater.check(None) {
         Ok(r) => r,

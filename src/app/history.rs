@@ -93,8 +93,18 @@ pub fn record_of(
 }
 
 /// Appends `record`; a history that cannot be written is logged, never a reason to fail the operation.
+/// A check that finds what the newest record already says was found is not written again (the agent's
+/// page and the schedule may check often).
 pub fn append(paths: &Paths, record: &Record) {
     let path = path(paths);
+    if record.outcome == "found"
+        && let Some(newest) = read(paths, 1).first()
+        && newest.outcome == "found"
+        && newest.to == record.to
+        && newest.from == record.from
+    {
+        return;
+    }
     let result = (|| -> std::io::Result<()> {
         std::fs::create_dir_all(paths.logs_dir())?;
         if std::fs::metadata(&path).is_ok_and(|m| m.len() > MAX_BYTES) {
@@ -177,9 +187,14 @@ mod tests {
         let read_back = read(&paths, 10);
         assert_eq!(read_back.len(), 2);
         assert_eq!(read_back[0].outcome, "rolled_back", "newest first");
+        // The same find again is not written twice.
+        append(&paths, &found);
+        append(&paths, &found);
+        assert_eq!(read(&paths, 10).len(), 3);
         // Past the bound the oldest half goes.
         let big = Record {
             message: Some("x".repeat(4096)),
+            outcome: "failed".into(),
             ..found.clone()
         };
         for _ in 0..200 {
@@ -187,6 +202,6 @@ mod tests {
         }
         let size = std::fs::metadata(path(&paths)).unwrap().len();
         assert!(size <= MAX_BYTES + 8192, "{size}");
-        assert!(read(&paths, 1000).len() < 202);
+        assert!(read(&paths, 1000).len() < 203);
     }
 }

@@ -876,6 +876,19 @@ fn cancelled_or(e: crate::Error) -> AppError {
 
 /// A feed is an `https://` URL (plain `http://` only on loopback) or an absolute folder.
 fn check_feed(feed: &str) -> AppResult<String> {
+    if feed.starts_with("file://") {
+        // A folder written as a URL (docs/FEED.md), saved as the folder it names.
+        return url::Url::parse(feed)
+            .ok()
+            .and_then(|u| u.to_file_path().ok())
+            .map(|p| p.to_string_lossy().into_owned())
+            .ok_or_else(|| {
+                AppError::invalid(
+                    "feed",
+                    "is a file:// URL that names no folder of this computer; write it as file:///absolute/folder, or give the folder itself",
+                )
+            });
+    }
     if feed.contains("://") {
         let url =
             url::Url::parse(feed).map_err(|e| AppError::invalid("feed", format!("is not a URL ({e})")))?;

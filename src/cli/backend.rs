@@ -200,6 +200,11 @@ fn start_here(ctx: &Ctx, service: Service, args: StartArgs) -> anyhow::Result<Ex
     let owner = crate::owner::Owner::take(&ctx.paths)?;
     // The API listens before the backend starts, so the backend gets its address and token.
     let api = super::api::serve(ctx, &service, &owner, None)?;
+    if args.bundle.is_some() {
+        // A bundle tried by hand is not trusted with the API token: it must not be able to install or roll
+        // back the real install.
+        service.supervisor().set_launch_env(Default::default());
+    }
 
     // Ctrl-C and SIGTERM end the supervision gracefully; the handler only cancels the token.
     let cancel = CancelToken::new();
@@ -234,11 +239,20 @@ fn start_here(ctx: &Ctx, service: Service, args: StartArgs) -> anyhow::Result<Ex
 
     let outcome = loop {
         if cancel.is_cancelled() {
+            // A job this owner runs for someone else (an update asked through the API) is cancelled and
+            // awaited first, so it never ends halfway between two versions.
+            service.cancel();
+            wait_until_idle(&service);
             stop_and_report(ctx, &supervisor);
             break Ok(ExitCode::SUCCESS);
         }
-        if !supervisor.is_wanted_running() {
-            // Stopped by `backend stop`, or given up after repeated crashes.
+        // The backend is stopped on purpose during an update, a rollback or a restart: only a backend
+        // not wanted running while no job runs (read before and after, so a job that just started or just
+        // ended is seen) means `backend stop`, or giving up after repeated crashes.
+        let stopped = !supervisor.is_wanted_running()
+            && service.jobs().current().is_none()
+            && !supervisor.is_wanted_running();
+        if stopped {
             break match supervisor.state() {
                 BackendState::Crashed { exit, reason } => Err(anyhow::anyhow!(
                     "the backend keeps crashing (last: {exit}): {reason}"
@@ -253,9 +267,21 @@ fn start_here(ctx: &Ctx, service: Service, args: StartArgs) -> anyhow::Result<Ex
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    // The job that stopped the backend has sent its final event; a client following it gets its answer
+    // before the API goes away.
+    wait_until_idle(&service);
+    std::thread::sleep(Duration::from_millis(300));
     drop(api);
     drop(owner);
     outcome
+}
+
+/// Waits (at most two minutes: an install's health check is shorter) until the service runs no job.
+fn wait_until_idle(service: &Service) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while service.jobs().current().is_some() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Runs this same command without `--detach` as a background launcher in its own session, with its

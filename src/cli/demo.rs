@@ -28,13 +28,14 @@ pub struct DemoArgs {
 
 pub fn run(ctx: &Ctx, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let demo = Demo::under(&ctx.paths);
-    if args.reset && demo.root.exists() {
-        std::fs::remove_dir_all(&demo.root)
-            .with_context(|| format!("removing the demo folder {}", demo.root.display()))?;
+    let terminal = args.terminal || ctx.json || !crate::ui::display_available();
+    // The terminal story always starts from the beginning: a demo played before is made anew.
+    if args.reset || (terminal && demo.played()) {
+        demo.remove().context("starting the demo over")?;
     }
     demo.prepare(&crate::demo::this_launcher()?)
         .context("preparing the offline demo")?;
-    if !args.terminal && !ctx.json && crate::ui::display_available() {
+    if !terminal {
         demo.publish_as_installed()
             .context("cannot start the demo's publisher thread")?;
         crate::ui::run_window(demo.paths.clone())?;
@@ -107,7 +108,7 @@ fn tell(
         say(
             ctx,
             &format!(
-                "   The agent runs on http://127.0.0.1:{} (its page shows the update status).",
+                "   The agent runs on http://127.0.0.1:{}.",
                 started["backend"]["port"]
             ),
         );

@@ -96,8 +96,15 @@ impl Ctx {
 pub fn main() -> ExitCode {
     // The offline demo's bundles run this executable as their backend (`demo-agent …`): the example
     // agent, with no launcher logging or settings of its own.
-    if std::env::args().nth(1).as_deref() == Some(crate::demo::AGENT_SUBCOMMAND) {
-        crate::demo::agent::main(std::env::args().skip(2));
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == crate::demo::AGENT_SUBCOMMAND)
+    {
+        crate::demo::agent::main(
+            std::env::args_os()
+                .skip(2)
+                .map(|a| a.to_string_lossy().into_owned()),
+        );
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -51,6 +51,9 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
     }
 
     // One owner per data folder: a second runner (or window) on the same data is refused, naming us.
+    // One owner per data folder: a second runner (or one started while a window or a foreground
+    // `backend start` owns the install) is refused, naming the owner and `api status`; as a user service
+    // it is restarted by the service manager and takes over once that owner has ended.
     let owner = crate::owner::Owner::take(&ctx.paths)?;
     let service = crate::app::Service::new(ctx.paths.clone());
     crate::paths::ensure_dir(&ctx.paths.models_dir())?;

@@ -303,7 +303,21 @@ fn config_change(args: ConfigureArgs) -> anyhow::Result<ConfigChange> {
 }
 
 fn configure_cmd(ctx: &Ctx, args: ConfigureArgs) -> anyhow::Result<ExitCode> {
-    let file = here(ctx).configure(config_change(args)?)?;
+    let file = here(ctx).configure(config_change(args)?).map_err(|e| match e {
+        // The command line's words for the fields it sets.
+        crate::app::AppError::InvalidField { field, reason } => {
+            let flag = match field.as_str() {
+                "update_channel" => "channel",
+                "check_interval_hours" => "check-interval",
+                "github_repo" => "repo",
+                "skip_versions" => "clear-skipped",
+                other => other,
+            }
+            .replace('_', "-");
+            anyhow::anyhow!("--{flag} {reason}")
+        }
+        other => other.into(),
+    })?;
     let path = ctx.paths.config_file();
     ctx.emit(&file, || format!("Settings saved to {}.", path.display()));
     Ok(ExitCode::SUCCESS)

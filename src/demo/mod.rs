@@ -87,13 +87,16 @@ impl Demo {
     /// bundles run as their backend (the running launcher; a test names the built one).
     pub fn prepare(&self, launcher: &Path) -> anyhow::Result<()> {
         let ready = self.root.join(".prepared");
-        if ready.is_file() && self.feed_dir().join(crate::sources::feed::FEED_FILE).is_file() {
+        let exe = std::path::absolute(launcher)?;
+        let marker = format!("{}\n", exe.display());
+        // Made for this very launcher (the bundles run it by its path): keep it. A launcher that moved
+        // (an upgrade into another folder) or a half-made demo is made again from nothing.
+        if std::fs::read_to_string(&ready).is_ok_and(|m| m == marker)
+            && self.feed_dir().join(crate::sources::feed::FEED_FILE).is_file()
+        {
             return Ok(());
         }
-        // A half-made demo (interrupted) is made again from nothing.
-        if self.root.exists() {
-            std::fs::remove_dir_all(&self.root).map_err(|e| crate::Error::io("remove", &self.root, e))?;
-        }
+        self.remove()?;
         crate::paths::ensure_dir(&self.root)?;
         let key_dir = self.root.join("key");
         crate::paths::ensure_dir(&key_dir)?;
@@ -109,7 +112,6 @@ impl Demo {
         let public = pair.pk.to_base64();
 
         let platform = Platform::current();
-        let exe = std::path::absolute(launcher)?;
         let now = Utc::now();
         for (i, version) in VERSIONS.iter().enumerate() {
             let bundle = self.root.join("bundles").join(version);
@@ -142,7 +144,26 @@ impl Demo {
         config.save(&self.paths.config_file())?;
         crate::paths::ensure_dir(&self.feed_dir())?;
         self.publish(VERSIONS[0])?;
-        crate::fsutil::write_atomic(&ready, b"ok\n")?;
+        crate::fsutil::write_atomic(&ready, marker.as_bytes())?;
+        Ok(())
+    }
+
+    /// Whether the story was played already (a release past the first is published).
+    pub fn played(&self) -> bool {
+        self.published().len() > 1
+    }
+
+    /// Removes the demo's folder, unless a launcher owns the demo's home (a demo window is open).
+    pub fn remove(&self) -> anyhow::Result<()> {
+        if let Some(info) = crate::owner::current(&self.paths) {
+            anyhow::bail!(
+                "the demo is open in the launcher with pid {}; close that window first, then start the demo again",
+                info.pid
+            );
+        }
+        if self.root.exists() {
+            std::fs::remove_dir_all(&self.root).map_err(|e| crate::Error::io("remove", &self.root, e))?;
+        }
         Ok(())
     }
 

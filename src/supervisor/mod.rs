@@ -1038,7 +1038,9 @@ impl Inner {
             if shared.shutdown {
                 return;
             }
-            if self.stop_was_requested() {
+            // Only a supervisor that runs (or restarts) a backend answers a stop request: an idle one (a
+            // command that only reads the status) must not swallow a request meant for another.
+            if (shared.child.is_some() || shared.wanted_running) && self.stop_was_requested() {
                 drop(shared);
                 self.stop("`personal-ai-agent backend stop` asked for it");
                 shared = self.lock();

@@ -30,6 +30,10 @@ pub enum Command {
     TryDemo,
     CancelInstall,
     Rollback,
+    /// Go back to this kept version.
+    RollbackTo(String),
+    /// Install this version explicitly (a failed one, to try it again).
+    InstallVersion(String),
     /// Offer this skipped version again.
     Unskip(String),
     /// Never offer this version automatically.
@@ -119,6 +123,8 @@ pub struct App {
     /// The update history (newest first) and where problems are reported.
     history: Vec<crate::app::history::Record>,
     report_repo: Option<String>,
+    /// Free bytes where the data folder is, as the worker last measured.
+    free_space: Option<u64>,
     /// What the wizard's source field holds.
     source_text: String,
     /// A folder picked in the system dialog (on its own thread), taken at the next frame.
@@ -161,6 +167,7 @@ impl App {
             models: None,
             models_done: None,
             report_repo: None,
+            free_space: None,
             picked_folder: Default::default(),
             wizard_checked: false,
             worker,
@@ -195,6 +202,11 @@ impl App {
     pub fn with_demo_launcher(mut self, launcher: std::path::PathBuf) -> Self {
         self.demo_launcher = Some(launcher);
         self
+    }
+
+    /// The sentence the window shows about the last failure, if any.
+    pub fn notice(&self) -> Option<&str> {
+        self.notice.as_deref()
     }
 
     /// The installed version, once the worker reported it.
@@ -248,7 +260,12 @@ impl App {
                         self.notice = Some(w);
                     }
                 }
-                Reply::SnapshotFailed(e) | Reply::ActionFailed(e) => self.notice = Some(readable(&e)),
+                Reply::SnapshotFailed(e) | Reply::ActionFailed(e) => {
+                    if self.demo == DemoView::Preparing {
+                        self.demo = DemoView::Off;
+                    }
+                    self.notice = Some(readable(&e));
+                }
                 Reply::Checked(Ok(report)) => self.check = CheckView::Done(report),
                 Reply::Checked(Err(e)) => self.check = CheckView::Failed(readable(&e)),
                 Reply::Changelog(entries) => self.changelog = entries,
@@ -277,9 +294,14 @@ impl App {
                     self.job = JobView::Idle;
                     self.models_done = Some(done);
                 }
-                Reply::History { records, repo } => {
+                Reply::History {
+                    records,
+                    repo,
+                    free_space,
+                } => {
                     self.history = records;
                     self.report_repo = repo;
+                    self.free_space = free_space;
                 }
             }
         }
@@ -341,7 +363,17 @@ impl App {
             Command::Rollback => {
                 self.check = CheckView::NotChecked;
                 self.job = JobView::Idle;
-                self.worker.send(Job::Rollback);
+                self.worker.send(Job::Rollback(None));
+            }
+            Command::RollbackTo(version) => {
+                self.check = CheckView::NotChecked;
+                self.job = JobView::Idle;
+                self.worker.send(Job::Rollback(Some(version)));
+            }
+            Command::InstallVersion(version) => {
+                self.screen = Screen::Home;
+                self.job = JobView::Running(Stage::Preparing);
+                self.worker.send(Job::Install(Some(version)));
             }
             Command::Unskip(version) => self.worker.send(Job::Unskip(version)),
             Command::Skip(version) => {
@@ -540,7 +572,7 @@ impl App {
                             commands.push(Command::TryDemo);
                         }
                     });
-                    ui.weak("To use another source, change it in Settings (or `personal-ai-agent update configure --repo/--feed`).");
+                    ui.weak("To use another source: `personal-ai-agent update configure --repo OWNER/NAME` (or `--feed URL|FOLDER`), then Retry.");
                 }
                 CheckView::Done(report) => match &report.latest {
                     Some(latest) => {
@@ -559,9 +591,7 @@ impl App {
                         });
                         ui.weak(facts.join(" · "));
                         let install_dir = status.home.data_dir.join("install");
-                        let free = fs4::available_space(&status.home.data_dir)
-                            .or_else(|_| fs4::available_space(status.home.data_dir.ancestors().find(|p| p.exists()).unwrap_or(&status.home.data_dir)))
-                            .ok();
+                        let free = self.free_space;
                         ui.label(format!(
                             "Installs into {}{}",
                             install_dir.display(),
@@ -776,7 +806,7 @@ impl App {
             ui.checkbox(&mut form.auto_install, "Install updates automatically");
             ui.horizontal(|ui| {
                 let label = ui.label("Versions kept as backups");
-                ui.add(egui::DragValue::new(&mut form.backup_count).range(0..=20))
+                ui.add(egui::DragValue::new(&mut form.backup_count).range(1..=20))
                     .labelled_by(label.id);
             });
             let changed = self.saved_form.as_ref() != Some(form);
@@ -814,9 +844,44 @@ impl App {
         if !status.failed_versions.is_empty() {
             ui.add_space(4.0);
             ui.strong("Versions that failed their health check");
-            ui.weak("Not offered automatically; install one by its version from the command line to try it again.");
+            ui.weak("Not offered automatically. Trying one again installs it and checks its health once more; a failure rolls back as before.");
             for version in &status.failed_versions {
-                ui.label(version);
+                ui.horizontal(|ui| {
+                    ui.label(version);
+                    if ui
+                        .add_enabled(
+                            !self.installing(),
+                            egui::Button::new(format!("Try {version} again")),
+                        )
+                        .clicked()
+                    {
+                        commands.push(Command::InstallVersion(version.clone()));
+                    }
+                });
+            }
+        }
+        let kept: Vec<&String> = status
+            .installed_versions
+            .iter()
+            .filter(|v| Some(v.as_str()) != status.current_version.as_deref())
+            .collect();
+        if !kept.is_empty() {
+            ui.add_space(4.0);
+            ui.strong("Kept versions");
+            for version in kept {
+                let clicked = ui
+                    .push_id(("kept", version), |ui| {
+                        ui.add_enabled(
+                            !self.installing(),
+                            egui::Button::new(format!("Roll back to {version}")),
+                        )
+                        .on_disabled_hover_text("Another operation runs; wait for it to finish")
+                        .clicked()
+                    })
+                    .inner;
+                if clicked {
+                    commands.push(Command::RollbackTo(version.clone()));
+                }
             }
         }
         ui.add_space(8.0);
@@ -1039,8 +1104,8 @@ impl App {
         self.report_ui(ui);
         ui.add_space(6.0);
         ui.heading("Backend log");
-        if let Some(status) = &self.status {
-            let logs = status.home.data_dir.join("logs");
+        {
+            let logs = self.paths.logs_dir();
             ui.horizontal(|ui| {
                 ui.label(format!("Log files: {}", logs.display()));
                 if ui.button("Open folder").clicked() {
@@ -1131,6 +1196,21 @@ impl eframe::App for App {
                 }
             });
         });
+        // Release notes are data from the release source: their links open only as https (a `file:` or a
+        // custom-protocol link could start a local program). The window's own "Open folder" is allowed.
+        let logs_url = format!("file://{}", self.paths.logs_dir().display());
+        ui.ctx().output_mut(|o| {
+            o.commands.retain(|c| match c {
+                egui::OutputCommand::OpenUrl(open) => {
+                    let ok = open.url.starts_with("https://") || open.url == logs_url;
+                    if !ok {
+                        tracing::warn!(url = %open.url, "not opening a link that is not https");
+                    }
+                    ok
+                }
+                _ => true,
+            })
+        });
         for command in commands {
             self.apply(command);
         }
@@ -1216,6 +1296,7 @@ fn outcome_text(outcome: &InstallOutcome) -> (Color32, String) {
             Color32::GRAY,
             "Cancelled before anything was switched; the installed version runs as before. The partial download is kept and resumed next time.".into(),
         ),
+        InstallOutcome::NothingToDo(text) => (Color32::GRAY, text.clone()),
         InstallOutcome::Failed(e) => (Color32::from_rgb(220, 60, 60), headline(e)),
     }
 }

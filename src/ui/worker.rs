@@ -45,6 +45,7 @@ pub struct SettingsForm {
     pub auto_download: bool,
     pub auto_install: bool,
     pub backup_count: u32,
+    pub check_interval_hours: f64,
 }
 
 impl SettingsForm {
@@ -55,6 +56,7 @@ impl SettingsForm {
             auto_download: config.auto_download,
             auto_install: config.auto_install,
             backup_count: config.backup_count,
+            check_interval_hours: config.check_interval_hours,
         }
     }
 }
@@ -72,8 +74,8 @@ pub enum Job {
     Check,
     /// Install this version, or (`None`) the offered update, or on first run the latest release.
     Install(Option<String>),
-    /// Go back to the previous installed version.
-    Rollback,
+    /// Go back to this installed version, or (`None`) the previous one.
+    Rollback(Option<String>),
     StartBackend,
     StopBackend,
     SaveSettings(SettingsForm),
@@ -126,6 +128,8 @@ pub enum InstallOutcome {
         reason: String,
     },
     Cancelled,
+    /// Nothing needed doing (already current); the sentence says so.
+    NothingToDo(String),
     Failed(String),
 }
 
@@ -171,6 +175,8 @@ pub enum Reply {
     History {
         records: Vec<crate::app::history::Record>,
         repo: Option<String>,
+        /// Free bytes where the data folder is (for the wizard).
+        free_space: Option<u64>,
     },
 }
 
@@ -416,9 +422,13 @@ impl Worker {
         let _ = std::thread::Builder::new()
             .name("ui-repaint".into())
             .spawn(move || {
+                // Each news once: a round that offers the same version again says nothing new.
+                let mut told = std::collections::HashSet::new();
                 while let Ok(event) = events.recv() {
                     if let EventKind::Job { job } = &event.kind
                         && let Some(text) = notification_of(job)
+                        && told.len() < 1000
+                        && told.insert(text.clone())
                     {
                         notify(&text);
                     }
@@ -471,8 +481,9 @@ impl Worker {
             Job::Open | Job::Refresh => {}
             Job::Check => self.check(control, cancel),
             Job::Install(version) => self.install(control, version, cancel),
-            Job::Rollback => {
-                if let Err(e) = control.run(Op::Rollback { to: None }, cancel, &mut |_| {}) {
+            Job::Rollback(to) => {
+                let to = to.and_then(|v| crate::version::parse_user_version(&v).ok());
+                if let Err(e) = control.run(Op::Rollback { to }, cancel, &mut |_| {}) {
                     self.reply(Reply::ActionFailed(format!("Could not roll back: {e}")));
                 }
             }
@@ -543,9 +554,15 @@ impl Worker {
     fn refresh(&self) {
         // The history is a file in the data folder, the same whoever owns the install.
         let (file, _) = self.settings();
+        let data = &self.paths.data_dir;
+        let free_space = data
+            .ancestors()
+            .find(|p| p.exists())
+            .and_then(|p| fs4::available_space(p).ok());
         self.reply(Reply::History {
             records: crate::app::history::read(&self.paths, 50),
             repo: file.github_repo.clone(),
+            free_space,
         });
         let models = match &self.engine {
             Engine::Local(Local {
@@ -647,10 +664,20 @@ impl Worker {
             &mut on_progress,
         );
         let outcome = match result {
-            Ok(value) if value["installed_version"].is_null() => InstallOutcome::Failed(match &version {
-                Some(v) => format!("Version {v} is already installed and intact: nothing to do."),
-                None => "No installable release is published for this platform yet; try again later.".into(),
-            }),
+            Ok(value) if value["installed_version"].is_null() => {
+                let installed = crate::app::current_version_text(&self.paths);
+                match (&version, installed) {
+                    (Some(v), _) => InstallOutcome::NothingToDo(format!(
+                        "Version {v} is already installed and intact: nothing to do."
+                    )),
+                    (None, Some(current)) => InstallOutcome::NothingToDo(format!(
+                        "Already up to date: {current} is the newest version offered."
+                    )),
+                    (None, None) => InstallOutcome::Failed(
+                        "No installable release is published for this platform yet; try again later.".into(),
+                    ),
+                }
+            }
             Ok(value) => match serde_json::from_value::<InstallReport>(value) {
                 Ok(report) => InstallOutcome::Healthy(report),
                 Err(e) => InstallOutcome::Failed(format!("The install report could not be read: {e}")),
@@ -691,6 +718,13 @@ impl Worker {
     /// The wizard's source: `owner/name` is a GitHub repository; a URL or a folder is a feed. Set in this
     /// process only: the owner's API does not change trust settings (it answers 403, said here).
     fn set_source(&self, control: &Control, text: &str) {
+        // A repository's web address is the repository.
+        let trimmed = text.trim().trim_end_matches('/');
+        let text = trimmed
+            .strip_prefix("https://github.com/")
+            .or_else(|| trimmed.strip_prefix("github.com/"))
+            .map(|rest| rest.trim_end_matches(".git"))
+            .unwrap_or(trimmed);
         let looks_like_repo = !text.contains("://")
             && !std::path::Path::new(text).is_absolute()
             && text.split('/').count() == 2;
@@ -757,6 +791,7 @@ impl Worker {
                     auto_download: Some(form.auto_download),
                     auto_install: Some(form.auto_install),
                     backup_count: Some(form.backup_count),
+                    check_interval_hours: Some(form.check_interval_hours),
                     ..Default::default()
                 })
                 .map(|_| ())
@@ -768,6 +803,7 @@ impl Worker {
                     "auto_download": form.auto_download,
                     "auto_install": form.auto_install,
                     "backup_count": form.backup_count,
+                    "check_interval_hours": form.check_interval_hours,
                 });
                 client
                     .post("/api/updates/configure", &body)
@@ -803,6 +839,7 @@ impl Worker {
                     auto_download: update.auto_download,
                     auto_install: update.auto_install,
                     backup_count: update.backup_count,
+                    check_interval_hours: update.check_interval_hours,
                 };
                 self.reply(Reply::Snapshot {
                     status: Box::new(update),

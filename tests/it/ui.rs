@@ -91,7 +91,8 @@ fn a_first_run_shows_the_welcome_and_the_install_button() {
         shows(&harness, "Installs into"),
         "where it goes, and the free space there"
     );
-    assert!(shows(&harness, "What changed in 1.0.0"), "its notes");
+    // Its notes are the worker's second answer, just after the check's.
+    pump_until(&mut harness, "its notes", |h| shows(h, "What changed in 1.0.0"));
     assert!(
         harness.query_by_label("Check for updates").is_none(),
         "nothing to update yet"
@@ -172,6 +173,14 @@ fn clicking_check_for_updates_offers_the_newer_version_and_install_update_switch
     });
     pump_until(&mut harness, "1.1.0 shown and running", |h| {
         shows(h, "Version 1.1.0") && matches!(h.state().backend_state(), BackendState::Running { .. })
+    });
+    // Settings lists the kept version; rolling back to it runs it again.
+    harness.get_by_label("Settings").click();
+    pump_until(&mut harness, "the kept versions", |h| shows(h, "Kept versions"));
+    harness.get_by_label("Roll back to 1.0.0").click();
+    pump_until(&mut harness, "1.0.0 running again", |h| {
+        h.state().installed_version() == Some("1.0.0")
+            && matches!(h.state().backend_state(), BackendState::Running { .. })
     });
 }
 
