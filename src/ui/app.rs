@@ -133,6 +133,9 @@ pub struct App {
     wizard_checked: bool,
     /// The demo is being prepared (a few seconds), or the window shows it.
     demo: DemoView,
+    /// Frames drawn, printed per frame when `PAI_BENCH_FRAMES` is set (`scripts/bench-window.sh`).
+    frames: u64,
+    bench_frames: bool,
     /// The executable the demo's releases run as their backend (default: this one).
     demo_launcher: Option<std::path::PathBuf>,
     paths: Paths,
@@ -161,6 +164,8 @@ impl App {
         Ok(App {
             paths: paths.clone(),
             demo,
+            frames: 0,
+            bench_frames: std::env::var_os("PAI_BENCH_FRAMES").is_some(),
             demo_launcher: None,
             source_text: String::new(),
             history: Vec::new(),
@@ -1153,6 +1158,14 @@ impl eframe::App for App {
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.frames += 1;
+        if self.bench_frames {
+            let ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or_default();
+            eprintln!("frame {} {ms}", self.frames);
+        }
         let ctx = ui.ctx().clone();
         self.take_replies(&ctx);
         self.wizard_step();
