@@ -305,7 +305,12 @@ impl Service {
 
     /// The updater, choosing assets for `platform` when given (a download for another machine).
     pub fn updater_for(&self, platform: Option<Platform>) -> AppResult<Updater> {
-        let updater = Updater::new(&self.inner.paths, &self.settings().effective)?;
+        self.updater_with(&self.settings().effective, platform)
+    }
+
+    /// The updater for settings already read.
+    fn updater_with(&self, config: &Config, platform: Option<Platform>) -> AppResult<Updater> {
+        let updater = Updater::new(&self.inner.paths, config)?;
         Ok(match platform {
             Some(p) => updater.for_platform(p),
             None => updater,
@@ -354,7 +359,7 @@ impl Service {
     /// `offered_only`, the offered release's alone (what the seed's API answers).
     pub fn changelog(&self, query: ChangelogQuery) -> AppResult<Changelog> {
         let settings = self.settings();
-        let updater = self.updater_for(query.platform)?;
+        let updater = self.updater_with(&settings.effective, query.platform)?;
         let current = crate::updater::current_version(&self.inner.paths)?;
         let mut releases = updater.changelog(query.channel)?;
         if current.is_none() && query.offered_only {

@@ -27,8 +27,3 @@ pub fn cancel_on_ctrl_c() -> CancelToken {
     let _ = ctrlc::set_handler(move || handler_token.cancel());
     token
 }
-
-/// The empty JSON object, the body of most operations.
-pub fn empty() -> serde_json::Value {
-    serde_json::Value::Object(Default::default())
-}

@@ -553,7 +553,7 @@ impl Worker {
 
     fn refresh(&self) {
         // The history is a file in the data folder, the same whoever owns the install.
-        let (file, _) = self.settings();
+        let (file, warnings) = self.settings();
         let data = &self.paths.data_dir;
         let free_space = data
             .ancestors()
@@ -585,7 +585,6 @@ impl Worker {
             }
             return;
         };
-        let (file, warnings) = self.settings();
         match service.update_status() {
             Ok(status) => self.reply(Reply::Snapshot {
                 status: Box::new(status),

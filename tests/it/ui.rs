@@ -44,6 +44,18 @@ fn home_with_feed(home: &Path, feed_dir: &Path) -> Paths {
     paths
 }
 
+/// A feed with 1.0.0 and a home that installed it through the CLI (nothing runs): the work folder, the
+/// feed, the home and its paths.
+fn installed_1_0_0() -> (tempfile::TempDir, std::path::PathBuf, tempfile::TempDir, Paths) {
+    let work = temp_home();
+    let feed_dir = work.path().join("feed");
+    publish(work.path(), &feed_dir, "1.0.0", &[]);
+    let home = temp_home();
+    let paths = home_with_feed(home.path(), &feed_dir);
+    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    (work, feed_dir, home, paths)
+}
+
 fn window(paths: &Paths) -> Harness<'static, App> {
     let paths = paths.clone();
     Harness::builder()
@@ -120,12 +132,7 @@ fn the_welcome_install_button_installs_and_starts_the_agent() {
 
 #[test]
 fn an_installed_version_shows_its_version_and_channel() {
-    let work = temp_home();
-    let feed_dir = work.path().join("feed");
-    publish(work.path(), &feed_dir, "1.0.0", &[]);
-    let home = temp_home();
-    let paths = home_with_feed(home.path(), &feed_dir);
-    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    let (_work, _feed_dir, _home, paths) = installed_1_0_0();
     let mut harness = window(&paths);
     pump_until(&mut harness, "the version", |h| shows(h, "Version 1.0.0"));
     assert!(shows(&harness, "Channel stable"));
@@ -136,12 +143,7 @@ fn an_installed_version_shows_its_version_and_channel() {
 /// Installs 1.0.0, publishes 1.1.0 (made with `backend_args`), opens the window, checks, and clicks
 /// "Install update". Returns the folders (they must outlive the install) and the window.
 fn update_through_the_window(backend_args: &[&str]) -> ([tempfile::TempDir; 2], Harness<'static, App>) {
-    let work = temp_home();
-    let feed_dir = work.path().join("feed");
-    publish(work.path(), &feed_dir, "1.0.0", &[]);
-    let home = temp_home();
-    let paths = home_with_feed(home.path(), &feed_dir);
-    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    let (work, feed_dir, home, paths) = installed_1_0_0();
     publish(work.path(), &feed_dir, "1.1.0", backend_args);
 
     let mut harness = window(&paths);
@@ -207,12 +209,7 @@ fn an_update_whose_backend_fails_its_health_check_shows_the_rollback() {
 
 #[test]
 fn the_changelog_is_rendered_markdown_with_headings_and_links_as_widgets() {
-    let work = temp_home();
-    let feed_dir = work.path().join("feed");
-    publish(work.path(), &feed_dir, "1.0.0", &[]);
-    let home = temp_home();
-    let paths = home_with_feed(home.path(), &feed_dir);
-    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    let (work, feed_dir, _home, paths) = installed_1_0_0();
     std::thread::sleep(Duration::from_millis(1100));
     publish(work.path(), &feed_dir, "1.1.0", &[]);
     let mut harness = window(&paths);
@@ -292,12 +289,7 @@ fn saving_the_settings_writes_them_to_config_json() {
 
 #[test]
 fn the_logs_section_shows_the_backend_output() {
-    let work = temp_home();
-    let feed_dir = work.path().join("feed");
-    publish(work.path(), &feed_dir, "1.0.0", &[]);
-    let home = temp_home();
-    let paths = home_with_feed(home.path(), &feed_dir);
-    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    let (_work, _feed_dir, _home, paths) = installed_1_0_0();
     let mut harness = window(&paths);
     pump_until(&mut harness, "the backend running", |h| {
         matches!(h.state().backend_state(), BackendState::Running { .. })
@@ -422,12 +414,7 @@ fn an_attached_windows_check_and_install_buttons_drive_the_owner_through_its_api
 
 #[test]
 fn a_window_with_no_owner_beside_it_owns_the_install_serves_the_api_and_shows_what_the_api_did() {
-    let work = temp_home();
-    let feed_dir = work.path().join("feed");
-    publish(work.path(), &feed_dir, "1.0.0", &[]);
-    let home = temp_home();
-    let paths = home_with_feed(home.path(), &feed_dir);
-    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    let (work, feed_dir, home, paths) = installed_1_0_0();
     let mut harness = window(&paths);
     pump_until(&mut harness, "the backend running", |h| {
         h.state().is_owner() && matches!(h.state().backend_state(), BackendState::Running { .. })
