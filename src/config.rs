@@ -45,6 +45,13 @@ pub struct Config {
     pub last_check: Option<DateTime<Utc>>,
     /// Hours between automatic checks.
     pub check_interval_hours: f64,
+    /// Closing the window leaves the agent running: a background launcher (`run --headless`) takes the
+    /// install over, and the window attaches to it when opened again.
+    pub keep_backend_running: bool,
+    /// Where installed versions, models, downloads and logs live, when not in the default data folder
+    /// (an absolute path; chosen before the first install, see `paths`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<std::path::PathBuf>,
     /// `owner/name` on GitHub.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub github_repo: Option<String>,
@@ -80,6 +87,8 @@ impl Default for Config {
             backup_count: 5,
             last_check: None,
             check_interval_hours: 24.0,
+            keep_backend_running: false,
+            data_dir: None,
             github_repo: None,
             feed: None,
             public_key: None,
@@ -108,7 +117,7 @@ pub const MAX_CHECK_INTERVAL_HOURS: f64 = 24.0 * 365.0;
 pub const SECURITY_FIELDS: [&str; 3] = ["public_key", "github_repo", "feed"];
 
 /// Every field this launcher reads; anything else in the file is kept as it is (`Config::unknown`).
-const KNOWN_FIELDS: [&str; 13] = [
+const KNOWN_FIELDS: [&str; 15] = [
     "auto_check",
     "auto_download",
     "auto_install",
@@ -117,6 +126,8 @@ const KNOWN_FIELDS: [&str; 13] = [
     "backup_count",
     "last_check",
     "check_interval_hours",
+    "keep_backend_running",
+    "data_dir",
     "github_repo",
     "feed",
     "public_key",
@@ -242,6 +253,14 @@ impl Config {
                 line_of_field(&text, "check_interval_hours")
             ));
             config.check_interval_hours = 24.0;
+        }
+        if let Some(dir) = config.data_dir.as_ref().filter(|d| !d.is_absolute()) {
+            warnings.push(format!(
+                "{} line {}: data_dir {} is not an absolute path; using the default data folder",
+                path.display(),
+                line_of_field(&text, "data_dir"),
+                dir.display()
+            ));
         }
         config.problem = problem;
         Loaded { config, warnings }

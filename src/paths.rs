@@ -5,6 +5,10 @@
 //! 2. `PORTABLE_MODE=1`: everything beside the executable (a USB stick, an unzipped folder);
 //! 3. otherwise the platform's folders: config in the config folder, the rest in the data folder.
 //!
+//! Then the `data_dir` setting of that root's `config.json` (chosen in the first-run wizard, before anything
+//! is installed) moves the data folder (installed versions, models, downloads, logs) elsewhere; the
+//! settings stay where they are, so the next start finds it.
+//!
 //! Nothing here creates a folder; callers create what they write into, with [`ensure_dir`].
 
 use std::path::{Path, PathBuf};
@@ -40,6 +44,22 @@ impl Paths {
 
     /// As [`Paths::resolve`], reading the environment through `env` (tests inject it).
     pub fn resolve_with(home: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+        Ok(Self::root(home, env)?.with_data_dir_setting())
+    }
+
+    /// The data folder the settings name (`data_dir`, an absolute path), if any; else as it is.
+    pub fn with_data_dir_setting(mut self) -> Self {
+        if let Some(dir) = crate::config::Config::load(&self.config_file())
+            .config
+            .data_dir
+            .filter(|d| d.is_absolute())
+        {
+            self.data_dir = dir;
+        }
+        self
+    }
+
+    fn root(home: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
         if let Some(home) = home {
             return Ok(Self::under(absolute(home)));
         }
@@ -105,4 +125,35 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_dir_setting_moves_the_data_folder_and_leaves_the_settings_in_place() {
+        let home = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let no_env = |_: &str| None;
+        let plain = Paths::resolve_with(Some(home.path()), &no_env).unwrap();
+        assert_eq!(plain.data_dir, home.path());
+        std::fs::write(
+            plain.config_file(),
+            serde_json::json!({ "data_dir": elsewhere.path() }).to_string(),
+        )
+        .unwrap();
+        let moved = Paths::resolve_with(Some(home.path()), &no_env).unwrap();
+        assert_eq!(moved.data_dir, elsewhere.path());
+        assert_eq!(moved.config_dir, home.path());
+        assert_eq!(moved.install_dir(), elsewhere.path().join("install"));
+    }
+
+    #[test]
+    fn a_relative_data_dir_setting_is_not_followed() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(home.path().join("config.json"), r#"{ "data_dir": "some/where" }"#).unwrap();
+        let paths = Paths::resolve_with(Some(home.path()), &|_| None).unwrap();
+        assert_eq!(paths.data_dir, home.path());
+    }
 }

@@ -409,6 +409,9 @@ pub struct Status {
     pub auto_install: bool,
     pub backup_count: u32,
     pub check_interval_hours: f64,
+    /// Closing the window leaves the agent running under a background launcher.
+    #[serde(default)]
+    pub keep_backend_running: bool,
     pub skip_versions: Vec<String>,
     pub failed_versions: Vec<String>,
     pub last_check: Option<DateTime<Utc>>,
@@ -464,6 +467,7 @@ pub fn status(paths: &Paths, config: &Config) -> Result<Status> {
         auto_install: config.auto_install,
         backup_count: config.backup_count,
         check_interval_hours: config.check_interval_hours,
+        keep_backend_running: config.keep_backend_running,
         skip_versions: config.skip_versions.clone(),
         failed_versions: config.failed_versions.clone(),
         last_check: config.last_check,

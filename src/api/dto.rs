@@ -71,6 +71,8 @@ pub struct ConfigureBody {
     pub backup_count: Option<u32>,
     #[serde(default)]
     pub check_interval_hours: Option<f64>,
+    #[serde(default)]
+    pub keep_backend_running: Option<bool>,
     #[serde(default, deserialize_with = "present")]
     pub github_repo: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
@@ -101,6 +103,8 @@ impl From<ConfigureBody> for ConfigChange {
             auto_install: b.auto_install,
             backup_count: b.backup_count,
             check_interval_hours: b.check_interval_hours,
+            keep_backend_running: b.keep_backend_running,
+            data_dir: None,
             github_repo: b.github_repo,
             feed: b.feed,
             public_key: b.public_key,

@@ -20,6 +20,7 @@ pub mod control;
 pub mod history;
 pub mod jobs;
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use semver::Version;
@@ -101,6 +102,10 @@ pub struct ConfigChange {
     pub auto_install: Option<bool>,
     pub backup_count: Option<u32>,
     pub check_interval_hours: Option<f64>,
+    pub keep_backend_running: Option<bool>,
+    /// Where the data folder is (`Some(None)`: the default); only before the first install, and never
+    /// through the API (an owner does not move its own install away).
+    pub data_dir: Option<Option<std::path::PathBuf>>,
     pub github_repo: Option<Option<String>>,
     pub feed: Option<Option<String>>,
     pub public_key: Option<Option<String>>,
@@ -341,6 +346,15 @@ impl Service {
         })
     }
 
+    /// What this process's last check of its own channel found, if it made one.
+    pub fn last_check(&self) -> Option<crate::check::CheckReport> {
+        self.inner
+            .last_check
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Records `report` as what this process last found offered (shown by `status`).
     pub fn remember_check(&self, report: crate::check::CheckReport) {
         *self
@@ -402,6 +416,48 @@ impl Service {
         Ok(out)
     }
 
+    /// A new data folder (`None`: the default), refused once anything is installed in the current one
+    /// (moving an install is not supported), or when it is not an absolute path of a folder this user can
+    /// write to (it is made if missing).
+    fn check_data_dir(&self, dir: Option<&Path>) -> AppResult<Option<PathBuf>> {
+        let paths = &self.inner.paths;
+        let installer = crate::updater::installer(paths);
+        let installed = installer.installed_versions().unwrap_or_default();
+        if !installed.is_empty() || installer.interrupted_operation().ok().flatten().is_some() {
+            return Err(AppError::invalid(
+                "data_dir",
+                format!(
+                    "can be chosen only before the first install: versions are installed in {} already. Moving an install is not supported; keep this folder, or remove the install and choose again",
+                    paths.install_dir().display()
+                ),
+            ));
+        }
+        let Some(dir) = dir else { return Ok(None) };
+        if !dir.is_absolute() {
+            return Err(AppError::invalid(
+                "data_dir",
+                format!(
+                    "{} is not an absolute path; give the whole path of a folder",
+                    dir.display()
+                ),
+            ));
+        }
+        let probe = dir.join(".personal-ai-agent-write-test");
+        std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&probe, b"probe"))
+            .and_then(|()| std::fs::remove_file(&probe))
+            .map_err(|e| {
+                AppError::invalid(
+                    "data_dir",
+                    format!(
+                        "{} cannot be written to ({e}); choose a folder of your own",
+                        dir.display()
+                    ),
+                )
+            })?;
+        Ok(Some(dir.to_path_buf()))
+    }
+
     /// Applies `change` after checking every field (nothing is written when one is refused). Returns the
     /// settings file as saved.
     pub fn configure(&self, change: ConfigChange) -> AppResult<Config> {
@@ -415,6 +471,10 @@ impl Service {
                 "is 0; keep at least 1 previous version so a rollback is possible",
             ));
         }
+        let data_dir = match &change.data_dir {
+            Some(dir) => Some(self.check_data_dir(dir.as_deref())?),
+            None => None,
+        };
         let repo = match &change.github_repo {
             Some(Some(r)) if !r.trim().is_empty() => Some(Some(
                 r.trim()
@@ -479,6 +539,12 @@ impl Service {
             }
             if let Some(h) = change.check_interval_hours {
                 file.check_interval_hours = h;
+            }
+            if let Some(b) = change.keep_backend_running {
+                file.keep_backend_running = b;
+            }
+            if let Some(d) = data_dir {
+                file.data_dir = d;
             }
             if let Some(r) = repo {
                 file.github_repo = r;

@@ -101,6 +101,13 @@ pub struct ConfigureArgs {
     /// Hours between automatic checks.
     #[arg(long, value_name = "HOURS")]
     pub check_interval: Option<f64>,
+    /// Whether closing the window leaves the agent running under a background launcher.
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub keep_backend_running: Option<bool>,
+    /// Keep installed versions, models, downloads and logs in DIR (only before the first install; an
+    /// empty value goes back to the default data folder).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
     /// The GitHub repository to update from, as owner/name (empty to clear).
     #[arg(long, value_name = "OWNER/NAME")]
     pub repo: Option<String>,
@@ -284,6 +291,11 @@ fn config_change(args: ConfigureArgs) -> anyhow::Result<ConfigChange> {
         auto_install: args.auto_install,
         backup_count: args.backup_count,
         check_interval_hours: args.check_interval,
+        keep_backend_running: args.keep_backend_running,
+        data_dir: args
+            .data_dir
+            .map(clear)
+            .map(|dir| dir.map(|d| std::path::absolute(&d).unwrap_or_else(|_| std::path::PathBuf::from(d)))),
         github_repo: args.repo.map(clear),
         feed: args.feed.map(clear).map(|feed| {
             feed.map(|f| {

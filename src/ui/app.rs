@@ -26,6 +26,10 @@ pub enum Command {
     SaveSource,
     /// Ask for a feed folder with the system's folder dialog.
     ChooseFeedFolder,
+    /// Ask for the install (data) folder with the system's folder dialog.
+    ChooseDataFolder,
+    /// Keep installs, models and downloads in the folder typed or chosen in the wizard.
+    SaveDataFolder,
     /// Switch the window to the offline demo's own home.
     TryDemo,
     CancelInstall,
@@ -44,6 +48,7 @@ pub enum Command {
     DownloadModels,
     StartBackend,
     StopBackend,
+    RestartBackend,
     SaveSettings,
 }
 
@@ -127,8 +132,16 @@ pub struct App {
     free_space: Option<u64>,
     /// What the wizard's source field holds.
     source_text: String,
+    /// The offered version the user asked to be reminded about later: an automatic round's find of the
+    /// same version does not bring the offer back.
+    reminded_later: Option<String>,
+    /// A source was sent to be saved; its "saved" answer clears the field and the old offer.
+    source_pending: bool,
     /// A folder picked in the system dialog (on its own thread), taken at the next frame.
     picked_folder: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// What the wizard's install-folder field holds, and a folder picked for it in the system dialog.
+    data_text: String,
+    picked_data_folder: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     /// Whether the wizard asked for the offered release already (once per status with a source).
     wizard_checked: bool,
     /// The demo is being prepared (a few seconds), or the window shows it.
@@ -168,12 +181,16 @@ impl App {
             bench_frames: std::env::var_os("PAI_BENCH_FRAMES").is_some(),
             demo_launcher: None,
             source_text: String::new(),
+            reminded_later: None,
+            source_pending: false,
             history: Vec::new(),
             models: None,
             models_done: None,
             report_repo: None,
             free_space: None,
             picked_folder: Default::default(),
+            data_text: String::new(),
+            picked_data_folder: Default::default(),
             wizard_checked: false,
             worker,
             mode: None,
@@ -202,8 +219,9 @@ impl App {
         }
     }
 
-    /// Names the launcher executable the offline demo's releases run (tests, whose own executable is
-    /// the test binary).
+    /// Names the launcher executable the offline demo's releases run, and the one that keeps the agent
+    /// running in the background after the window closes (tests, whose own executable is the test
+    /// binary; default: this executable).
     pub fn with_demo_launcher(mut self, launcher: std::path::PathBuf) -> Self {
         self.demo_launcher = Some(launcher);
         self
@@ -266,6 +284,7 @@ impl App {
                     }
                 }
                 Reply::SnapshotFailed(e) | Reply::ActionFailed(e) => {
+                    self.source_pending = false;
                     if self.demo == DemoView::Preparing {
                         self.demo = DemoView::Off;
                     }
@@ -273,6 +292,17 @@ impl App {
                 }
                 Reply::Checked(Ok(report)) => self.check = CheckView::Done(report),
                 Reply::Checked(Err(e)) => self.check = CheckView::Failed(readable(&e)),
+                Reply::AutoOffer(report) => {
+                    // An automatic round's find shows like a check's, unless the card is busy with one
+                    // or the user asked to be reminded later about this very version.
+                    let version = report.latest.as_ref().map(|l| l.version.clone());
+                    let idle = matches!(self.check, CheckView::NotChecked)
+                        || matches!(&self.check, CheckView::Done(r) if !r.update_available);
+                    if idle && version.is_some() && version != self.reminded_later {
+                        self.check = CheckView::Done(report);
+                        self.changelog.clear();
+                    }
+                }
                 Reply::Changelog(entries) => self.changelog = entries,
                 Reply::Progress(stage) => self.job = JobView::Running(stage),
                 Reply::Installed(outcome) => {
@@ -290,10 +320,21 @@ impl App {
                 Reply::SettingsSaved => {
                     self.notice = None;
                     self.saved_notice = true;
-                    // A source just entered: look at what it offers.
-                    self.wizard_checked = false;
+                    if std::mem::take(&mut self.source_pending) {
+                        // A source just entered: what the old one offered no longer holds; look at
+                        // what this one offers.
+                        self.source_text.clear();
+                        self.check = CheckView::NotChecked;
+                        self.changelog.clear();
+                        self.wizard_checked = false;
+                    }
                 }
-                Reply::DemoReady(paths) => self.switch_to(paths, ctx),
+                Reply::DemoReady(paths) => self.switch_to(paths, ctx, true),
+                Reply::DataDirMoved(paths) => {
+                    self.data_text.clear();
+                    let demo = self.demo == DemoView::On;
+                    self.switch_to(paths, ctx, demo);
+                }
                 Reply::Models(models) => self.models = Some(models),
                 Reply::ModelsDone(done) => {
                     self.job = JobView::Idle;
@@ -329,24 +370,21 @@ impl App {
             Command::SaveSource => {
                 let text = self.source_text.trim().to_owned();
                 if !text.is_empty() {
+                    self.source_pending = true;
                     self.worker.send(Job::SetSource(text));
                 }
             }
             Command::ChooseFeedFolder => {
-                let slot = self.picked_folder.clone();
-                // The system dialog blocks its caller: it runs on a thread of its own, and the folder is
-                // taken at the next frame.
-                let _ = std::thread::Builder::new()
-                    .name("ui-folder-dialog".into())
-                    .spawn(move || {
-                        if let Some(folder) = rfd::FileDialog::new()
-                            .set_title("Choose the release feed folder")
-                            .pick_folder()
-                        {
-                            *slot.lock().unwrap_or_else(|p| p.into_inner()) =
-                                Some(folder.display().to_string());
-                        }
-                    });
+                pick_folder("Choose the release feed folder", self.picked_folder.clone())
+            }
+            Command::ChooseDataFolder => {
+                pick_folder("Choose where to install", self.picked_data_folder.clone())
+            }
+            Command::SaveDataFolder => {
+                let text = self.data_text.trim().to_owned();
+                if !text.is_empty() {
+                    self.worker.send(Job::SetDataDir(text));
+                }
             }
             Command::TryDemo => match self
                 .demo_launcher
@@ -387,6 +425,9 @@ impl App {
                 self.worker.send(Job::Skip(version));
             }
             Command::RemindLater => {
+                if let CheckView::Done(report) = &self.check {
+                    self.reminded_later = report.latest.as_ref().map(|l| l.version.clone());
+                }
                 self.check = CheckView::NotChecked;
                 self.changelog.clear();
             }
@@ -398,6 +439,7 @@ impl App {
             }
             Command::StartBackend => self.worker.send(Job::StartBackend),
             Command::StopBackend => self.worker.send(Job::StopBackend),
+            Command::RestartBackend => self.worker.send(Job::RestartBackend),
             Command::SaveSettings => {
                 if let Some(form) = &self.form {
                     self.saved_notice = false;
@@ -419,6 +461,14 @@ impl App {
         {
             self.source_text = folder;
         }
+        if let Some(folder) = self
+            .picked_data_folder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            self.data_text = folder;
+        }
         let wants_offer = self
             .status
             .as_ref()
@@ -430,9 +480,9 @@ impl App {
         }
     }
 
-    /// Drives another home from now on (the offline demo's): the old worker is dropped (its backend, if
+    /// Drives another home from now on (the offline demo's, or a data folder chosen in the wizard): the old worker is dropped (its backend, if
     /// any, stopped), a new one opens the new home.
-    fn switch_to(&mut self, paths: Paths, ctx: &egui::Context) {
+    fn switch_to(&mut self, paths: Paths, ctx: &egui::Context, demo: bool) {
         let repaint_ctx = ctx.clone();
         match WorkerHandle::spawn(paths.clone(), move || repaint_ctx.request_repaint()) {
             Ok(worker) => {
@@ -448,13 +498,99 @@ impl App {
                 self.job = JobView::Idle;
                 self.notice = None;
                 self.wizard_checked = false;
-                self.demo = DemoView::On;
+                self.models = None;
+                self.models_done = None;
+                self.free_space = None;
+                self.demo = if demo { DemoView::On } else { DemoView::Off };
             }
             Err(e) => {
                 self.demo = DemoView::Off;
-                self.notice = Some(format!("Could not open the demo: {e}"));
+                self.notice = Some(format!("Could not open {}: {e}", paths.data_dir.display()));
             }
         }
+    }
+
+    /// The URLs the window itself opens (its folders, the agent's page): let through the link filter,
+    /// which otherwise opens only https.
+    fn own_urls(&self) -> Vec<String> {
+        let mut urls: Vec<String> = [
+            Some(self.paths.logs_dir()),
+            Some(self.paths.data_dir.clone()),
+            Some(self.paths.config_dir.clone()),
+            self.models
+                .as_ref()
+                .and_then(|m| m.as_ref().ok())
+                .and_then(|doc| doc["models_dir"].as_str().map(std::path::PathBuf::from)),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|dir| folder_url(&dir))
+        .collect();
+        urls.extend(agent_url(&self.backend_state()));
+        urls
+    }
+
+    /// The source entry: a GitHub `owner/name` (or its web address), a feed URL, or a folder (typed or
+    /// chosen in the system's dialog), and "Use this source".
+    fn source_entry_ui(&mut self, ui: &mut egui::Ui, label: &str, commands: &mut Vec<Command>) {
+        ui.horizontal_wrapped(|ui| {
+            let label = ui.label(label);
+            ui.add(
+                egui::TextEdit::singleline(&mut self.source_text)
+                    .hint_text("owner/name, https://… or a folder")
+                    .desired_width(240.0),
+            )
+            .labelled_by(label.id);
+            if ui
+                .button("Choose folder…")
+                .on_hover_text("A folder feed: a mirror, a USB stick, an offline medium")
+                .clicked()
+            {
+                commands.push(Command::ChooseFeedFolder);
+            }
+            if ui
+                .add_enabled(
+                    !self.source_text.trim().is_empty() && !self.source_pending,
+                    egui::Button::new("Use this source"),
+                )
+                .on_hover_text("Releases from it are still checked against the pinned signing key")
+                .on_disabled_hover_text("Type a GitHub owner/name, a feed URL, or choose a folder first")
+                .clicked()
+            {
+                commands.push(Command::SaveSource);
+            }
+        });
+    }
+
+    /// Another folder for the install (and models, downloads, logs), before the first install.
+    fn data_folder_ui(&mut self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
+        egui::CollapsingHeader::new("Install somewhere else")
+            .id_salt("data-folder")
+            .show(ui, |ui| {
+                ui.label("The versions, models and downloads go into the folder you choose; the settings stay where they are and remember it.");
+                ui.horizontal_wrapped(|ui| {
+                    let label = ui.label("Folder");
+                    ui.add(
+                        egui::TextEdit::singleline(&mut self.data_text)
+                            .hint_text("a folder on a disk with room for the models")
+                            .desired_width(240.0),
+                    )
+                    .labelled_by(label.id);
+                    if ui.button("Choose…").clicked() {
+                        commands.push(Command::ChooseDataFolder);
+                    }
+                    if ui
+                        .add_enabled(
+                            !self.data_text.trim().is_empty() && !self.installing(),
+                            egui::Button::new("Use this folder"),
+                        )
+                        .on_disabled_hover_text("Type a folder's whole path, or choose one first")
+                        .clicked()
+                    {
+                        commands.push(Command::SaveDataFolder);
+                    }
+                });
+            });
     }
 
     fn installing(&self) -> bool {
@@ -490,7 +626,7 @@ impl App {
             None => {}
         }
         let state = self.backend_state();
-        ui.horizontal(|ui| {
+        ui.horizontal_wrapped(|ui| {
             let text = match state.reason() {
                 Some(reason) => format!("Backend {}: {}", state.name(), readable(reason)),
                 None => format!("Backend {}", state.name()),
@@ -499,19 +635,67 @@ impl App {
             let installed = self.installed_version().is_some();
             let running = !matches!(state, BackendState::Stopped | BackendState::Crashed { .. });
             let idle = !self.installing();
+            let why_busy = "An install or another operation runs; wait for it to finish";
             if ui
                 .add_enabled(installed && idle && !running, egui::Button::new("Start"))
+                .on_disabled_hover_text(if !installed {
+                    "Nothing is installed yet"
+                } else if running {
+                    "The backend runs already"
+                } else {
+                    why_busy
+                })
                 .clicked()
             {
                 commands.push(Command::StartBackend);
             }
+            // Stop also ends a crash loop: the supervisor stops restarting it.
+            let crash_loop = matches!(state, BackendState::Crashed { .. })
+                && match &self.mode {
+                    Some(Mode::Local { service, .. }) => service.supervisor().is_wanted_running(),
+                    // The owner's supervisor decides; a stop of a backend it gave up on changes nothing.
+                    Some(Mode::Attached { .. }) => true,
+                    None => false,
+                };
             if ui
-                .add_enabled(idle && running, egui::Button::new("Stop"))
+                .add_enabled(idle && (running || crash_loop), egui::Button::new("Stop"))
+                .on_disabled_hover_text(if idle {
+                    "The backend is not running"
+                } else {
+                    why_busy
+                })
                 .clicked()
             {
                 commands.push(Command::StopBackend);
             }
+            if ui
+                .add_enabled(idle && running, egui::Button::new("Restart"))
+                .on_disabled_hover_text(if idle {
+                    "The backend is not running"
+                } else {
+                    why_busy
+                })
+                .clicked()
+            {
+                commands.push(Command::RestartBackend);
+            }
         });
+        if let Some(url) = agent_url(&state) {
+            ui.horizontal_wrapped(|ui| {
+                ui.label(format!("The agent answers at {url}"));
+                if ui
+                    .add_enabled(
+                        matches!(state, BackendState::Running { .. }),
+                        egui::Button::new("Open agent"),
+                    )
+                    .on_hover_text("Opens the agent's page in your browser")
+                    .on_disabled_hover_text("The agent is not healthy yet")
+                    .clicked()
+                {
+                    ui.ctx().open_url(egui::OpenUrl::new_tab(url));
+                }
+            });
+        }
     }
 
     /// The first-run wizard: where releases come from (or the offline demo), what will be installed
@@ -526,22 +710,7 @@ impl App {
             let Some(status) = self.status.clone() else { return };
             if status.source.is_none() {
                 ui.label("Nothing is installed yet, and no release source is set. Where are the agent's releases published?");
-                ui.horizontal(|ui| {
-                    let label = ui.label("GitHub repository or feed");
-                    ui.add(egui::TextEdit::singleline(&mut self.source_text).hint_text("owner/name, https://… or a folder").desired_width(260.0))
-                        .labelled_by(label.id);
-                    if ui.button("Choose folder…").on_hover_text("A folder feed: a mirror, a USB stick, an offline medium").clicked() {
-                        commands.push(Command::ChooseFeedFolder);
-                    }
-                });
-                let empty = self.source_text.trim().is_empty();
-                if ui
-                    .add_enabled(!empty, egui::Button::new("Use this source"))
-                    .on_disabled_hover_text("Type a GitHub owner/name, a feed URL, or choose a folder first")
-                    .clicked()
-                {
-                    commands.push(Command::SaveSource);
-                }
+                self.source_entry_ui(ui, "GitHub repository or feed", commands);
                 ui.add_space(6.0);
                 ui.label("No releases yet, or no network? See the whole product offline:");
                 let preparing = self.demo == DemoView::Preparing;
@@ -560,6 +729,8 @@ impl App {
                 return;
             }
             ui.label(format!("Releases come from {}.", status.source.as_deref().unwrap_or_default()));
+            let mut other_source = false;
+            let mut choose_folder = false;
             match &self.check {
                 CheckView::NotChecked | CheckView::Checking => {
                     ui.horizontal(|ui| {
@@ -577,7 +748,7 @@ impl App {
                             commands.push(Command::TryDemo);
                         }
                     });
-                    ui.weak("To use another source: `personal-ai-agent update configure --repo OWNER/NAME` (or `--feed URL|FOLDER`), then Retry.");
+                    other_source = true;
                 }
                 CheckView::Done(report) => match &report.latest {
                     Some(latest) => {
@@ -602,6 +773,7 @@ impl App {
                             install_dir.display(),
                             free.map(|f| format!(" ({} free there)", bytes(f))).unwrap_or_default()
                         ));
+                        choose_folder = true;
                         ui.weak("The models the agent needs are listed after the install, with their size, and downloaded only when you agree.");
                         if ui
                             .add_enabled(!self.installing(), egui::Button::new("Install Personal AI Agent"))
@@ -618,12 +790,59 @@ impl App {
                     }
                 },
             }
+            if other_source {
+                self.source_entry_ui(ui, "Or use another source", commands);
+            }
+            // (Not in the demo: its home is a folder of its own that `demo --reset` removes whole.)
+            if choose_folder && self.demo == DemoView::Off {
+                self.data_folder_ui(ui, commands);
+            }
             self.changelog_ui(ui);
             self.progress_ui(ui, commands);
         });
     }
 
+    /// The bytes of required models the installed version still lacks (`None`: not known yet).
+    fn missing_models(&self) -> Option<u64> {
+        let doc = self.models.as_ref()?.as_ref().ok()?;
+        Some(
+            doc["models"]
+                .as_array()?
+                .iter()
+                .filter(|m| m["state"] != "present" && m["required"] != false)
+                .map(|m| m["size"].as_u64().unwrap_or(0))
+                .sum(),
+        )
+    }
+
     fn update_card_ui(&mut self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
+        if let Some(missing) = self.missing_models().filter(|n| *n > 0) {
+            // The wizard's last step: what the agent still needs, with its size and the free space.
+            ui.group(|ui| {
+                ui.set_width(ui.available_width());
+                ui.strong("The agent needs its models");
+                ui.label(format!(
+                    "{} to download{}.",
+                    bytes(missing),
+                    self.free_space
+                        .map(|f| format!(" ({} free in the data folder)", bytes(f)))
+                        .unwrap_or_default()
+                ));
+                ui.horizontal(|ui| {
+                    if ui
+                        .add_enabled(!self.installing(), egui::Button::new("Download the models"))
+                        .on_disabled_hover_text("Another operation runs; wait for it to finish")
+                        .clicked()
+                    {
+                        commands.push(Command::DownloadModels);
+                        commands.push(Command::Show(Screen::Models));
+                    }
+                    if ui.button("See the models").clicked() {
+                        commands.push(Command::Show(Screen::Models));
+                    }
+                });
+            });
+        }
         ui.group(|ui| {
             ui.set_width(ui.available_width());
             ui.strong("Updates");
@@ -807,13 +1026,34 @@ impl App {
                     .labelled_by(label.id);
             });
             ui.checkbox(&mut form.auto_check, "Check for updates automatically");
-            ui.checkbox(&mut form.auto_download, "Download updates automatically");
-            ui.checkbox(&mut form.auto_install, "Install updates automatically");
+            ui.add_enabled_ui(form.auto_check, |ui| {
+                ui.horizontal(|ui| {
+                    let label = ui.label("Hours between checks");
+                    ui.add(
+                        egui::DragValue::new(&mut form.check_interval_hours)
+                            .range(0.25..=crate::config::MAX_CHECK_INTERVAL_HOURS)
+                            .speed(0.25)
+                            .max_decimals(2)
+                            .clamp_existing_to_range(false),
+                    )
+                    .labelled_by(label.id)
+                    .on_hover_text("Each check waits a little more or less (up to a tenth), so launchers started together do not all ask at once");
+                });
+                ui.checkbox(&mut form.auto_download, "Download updates automatically");
+                ui.checkbox(&mut form.auto_install, "Install updates automatically");
+            })
+            .response
+            .on_disabled_hover_text("Automatic checks are off");
             ui.horizontal(|ui| {
                 let label = ui.label("Versions kept as backups");
                 ui.add(egui::DragValue::new(&mut form.backup_count).range(1..=20))
                     .labelled_by(label.id);
             });
+            ui.checkbox(
+                &mut form.keep_backend_running,
+                "Keep the agent running after the window closes",
+            )
+            .on_hover_text("A background launcher (personal-ai-agent run --headless) takes the agent over and keeps checking for updates; open this window again to see it, or stop it with personal-ai-agent backend stop");
             let changed = self.saved_form.as_ref() != Some(form);
             ui.horizontal(|ui| {
                 if ui
@@ -828,7 +1068,15 @@ impl App {
                 }
             });
         });
-        let Some(status) = &self.status else { return };
+        let Some(status) = self.status.clone() else { return };
+        ui.add_space(8.0);
+        ui.strong("Release source");
+        ui.label(match &status.source {
+            Some(source) => format!("Releases come from {source}."),
+            None => "No release source is set.".to_owned(),
+        });
+        self.source_entry_ui(ui, "Change to", commands);
+        let status = &status;
         ui.add_space(8.0);
         ui.strong("Skipped versions");
         if status.skip_versions.is_empty() {
@@ -891,12 +1139,9 @@ impl App {
         }
         ui.add_space(8.0);
         ui.strong("Where things are");
-        ui.label(format!("Settings: {}", status.home.config_file.display()));
-        ui.label(format!("Data: {}", status.home.data_dir.display()));
-        if let Some(source) = &status.source {
-            ui.label(format!("Release source: {source}"));
-        }
-        ui.label(format!("Checks every {} h", status.check_interval_hours));
+        ui.label(format!("Settings file: {}", status.home.config_file.display()));
+        folder_row(ui, "Data", &status.home.data_dir);
+        folder_row(ui, "Logs", &self.paths.logs_dir());
     }
 
     fn about_ui(&self, ui: &mut egui::Ui) {
@@ -922,7 +1167,7 @@ impl App {
             }
         ));
         ui.label(format!("Settings file: {}", status.home.config_file.display()));
-        ui.label(format!("Data folder: {}", status.home.data_dir.display()));
+        folder_row(ui, "Data folder", &status.home.data_dir);
         if status.home.portable {
             ui.label("Portable mode: everything lives beside the executable.");
         }
@@ -942,10 +1187,9 @@ impl App {
                 if list.is_empty() {
                     ui.label("The installed version needs no model files.");
                 }
-                ui.label(format!(
-                    "Folder: {}",
-                    doc["models_dir"].as_str().unwrap_or_default()
-                ));
+                if let Some(dir) = doc["models_dir"].as_str() {
+                    folder_row(ui, "Folder", std::path::Path::new(dir));
+                }
                 egui::Grid::new("models").striped(true).show(ui, |ui| {
                     for m in &list {
                         ui.label(m["name"].as_str().unwrap_or_default());
@@ -972,8 +1216,11 @@ impl App {
                     .sum();
                 if missing > 0 {
                     ui.label(format!(
-                        "{} to download (the space is checked first).",
-                        bytes(missing)
+                        "{} to download{} (the space is checked before anything is fetched).",
+                        bytes(missing),
+                        self.free_space
+                            .map(|f| format!(", {} free there", bytes(f)))
+                            .unwrap_or_default()
                     ));
                     if ui
                         .add_enabled(!self.installing(), egui::Button::new("Download missing models"))
@@ -1086,11 +1333,12 @@ impl App {
                     match &self.report_repo {
                         Some(repo) => {
                             if ui.button("Open the new-issue page").clicked() {
-                                let url = format!(
-                                    "https://github.com/{repo}/issues/new?title={}&body={}",
-                                    url_escape(&title),
-                                    url_escape(&body)
-                                );
+                                let (url, shortened) = new_issue_url(repo, &title, &body);
+                                if shortened {
+                                    // The page gets what fits in a link; the whole report is on the
+                                    // clipboard to paste over it.
+                                    ui.ctx().copy_text(format!("{title}\n\n{body}"));
+                                }
                                 ui.ctx().open_url(egui::OpenUrl::new_tab(url));
                             }
                         }
@@ -1109,16 +1357,7 @@ impl App {
         self.report_ui(ui);
         ui.add_space(6.0);
         ui.heading("Backend log");
-        {
-            let logs = self.paths.logs_dir();
-            ui.horizontal(|ui| {
-                ui.label(format!("Log files: {}", logs.display()));
-                if ui.button("Open folder").clicked() {
-                    ui.ctx()
-                        .open_url(egui::OpenUrl::new_tab(format!("file://{}", logs.display())));
-                }
-            });
-        }
+        folder_row(ui, "Log files", &self.paths.logs_dir());
         {
             {
                 let Some(Mode::Local { service, .. }) = &self.mode else {
@@ -1145,6 +1384,22 @@ impl App {
                         }
                     });
             }
+        }
+    }
+}
+
+impl Drop for App {
+    /// The window closes for good: the worker stops the backend, or hands it to a background launcher
+    /// when the settings say to keep the agent running.
+    fn drop(&mut self) {
+        let launcher = self
+            .demo_launcher
+            .clone()
+            .map(Ok)
+            .unwrap_or_else(crate::demo::this_launcher);
+        match launcher {
+            Ok(launcher) => self.worker.hand_over_on_close(launcher),
+            Err(e) => tracing::warn!("the agent cannot be left running in the background: {e}"),
         }
     }
 }
@@ -1210,12 +1465,13 @@ impl eframe::App for App {
             });
         });
         // Release notes are data from the release source: their links open only as https (a `file:` or a
-        // custom-protocol link could start a local program). The window's own "Open folder" is allowed.
-        let logs_url = format!("file://{}", self.paths.logs_dir().display());
+        // custom-protocol link could start a local program).
+        // The window's own "Open folder" and "Open agent" are allowed.
+        let own = self.own_urls();
         ui.ctx().output_mut(|o| {
             o.commands.retain(|c| match c {
                 egui::OutputCommand::OpenUrl(open) => {
-                    let ok = open.url.starts_with("https://") || open.url == logs_url;
+                    let ok = open.url.starts_with("https://") || own.contains(&open.url);
                     if !ok {
                         tracing::warn!(url = %open.url, "not opening a link that is not https");
                     }
@@ -1227,6 +1483,47 @@ impl eframe::App for App {
         for command in commands {
             self.apply(command);
         }
+    }
+}
+
+/// Asks for a folder with the system's dialog, which blocks its caller: on a thread of its own, the
+/// folder put in `slot` and taken at the next frame.
+fn pick_folder(title: &'static str, slot: std::sync::Arc<std::sync::Mutex<Option<String>>>) {
+    let _ = std::thread::Builder::new()
+        .name("ui-folder-dialog".into())
+        .spawn(move || {
+            if let Some(folder) = rfd::FileDialog::new().set_title(title).pick_folder() {
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(folder.display().to_string());
+            }
+        });
+}
+
+/// `dir` as a `file://` URL the system opens in its file manager.
+fn folder_url(dir: &std::path::Path) -> Option<String> {
+    url::Url::from_directory_path(dir).ok().map(String::from)
+}
+
+/// A path with an "Open folder" button beside it.
+fn folder_row(ui: &mut egui::Ui, label: &str, dir: &std::path::Path) {
+    ui.horizontal_wrapped(|ui| {
+        ui.label(format!("{label}: {}", dir.display()));
+        // (Not looked up on disk here: the UI thread does not touch the disk. A folder not made yet opens
+        // nothing, as the system's file manager says.)
+        if ui
+            .push_id(("open-folder", label), |ui| ui.button("Open folder").clicked())
+            .inner
+            && let Some(url) = folder_url(dir)
+        {
+            ui.ctx().open_url(egui::OpenUrl::new_tab(url));
+        }
+    });
+}
+
+/// The running agent's page, on loopback at the port the supervisor gave it.
+fn agent_url(state: &BackendState) -> Option<String> {
+    match state {
+        BackendState::Running { port, .. } if *port != 0 => Some(format!("http://127.0.0.1:{port}/")),
+        _ => None,
     }
 }
 
@@ -1315,6 +1612,36 @@ fn outcome_text(outcome: &InstallOutcome) -> (Color32, String) {
 }
 
 /// `text` for a URL's query (every byte outside the unreserved set percent-encoded).
+/// The longest new-issue link opened: GitHub answers longer ones with an error page (about 8 KiB), and
+/// some browsers cut them.
+const ISSUE_URL_LIMIT: usize = 7000;
+
+/// The repository's new-issue page with `title` and `body` filled in, and whether the body had to be
+/// shortened to fit [`ISSUE_URL_LIMIT`] (then it ends saying the whole report is on the clipboard).
+fn new_issue_url(repo: &str, title: &str, body: &str) -> (String, bool) {
+    let head = format!(
+        "https://github.com/{repo}/issues/new?title={}&body=",
+        url_escape(title)
+    );
+    let whole = format!("{head}{}", url_escape(body));
+    if whole.len() <= ISSUE_URL_LIMIT {
+        return (whole, false);
+    }
+    let note = "\n\n(The report was too long for a link: it is shortened here. The whole report was copied to your clipboard; paste it over this text.)";
+    let room = ISSUE_URL_LIMIT.saturating_sub(head.len() + url_escape(note).len());
+    let mut cut = String::new();
+    let mut used = 0;
+    for c in body.chars() {
+        let n = url_escape(c.encode_utf8(&mut [0; 4])).len();
+        if used + n > room {
+            break;
+        }
+        used += n;
+        cut.push(c);
+    }
+    (format!("{head}{}{}", url_escape(&cut), url_escape(note)), true)
+}
+
 fn url_escape(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
@@ -1366,5 +1693,36 @@ fn duration(d: Duration) -> String {
         format!("{}m {}s", secs / 60, secs % 60)
     } else {
         format!("{secs}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_report_fills_the_new_issue_page_whole() {
+        let (url, shortened) = new_issue_url("o/n", "Update 1.2.0 failed", "**Agent**: 1.1.0 & more");
+        assert!(!shortened);
+        assert_eq!(
+            url,
+            "https://github.com/o/n/issues/new?title=Update+1.2.0+failed&body=**Agent**%3A+1.1.0+%26+more"
+        );
+    }
+
+    #[test]
+    fn a_long_report_is_cut_to_fit_a_link_and_says_where_the_rest_is() {
+        let body = "log line with ünïcode and spaces\n".repeat(2000);
+        let (url, shortened) = new_issue_url("o/n", "t", &body);
+        assert!(shortened);
+        assert!(url.len() <= ISSUE_URL_LIMIT, "{}", url.len());
+        let query = url::Url::parse(&url).unwrap();
+        let body_sent = query
+            .query_pairs()
+            .find(|(k, _)| k == "body")
+            .map(|(_, v)| v.into_owned())
+            .unwrap();
+        assert!(body_sent.starts_with("log line with ünïcode"));
+        assert!(body_sent.ends_with("paste it over this text.)"));
     }
 }

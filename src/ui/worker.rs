@@ -46,6 +46,7 @@ pub struct SettingsForm {
     pub auto_install: bool,
     pub backup_count: u32,
     pub check_interval_hours: f64,
+    pub keep_backend_running: bool,
 }
 
 impl SettingsForm {
@@ -57,6 +58,7 @@ impl SettingsForm {
             auto_install: config.auto_install,
             backup_count: config.backup_count,
             check_interval_hours: config.check_interval_hours,
+            keep_backend_running: config.keep_backend_running,
         }
     }
 }
@@ -78,6 +80,7 @@ pub enum Job {
     Rollback(Option<String>),
     StartBackend,
     StopBackend,
+    RestartBackend,
     SaveSettings(SettingsForm),
     /// Never offer this version automatically.
     Skip(String),
@@ -85,6 +88,9 @@ pub enum Job {
     Unskip(String),
     /// Set where releases come from (the first-run wizard): a GitHub `owner/name`, or a feed URL or folder.
     SetSource(String),
+    /// Keep the data folder (installs, models, downloads, logs) in this folder: before the first install
+    /// only. Answered with [`Reply::DataDirMoved`].
+    SetDataDir(String),
     /// Download the missing models the installed version needs.
     DownloadModels,
     /// Make the offline demo's home (key, signed releases, feed) whose backend is this launcher
@@ -159,6 +165,8 @@ pub enum Reply {
     /// Reading the status failed (the window still works; it says why).
     SnapshotFailed(String),
     Checked(Result<Box<CheckReport>, String>),
+    /// An automatic round (the owner's schedule) found this update; sent once per offered version.
+    AutoOffer(Box<CheckReport>),
     Changelog(Vec<ChangelogEntry>),
     Progress(Stage),
     Installed(InstallOutcome),
@@ -167,6 +175,8 @@ pub enum Reply {
     SettingsSaved,
     /// The offline demo is ready: the window switches to its home.
     DemoReady(Paths),
+    /// The data folder was moved (before the first install): the window drives these paths from now on.
+    DataDirMoved(Paths),
     /// What models the installed version needs and which are present (the API's `GET /api/models`).
     Models(Result<Value, String>),
     /// A models download ended: what happened, in a sentence.
@@ -186,6 +196,9 @@ pub struct WorkerHandle {
     jobs: Option<Sender<Job>>,
     replies: Receiver<Reply>,
     cancel: Arc<Mutex<CancelToken>>,
+    /// Set as the window closes: the launcher executable that takes the agent over in the background
+    /// when the settings say to keep it running (see [`WorkerHandle::hand_over_on_close`]).
+    hand_over: Arc<Mutex<Option<std::path::PathBuf>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -195,13 +208,16 @@ impl WorkerHandle {
         let (jobs, job_rx) = std::sync::mpsc::channel();
         let (reply_tx, replies) = std::sync::mpsc::channel();
         let cancel = Arc::new(Mutex::new(CancelToken::new()));
+        let hand_over = Arc::new(Mutex::new(None));
         let worker = Worker {
+            hand_over: hand_over.clone(),
             paths,
             engine: Engine::Undecided(String::new()),
             cancel: cancel.clone(),
             replies: reply_tx,
             repaint: Arc::new(repaint),
             last_remote: std::cell::RefCell::new(None),
+            auto_offered: std::cell::RefCell::new(None),
         };
         let thread = std::thread::Builder::new()
             .name("ui-worker".into())
@@ -210,6 +226,7 @@ impl WorkerHandle {
             jobs: Some(jobs),
             replies,
             cancel,
+            hand_over,
             thread: Some(thread),
         })
     }
@@ -225,6 +242,13 @@ impl WorkerHandle {
     /// Cancels the job in progress (a download stops at its next chunk).
     pub fn cancel(&self) {
         self.cancel.lock().unwrap_or_else(|p| p.into_inner()).cancel();
+    }
+
+    /// The window is closing for good (not switching homes): when this window owns the install, the
+    /// backend runs, and `keep_backend_running` is set, `launcher run --headless` takes the install over
+    /// once this worker let go of it, so the agent keeps running (after a restart under its new owner).
+    pub fn hand_over_on_close(&self, launcher: std::path::PathBuf) {
+        *self.hand_over.lock().unwrap_or_else(|p| p.into_inner()) = Some(launcher);
     }
 
     /// The next reply, if one is waiting.
@@ -263,6 +287,7 @@ struct Local {
 }
 
 struct Worker {
+    hand_over: Arc<Mutex<Option<std::path::PathBuf>>>,
     paths: Paths,
     engine: Engine,
     cancel: Arc<Mutex<CancelToken>>,
@@ -270,6 +295,8 @@ struct Worker {
     repaint: Arc<dyn Fn() + Send + Sync>,
     /// The owner's last status, so polling replies (and repaints) only when something changed.
     last_remote: std::cell::RefCell<Option<Value>>,
+    /// The version an automatic round's offer was last forwarded for, so each is shown once.
+    auto_offered: std::cell::RefCell<Option<String>>,
 }
 
 impl Worker {
@@ -331,13 +358,29 @@ impl Worker {
             } = local;
             // The autopilot first, so it starts nothing while the backend stops.
             drop(_autopilot);
-            if let Control::Here(service) = &control
-                && let Err(e) = service.supervisor().stop()
-            {
-                tracing::warn!("stopping the backend as the window closes: {e}");
+            let mut hand_over = None;
+            if let Control::Here(service) = &control {
+                let launcher = self.hand_over.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if service.supervisor().is_wanted_running() && self.settings().0.keep_backend_running {
+                    hand_over = launcher;
+                }
+                if let Err(e) = service.supervisor().stop() {
+                    tracing::warn!("stopping the backend as the window closes: {e}");
+                }
             }
             drop(_api);
             drop(_owner);
+            if let Some(launcher) = hand_over {
+                match run_in_background(&launcher, &self.paths) {
+                    Ok(pid) => tracing::info!(
+                        pid,
+                        "the agent keeps running under a background launcher (run --headless); opening the window again attaches to it"
+                    ),
+                    Err(e) => tracing::error!(
+                        "could not leave the agent running in the background ({e}); it is stopped. Start it with `personal-ai-agent run --headless`"
+                    ),
+                }
+            }
         }
     }
 
@@ -497,8 +540,37 @@ impl Worker {
                     self.reply(Reply::ActionFailed(format!("Could not stop the backend: {e}")));
                 }
             }
+            Job::RestartBackend => {
+                if let Err(e) = control.run(Op::BackendRestart, cancel, &mut |_| {}) {
+                    self.reply(Reply::ActionFailed(format!("Could not restart the backend: {e}")));
+                }
+            }
             Job::SaveSettings(form) => self.save_settings(control, &form),
             Job::SetSource(text) => self.set_source(control, &text),
+            Job::SetDataDir(text) => {
+                let dir = std::path::PathBuf::from(text.trim());
+                let moved = match control {
+                    Control::Here(service) => service
+                        .configure(ConfigChange {
+                            data_dir: Some(Some(dir.clone())),
+                            ..Default::default()
+                        })
+                        .map_err(|e| e.to_string()),
+                    Control::Owner(client) => Err(format!(
+                        "the launcher with pid {} owns this install; close it first",
+                        client.info().pid
+                    )),
+                };
+                match moved {
+                    Ok(_) => {
+                        let mut paths = self.paths.clone();
+                        paths.data_dir = dir;
+                        self.reply(Reply::DataDirMoved(paths));
+                    }
+                    Err(e) => self.reply(Reply::ActionFailed(format!("Could not use that folder: {e}"))),
+                }
+                return;
+            }
             Job::DownloadModels => {
                 let mut on_progress = |p: &Progress| {
                     if let Some(stage) = stage_of(p) {
@@ -586,11 +658,14 @@ impl Worker {
             return;
         };
         match service.update_status() {
-            Ok(status) => self.reply(Reply::Snapshot {
-                status: Box::new(status),
-                form: SettingsForm::from_config(&file),
-                warnings,
-            }),
+            Ok(status) => {
+                self.reply(Reply::Snapshot {
+                    status: Box::new(status.clone()),
+                    form: SettingsForm::from_config(&file),
+                    warnings,
+                });
+                self.forward_offer(&Control::Here(service.clone()), service.last_check(), &status);
+            }
             Err(e) => self.reply(Reply::SnapshotFailed(format!(
                 "Could not read the install status: {e}"
             ))),
@@ -606,14 +681,25 @@ impl Worker {
             serde_json::from_value::<CheckReport>(v).map_err(|e| AppError::Internal(e.to_string()))
         });
         match report {
-            Ok(report) => self.reply(Reply::Checked(Ok(Box::new(report)))),
+            Ok(report) => {
+                if report.update_available {
+                    // What the user sees already: not forwarded again as an automatic round's offer.
+                    *self.auto_offered.borrow_mut() = report.latest.as_ref().map(|l| l.version.clone());
+                }
+                self.reply(Reply::Checked(Ok(Box::new(report))))
+            }
             Err(e) => {
                 return self.reply(Reply::Checked(Err(format!(
                     "The update check failed: {e}. Check the network or the release source, then try again."
                 ))));
             }
         }
-        // The changelog is a second look at the same source; a failure here only leaves it empty.
+        self.changelog(control);
+    }
+
+    /// The notes of the offered release(s), a second look at the source after a check; a failure here
+    /// only leaves the changelog empty.
+    fn changelog(&self, control: &Control) {
         let query = crate::app::ChangelogQuery {
             offered_only: true,
             ..Default::default()
@@ -635,6 +721,39 @@ impl Worker {
             Ok(entries) => self.reply(Reply::Changelog(entries)),
             Err(e) => tracing::warn!("reading the changelog failed: {e}"),
         }
+    }
+
+    /// Forwards what the last check of the owner found (an automatic round's, usually) when it offers a
+    /// version newer than the installed one that was not forwarded before, with its changelog.
+    /// Skipped and failed versions are not forwarded (a round that installed one and rolled it back still
+    /// remembers it as offered).
+    fn forward_offer(&self, control: &Control, report: Option<CheckReport>, status: &Status) {
+        let Some(report) = report.filter(|r| r.update_available) else {
+            return;
+        };
+        let Some(offered) = report.latest.as_ref().map(|l| l.version.clone()) else {
+            return;
+        };
+        if status.skip_versions.contains(&offered) || status.failed_versions.contains(&offered) {
+            return;
+        }
+        let newer = match (
+            crate::version::parse_user_version(&offered),
+            status
+                .current_version
+                .as_deref()
+                .map(crate::version::parse_user_version),
+        ) {
+            (Ok(offered), Some(Ok(installed))) => offered > installed,
+            (Ok(_), None) => true,
+            _ => false,
+        };
+        if !newer || self.auto_offered.borrow().as_deref() == Some(offered.as_str()) {
+            return;
+        }
+        *self.auto_offered.borrow_mut() = Some(offered);
+        self.reply(Reply::AutoOffer(Box::new(report)));
+        self.changelog(control);
     }
 
     fn install(&self, control: &Control, version: Option<String>, cancel: &CancelToken) {
@@ -791,6 +910,7 @@ impl Worker {
                     auto_install: Some(form.auto_install),
                     backup_count: Some(form.backup_count),
                     check_interval_hours: Some(form.check_interval_hours),
+                    keep_backend_running: Some(form.keep_backend_running),
                     ..Default::default()
                 })
                 .map(|_| ())
@@ -803,6 +923,7 @@ impl Worker {
                     "auto_install": form.auto_install,
                     "backup_count": form.backup_count,
                     "check_interval_hours": form.check_interval_hours,
+                    "keep_backend_running": form.keep_backend_running,
                 });
                 client
                     .post("/api/updates/configure", &body)
@@ -839,12 +960,15 @@ impl Worker {
                     auto_install: update.auto_install,
                     backup_count: update.backup_count,
                     check_interval_hours: update.check_interval_hours,
+                    keep_backend_running: update.keep_backend_running,
                 };
                 self.reply(Reply::Snapshot {
-                    status: Box::new(update),
+                    status: Box::new(update.clone()),
                     form,
                     warnings: Vec::new(),
                 });
+                let last_check = serde_json::from_value::<CheckReport>(status["last_check"].clone()).ok();
+                self.forward_offer(&Control::Owner(remote.clone()), last_check, &update);
             }
             Err(e) => self.reply(Reply::SnapshotFailed(format!(
                 "The owner's status could not be read ({e}); is it a different launcher version?"
@@ -866,6 +990,36 @@ impl Worker {
         self.reply(Reply::OwnerJob(running));
         true
     }
+}
+
+/// Starts `launcher run --headless` on the same home, detached from this process (its own process group,
+/// no console, no inherited output), so it outlives the window. Returns its pid.
+pub fn run_in_background(launcher: &std::path::Path, paths: &Paths) -> std::io::Result<u32> {
+    let mut command = std::process::Command::new(launcher);
+    // A home given as one folder (`--home`, the demo's) is passed on; the platform's folders and
+    // `PORTABLE_MODE` resolve the same way in the child, whose environment is this one.
+    if paths.config_dir == paths.data_dir && !paths.portable {
+        command.arg("--home").arg(&paths.data_dir);
+    }
+    command
+        .args(["run", "--headless"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::process::CommandExt;
+        const DETACHED_PROCESS: u32 = 0x0000_0008;
+        const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
+        command.creation_flags(DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP);
+    }
+    let child = command.spawn()?;
+    Ok(child.id())
 }
 
 /// What an automatic round that finished is worth telling the user, as an OS notification: an update

@@ -80,6 +80,18 @@ fn pump_until(harness: &mut Harness<'_, App>, what: &str, done: impl Fn(&Harness
     }
 }
 
+/// Focuses the text field labelled `label` and types `text` into it.
+fn type_into(harness: &mut Harness<'_, App>, label: &str, text: &str) {
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::TextInput, label)
+        .focus();
+    harness.step();
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::TextInput, label)
+        .type_text(text);
+    harness.step();
+}
+
 fn shows(harness: &Harness<'_, App>, label: &str) -> bool {
     harness.query_all_by_label_contains(label).next().is_some()
 }
@@ -517,4 +529,322 @@ fn the_wizard_with_nothing_configured_offers_a_source_and_the_offline_demo_which
     pump_until(&mut harness, "its rendered notes", |h| shows(h, "Highlights"));
     // The real home has no settings of the demo's.
     assert!(Config::load(&paths.config_file()).config.feed.is_none());
+}
+
+#[test]
+fn home_shows_the_agents_address_and_restart_gives_it_a_new_process() {
+    let (_work, _feed_dir, _home, paths) = installed_1_0_0();
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the backend running", |h| {
+        matches!(h.state().backend_state(), BackendState::Running { .. })
+    });
+    let BackendState::Running { pid, port, .. } = harness.state().backend_state() else {
+        unreachable!()
+    };
+    pump_until(&mut harness, "the address and Open agent", |h| {
+        shows(h, &format!("The agent answers at http://127.0.0.1:{port}/"))
+            && h.query_by_label("Open agent").is_some()
+    });
+    harness.get_by_label("Restart").click();
+    pump_until(
+        &mut harness,
+        "the backend running in a new process",
+        |h| matches!(h.state().backend_state(), BackendState::Running { pid: new, .. } if new != pid),
+    );
+}
+
+#[test]
+fn an_automatic_check_offers_the_update_on_its_own() {
+    let (work, feed_dir, _home, paths) = installed_1_0_0();
+    publish(work.path(), &feed_dir, "1.1.0", &[]);
+    // The shortest interval there is (ten seconds), last checked five seconds ago: the window's schedule
+    // checks about five seconds after it opens, with nobody clicking anything.
+    let mut config = Config::load(&paths.config_file()).config;
+    config.check_interval_hours = 10.0 / 3600.0;
+    config.last_check = Some(chrono::Utc::now() - chrono::Duration::seconds(5));
+    config.save(&paths.config_file()).unwrap();
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the version", |h| shows(h, "Version 1.0.0"));
+    pump_until(&mut harness, "the automatic round's offer", |h| {
+        shows(h, "Update to 1.1.0 available")
+    });
+    pump_until(&mut harness, "its changelog", |h| {
+        shows(h, "What changed in 1.1.0")
+    });
+    assert_eq!(
+        harness.state().installed_version(),
+        Some("1.0.0"),
+        "automatic download and install are off: only offered"
+    );
+    let saved = Config::load(&paths.config_file()).config;
+    assert!(
+        saved.last_check.unwrap() > chrono::Utc::now() - chrono::Duration::seconds(4),
+        "the round is recorded as the last check"
+    );
+}
+
+#[test]
+fn cancel_during_the_download_keeps_the_installed_version_running() {
+    use crate::support::{Response, TestServer};
+    let (work, feed_dir, _home, paths) = installed_1_0_0();
+    publish(work.path(), &feed_dir, "1.1.0", &[]);
+    // The same feed over HTTP, its archives sent slowly enough to click Cancel mid-way.
+    let served = feed_dir.clone();
+    let server = TestServer::start(move |req| {
+        let name = req.path_only().trim_start_matches('/').to_owned();
+        match std::fs::read(served.join(&name)) {
+            Ok(bytes) if name.ends_with(".tar.gz") || name.ends_with(".zip") => {
+                Response::bytes(bytes).trickle(16 * 1024, Duration::from_millis(50))
+            }
+            Ok(bytes) => Response::bytes(bytes),
+            Err(_) => Response::new(404),
+        }
+    });
+    let mut config = Config::load(&paths.config_file()).config;
+    config.feed = Some(format!("{}/feed.json", server.url()));
+    config.save(&paths.config_file()).unwrap();
+
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the backend running on 1.0.0", |h| {
+        h.state().installed_version() == Some("1.0.0")
+            && matches!(h.state().backend_state(), BackendState::Running { .. })
+    });
+    let BackendState::Running { pid, .. } = harness.state().backend_state() else {
+        unreachable!()
+    };
+    harness.get_by_label("Check for updates").click();
+    pump_until(&mut harness, "the update offer", |h| {
+        shows(h, "Update to 1.1.0 available")
+    });
+    harness.get_by_label("Install update").click();
+    pump_until(&mut harness, "the download under way", |h| {
+        shows(h, "Downloading") && h.query_by_label("Cancel").is_some()
+    });
+    harness.get_by_label("Cancel").click();
+    pump_until(&mut harness, "the cancelled outcome", |h| {
+        shows(h, "Cancelled before anything was switched")
+    });
+    assert_eq!(harness.state().installed_version(), Some("1.0.0"));
+    assert!(
+        matches!(harness.state().backend_state(), BackendState::Running { pid: same, .. } if same == pid),
+        "the same backend process never stopped"
+    );
+    let parts: Vec<_> = std::fs::read_dir(paths.downloads_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .collect();
+    assert_eq!(parts.len(), 1, "the partial download is kept to resume");
+}
+
+#[test]
+fn the_settings_edit_the_check_interval_and_the_release_source() {
+    let (work, _feed_dir, _home, paths) = installed_1_0_0();
+    let other_feed = work.path().join("mirror");
+    std::fs::create_dir_all(&other_feed).unwrap();
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the version", |h| shows(h, "Version 1.0.0"));
+    harness.get_by_label("Settings").click();
+    pump_until(&mut harness, "the settings", |h| shows(h, "Hours between checks"));
+    harness.get_by_label("Hours between checks").focus();
+    harness.step();
+    harness.get_by_label("Hours between checks").type_text("6");
+    harness.step();
+    harness.key_press(egui::Key::Enter);
+    harness.step();
+    harness.get_by_label("Save settings").click();
+    let deadline = Instant::now() + PATIENCE;
+    while Config::load(&paths.config_file()).config.check_interval_hours != 6.0 {
+        harness.step();
+        assert!(Instant::now() < deadline, "config.json never got the interval");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pump_until(&mut harness, "Saved", |h| shows(h, "Saved"));
+    type_into(&mut harness, "Change to", other_feed.to_str().unwrap());
+    harness.get_by_label("Use this source").click();
+    pump_until(&mut harness, "the new source shown", |h| {
+        shows(h, &format!("Releases come from feed {}", other_feed.display()))
+    });
+    assert_eq!(
+        Config::load(&paths.config_file()).config.feed.as_deref(),
+        other_feed.to_str()
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn closing_the_window_with_keep_running_hands_the_agent_to_a_background_launcher() {
+    let (_work, _feed_dir, home, paths) = installed_1_0_0();
+    let mut config = Config::load(&paths.config_file()).config;
+    config.keep_backend_running = true;
+    config.save(&paths.config_file()).unwrap();
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the backend running", |h| {
+        h.state().is_owner() && matches!(h.state().backend_state(), BackendState::Running { .. })
+    });
+    drop(harness);
+    // A `run --headless` of its own takes the install over and starts the agent again.
+    let deadline = Instant::now() + PATIENCE;
+    let (owner_pid, backend) = loop {
+        let seen = personal_ai_agent::api::client::Client::connect(&paths)
+            .ok()
+            .flatten()
+            .filter(|c| c.info().pid != std::process::id())
+            .and_then(|c| c.get("/api/updates/status").ok().map(|s| (c.info().pid, s)));
+        if let Some((pid, status)) = seen
+            && status["backend"]["state"] == "running"
+        {
+            break (pid, status["backend"].clone());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no background launcher took the agent over"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(backend["version"], "1.0.0");
+    assert_eq!(backend["supervisor_pid"], owner_pid);
+    // It is a launcher like any other: SIGTERM ends it, and it stops the agent as it goes.
+    std::process::Command::new("kill")
+        .arg(owner_pid.to_string())
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while personal_ai_agent::owner::is_owned(&paths) {
+        assert!(Instant::now() < deadline, "the background launcher did not end");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    #[cfg(target_os = "linux")]
+    assert_eq!(
+        backends_running_under(home.path()),
+        0,
+        "its agent stopped with it"
+    );
+}
+
+#[test]
+fn closing_the_window_stops_the_agent_when_keep_running_is_off() {
+    let (_work, _feed_dir, home, paths) = installed_1_0_0();
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the backend running", |h| {
+        h.state().is_owner() && matches!(h.state().backend_state(), BackendState::Running { .. })
+    });
+    drop(harness);
+    assert!(
+        !personal_ai_agent::owner::is_owned(&paths),
+        "nobody owns it after the window"
+    );
+    #[cfg(target_os = "linux")]
+    assert_eq!(backends_running_under(home.path()), 0);
+    let _ = home;
+}
+
+#[test]
+fn the_wizard_installs_into_a_folder_the_user_chose() {
+    let work = temp_home();
+    let feed_dir = work.path().join("feed");
+    publish(work.path(), &feed_dir, "1.0.0", &[]);
+    let home = temp_home();
+    let paths = home_with_feed(home.path(), &feed_dir);
+    let chosen = work.path().join("big disk/agent");
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the offered release", |h| {
+        shows(h, "Install Personal AI Agent") && shows(h, "Install somewhere else")
+    });
+    harness.get_by_label("Install somewhere else").click();
+    pump_until(&mut harness, "the folder field", |h| {
+        h.query_by_label("Folder").is_some()
+    });
+    type_into(&mut harness, "Folder", chosen.to_str().unwrap());
+    harness.get_by_label("Use this folder").click();
+    let target = chosen.join("install");
+    pump_until(&mut harness, "the chosen folder shown", |h| {
+        shows(h, &format!("Installs into {}", target.display()))
+            && h.query_by_label("Install Personal AI Agent").is_some()
+    });
+    harness.get_by_label("Install Personal AI Agent").click();
+    pump_until(&mut harness, "1.0.0 installed and running", |h| {
+        h.state().installed_version() == Some("1.0.0")
+            && matches!(h.state().backend_state(), BackendState::Running { .. })
+    });
+    assert!(
+        target.join("versions").is_dir(),
+        "installed into the chosen folder"
+    );
+    assert!(
+        !home.path().join("install/versions").exists(),
+        "nothing was installed in the default folder"
+    );
+    // The next start (CLI or window) finds it through the setting.
+    let resolved = Paths::resolve(Some(home.path())).unwrap();
+    assert_eq!(resolved.data_dir, chosen);
+    drop(harness);
+    let status = json_of(&pai(home.path(), None, &["update", "status", "--json"]));
+    assert_eq!(status["current_version"], "1.0.0");
+    // Once installed, the folder is not moved under the install.
+    let refused = pai(
+        home.path(),
+        None,
+        &["update", "configure", "--data-dir", "/tmp/elsewhere"],
+    );
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--data-dir can be chosen only before the first install"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_first_run_works_by_keyboard_and_every_button_says_what_it_does() {
+    use egui::accesskit::Role;
+    use egui_kittest::kittest::NodeT;
+    let work = temp_home();
+    let feed_dir = work.path().join("feed");
+    publish(work.path(), &feed_dir, "1.0.0", &[]);
+    let home = temp_home();
+    let paths = home_with_feed(home.path(), &feed_dir);
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the offered release", |h| {
+        shows(h, "Install Personal AI Agent") && shows(h, "What changed in 1.0.0")
+    });
+    // Screen readers read every button by its label.
+    let buttons: Vec<String> = harness
+        .query_all_by_role(Role::Button)
+        .map(|b| b.accesskit_node().label().unwrap_or_default())
+        .collect();
+    assert!(buttons.len() >= 5, "{buttons:?}");
+    assert!(
+        buttons.iter().all(|label| !label.trim().is_empty()),
+        "a button without a label: {buttons:?}"
+    );
+    // Tab walks from control to control; Enter presses the focused one.
+    let focused = |h: &Harness<'_, App>| {
+        h.query_by(|n| n.is_focused())
+            .and_then(|n| n.accesskit_node().label())
+    };
+    let mut visited = Vec::new();
+    for _ in 0..60 {
+        harness.key_press(egui::Key::Tab);
+        harness.step();
+        let now = focused(&harness);
+        if now.as_deref() == Some("Install Personal AI Agent") {
+            break;
+        }
+        visited.push(now);
+    }
+    assert_eq!(
+        focused(&harness).as_deref(),
+        Some("Install Personal AI Agent"),
+        "Tab never reached the install button; it went through {visited:?}"
+    );
+    assert!(
+        visited.iter().flatten().any(|l| l == "Models"),
+        "the sidebar is on the way: {visited:?}"
+    );
+    harness.key_press(egui::Key::Enter);
+    pump_until(&mut harness, "1.0.0 installed and running", |h| {
+        h.state().installed_version() == Some("1.0.0")
+            && matches!(h.state().backend_state(), BackendState::Running { .. })
+    });
 }

@@ -45,6 +45,8 @@ pub struct Response {
     /// Send no `Content-Length`: the body ends when the connection closes (HTTP/1.1 allows this), so
     /// only the client's own bound stops it.
     pub until_close: bool,
+    /// Send the body this many bytes at a time, pausing between them (a slow line).
+    pub trickle: Option<(usize, Duration)>,
 }
 
 impl Response {
@@ -56,6 +58,7 @@ impl Response {
             drop_after: None,
             delay: None,
             until_close: false,
+            trickle: None,
         }
     }
     pub fn json(status: u16, body: impl Into<String>) -> Self {
@@ -82,6 +85,11 @@ impl Response {
     }
     pub fn delay(mut self, d: Duration) -> Self {
         self.delay = Some(d);
+        self
+    }
+    /// Sends the body `chunk` bytes at a time with `pause` between them.
+    pub fn trickle(mut self, chunk: usize, pause: Duration) -> Self {
+        self.trickle = Some((chunk.max(1), pause));
         self
     }
     /// Sends the body without a `Content-Length` and closes the connection after it.
@@ -217,6 +225,15 @@ fn serve_connection(stream: TcpStream, handler: &Handler, requests: &Mutex<Vec<R
             let _ = stream.flush();
             let _ = stream.shutdown(std::net::Shutdown::Both);
             return;
+        }
+        if let Some((chunk, pause)) = response.trickle {
+            for part in response.body.chunks(chunk) {
+                if stream.write_all(part).and_then(|()| stream.flush()).is_err() {
+                    return;
+                }
+                thread::sleep(pause);
+            }
+            continue;
         }
         match response.drop_after {
             Some(n) => {
