@@ -49,7 +49,8 @@ frames_in() { grep -c '^frame ' "$1" || true; }
 measure() {
     local log="$work/$1.log"; shift
     local start; start=$(now_ms)
-    PAI_BENCH_FRAMES=1 "$@" 2>"$log" >/dev/null &
+    # A fresh window state (eframe keeps the last screen under XDG_DATA_HOME): the Home screen.
+    XDG_DATA_HOME="$work/xdg" PAI_BENCH_FRAMES=1 "$@" 2>"$log" >/dev/null &
     local pid=$!
     local first=""
     for _ in $(seq 1 300); do

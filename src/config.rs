@@ -114,7 +114,8 @@ pub const MAX_CHECK_INTERVAL_HOURS: f64 = 24.0 * 365.0;
 /// The settings that decide what is trusted and where updates come from. When one of them cannot be read,
 /// it is never replaced by a default (that would drop a pinned key or a chosen mirror silently): updating
 /// stops with [`Error::SettingsUnreadable`] until the line is fixed.
-pub const SECURITY_FIELDS: [&str; 3] = ["public_key", "github_repo", "feed"];
+/// `data_dir` is kept the same way: defaulting it would lose track of the installed versions.
+pub const SECURITY_FIELDS: [&str; 4] = ["public_key", "github_repo", "feed", "data_dir"];
 
 /// Every field this launcher reads; anything else in the file is kept as it is (`Config::unknown`).
 const KNOWN_FIELDS: [&str; 15] = [

@@ -42,5 +42,7 @@ pub use error::{Error, Result};
 
 /// The name of the product as users see it.
 pub const PRODUCT_NAME: &str = "Personal AI Agent";
+/// The folder name the launcher keeps its data under when given a folder that holds other files.
+pub const PRODUCT_FOLDER: &str = "PersonalAIAgent";
 /// The launcher's own version, from Cargo.toml.
 pub const LAUNCHER_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -9,6 +9,13 @@ use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::paths::Paths;
 
+/// The folder this process's own log file (`launcher.<date>.log`) is written to, once [`init`] set it up.
+pub fn launcher_log_dir() -> Option<&'static std::path::Path> {
+    LOG_DIR.get().map(|p| p.as_path())
+}
+
+static LOG_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
 /// Installs the global subscriber; keep the guard alive until exit so the file is flushed.
 /// Returns `None` when a subscriber was already installed (tests) or the log folder is unusable, in
 /// which case logging still goes to stderr.
@@ -50,7 +57,10 @@ pub fn init(paths: &Paths, verbosity: u8) -> Option<WorkerGuard> {
                 .with(file_layer)
                 .try_init()
                 .ok()
-                .map(|()| guard)
+                .map(|()| {
+                    let _ = LOG_DIR.set(paths.logs_dir());
+                    guard
+                })
         }
         None => {
             let _ = tracing_subscriber::registry().with(stderr_layer).try_init();

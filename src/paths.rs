@@ -24,6 +24,9 @@ pub struct Paths {
     pub data_dir: PathBuf,
     /// Whether the root came from `PORTABLE_MODE`.
     pub portable: bool,
+    /// The one folder everything is under, when it was given (`--home`, `PAI_HOME`, a demo's home): what
+    /// another launcher started for this install must be given as `--home`.
+    pub home: Option<PathBuf>,
 }
 
 impl Paths {
@@ -32,8 +35,9 @@ impl Paths {
         let home = home.into();
         Paths {
             config_dir: home.clone(),
-            data_dir: home,
+            data_dir: home.clone(),
             portable: false,
+            home: Some(home),
         }
     }
 
@@ -71,6 +75,7 @@ impl Paths {
             let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
             let mut paths = Self::under(dir);
             paths.portable = true;
+            paths.home = None;
             return Ok(paths);
         }
         let dirs =
@@ -85,6 +90,7 @@ impl Paths {
             config_dir: dirs.config_dir().to_path_buf(),
             data_dir: dirs.data_dir().to_path_buf(),
             portable: false,
+            home: None,
         })
     }
 

@@ -416,46 +416,89 @@ impl Service {
         Ok(out)
     }
 
-    /// A new data folder (`None`: the default), refused once anything is installed in the current one
-    /// (moving an install is not supported), or when it is not an absolute path of a folder this user can
-    /// write to (it is made if missing).
+    /// A new data folder (`None`: the default). Refused while another launcher owns the install or an
+    /// operation runs, once anything is installed (or an operation was interrupted) in the current one
+    /// (moving an install is not supported), and when it is not an absolute path. A folder that is
+    /// neither empty nor a data folder already gets a `PersonalAIAgent` folder of its own inside (a drive
+    /// or the user's home chosen whole is never mixed with the launcher's files, which it tidies and
+    /// deletes). The folder is made and marked ([`DATA_MARKER`]) only by [`Service::configure`], after
+    /// every other field passed.
     fn check_data_dir(&self, dir: Option<&Path>) -> AppResult<Option<PathBuf>> {
         let paths = &self.inner.paths;
+        let refuse = |reason: String| AppError::invalid("data_dir", reason);
+        if let Some(info) = crate::owner::current(paths).filter(|i| i.pid != std::process::id()) {
+            return Err(refuse(format!(
+                "cannot change while the launcher with pid {} owns this install (a window, `run --headless` or `backend start`); close it first",
+                info.pid
+            )));
+        }
+        if let Some(job) = self.inner.jobs.current() {
+            return Err(refuse(format!(
+                "cannot change while an operation runs ({}); wait for it to finish",
+                job.kind.as_str().replace('_', " ")
+            )));
+        }
         let installer = crate::updater::installer(paths);
-        let installed = installer.installed_versions().unwrap_or_default();
-        if !installed.is_empty() || installer.interrupted_operation().ok().flatten().is_some() {
-            return Err(AppError::invalid(
-                "data_dir",
-                format!(
-                    "can be chosen only before the first install: versions are installed in {} already. Moving an install is not supported; keep this folder, or remove the install and choose again",
-                    paths.install_dir().display()
-                ),
-            ));
+        let installed = installer.installed_versions().map_err(|e| {
+            refuse(format!(
+                "cannot tell whether anything is installed in {} ({e}); nothing was changed",
+                paths.install_dir().display()
+            ))
+        })?;
+        let interrupted = installer.interrupted_operation().map_err(|e| {
+            refuse(format!(
+                "cannot read the install journal in {} ({e}); nothing was changed",
+                paths.install_dir().display()
+            ))
+        })?;
+        if !installed.is_empty() {
+            return Err(refuse(format!(
+                "can be chosen only before the first install, and {} is installed in {} already; moving an install is not supported (to start over elsewhere, delete {} first)",
+                installed
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                paths.install_dir().display(),
+                paths.install_dir().display()
+            )));
+        }
+        if interrupted.is_some() {
+            return Err(refuse(format!(
+                "can be chosen only before the first install, and an install in {} was interrupted; open the launcher once so it finishes or undoes it",
+                paths.install_dir().display()
+            )));
         }
         let Some(dir) = dir else { return Ok(None) };
         if !dir.is_absolute() {
-            return Err(AppError::invalid(
-                "data_dir",
-                format!(
-                    "{} is not an absolute path; give the whole path of a folder",
-                    dir.display()
-                ),
-            ));
+            return Err(refuse(format!(
+                "{} is not an absolute path; give the whole path of a folder",
+                dir.display()
+            )));
         }
-        let probe = dir.join(".personal-ai-agent-write-test");
-        std::fs::create_dir_all(dir)
-            .and_then(|()| std::fs::write(&probe, b"probe"))
-            .and_then(|()| std::fs::remove_file(&probe))
-            .map_err(|e| {
-                AppError::invalid(
-                    "data_dir",
-                    format!(
-                        "{} cannot be written to ({e}); choose a folder of your own",
-                        dir.display()
-                    ),
-                )
-            })?;
-        Ok(Some(dir.to_path_buf()))
+        let target = if is_empty_or_ours(dir) {
+            dir.to_path_buf()
+        } else {
+            dir.join(crate::PRODUCT_FOLDER)
+        };
+        if !is_empty_or_ours(&target) {
+            return Err(refuse(format!(
+                "{} holds files that are not the launcher's; choose an empty folder",
+                target.display()
+            )));
+        }
+        if target
+            .join("install")
+            .join("versions")
+            .read_dir()
+            .is_ok_and(|mut d| d.next().is_some())
+        {
+            return Err(refuse(format!(
+                "{} holds another install already; choose an empty folder",
+                target.display()
+            )));
+        }
+        Ok(Some(target))
     }
 
     /// Applies `change` after checking every field (nothing is written when one is refused). Returns the
@@ -471,10 +514,6 @@ impl Service {
                 "is 0; keep at least 1 previous version so a rollback is possible",
             ));
         }
-        let data_dir = match &change.data_dir {
-            Some(dir) => Some(self.check_data_dir(dir.as_deref())?),
-            None => None,
-        };
         let repo = match &change.github_repo {
             Some(Some(r)) if !r.trim().is_empty() => Some(Some(
                 r.trim()
@@ -512,8 +551,19 @@ impl Service {
             ),
             None => None,
         };
+        let data_dir = match &change.data_dir {
+            Some(dir) => {
+                let dir = self.check_data_dir(dir.as_deref())?;
+                if let Some(dir) = &dir {
+                    mark_data_dir(dir)?;
+                }
+                Some(dir)
+            }
+            None => None,
+        };
         // A broken line of a trust field this change sets is repaired by it, not a reason to refuse.
         let replaced: Vec<&str> = [
+            ("data_dir", data_dir.is_some()),
             ("github_repo", repo.is_some()),
             ("feed", feed.is_some()),
             ("public_key", key.is_some()),
@@ -946,6 +996,48 @@ fn cancelled_or(e: crate::Error) -> AppError {
 }
 
 /// A feed is an `https://` URL (plain `http://` only on loopback) or an absolute folder.
+/// The file that marks a folder as a launcher's data folder.
+pub const DATA_MARKER: &str = ".personal-ai-agent-data";
+
+/// Whether `dir` is missing, empty, or marked as a data folder ([`DATA_MARKER`], a regular file).
+fn is_empty_or_ours(dir: &Path) -> bool {
+    match std::fs::read_dir(dir) {
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        Ok(mut entries) => {
+            entries.next().is_none()
+                || std::fs::symlink_metadata(dir.join(DATA_MARKER)).is_ok_and(|m| m.is_file())
+        }
+    }
+}
+
+/// Makes `dir` and marks it as a data folder; that it can be written to is proven by the marker itself
+/// (created new: a link planted in its place is not followed).
+fn mark_data_dir(dir: &Path) -> AppResult<()> {
+    let refuse = |e: std::io::Error| {
+        AppError::invalid(
+            "data_dir",
+            format!(
+                "{} cannot be written to ({e}); choose a folder of your own",
+                dir.display()
+            ),
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(refuse)?;
+    let marker = dir.join(DATA_MARKER);
+    if std::fs::symlink_metadata(&marker).is_ok_and(|m| m.is_file()) {
+        return Ok(());
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&marker)
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(b"This folder holds Personal AI Agent's installed versions, models and downloads.\n")
+        })
+        .map_err(refuse)
+}
+
 fn check_feed(feed: &str) -> AppResult<String> {
     if feed.starts_with("file://") {
         // A folder written as a URL (docs/FEED.md), saved as the folder it names.

@@ -302,7 +302,7 @@ fn start_detached(ctx: &Ctx, ready_timeout: Duration) -> anyhow::Result<ExitCode
                 .context("cannot share the detached launcher's log file")?,
         )
         .stderr(log);
-    detach(&mut command);
+    supervisor::detach(&mut command);
     let mut launcher = command
         .spawn()
         .context("cannot start the launcher in the background")?;
@@ -340,32 +340,6 @@ fn start_detached(ctx: &Ctx, ready_timeout: Duration) -> anyhow::Result<ExitCode
             );
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Lets the background launcher outlive this terminal: a new session on Unix (no SIGHUP when the terminal
-/// closes, no Ctrl-C from it); on Windows a hidden console of its own, which its backend shares so that
-/// CTRL_BREAK still reaches it.
-fn detach(command: &mut std::process::Command) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: setsid is async-signal-safe and the closure allocates nothing.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::setsid() == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    #[cfg(windows)]
-    {
-        use std::os::windows::process::CommandExt;
-        const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
-        const CREATE_NO_WINDOW: u32 = 0x0800_0000;
-        command.creation_flags(CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW);
     }
 }
 

@@ -63,6 +63,9 @@ This release is **broken on purpose**: its backend never passes its health check
 the version that works and does not offer this one again.
 ";
 
+/// What the demo's folder holds: nothing else is ever removed with it.
+const DEMO_ENTRIES: [&str; 6] = [".prepared", "key", "bundles", "releases", "feed", "home"];
+
 impl Demo {
     /// The demo under `paths`'s data folder (nothing is created).
     pub fn under(paths: &Paths) -> Demo {
@@ -161,7 +164,21 @@ impl Demo {
                 info.pid
             );
         }
-        if self.root.exists() {
+        if let Ok(entries) = std::fs::read_dir(&self.root) {
+            // Only a folder of the demo's own making is removed whole: a folder of the user's that
+            // happens to sit where the demo goes is left alone.
+            let foreign: Vec<String> = entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| !DEMO_ENTRIES.contains(&name.as_str()) && !name.starts_with(".prepared"))
+                .collect();
+            if !foreign.is_empty() {
+                anyhow::bail!(
+                    "{} holds files that are not the demo's ({}); move them away, then start the demo again",
+                    self.root.display(),
+                    foreign.join(", ")
+                );
+            }
             std::fs::remove_dir_all(&self.root).map_err(|e| crate::Error::io("remove", &self.root, e))?;
         }
         Ok(())

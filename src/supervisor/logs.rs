@@ -58,6 +58,8 @@ struct SinkInner {
     keep: usize,
     tail: VecDeque<String>,
     tail_lines: usize,
+    /// Lines recorded so far (a change counter for viewers).
+    written: u64,
     /// Whether a failure to write the file was already reported (report once, not per line).
     write_failure_reported: bool,
     last_hook_call: Option<std::time::Instant>,
@@ -74,6 +76,7 @@ impl LogSink {
                 keep,
                 tail: VecDeque::with_capacity(tail_lines.min(4096)),
                 tail_lines,
+                written: 0,
                 write_failure_reported: false,
                 last_hook_call: None,
             }),
@@ -95,6 +98,7 @@ impl LogSink {
             text.trim_end_matches(['\r', '\n'])
         );
         let mut inner = self.lock();
+        inner.written += 1;
         if inner.tail.len() >= inner.tail_lines {
             inner.tail.pop_front();
         }
@@ -125,6 +129,11 @@ impl LogSink {
 
     pub(crate) fn set_on_line(&self, hook: LineHook) {
         *self.on_line.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
+    }
+
+    /// How many lines were recorded so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.lock().written
     }
 
     /// The last lines, oldest first.

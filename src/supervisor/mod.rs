@@ -177,6 +177,32 @@ impl BackendStatus {
     }
 }
 
+/// Lets the background launcher outlive this terminal: a new session on Unix (no SIGHUP when the terminal
+/// closes, no Ctrl-C from it); on Windows a hidden console of its own, which its backend shares so that
+/// CTRL_BREAK still reaches it.
+pub fn detach(command: &mut std::process::Command) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe and the closure allocates nothing.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::process::CommandExt;
+        const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
+        const CREATE_NO_WINDOW: u32 = 0x0800_0000;
+        command.creation_flags(CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW);
+    }
+}
+
 /// Reads the status that a supervising process wrote in `run_dir`, as another process sees it.
 ///
 /// When that process is gone, the backend is reported `stopped` with the reason, whatever the file says:
@@ -707,6 +733,11 @@ impl Supervisor {
     /// The plan of the last start.
     pub fn plan(&self) -> Option<LaunchPlan> {
         self.inner.lock().plan.clone()
+    }
+
+    /// How many log lines were recorded so far: it changes when [`Supervisor::log_tail`] does.
+    pub fn log_lines_written(&self) -> u64 {
+        self.inner.log.written()
     }
 
     /// The last lines of the backend's output and the launcher's notes, oldest first.

@@ -137,6 +137,10 @@ pub struct App {
     reminded_later: Option<String>,
     /// A source was sent to be saved; its "saved" answer clears the field and the old offer.
     source_pending: bool,
+    /// A data folder was sent to be used: nothing is installed until the worker switched to it.
+    data_pending: bool,
+    /// Settings with another channel were sent to be saved.
+    channel_pending: bool,
     /// A folder picked in the system dialog (on its own thread), taken at the next frame.
     picked_folder: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     /// What the wizard's install-folder field holds, and a folder picked for it in the system dialog.
@@ -183,6 +187,8 @@ impl App {
             source_text: String::new(),
             reminded_later: None,
             source_pending: false,
+            data_pending: false,
+            channel_pending: false,
             history: Vec::new(),
             models: None,
             models_done: None,
@@ -285,12 +291,20 @@ impl App {
                 }
                 Reply::SnapshotFailed(e) | Reply::ActionFailed(e) => {
                     self.source_pending = false;
+                    self.channel_pending = false;
+                    self.data_pending = false;
                     if self.demo == DemoView::Preparing {
                         self.demo = DemoView::Off;
                     }
                     self.notice = Some(readable(&e));
                 }
-                Reply::Checked(Ok(report)) => self.check = CheckView::Done(report),
+                Reply::Checked(Ok(report)) => {
+                    // A new answer: the last install's outcome line no longer belongs under it.
+                    if matches!(self.job, JobView::Finished(_)) {
+                        self.job = JobView::Idle;
+                    }
+                    self.check = CheckView::Done(report);
+                }
                 Reply::Checked(Err(e)) => self.check = CheckView::Failed(readable(&e)),
                 Reply::AutoOffer(report) => {
                     // An automatic round's find shows like a check's, unless the card is busy with one
@@ -299,6 +313,9 @@ impl App {
                     let idle = matches!(self.check, CheckView::NotChecked)
                         || matches!(&self.check, CheckView::Done(r) if !r.update_available);
                     if idle && version.is_some() && version != self.reminded_later {
+                        if matches!(self.job, JobView::Finished(_)) {
+                            self.job = JobView::Idle;
+                        }
                         self.check = CheckView::Done(report);
                         self.changelog.clear();
                     }
@@ -320,10 +337,14 @@ impl App {
                 Reply::SettingsSaved => {
                     self.notice = None;
                     self.saved_notice = true;
-                    if std::mem::take(&mut self.source_pending) {
-                        // A source just entered: what the old one offered no longer holds; look at
-                        // what this one offers.
+                    let source = std::mem::take(&mut self.source_pending);
+                    let channel = std::mem::take(&mut self.channel_pending);
+                    if source {
                         self.source_text.clear();
+                    }
+                    if source || channel {
+                        // A source just entered, or another channel: what was offered no longer holds;
+                        // look at what is offered now.
                         self.check = CheckView::NotChecked;
                         self.changelog.clear();
                         self.wizard_checked = false;
@@ -383,6 +404,7 @@ impl App {
             Command::SaveDataFolder => {
                 let text = self.data_text.trim().to_owned();
                 if !text.is_empty() {
+                    self.data_pending = true;
                     self.worker.send(Job::SetDataDir(text));
                 }
             }
@@ -443,6 +465,11 @@ impl App {
             Command::SaveSettings => {
                 if let Some(form) = &self.form {
                     self.saved_notice = false;
+                    // Another channel offers other versions: the shown offer is stale once saved.
+                    self.channel_pending = self
+                        .saved_form
+                        .as_ref()
+                        .is_some_and(|s| s.channel != form.channel);
                     self.worker.send(Job::SaveSettings(form.clone()));
                 }
             }
@@ -484,12 +511,24 @@ impl App {
     /// any, stopped), a new one opens the new home.
     fn switch_to(&mut self, paths: Paths, ctx: &egui::Context, demo: bool) {
         let repaint_ctx = ctx.clone();
+        // The old one first: its backend stopped and its lock let go (jobs still queued for it are
+        // dropped), so the new one can take the same settings' API port.
+        self.worker.shut_down();
         match WorkerHandle::spawn(paths.clone(), move || repaint_ctx.request_repaint()) {
             Ok(worker) => {
                 worker.send(Job::Open);
                 self.worker = worker;
                 self.paths = paths;
                 self.mode = None;
+                self.remote_backend = None;
+                self.owner_job = None;
+                self.history.clear();
+                self.report_repo = None;
+                self.reminded_later = None;
+                self.source_text.clear();
+                self.source_pending = false;
+                self.data_text.clear();
+                self.data_pending = false;
                 self.status = None;
                 self.form = None;
                 self.saved_form = None;
@@ -515,6 +554,7 @@ impl App {
     fn own_urls(&self) -> Vec<String> {
         let mut urls: Vec<String> = [
             Some(self.paths.logs_dir()),
+            crate::logging::launcher_log_dir().map(std::path::Path::to_path_buf),
             Some(self.paths.data_dir.clone()),
             Some(self.paths.config_dir.clone()),
             self.models
@@ -553,7 +593,11 @@ impl App {
                     !self.source_text.trim().is_empty() && !self.source_pending,
                     egui::Button::new("Use this source"),
                 )
-                .on_hover_text("Releases from it are still checked against the pinned signing key")
+                .on_hover_text(if self.status.as_ref().is_some_and(|s| s.public_key_pinned) {
+                    "Releases from it must still be signed by the pinned key"
+                } else {
+                    "No signing key is pinned: releases are checked by their SHA256 only"
+                })
                 .on_disabled_hover_text("Type a GitHub owner/name, a feed URL, or choose a folder first")
                 .clicked()
             {
@@ -581,7 +625,7 @@ impl App {
                     }
                     if ui
                         .add_enabled(
-                            !self.data_text.trim().is_empty() && !self.installing(),
+                            !self.data_text.trim().is_empty() && !self.installing() && !self.data_pending,
                             egui::Button::new("Use this folder"),
                         )
                         .on_disabled_hover_text("Type a folder's whole path, or choose one first")
@@ -684,12 +728,8 @@ impl App {
             ui.horizontal_wrapped(|ui| {
                 ui.label(format!("The agent answers at {url}"));
                 if ui
-                    .add_enabled(
-                        matches!(state, BackendState::Running { .. }),
-                        egui::Button::new("Open agent"),
-                    )
+                    .button("Open agent")
                     .on_hover_text("Opens the agent's page in your browser")
-                    .on_disabled_hover_text("The agent is not healthy yet")
                     .clicked()
                 {
                     ui.ctx().open_url(egui::OpenUrl::new_tab(url));
@@ -776,7 +816,8 @@ impl App {
                         choose_folder = true;
                         ui.weak("The models the agent needs are listed after the install, with their size, and downloaded only when you agree.");
                         if ui
-                            .add_enabled(!self.installing(), egui::Button::new("Install Personal AI Agent"))
+                            .add_enabled(!self.installing() && !self.data_pending, egui::Button::new("Install Personal AI Agent"))
+                            .on_disabled_hover_text("Wait for the chosen folder to be set up")
                             .clicked()
                         {
                             commands.push(Command::InstallFirstTime);
@@ -1053,7 +1094,7 @@ impl App {
                 &mut form.keep_backend_running,
                 "Keep the agent running after the window closes",
             )
-            .on_hover_text("A background launcher (personal-ai-agent run --headless) takes the agent over and keeps checking for updates; open this window again to see it, or stop it with personal-ai-agent backend stop");
+            .on_hover_text("When the window closes, a launcher of its own keeps the agent running in the background (and restarts it if it crashes). Opening this window again shows it; Stop, or personal-ai-agent backend stop, ends it. Automatic update checks pause while no window runs the agent itself.");
             let changed = self.saved_form.as_ref() != Some(form);
             ui.horizontal(|ui| {
                 if ui
@@ -1175,6 +1216,10 @@ impl App {
 
     fn models_ui(&self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
         ui.heading("Models");
+        if self.status.is_some() && self.installed_version().is_none() {
+            ui.label("Nothing is installed yet: the models a version needs are listed here once it is installed, with their sizes, and downloaded only when you agree.");
+            return;
+        }
         match &self.models {
             None => {
                 ui.weak("Reading what the installed version needs…");
@@ -1292,29 +1337,42 @@ impl App {
             ),
             None => "Problem with the Personal AI Agent launcher".to_owned(),
         };
-        let log_lines = match &self.mode {
-            Some(Mode::Local { service, .. }) => {
-                let tail = service.supervisor().log_tail();
-                tail[tail.len().saturating_sub(15)..].join("\n")
-            }
-            _ => "(the backend runs under another launcher; see its log)".to_owned(),
+        let tail = match &self.mode {
+            Some(Mode::Local { service, .. }) => service.supervisor().log_tail(),
+            _ => vec!["(the backend runs under another launcher; see its log)".to_owned()],
         };
-        let body = format!(
-            "**Launcher**: {}\n**Agent**: {}\n**Platform**: {}\n**Channel**: {}\n\n**Last failure**: {}\n\n**Last backend log lines**:\n```\n{}\n```\n\n**What I did / what I expected**:\n\n",
-            status.launcher_version,
-            status.current_version.as_deref().unwrap_or("not installed"),
-            status.platform,
-            status.channel,
-            failure
-                .map(|f| format!(
+        let last_failure = failure
+            .map(|f| {
+                format!(
                     "{} at {}: {}",
                     f.kind,
                     f.at.format("%Y-%m-%d %H:%M UTC"),
                     readable(f.message.as_deref().unwrap_or(""))
-                ))
-                .unwrap_or_else(|| "none recorded".into()),
-            log_lines
-        );
+                )
+            })
+            .unwrap_or_else(|| "none recorded".into());
+        let body_with = |lines: usize| {
+            format!(
+                "**Launcher**: {}\n**Agent**: {}\n**Platform**: {}\n**Channel**: {}\n\n**Last failure**: {}\n\n**Last backend log lines**:\n```\n{}\n```\n\n**What I did / what I expected**:\n\n",
+                status.launcher_version,
+                status.current_version.as_deref().unwrap_or("not installed"),
+                status.platform,
+                status.channel,
+                last_failure,
+                tail[tail.len().saturating_sub(lines)..].join("\n")
+            )
+        };
+        // As many of the last 15 log lines as fit in the new-issue link (GitHub refuses a longer one), so
+        // the page gets a whole report; a failure message too long even alone is cut there.
+        let body = (0..=15usize)
+            .rev()
+            .map(&body_with)
+            .find(|b| {
+                self.report_repo
+                    .as_deref()
+                    .is_none_or(|repo| !new_issue_url(repo, &title, b).1)
+            })
+            .unwrap_or_else(|| body_with(0));
         egui::CollapsingHeader::new("Report a problem")
             .default_open(false)
             .show(ui, |ui| {
@@ -1357,16 +1415,17 @@ impl App {
         self.report_ui(ui);
         ui.add_space(6.0);
         ui.heading("Backend log");
-        folder_row(ui, "Log files", &self.paths.logs_dir());
+        folder_row(ui, "Backend log", &self.paths.logs_dir());
+        if let Some(dir) = crate::logging::launcher_log_dir() {
+            folder_row(ui, "Launcher log", dir);
+        }
         {
             {
                 let Some(Mode::Local { service, .. }) = &self.mode else {
                     ui.label("The backend's output is in the log of the launcher that runs it.");
                     return;
                 };
-                // Log lines do not wake the window (the service holds the supervisor's one hook), so an
-                // open log view looks again now and then.
-                ui.ctx().request_repaint_after(Duration::from_millis(500));
+                // New log lines wake the window through the worker, which looks twice a second.
                 let lines = service.supervisor().log_tail();
                 if ui.button("Copy log").clicked() {
                     ui.ctx().copy_text(lines.join("\n"));
@@ -1585,10 +1644,22 @@ fn outcome_text(outcome: &InstallOutcome) -> (Color32, String) {
     match outcome {
         InstallOutcome::Healthy(report) => (
             Color32::from_rgb(60, 180, 75),
-            format!(
-                "Installed {}; the backend is healthy (downtime {} ms)",
-                report.installed_version, report.downtime_ms
-            ),
+            match &report.previous_version {
+                // An update: the agent was away between the old backend's stop and the new one's health.
+                Some(previous) => format!(
+                    "Updated from {previous} to {}; the agent is healthy and runs it (away for {}).",
+                    report.installed_version,
+                    if report.downtime_ms < 1000 {
+                        format!("{} ms", report.downtime_ms)
+                    } else {
+                        duration(Duration::from_millis(report.downtime_ms))
+                    }
+                ),
+                None => format!(
+                    "Installed {}; the agent is healthy and running.",
+                    report.installed_version
+                ),
+            },
         ),
         InstallOutcome::RolledBack { from, to, .. } => (
             Color32::from_rgb(230, 160, 20),

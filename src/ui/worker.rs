@@ -218,6 +218,8 @@ impl WorkerHandle {
             repaint: Arc::new(repaint),
             last_remote: std::cell::RefCell::new(None),
             auto_offered: std::cell::RefCell::new(None),
+            log_lines: std::cell::Cell::new(0),
+            asked_stop: std::cell::Cell::new(false),
         };
         let thread = std::thread::Builder::new()
             .name("ui-worker".into())
@@ -257,13 +259,21 @@ impl WorkerHandle {
     }
 }
 
-impl Drop for WorkerHandle {
-    fn drop(&mut self) {
+impl WorkerHandle {
+    /// Cancels the running job, ends the thread and waits for it (the backend stopped, the owner lock let
+    /// go): before another worker takes the same install or settings (the same `api_port`).
+    pub fn shut_down(&mut self) {
         self.cancel();
         self.jobs = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.shut_down();
     }
 }
 
@@ -297,6 +307,10 @@ struct Worker {
     last_remote: std::cell::RefCell<Option<Value>>,
     /// The version an automatic round's offer was last forwarded for, so each is shown once.
     auto_offered: std::cell::RefCell<Option<String>>,
+    /// The backend log lines written when the worker last looked.
+    log_lines: std::cell::Cell<u64>,
+    /// The last backend request of this window was a stop.
+    asked_stop: std::cell::Cell<bool>,
 }
 
 impl Worker {
@@ -324,6 +338,13 @@ impl Worker {
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                         if local.changed.swap(false, Ordering::SeqCst) {
                             self.refresh();
+                        }
+                        // New backend output: the log view (drawn from the supervisor's memory) wakes.
+                        if let Control::Here(service) = &local.control {
+                            let written = service.supervisor().log_lines_written();
+                            if written != self.log_lines.replace(written) {
+                                (self.repaint)();
+                            }
                         }
                         continue;
                     }
@@ -360,6 +381,13 @@ impl Worker {
             drop(_autopilot);
             let mut hand_over = None;
             if let Control::Here(service) = &control {
+                // A job asked through the API (an update from the CLI or the agent's page) is cancelled and
+                // awaited, so it never ends halfway between two versions once the lock is let go.
+                service.cancel();
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while service.jobs().current().is_some() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
                 let launcher = self.hand_over.lock().unwrap_or_else(|p| p.into_inner()).take();
                 if service.supervisor().is_wanted_running() && self.settings().0.keep_backend_running {
                     hand_over = launcher;
@@ -371,14 +399,22 @@ impl Worker {
             drop(_api);
             drop(_owner);
             if let Some(launcher) = hand_over {
-                match run_in_background(&launcher, &self.paths) {
+                match keep_running_in_background(&launcher, &self.paths) {
                     Ok(pid) => tracing::info!(
                         pid,
-                        "the agent keeps running under a background launcher (run --headless); opening the window again attaches to it"
+                        "the agent keeps running in the background (`backend start`, pid {pid}); opening the window again attaches to it, and Stop or `personal-ai-agent backend stop` ends it"
                     ),
-                    Err(e) => tracing::error!(
-                        "could not leave the agent running in the background ({e}); it is stopped. Start it with `personal-ai-agent run --headless`"
-                    ),
+                    Err(e) => {
+                        let text = format!(
+                            "The agent could not keep running in the background: {e}. Open the window to start it again."
+                        );
+                        tracing::error!("{text}");
+                        // Shown before this process ends (not on a thread of its own).
+                        let _ = notify_rust::Notification::new()
+                            .summary(crate::PRODUCT_NAME)
+                            .body(&text)
+                            .show();
+                    }
                 }
             }
         }
@@ -388,10 +424,13 @@ impl Worker {
     /// launcher that holds it once it has published where it listens.
     fn decide(&mut self) {
         *self.last_remote.borrow_mut() = None;
+        // This window stopped the owner's backend (which ends a background `backend start`): taking the
+        // install over then must not start it again.
+        let stopped_here = matches!(self.engine, Engine::Remote(_)) && self.asked_stop.get();
         let deadline = Instant::now() + OWNER_PUBLISH_PATIENCE;
         let engine = loop {
             match Owner::take(&self.paths) {
-                Ok(owner) => break self.serve(owner),
+                Ok(owner) => break self.serve(owner, stopped_here),
                 Err(OwnerError::Taken { .. }) => {}
                 Err(e) => break Engine::Undecided(format!("Could not take ownership of the install: {e}")),
             }
@@ -430,7 +469,9 @@ impl Worker {
     /// Serves the API over a new service, as `run --headless` does (`cli::api::serve`), starts the
     /// autopilot (recovery, the backend, scheduled checks as the settings say; the first install is the
     /// user's to start), and wakes the window on every service event.
-    fn serve(&self, owner: Owner) -> Engine {
+    /// `stopped_here`: this window stopped the backend of the owner it was attached to, which then went
+    /// away; the backend stays stopped.
+    fn serve(&self, owner: Owner, stopped_here: bool) -> Engine {
         let service = Service::new(self.paths.clone());
         let port = service.settings().effective.api_port.unwrap_or(0);
         let api = match crate::api::ApiServer::start(
@@ -491,7 +532,7 @@ impl Worker {
             crate::app::autopilot::Options {
                 install_when_empty: false,
                 check_now: false,
-                start_backend: true,
+                start_backend: !stopped_here,
             },
         );
         let autopilot = match autopilot {
@@ -526,43 +567,58 @@ impl Worker {
             Job::Install(version) => self.install(control, version, cancel),
             Job::Rollback(to) => {
                 let to = to.and_then(|v| crate::version::parse_user_version(&v).ok());
-                if let Err(e) = control.run(Op::Rollback { to }, cancel, &mut |_| {}) {
+                if let Err(e) = run_op(control, Op::Rollback { to }, cancel, &mut |_| {}) {
                     self.reply(Reply::ActionFailed(format!("Could not roll back: {e}")));
                 }
             }
             Job::StartBackend => {
-                if let Err(e) = control.run(Op::BackendStart(StartOptions::default()), cancel, &mut |_| {}) {
+                self.asked_stop.set(false);
+                if let Err(e) = run_op(
+                    control,
+                    Op::BackendStart(StartOptions::default()),
+                    cancel,
+                    &mut |_| {},
+                ) {
                     self.reply(Reply::ActionFailed(format!("Could not start the backend: {e}")));
                 }
             }
             Job::StopBackend => {
-                if let Err(e) = control.run(Op::BackendStop, cancel, &mut |_| {}) {
+                self.asked_stop.set(true);
+                if let Err(e) = run_op(control, Op::BackendStop, cancel, &mut |_| {}) {
                     self.reply(Reply::ActionFailed(format!("Could not stop the backend: {e}")));
                 }
             }
             Job::RestartBackend => {
-                if let Err(e) = control.run(Op::BackendRestart, cancel, &mut |_| {}) {
+                if let Err(e) = run_op(control, Op::BackendRestart, cancel, &mut |_| {}) {
                     self.reply(Reply::ActionFailed(format!("Could not restart the backend: {e}")));
                 }
             }
             Job::SaveSettings(form) => self.save_settings(control, &form),
             Job::SetSource(text) => self.set_source(control, &text),
             Job::SetDataDir(text) => {
-                let dir = std::path::PathBuf::from(text.trim());
+                let dir = std::path::PathBuf::from(unquote(&text));
                 let moved = match control {
                     Control::Here(service) => service
                         .configure(ConfigChange {
-                            data_dir: Some(Some(dir.clone())),
+                            data_dir: Some(Some(dir)),
                             ..Default::default()
                         })
-                        .map_err(|e| e.to_string()),
+                        .map_err(|e| match e {
+                            AppError::InvalidField { reason, .. } => reason,
+                            other => other.to_string(),
+                        })
+                        .and_then(|saved| {
+                            saved
+                                .data_dir
+                                .ok_or_else(|| "the folder was not saved".to_owned())
+                        }),
                     Control::Owner(client) => Err(format!(
                         "the launcher with pid {} owns this install; close it first",
                         client.info().pid
                     )),
                 };
                 match moved {
-                    Ok(_) => {
+                    Ok(dir) => {
                         let mut paths = self.paths.clone();
                         paths.data_dir = dir;
                         self.reply(Reply::DataDirMoved(paths));
@@ -581,7 +637,7 @@ impl Worker {
                     all: false,
                     manifest: None,
                 };
-                let done = control.run(op, cancel, &mut on_progress).map(|v| {
+                let done = run_op(control, op, cancel, &mut on_progress).map(|v| {
                     let fetched = v["fetched"].as_u64().unwrap_or(0);
                     if v["all_present"] == true {
                         format!("All models are present and verified ({fetched} downloaded now).")
@@ -640,7 +696,15 @@ impl Worker {
             Engine::Local(Local {
                 control: Control::Here(service),
                 ..
-            }) => Some(service.models_status().map_err(|e| e.to_string())),
+            }) => Some(match service.models_status() {
+                // A version that names no models needs none: said as such, not as the CLI's error.
+                Err(AppError::Models(crate::models::ModelsError::NoManifest { .. })) => Ok(json!({
+                    "models_dir": self.paths.models_dir(),
+                    "ready": true,
+                    "models": [],
+                })),
+                other => other.map_err(|e| e.to_string()),
+            }),
             Engine::Remote(remote) => Some(remote.get("/api/models").map_err(|e| e.to_string())),
             _ => None,
         };
@@ -677,7 +741,7 @@ impl Worker {
             channel: None,
             platform: None,
         };
-        let report = control.run(op, cancel, &mut |_| {}).and_then(|v| {
+        let report = run_op(control, op, cancel, &mut |_| {}).and_then(|v| {
             serde_json::from_value::<CheckReport>(v).map_err(|e| AppError::Internal(e.to_string()))
         });
         match report {
@@ -774,7 +838,8 @@ impl Worker {
                 self.reply(Reply::Progress(stage));
             }
         };
-        let result = control.run(
+        let result = run_op(
+            control,
             Op::Install {
                 version: version.clone(),
             },
@@ -822,7 +887,8 @@ impl Worker {
         // is a running agent.
         if let InstallOutcome::Healthy(report) = &outcome
             && !report.backend_running
-            && let Err(e) = control.run(
+            && let Err(e) = run_op(
+                control,
                 Op::BackendStart(StartOptions::default()),
                 &CancelToken::new(),
                 &mut |_| {},
@@ -837,7 +903,7 @@ impl Worker {
     /// process only: the owner's API does not change trust settings (it answers 403, said here).
     fn set_source(&self, control: &Control, text: &str) {
         // A repository's web address is the repository.
-        let trimmed = text.trim().trim_end_matches('/');
+        let trimmed = unquote(text).trim_end_matches('/');
         let text = trimmed
             .strip_prefix("https://github.com/")
             .or_else(|| trimmed.strip_prefix("github.com/"))
@@ -992,34 +1058,95 @@ impl Worker {
     }
 }
 
-/// Starts `launcher run --headless` on the same home, detached from this process (its own process group,
-/// no console, no inherited output), so it outlives the window. Returns its pid.
-pub fn run_in_background(launcher: &std::path::Path, paths: &Paths) -> std::io::Result<u32> {
+/// Runs `op` through `control`, waiting out (at most 30 s) the owner's own short jobs that hold the job
+/// slot for a moment: the backend start as the window opens and the scheduled round's bookkeeping. A
+/// click on "Check for updates" just then is not answered with "busy". Anything else busy is said.
+fn run_op(
+    control: &Control,
+    op: Op,
+    cancel: &CancelToken,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> crate::app::AppResult<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match control.run(op.clone(), cancel, on_progress) {
+            Err(AppError::Busy { running, .. })
+                if matches!(
+                    running,
+                    crate::app::JobKind::BackendStart | crate::app::JobKind::ScheduledUpdate
+                ) && Instant::now() < deadline
+                    && !cancel.is_cancelled() =>
+            {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// `text` trimmed, without the quotes a "Copy as path" puts around it.
+fn unquote(text: &str) -> &str {
+    let t = text.trim();
+    t.strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .or_else(|| t.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')))
+        .unwrap_or(t)
+        .trim()
+}
+
+/// Starts `launcher [--home DIR] backend start` on the same install, detached from this process (a new
+/// session; on Windows a hidden console of its own), with its output in `logs/launcher-detached.log`, and
+/// waits until it reports the backend healthy. That launcher owns the install from then on, supervises
+/// the backend (restarting crashes) and serves the API the next window attaches to; it ends when the
+/// backend is stopped (Stop, `backend stop`). Returns its pid, or why it did not take over.
+pub fn keep_running_in_background(launcher: &std::path::Path, paths: &Paths) -> Result<u32, String> {
     let mut command = std::process::Command::new(launcher);
     // A home given as one folder (`--home`, the demo's) is passed on; the platform's folders and
     // `PORTABLE_MODE` resolve the same way in the child, whose environment is this one.
-    if paths.config_dir == paths.data_dir && !paths.portable {
-        command.arg("--home").arg(&paths.data_dir);
+    if let Some(home) = &paths.home {
+        command.arg("--home").arg(home);
     }
+    let logs = paths.logs_dir();
+    crate::paths::ensure_dir(&logs).map_err(|e| e.to_string())?;
+    let log_path = logs.join("launcher-detached.log");
+    let log =
+        std::fs::File::create(&log_path).map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+    let err = log
+        .try_clone()
+        .map_err(|e| format!("cannot share {}: {e}", log_path.display()))?;
     command
-        .args(["run", "--headless"])
+        .args(["--quiet", "backend", "start"])
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        command.process_group(0);
+        .stdout(log)
+        .stderr(err);
+    crate::supervisor::detach(&mut command);
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", launcher.display()))?;
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(status) = crate::supervisor::read_status(&paths.run_dir())
+            && status.state == "running"
+            && status.supervisor_pid == Some(pid)
+        {
+            return Ok(pid);
+        }
+        if let Ok(Some(exit)) = child.try_wait() {
+            let last = crate::supervisor::read_last_lines(&log_path, 3).unwrap_or_default();
+            return Err(format!(
+                "the background launcher ended ({exit}): {}",
+                last.join(" / ")
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the background launcher (pid {pid}) did not report the agent healthy within 90 s; it keeps trying, see {}",
+                log_path.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
-    #[cfg(windows)]
-    {
-        use std::os::windows::process::CommandExt;
-        const DETACHED_PROCESS: u32 = 0x0000_0008;
-        const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
-        command.creation_flags(DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP);
-    }
-    let child = command.spawn()?;
-    Ok(child.id())
 }
 
 /// What an automatic round that finished is worth telling the user, as an OS notification: an update

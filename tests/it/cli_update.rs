@@ -345,3 +345,63 @@ fn a_corrupt_settings_file_stays_in_place_and_stops_updates_until_fixed() {
     std::fs::remove_file(&path).unwrap();
     json_of(&pai(home.path(), None, &["update", "status", "--json"]));
 }
+
+#[test]
+fn a_data_folder_is_chosen_before_the_first_install_and_never_mixed_with_other_files() {
+    let home = temp_home();
+    let disk = temp_home();
+    std::fs::write(disk.path().join("my notes.txt"), "mine").unwrap();
+    let out = pai(
+        home.path(),
+        None,
+        &[
+            "--json",
+            "update",
+            "configure",
+            "--data-dir",
+            disk.path().to_str().unwrap(),
+        ],
+    );
+    let saved = json_of(&out);
+    // A folder holding the user's files gets a folder of the launcher's own inside.
+    let data = disk.path().join("PersonalAIAgent");
+    assert_eq!(saved["data_dir"], data.to_str().unwrap());
+    assert!(data.join(".personal-ai-agent-data").is_file());
+    assert_eq!(
+        std::fs::read_to_string(disk.path().join("my notes.txt")).unwrap(),
+        "mine"
+    );
+    let status = json_of(&pai(home.path(), None, &["--json", "update", "status"]));
+    assert_eq!(status["home"]["data_dir"], data.to_str().unwrap());
+
+    // Another launcher owning the install: refused, naming it.
+    let paths = personal_ai_agent::paths::Paths::resolve(Some(home.path())).unwrap();
+    let owner = personal_ai_agent::owner::Owner::take(&paths).unwrap();
+    owner
+        .publish(&personal_ai_agent::owner::ApiInfo {
+            port: 1,
+            pid: std::process::id(),
+            version: "0.0.0".into(),
+            url: "http://127.0.0.1:1".into(),
+            token_file: home.path().join("api-token"),
+        })
+        .unwrap();
+    let refused = pai(home.path(), None, &["update", "configure", "--data-dir", ""]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "--data-dir cannot change while the launcher with pid {} owns this install",
+            std::process::id()
+        )),
+        "{stderr}"
+    );
+    drop(owner);
+    // Back to the default data folder (nothing is installed).
+    let saved = json_of(&pai(
+        home.path(),
+        None,
+        &["--json", "update", "configure", "--data-dir", ""],
+    ));
+    assert!(saved.get("data_dir").is_none(), "{saved}");
+}

@@ -183,7 +183,7 @@ fn update_through_the_window(backend_args: &[&str]) -> ([tempfile::TempDir; 2], 
 fn clicking_check_for_updates_offers_the_newer_version_and_install_update_switches_to_it() {
     let (_dirs, mut harness) = update_through_the_window(&[]);
     pump_until(&mut harness, "the install outcome", |h| {
-        shows(h, "Installed 1.1.0")
+        shows(h, "Updated from 1.0.0 to 1.1.0")
     });
     pump_until(&mut harness, "1.1.0 shown and running", |h| {
         shows(h, "Version 1.1.0") && matches!(h.state().backend_state(), BackendState::Running { .. })
@@ -410,7 +410,7 @@ fn an_attached_windows_check_and_install_buttons_drive_the_owner_through_its_api
     });
     harness.get_by_label("Install update").click();
     pump_until(&mut harness, "the owner's install outcome", |h| {
-        shows(h, "Installed 1.1.0")
+        shows(h, "Updated from 1.0.0 to 1.1.0")
     });
     pump_until(&mut harness, "1.1.0 shown and the owner's backend running", |h| {
         shows(h, "Version 1.1.0") && matches!(h.state().backend_state(), BackendState::Running { .. })
@@ -560,8 +560,9 @@ fn an_automatic_check_offers_the_update_on_its_own() {
     // The shortest interval there is (ten seconds), last checked five seconds ago: the window's schedule
     // checks about five seconds after it opens, with nobody clicking anything.
     let mut config = Config::load(&paths.config_file()).config;
+    let seeded = chrono::Utc::now() - chrono::Duration::seconds(5);
     config.check_interval_hours = 10.0 / 3600.0;
-    config.last_check = Some(chrono::Utc::now() - chrono::Duration::seconds(5));
+    config.last_check = Some(seeded);
     config.save(&paths.config_file()).unwrap();
     let mut harness = window(&paths);
     pump_until(&mut harness, "the version", |h| shows(h, "Version 1.0.0"));
@@ -578,7 +579,7 @@ fn an_automatic_check_offers_the_update_on_its_own() {
     );
     let saved = Config::load(&paths.config_file()).config;
     assert!(
-        saved.last_check.unwrap() > chrono::Utc::now() - chrono::Duration::seconds(4),
+        saved.last_check.unwrap() > seeded,
         "the round is recorded as the last check"
     );
 }
@@ -671,6 +672,17 @@ fn the_settings_edit_the_check_interval_and_the_release_source() {
     );
 }
 
+/// Kills a process left behind when a test fails halfway.
+struct KillOnDrop(Option<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
+}
+
 #[cfg(unix)]
 #[test]
 fn closing_the_window_with_keep_running_hands_the_agent_to_a_background_launcher() {
@@ -683,32 +695,24 @@ fn closing_the_window_with_keep_running_hands_the_agent_to_a_background_launcher
         h.state().is_owner() && matches!(h.state().backend_state(), BackendState::Running { .. })
     });
     drop(harness);
-    // A `run --headless` of its own takes the install over and starts the agent again.
-    let deadline = Instant::now() + PATIENCE;
-    let (owner_pid, backend) = loop {
-        let seen = personal_ai_agent::api::client::Client::connect(&paths)
-            .ok()
-            .flatten()
-            .filter(|c| c.info().pid != std::process::id())
-            .and_then(|c| c.get("/api/updates/status").ok().map(|s| (c.info().pid, s)));
-        if let Some((pid, status)) = seen
-            && status["backend"]["state"] == "running"
-        {
-            break (pid, status["backend"].clone());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no background launcher took the agent over"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert_eq!(backend["version"], "1.0.0");
-    assert_eq!(backend["supervisor_pid"], owner_pid);
-    // It is a launcher like any other: SIGTERM ends it, and it stops the agent as it goes.
-    std::process::Command::new("kill")
-        .arg(owner_pid.to_string())
-        .status()
-        .unwrap();
+    // Closing waited until a launcher of its own took the install over with the agent running.
+    let client = personal_ai_agent::api::client::Client::connect(&paths)
+        .unwrap()
+        .expect("a background launcher owns the install");
+    let owner_pid = client.info().pid;
+    let _guard = KillOnDrop(Some(owner_pid));
+    assert_ne!(owner_pid, std::process::id());
+    let status = client.get("/api/updates/status").unwrap();
+    assert_eq!(status["backend"]["state"], "running");
+    assert_eq!(status["backend"]["version"], "1.0.0");
+    assert_eq!(status["backend"]["supervisor_pid"], owner_pid);
+    // `backend stop`, as the setting's help says, ends it all: the agent and the background launcher.
+    let stopped = pai(home.path(), None, &["backend", "stop"]);
+    assert!(
+        stopped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
     let deadline = Instant::now() + PATIENCE;
     while personal_ai_agent::owner::is_owned(&paths) {
         assert!(Instant::now() < deadline, "the background launcher did not end");
@@ -730,13 +734,57 @@ fn closing_the_window_stops_the_agent_when_keep_running_is_off() {
         h.state().is_owner() && matches!(h.state().backend_state(), BackendState::Running { .. })
     });
     drop(harness);
-    assert!(
-        !personal_ai_agent::owner::is_owned(&paths),
-        "nobody owns it after the window"
-    );
+    // Nobody takes over, then or a moment later.
+    for _ in 0..30 {
+        assert!(
+            !personal_ai_agent::owner::is_owned(&paths),
+            "nobody owns it after the window"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     #[cfg(target_os = "linux")]
     assert_eq!(backends_running_under(home.path()), 0);
     let _ = home;
+}
+
+#[test]
+fn release_note_links_open_only_over_https() {
+    let (work, feed_dir, _home, paths) = installed_1_0_0();
+    publish(work.path(), &feed_dir, "1.1.0", &[]);
+    std::fs::write(
+        feed_dir.join("1.1.0/NOTES.md"),
+        "Notes\n\n[safe page](https://example.com/notes) · [a local file](file:///etc/passwd) · [plain web](http://example.com/x)\n",
+    )
+    .unwrap();
+    personal_ai_agent::sources::feed::write_feed(&feed_dir).unwrap();
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the version", |h| shows(h, "Version 1.0.0"));
+    harness.get_by_label("Check for updates").click();
+    pump_until(&mut harness, "the notes", |h| {
+        h.query_by_label("safe page").is_some()
+    });
+    let opened = |h: &mut Harness<'_, App>, link: &str| {
+        h.get_by_label(link).click();
+        h.step();
+        h.output()
+            .platform_output
+            .commands
+            .iter()
+            .filter_map(|c| match c {
+                egui::OutputCommand::OpenUrl(open) => Some(open.url.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(opened(&mut harness, "safe page"), ["https://example.com/notes"]);
+    assert!(
+        opened(&mut harness, "a local file").is_empty(),
+        "file: links are dropped"
+    );
+    assert!(
+        opened(&mut harness, "plain web").is_empty(),
+        "plain http links are dropped"
+    );
 }
 
 #[test]
