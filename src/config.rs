@@ -7,7 +7,8 @@
 //!
 //! Damage is contained field by field: a field that cannot be read (`"backup_count": "3"`) is reported
 //! with its line and defaulted on its own, and the rest of the file is kept. The settings that decide trust
-//! and origin ([`SECURITY_FIELDS`]: `public_key`, `github_repo`, `feed`) are never defaulted: when one
+//! and origin ([`SECURITY_FIELDS`]: `public_key`, `github_repo`, `feed`, and `data_dir`, which says
+//! where the installed versions are) are never defaulted: when one
 //! cannot be read, the loaded config carries a [`SettingsProblem`] and no updater can be built from it
 //! until the named line is fixed. A file that is not JSON at all (truncated, say) is treated the same way,
 //! since nobody can tell what it held: it stays in place and updating stops until it is fixed or deleted.
@@ -45,8 +46,8 @@ pub struct Config {
     pub last_check: Option<DateTime<Utc>>,
     /// Hours between automatic checks.
     pub check_interval_hours: f64,
-    /// Closing the window leaves the agent running: a background launcher (`run --headless`) takes the
-    /// install over, and the window attaches to it when opened again.
+    /// Closing the window leaves the agent running: a background launcher (`backend start`) takes the
+    /// install over, and the window attaches to it when opened again; Stop or `backend stop` ends it.
     pub keep_backend_running: bool,
     /// Where installed versions, models, downloads and logs live, when not in the default data folder
     /// (an absolute path; chosen before the first install, see `paths`).

@@ -16,17 +16,36 @@ pub fn launcher_log_dir() -> Option<&'static std::path::Path> {
 
 static LOG_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
-/// Installs the global subscriber; keep the guard alive until exit so the file is flushed.
-/// Returns `None` when a subscriber was already installed (tests) or the log folder is unusable, in
-/// which case logging still goes to stderr.
-pub fn init(paths: &Paths, verbosity: u8) -> Option<WorkerGuard> {
-    let level = match verbosity {
+/// Logs to stderr only, by verbosity (for commands that must not hold a file in the log folder).
+pub fn init_stderr(verbosity: u8) {
+    let level = level_of(verbosity);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let _ = tracing_subscriber::registry()
+        .with(
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .without_time()
+                .with_filter(filter),
+        )
+        .try_init();
+}
+
+fn level_of(verbosity: u8) -> &'static str {
+    match verbosity {
         0 => "error",
         1 => "warn",
         2 => "info",
         3 => "debug",
         _ => "trace",
-    };
+    }
+}
+
+/// Installs the global subscriber; keep the guard alive until exit so the file is flushed.
+/// Returns `None` when a subscriber was already installed (tests) or the log folder is unusable, in
+/// which case logging still goes to stderr.
+pub fn init(paths: &Paths, verbosity: u8) -> Option<WorkerGuard> {
+    let level = level_of(verbosity);
     let stderr_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     use std::io::IsTerminal;
     let stderr_layer = fmt::layer()

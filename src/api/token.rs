@@ -86,13 +86,20 @@ fn restrict(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `System32`, where `whoami` and `icacls` are run from (never from `PATH`).
 #[cfg(windows)]
-fn restrict(path: &Path) -> std::io::Result<()> {
+fn system32() -> std::path::PathBuf {
     let system = std::env::var_os("SystemRoot").unwrap_or_else(|| "C:\\Windows".into());
-    let system32 = Path::new(&system).join("System32");
+    Path::new(&system).join("System32")
+}
+
+/// This user as `icacls` names it: `*<SID>`, else the user name.
+#[cfg(windows)]
+pub(crate) fn icacls_user() -> Option<String> {
+    let system32 = system32();
     // This user's SID (`whoami /user /fo csv /nh` prints `"DOMAIN\user","S-1-5-…"`): it names the
     // account whatever the domain, the machine or a service account is called.
-    let user = std::process::Command::new(system32.join("whoami.exe"))
+    std::process::Command::new(system32.join("whoami.exe"))
         .args(["/user", "/fo", "csv", "/nh"])
         .output()
         .ok()
@@ -105,7 +112,48 @@ fn restrict(path: &Path) -> std::io::Result<()> {
         })
         .filter(|sid| sid.starts_with("S-1-"))
         .map(|sid| format!("*{sid}"))
-        .or_else(|| std::env::var("USERNAME").ok().filter(|n| !n.is_empty()));
+        .or_else(|| std::env::var("USERNAME").ok().filter(|n| !n.is_empty()))
+}
+
+/// Leaves the folder `dir` (and what is made in it) to this user and the system alone: inherited entries
+/// removed, full control for the user and SYSTEM, inherited by files and folders made inside.
+#[cfg(windows)]
+pub(crate) fn restrict_dir(dir: &Path) -> std::io::Result<()> {
+    let Some(user) = icacls_user() else {
+        return Err(std::io::Error::other("cannot tell which user this is"));
+    };
+    let output = std::process::Command::new(system32().join("icacls.exe"))
+        .arg(dir)
+        .args(["/inheritance:r", "/grant:r"])
+        .arg(format!("{user}:(OI)(CI)F"))
+        .args(["/grant:r", "*S-1-5-18:(OI)(CI)F", "/q"])
+        .output()?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "icacls ended with {}",
+            output.status
+        )))
+    }
+}
+
+/// Leaves the folder `dir` to this user alone (mode 0700).
+#[cfg(unix)]
+pub(crate) fn restrict_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+#[cfg(not(any(unix, windows)))]
+pub(crate) fn restrict_dir(_dir: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(windows)]
+fn restrict(path: &Path) -> std::io::Result<()> {
+    let system32 = system32();
+    let user = icacls_user();
     let Some(user) = user else {
         tracing::warn!(path = %path.display(), "cannot tell which user this is; the API token file keeps the permissions of its folder");
         return Ok(());

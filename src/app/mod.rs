@@ -995,7 +995,6 @@ fn cancelled_or(e: crate::Error) -> AppError {
     }
 }
 
-/// A feed is an `https://` URL (plain `http://` only on loopback) or an absolute folder.
 /// The file that marks a folder as a launcher's data folder.
 pub const DATA_MARKER: &str = ".personal-ai-agent-data";
 
@@ -1010,6 +1009,31 @@ fn is_empty_or_ours(dir: &Path) -> bool {
     }
 }
 
+/// Refuses an existing folder another user owns or may write to (on Unix): the programs installed in it
+/// would be theirs to change.
+fn refuse_shared(dir: &Path) -> AppResult<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir)
+            .map_err(|e| AppError::invalid("data_dir", format!("cannot look at {} ({e})", dir.display())))?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me || meta.mode() & 0o022 != 0 {
+            return Err(AppError::invalid(
+                "data_dir",
+                format!(
+                    "{} belongs to another user or others may write to it, so they could change the programs installed there; choose a folder of your own",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
 /// Makes `dir` and marks it as a data folder; that it can be written to is proven by the marker itself
 /// (created new: a link planted in its place is not followed).
 fn mark_data_dir(dir: &Path) -> AppResult<()> {
@@ -1022,7 +1046,18 @@ fn mark_data_dir(dir: &Path) -> AppResult<()> {
             ),
         )
     };
+    let existed = dir.exists();
+    if existed {
+        refuse_shared(dir)?;
+    }
     std::fs::create_dir_all(dir).map_err(refuse)?;
+    // Installed programs are run from here: only this user may change what is in it. A volume without
+    // permissions (FAT, exFAT) cannot be restricted; that is logged.
+    if (!existed || cfg!(windows))
+        && let Err(e) = crate::api::token::restrict_dir(dir)
+    {
+        tracing::warn!(path = %dir.display(), "the data folder could not be made this user's alone: {e}");
+    }
     let marker = dir.join(DATA_MARKER);
     if std::fs::symlink_metadata(&marker).is_ok_and(|m| m.is_file()) {
         return Ok(());
@@ -1038,6 +1073,7 @@ fn mark_data_dir(dir: &Path) -> AppResult<()> {
         .map_err(refuse)
 }
 
+/// A feed is an `https://` URL (plain `http://` only on loopback) or an absolute folder.
 fn check_feed(feed: &str) -> AppResult<String> {
     if feed.starts_with("file://") {
         // A folder written as a URL (docs/FEED.md), saved as the folder it names.

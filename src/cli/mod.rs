@@ -23,6 +23,7 @@ pub mod models;
 pub mod release;
 pub mod remote;
 pub mod run;
+pub mod uninstall;
 pub mod update;
 
 /// Installs, launches and safely updates the Personal AI Agent backend.
@@ -63,6 +64,9 @@ pub enum Command {
     /// rollback on demand, from a local feed of three signed demo releases (in the window when a display
     /// is available, else told in the terminal).
     Demo(demo::DemoArgs),
+    /// Remove the installed versions, downloads and (unless --keep-data) models and settings, after
+    /// saying what and how much.
+    Uninstall(uninstall::UninstallArgs),
 }
 
 /// What every command gets: where files live and how to print.
@@ -158,7 +162,13 @@ fn run_cli(cli: Cli) -> anyhow::Result<ExitCode> {
     } else {
         cli.verbose + if runs_headless { 2 } else { 1 }
     };
-    let _log_guard = crate::logging::init(&paths, verbosity);
+    // Uninstalling removes the log folder: no log file is opened in it.
+    let _log_guard = if matches!(&cli.command, Some(Command::Uninstall(_))) {
+        crate::logging::init_stderr(verbosity);
+        None
+    } else {
+        crate::logging::init(&paths, verbosity)
+    };
     let ctx = Ctx {
         paths,
         json: cli.json,
@@ -173,6 +183,7 @@ fn run_cli(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Run(args)) => run::run(&ctx, args),
         Some(Command::Api(args)) => api::run(&ctx, args),
         Some(Command::Demo(args)) => demo::run(&ctx, args),
+        Some(Command::Uninstall(args)) => uninstall::run(&ctx, args),
         None => run::run(&ctx, run::RunArgs::default()),
     }
 }

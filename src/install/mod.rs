@@ -34,7 +34,7 @@
 
 mod journal;
 mod lock;
-mod retry;
+pub(crate) mod retry;
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};

@@ -155,6 +155,8 @@ pub struct App {
     bench_frames: bool,
     /// The executable the demo's releases run as their backend (default: this one).
     demo_launcher: Option<std::path::PathBuf>,
+    /// Where the worker's thread goes when the window closes (see [`App::finish_after_window`]).
+    after_close: Option<std::sync::Arc<std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>>>,
     paths: Paths,
 }
 
@@ -184,6 +186,7 @@ impl App {
             frames: 0,
             bench_frames: std::env::var_os("PAI_BENCH_FRAMES").is_some(),
             demo_launcher: None,
+            after_close: None,
             source_text: String::new(),
             reminded_later: None,
             source_pending: false,
@@ -230,6 +233,16 @@ impl App {
     /// binary; default: this executable).
     pub fn with_demo_launcher(mut self, launcher: std::path::PathBuf) -> Self {
         self.demo_launcher = Some(launcher);
+        self
+    }
+
+    /// Leaves the worker's last work (stopping the backend, or handing it over) to whoever holds `slot`,
+    /// which joins it once the window is gone; without it, dropping the window waits for that work.
+    pub fn finish_after_window(
+        mut self,
+        slot: std::sync::Arc<std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>>,
+    ) -> Self {
+        self.after_close = Some(slot);
         self
     }
 
@@ -543,8 +556,17 @@ impl App {
                 self.demo = if demo { DemoView::On } else { DemoView::Off };
             }
             Err(e) => {
-                self.demo = DemoView::Off;
                 self.notice = Some(format!("Could not open {}: {e}", paths.data_dir.display()));
+                self.data_pending = false;
+                // Back to the home it showed, so the window keeps working.
+                let repaint_ctx = ctx.clone();
+                if let Ok(worker) =
+                    WorkerHandle::spawn(self.paths.clone(), move || repaint_ctx.request_repaint())
+                {
+                    worker.send(Job::Open);
+                    self.worker = worker;
+                    self.mode = None;
+                }
             }
         }
     }
@@ -1460,6 +1482,11 @@ impl Drop for App {
             Ok(launcher) => self.worker.hand_over_on_close(launcher),
             Err(e) => tracing::warn!("the agent cannot be left running in the background: {e}"),
         }
+        if let Some(slot) = &self.after_close
+            && let Some(thread) = self.worker.release()
+        {
+            slot.lock().unwrap_or_else(|p| p.into_inner()).push(thread);
+        }
     }
 }
 
@@ -1481,6 +1508,7 @@ impl eframe::App for App {
             eprintln!("frame {} {ms}", self.frames);
         }
         let ctx = ui.ctx().clone();
+        self.worker.set_logs_visible(self.screen == Screen::Logs);
         self.take_replies(&ctx);
         self.wizard_step();
         let mut commands = Vec::new();

@@ -44,17 +44,25 @@ pub fn run_window(paths: crate::paths::Paths) -> anyhow::Result<()> {
         persist_window: true,
         ..Default::default()
     };
-    eframe::run_native(
+    // The worker's last work (stopping the backend, or handing it over) is awaited once the window is
+    // gone, not while it hangs on screen unpainted.
+    let closing = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let slot = closing.clone();
+    let result = eframe::run_native(
         WINDOW_TITLE,
         options,
         Box::new(move |cc| {
-            let mut app = App::new(&paths, &cc.egui_ctx)?;
+            let mut app = App::new(&paths, &cc.egui_ctx)?.finish_after_window(slot);
             if let Some(storage) = cc.storage {
                 app.restore(storage);
             }
             Ok(Box::new(app))
         }),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))
-    .context("cannot open the window; run `personal-ai-agent run --headless` to work without one")
+    );
+    for thread in std::mem::take(&mut *closing.lock().unwrap_or_else(|p| p.into_inner())) {
+        let _ = thread.join();
+    }
+    result
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("cannot open the window; run `personal-ai-agent run --headless` to work without one")
 }

@@ -199,6 +199,7 @@ pub struct WorkerHandle {
     /// Set as the window closes: the launcher executable that takes the agent over in the background
     /// when the settings say to keep it running (see [`WorkerHandle::hand_over_on_close`]).
     hand_over: Arc<Mutex<Option<std::path::PathBuf>>>,
+    logs_visible: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -209,8 +210,10 @@ impl WorkerHandle {
         let (reply_tx, replies) = std::sync::mpsc::channel();
         let cancel = Arc::new(Mutex::new(CancelToken::new()));
         let hand_over = Arc::new(Mutex::new(None));
+        let logs_visible = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             hand_over: hand_over.clone(),
+            logs_visible: logs_visible.clone(),
             paths,
             engine: Engine::Undecided(String::new()),
             cancel: cancel.clone(),
@@ -229,6 +232,7 @@ impl WorkerHandle {
             replies,
             cancel,
             hand_over,
+            logs_visible,
             thread: Some(thread),
         })
     }
@@ -247,7 +251,7 @@ impl WorkerHandle {
     }
 
     /// The window is closing for good (not switching homes): when this window owns the install, the
-    /// backend runs, and `keep_backend_running` is set, `launcher run --headless` takes the install over
+    /// backend runs, and `keep_backend_running` is set, `launcher backend start` takes the install over
     /// once this worker let go of it, so the agent keeps running (after a restart under its new owner).
     pub fn hand_over_on_close(&self, launcher: std::path::PathBuf) {
         *self.hand_over.lock().unwrap_or_else(|p| p.into_inner()) = Some(launcher);
@@ -260,6 +264,19 @@ impl WorkerHandle {
 }
 
 impl WorkerHandle {
+    /// Cancels the running job and tells the thread to end, without waiting: its handle, for the caller
+    /// to join (the window's `main`, once the window is gone).
+    pub fn release(&mut self) -> Option<JoinHandle<()>> {
+        self.cancel();
+        self.jobs = None;
+        self.thread.take()
+    }
+
+    /// Whether the Logs screen shows: new backend output wakes the window only then.
+    pub fn set_logs_visible(&self, visible: bool) {
+        self.logs_visible.store(visible, Ordering::Relaxed);
+    }
+
     /// Cancels the running job, ends the thread and waits for it (the backend stopped, the owner lock let
     /// go): before another worker takes the same install or settings (the same `api_port`).
     pub fn shut_down(&mut self) {
@@ -298,6 +315,7 @@ struct Local {
 
 struct Worker {
     hand_over: Arc<Mutex<Option<std::path::PathBuf>>>,
+    logs_visible: Arc<AtomicBool>,
     paths: Paths,
     engine: Engine,
     cancel: Arc<Mutex<CancelToken>>,
@@ -339,10 +357,12 @@ impl Worker {
                         if local.changed.swap(false, Ordering::SeqCst) {
                             self.refresh();
                         }
-                        // New backend output: the log view (drawn from the supervisor's memory) wakes.
+                        // New backend output: an open log view (drawn from the supervisor's memory) wakes.
                         if let Control::Here(service) = &local.control {
                             let written = service.supervisor().log_lines_written();
-                            if written != self.log_lines.replace(written) {
+                            if written != self.log_lines.replace(written)
+                                && self.logs_visible.load(Ordering::Relaxed)
+                            {
                                 (self.repaint)();
                             }
                         }
@@ -377,8 +397,10 @@ impl Worker {
                 _owner,
                 ..
             } = local;
-            // The autopilot first, so it starts nothing while the backend stops.
+            // The autopilot first, so it starts nothing while the backend stops; then the API, so no new
+            // job is asked for.
             drop(_autopilot);
+            drop(_api);
             let mut hand_over = None;
             if let Control::Here(service) = &control {
                 // A job asked through the API (an update from the CLI or the agent's page) is cancelled and
@@ -388,15 +410,21 @@ impl Worker {
                 while service.jobs().current().is_some() && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(100));
                 }
+                let idle = service.jobs().current().is_none();
                 let launcher = self.hand_over.lock().unwrap_or_else(|p| p.into_inner()).take();
-                if service.supervisor().is_wanted_running() && self.settings().0.keep_backend_running {
+                if idle && service.supervisor().is_wanted_running() && self.settings().0.keep_backend_running
+                {
                     hand_over = launcher;
+                } else if !idle {
+                    tracing::warn!(
+                        "a job still runs as the window closes; the agent is not left running in the background (the next start finishes or undoes what the job left)"
+                    );
                 }
                 if let Err(e) = service.supervisor().stop() {
                     tracing::warn!("stopping the backend as the window closes: {e}");
+                    hand_over = None;
                 }
             }
-            drop(_api);
             drop(_owner);
             if let Some(launcher) = hand_over {
                 match keep_running_in_background(&launcher, &self.paths) {
@@ -405,9 +433,7 @@ impl Worker {
                         "the agent keeps running in the background (`backend start`, pid {pid}); opening the window again attaches to it, and Stop or `personal-ai-agent backend stop` ends it"
                     ),
                     Err(e) => {
-                        let text = format!(
-                            "The agent could not keep running in the background: {e}. Open the window to start it again."
-                        );
+                        let text = format!("The agent may not keep running in the background: {e}.");
                         tracing::error!("{text}");
                         // Shown before this process ends (not on a thread of its own).
                         let _ = notify_rust::Notification::new()
@@ -582,13 +608,12 @@ impl Worker {
                     self.reply(Reply::ActionFailed(format!("Could not start the backend: {e}")));
                 }
             }
-            Job::StopBackend => {
-                self.asked_stop.set(true);
-                if let Err(e) = run_op(control, Op::BackendStop, cancel, &mut |_| {}) {
-                    self.reply(Reply::ActionFailed(format!("Could not stop the backend: {e}")));
-                }
-            }
+            Job::StopBackend => match run_op(control, Op::BackendStop, cancel, &mut |_| {}) {
+                Ok(_) => self.asked_stop.set(true),
+                Err(e) => self.reply(Reply::ActionFailed(format!("Could not stop the backend: {e}"))),
+            },
             Job::RestartBackend => {
+                self.asked_stop.set(false);
                 if let Err(e) = run_op(control, Op::BackendRestart, cancel, &mut |_| {}) {
                     self.reply(Reply::ActionFailed(format!("Could not restart the backend: {e}")));
                 }
@@ -1133,15 +1158,22 @@ pub fn keep_running_in_background(launcher: &std::path::Path, paths: &Paths) -> 
             return Ok(pid);
         }
         if let Ok(Some(exit)) = child.try_wait() {
+            // Another launcher (a window opened meanwhile) may have taken the install over and run it.
+            if let Ok(status) = crate::supervisor::read_status(&paths.run_dir())
+                && status.state == "running"
+                && let Some(owner) = status.supervisor_pid
+            {
+                return Ok(owner);
+            }
             let last = crate::supervisor::read_last_lines(&log_path, 3).unwrap_or_default();
             return Err(format!(
-                "the background launcher ended ({exit}): {}",
+                "the background launcher ended ({exit}): {}; open the window to start the agent again",
                 last.join(" / ")
             ));
         }
         if Instant::now() >= deadline {
             return Err(format!(
-                "the background launcher (pid {pid}) did not report the agent healthy within 90 s; it keeps trying, see {}",
+                "the background launcher (pid {pid}) did not report the agent healthy within 90 s; it keeps trying (see {}), and opening the window shows how it went",
                 log_path.display()
             ));
         }

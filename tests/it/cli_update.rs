@@ -405,3 +405,57 @@ fn a_data_folder_is_chosen_before_the_first_install_and_never_mixed_with_other_f
     ));
     assert!(saved.get("data_dir").is_none(), "{saved}");
 }
+
+#[test]
+fn uninstall_says_what_it_removes_waits_for_a_yes_stops_the_backend_and_removes_it() {
+    let work = temp_home();
+    let feed = work.path().join("feed");
+    crate::support::publish_to_feed(work.path(), &feed, "1.0.0", &[]);
+    let home = temp_home();
+    let h = home.path();
+    json_of(&pai(
+        h,
+        None,
+        &["--json", "update", "configure", "--feed", feed.to_str().unwrap()],
+    ));
+    json_of(&pai(h, None, &["--json", "update", "install"]));
+    std::fs::create_dir_all(h.join("models")).unwrap();
+    std::fs::write(h.join("models/model.bin"), vec![7u8; 4096]).unwrap();
+
+    // Without a terminal and without --yes: what it would remove, and nothing removed.
+    let asked = pai(h, None, &["uninstall"]);
+    assert!(!asked.status.success());
+    let stderr = String::from_utf8_lossy(&asked.stderr);
+    assert!(
+        stderr.contains("This removes:") && stderr.contains("installed versions"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("confirm with --yes"), "{stderr}");
+    assert!(h.join("install").is_dir());
+
+    // A backend running in the background is stopped first (its launcher ends with it).
+    let started = pai(h, None, &["backend", "start", "--detach"]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let kept = json_of(&pai(h, None, &["--json", "uninstall", "--keep-data", "--yes"]));
+    assert_eq!(kept["removed"], true, "{kept}");
+    let paths = personal_ai_agent::paths::Paths::under(h);
+    assert!(!personal_ai_agent::owner::is_owned(&paths));
+    assert!(!h.join("install").exists() && !h.join("downloads").exists());
+    assert!(
+        h.join("models/model.bin").is_file(),
+        "--keep-data keeps the models"
+    );
+    assert!(h.join("config.json").is_file(), "--keep-data keeps the settings");
+
+    let all = json_of(&pai(h, None, &["--json", "uninstall", "--yes"]));
+    assert_eq!(all["removed"], true, "{all}");
+    assert!(all["total_bytes"].as_u64().unwrap() >= 4096, "{all}");
+    assert!(!h.join("models").exists() && !h.join("config.json").exists());
+    let again = pai(h, None, &["uninstall"]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("Nothing to remove"));
+}
