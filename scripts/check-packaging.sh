@@ -27,6 +27,7 @@ command -v desktop-file-validate >/dev/null || missing+=(desktop-file-utils)
 command -v wixl >/dev/null || missing+=(wixl)
 command -v msiinfo >/dev/null || missing+=(msitools)
 command -v minisign >/dev/null || missing+=(minisign)
+command -v appstreamcli >/dev/null || missing+=(appstream)
 if [ ${#missing[@]} -gt 0 ]; then
     as_root apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
@@ -218,6 +219,53 @@ check_msi() {
     cmp "$work/msi/personal-ai-agent.exe" "$work/msi/extracted/PersonalAIAgent/personal-ai-agent.exe"
 }
 
+# The .deb (scripts/package-deb.sh) around a stand-in launcher: its files, its metadata checked with the
+# tools software centres use, Debian's version order for pre-releases, and, where this user may (root or
+# password-less sudo) and no such package is installed already, a real `dpkg -i` and `dpkg -r`.
+check_deb() {
+    appstreamcli validate --no-net assets/personal-ai-agent.metainfo.xml
+    printf '#!/bin/sh\necho "personal-ai-agent 1.2.3 (packaging stand-in)"\n' >"$work/deb-launcher"
+    chmod +x "$work/deb-launcher"
+    local deb listing
+    deb=$(scripts/package-deb.sh 1.2.3 amd64 "$work/deb-launcher" "$work/deb")
+    test "$deb" = "$work/deb/personal-ai-agent_1.2.3_amd64.deb"
+    listing=$(dpkg-deb -c "$deb")
+    has ' ./usr/bin/personal-ai-agent$' "$listing"
+    has ' ./usr/share/applications/personal-ai-agent.desktop$' "$listing"
+    has ' ./usr/share/icons/hicolor/256x256/apps/personal-ai-agent.png$' "$listing"
+    has ' ./usr/share/icons/hicolor/scalable/apps/personal-ai-agent.svg$' "$listing"
+    has ' ./usr/share/metainfo/ai.personalaiagent.PersonalAIAgent.metainfo.xml$' "$listing"
+    has '^ Version: 1.2.3$' "$(dpkg-deb -I "$deb")"
+    # What gets installed is valid as installed (the metainfo with this release in it).
+    dpkg-deb -x "$deb" "$work/deb-root"
+    appstreamcli validate --no-net "$work/deb-root/usr/share/metainfo/ai.personalaiagent.PersonalAIAgent.metainfo.xml"
+    has 'release version="1.2.3"' "$(cat "$work/deb-root/usr/share/metainfo/ai.personalaiagent.PersonalAIAgent.metainfo.xml")"
+    desktop-file-validate "$work/deb-root/usr/share/applications/personal-ai-agent.desktop"
+    # A pre-release sorts before its release, as in semver.
+    scripts/package-deb.sh 1.3.0-beta.1 arm64 "$work/deb-launcher" "$work/deb" >/dev/null
+    test -f "$work/deb/personal-ai-agent_1.3.0~beta.1_arm64.deb"
+    dpkg --compare-versions 1.3.0~beta.1 lt 1.3.0
+    # Refused: not semver; an architecture Debian does not build here; a launcher that is not there.
+    refuses scripts/package-deb.sh 1.2 amd64 "$work/deb-launcher" "$work/deb"
+    refuses scripts/package-deb.sh 1.2.3 i386 "$work/deb-launcher" "$work/deb"
+    refuses scripts/package-deb.sh 1.2.3 amd64 "$work/no-such-launcher" "$work/deb"
+    if [ "$(id -u)" != 0 ] && ! sudo -n true 2>/dev/null; then
+        echo "dpkg -i / -r skipped: needs root"
+        return 0
+    fi
+    if dpkg -s personal-ai-agent >/dev/null 2>&1; then
+        echo "dpkg -i / -r skipped: personal-ai-agent is installed on this machine; not touching it"
+        return 0
+    fi
+    # The launcher's own libraries may be missing on a build machine; the stand-in needs none.
+    as_root dpkg -i --force-depends "$deb" >/dev/null 2>&1
+    has 'packaging stand-in' "$(/usr/bin/personal-ai-agent)"
+    has '^personal-ai-agent: /usr/bin/personal-ai-agent$' "$(dpkg -S /usr/bin/personal-ai-agent)"
+    as_root dpkg -r personal-ai-agent >/dev/null 2>&1
+    test ! -e /usr/bin/personal-ai-agent
+    test ! -e /usr/share/metainfo/ai.personalaiagent.PersonalAIAgent.metainfo.xml
+}
+
 # The real `release pack` on staged bundles, checked with the tools users have. Runs once the launcher
 # has the command (it is being built); until then it says it was skipped.
 # PACKAGING_LAUNCHER names another launcher to check instead of building target/debug's.
@@ -271,6 +319,7 @@ check "release plan (scripts/release-plan.sh)" check_release_plan
 check "bundle layout (scripts/stage-bundle.sh)" check_stage_bundle
 check "models fetch (scripts/fetch-models.sh)" check_fetch_models
 check "MSI (wixl + msitools)" check_msi
+check ".deb (dpkg-deb, appstreamcli, desktop-file-validate, dpkg -i/-r)" check_deb
 skipped=""
 why_not=$(release_pack_unavailable)
 if [ -z "$why_not" ]; then
