@@ -439,6 +439,12 @@ impl Service {
             )));
         }
         let installer = crate::updater::installer(paths);
+        if installer.is_update_running() {
+            return Err(refuse(
+                "cannot change while an install runs in another launcher process; wait for it to finish"
+                    .into(),
+            ));
+        }
         let installed = installer.installed_versions().map_err(|e| {
             refuse(format!(
                 "cannot tell whether anything is installed in {} ({e}); nothing was changed",

@@ -352,6 +352,23 @@ fn a_second_install_while_one_runs_gets_409_naming_it() {
     // A backend that takes a while to come up keeps the first install busy in its health gate.
     let (_work, home, _feed) = home_with_release(&["--startup-delay-ms", "1500"]);
     let owner = Owner::start(home.path());
+    // The runner's own start (the backend's start, its first scheduled round) holds the job slot for a
+    // moment: the two requests race each other, not those.
+    let deadline = Instant::now() + PATIENCE;
+    let mut idle_looks = 0;
+    while idle_looks < 3 {
+        let (_, status) = owner.get("/api/updates/status");
+        if status["backend"]["state"] == "running" && status["job"].is_null() {
+            idle_looks += 1;
+        } else {
+            idle_looks = 0;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the runner never became idle: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let first = owner.http.clone();
     let url = owner.url("/api/updates/install");
     let token = owner.token.clone();
