@@ -253,15 +253,19 @@ check_deb() {
         echo "dpkg -i / -r skipped: needs root"
         return 0
     fi
-    if dpkg -s personal-ai-agent >/dev/null 2>&1; then
-        echo "dpkg -i / -r skipped: personal-ai-agent is installed on this machine; not touching it"
+    if dpkg -s personal-ai-agent >/dev/null 2>&1 || [ -e /usr/bin/personal-ai-agent ] ||
+        [ -e /usr/share/metainfo/ai.personalaiagent.PersonalAIAgent.metainfo.xml ]; then
+        echo "dpkg -i / -r skipped: personal-ai-agent is on this machine already; not touching it"
         return 0
     fi
+    # Whatever fails below, the machine is left without the package (and without its unmet
+    # dependencies, which would break later apt-get runs).
+    trap 'as_root dpkg --purge personal-ai-agent >/dev/null 2>&1 || true' EXIT
     # The launcher's own libraries may be missing on a build machine; the stand-in needs none.
-    as_root dpkg -i --force-depends "$deb" >/dev/null 2>&1
+    as_root dpkg -i --force-depends "$deb"
     has 'packaging stand-in' "$(/usr/bin/personal-ai-agent)"
     has '^personal-ai-agent: /usr/bin/personal-ai-agent$' "$(dpkg -S /usr/bin/personal-ai-agent)"
-    as_root dpkg -r personal-ai-agent >/dev/null 2>&1
+    as_root dpkg -r personal-ai-agent
     test ! -e /usr/bin/personal-ai-agent
     test ! -e /usr/share/metainfo/ai.personalaiagent.PersonalAIAgent.metainfo.xml
 }

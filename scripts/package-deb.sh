@@ -12,6 +12,8 @@
 # Needs dpkg-deb (Debian, Ubuntu). Prints the path of the package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Files and folders in the package are readable by all, whatever the caller's umask.
+umask 022
 
 if [ $# -ne 4 ]; then
     echo "usage: $0 VERSION ARCH LAUNCHER OUT_DIR" >&2

@@ -94,6 +94,40 @@ impl Paths {
         })
     }
 
+    /// The platform's folders for the launcher, whatever `--home`, `PAI_HOME` or `PORTABLE_MODE` say.
+    pub fn platform_default() -> Option<Paths> {
+        let dirs = directories::ProjectDirs::from("ai", "PersonalAIAgent", "PersonalAIAgent")?;
+        Some(Paths {
+            config_dir: dirs.config_dir().to_path_buf(),
+            data_dir: dirs.data_dir().to_path_buf(),
+            portable: false,
+            home: None,
+        })
+    }
+
+    /// Marks the data folder as the launcher's own ([`crate::app::DATA_MARKER`]) when it is missing or
+    /// empty, so `uninstall` may later remove what it holds by name. A folder that already holds other
+    /// things (the user's home given as `--home`, the executable's folder in portable mode) is left
+    /// unmarked. Best effort: a folder that cannot be written is reported by whatever writes there next.
+    pub fn claim_data_dir(&self) {
+        let empty = match std::fs::read_dir(&self.data_dir) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        };
+        if empty && std::fs::create_dir_all(&self.data_dir).is_ok() {
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(self.data_dir.join(crate::app::DATA_MARKER))
+                .and_then(|mut f| {
+                    use std::io::Write;
+                    f.write_all(
+                        b"This folder holds Personal AI Agent's installed versions, models and downloads.\n",
+                    )
+                });
+        }
+    }
+
     /// The settings file.
     pub fn config_file(&self) -> PathBuf {
         self.config_dir.join("config.json")

@@ -439,7 +439,8 @@ impl Service {
             )));
         }
         let installer = crate::updater::installer(paths);
-        if installer.is_update_running() {
+        // (Looked at only when the folder exists: taking the lock to see would make it.)
+        if paths.install_dir().is_dir() && installer.is_update_running() {
             return Err(refuse(
                 "cannot change while an install runs in another launcher process; wait for it to finish"
                     .into(),

@@ -162,8 +162,12 @@ fn run_cli(cli: Cli) -> anyhow::Result<ExitCode> {
     } else {
         cli.verbose + if runs_headless { 2 } else { 1 }
     };
+    let uninstalling = matches!(&cli.command, Some(Command::Uninstall(_)));
+    if !uninstalling {
+        paths.claim_data_dir();
+    }
     // Uninstalling removes the log folder: no log file is opened in it.
-    let _log_guard = if matches!(&cli.command, Some(Command::Uninstall(_))) {
+    let _log_guard = if uninstalling {
         crate::logging::init_stderr(verbosity);
         None
     } else {

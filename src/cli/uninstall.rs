@@ -43,6 +43,9 @@ struct Item {
     what: &'static str,
     path: PathBuf,
     bytes: u64,
+    /// Settings (and the marker) go last, and only when everything else went.
+    #[serde(skip)]
+    is_setting: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -60,6 +63,21 @@ struct Report {
 pub fn run(ctx: &Ctx, args: UninstallArgs) -> anyhow::Result<ExitCode> {
     let paths = &ctx.paths;
     let items = plan(paths, args.keep_data);
+    if !items.is_empty() && !is_launchers_own(paths) {
+        // A folder the launcher did not make (a `--home` of the user's, the executable's folder in
+        // portable mode) may hold other programs' `downloads`, `models` or `logs`: nothing is removed
+        // by name there.
+        anyhow::bail!(
+            "nothing was removed: {} is not a folder the launcher made (it has no {} file), so its `install`, `downloads`, `models` and `logs` could be another program's; remove what is the launcher's by hand:\n{}",
+            paths.data_dir.display(),
+            crate::app::DATA_MARKER,
+            items
+                .iter()
+                .map(|i| format!("  {}", i.path.display()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
     let total_bytes = items.iter().map(|i| i.bytes).sum();
     let mut report = Report {
         removed: false,
@@ -78,7 +96,9 @@ pub fn run(ctx: &Ctx, args: UninstallArgs) -> anyhow::Result<ExitCode> {
         });
         return Ok(ExitCode::SUCCESS);
     }
-    if !ctx.json && !ctx.quiet {
+    // The list is shown whenever it is asked about, `--quiet` or not.
+    let asks = !args.yes && !args.dry_run && !ctx.json && std::io::stdin().is_terminal();
+    if !ctx.json && (!ctx.quiet || asks) {
         eprintln!("{}", describe(&report));
     }
     if args.dry_run {
@@ -99,14 +119,41 @@ pub fn run(ctx: &Ctx, args: UninstallArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let owner = stop_and_own(ctx)?;
+    // (Looked at only when the folder exists: taking the lock to see would make it.)
+    if paths.install_dir().is_dir() && crate::updater::installer(paths).is_update_running() {
+        anyhow::bail!(
+            "nothing was removed: an install runs in another launcher process; wait for it to finish, then run `personal-ai-agent uninstall` again"
+        );
+    }
+    // A backend a dead launcher left running (macOS after a kill -9) is ended, not left running from
+    // deleted files.
+    let _ = crate::supervisor::end_unsupervised_backend(&paths.run_dir(), Duration::from_secs(10));
     for item in &report.items {
-        if let Err(e) = remove(&item.path, paths) {
-            report.failed.push(format!("{}: {e}", item.path.display()));
+        // The settings name the data folder: they go only once everything else went, so a retry finds
+        // what was left.
+        if item.is_setting && !report.failed.is_empty() {
+            report.failed.push(format!(
+                "{}: kept, because something before it could not be removed",
+                item.path.display()
+            ));
+            continue;
+        }
+        match remove(&item.path, paths) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => report.failed.push(format!("{}: {e}", item.path.display())),
+        }
+    }
+    // The runtime state, while the lock is still held (its own file stays until it is let go).
+    if let Ok(entries) = std::fs::read_dir(paths.run_dir()) {
+        for entry in entries.flatten() {
+            if entry.file_name() != crate::owner::OWNER_LOCK_FILE {
+                let _ = remove(&entry.path(), paths);
+            }
         }
     }
     drop(owner);
-    // The runtime folder held the lock this process had: removed once it is let go.
-    if !args.keep_data || paths.run_dir().exists() {
+    if !crate::owner::is_owned(paths) {
         let _ = std::fs::remove_dir_all(paths.run_dir());
     }
     if !args.keep_data {
@@ -160,13 +207,25 @@ fn plan(paths: &crate::paths::Paths, keep_data: bool) -> Vec<Item> {
     }
     items
         .into_iter()
+        .filter(|(what, path)| *what != "the offline demo" || crate::demo::is_demo_folder(path))
         .filter(|(_, path)| std::fs::symlink_metadata(path).is_ok())
         .map(|(what, path)| Item {
             what,
             bytes: bytes_under(&path),
+            is_setting: matches!(
+                what,
+                "settings" | "settings lock" | "API token" | "data folder marker"
+            ),
             path,
         })
         .collect()
+}
+
+/// Whether the data folder is the launcher's own: the platform's data folder for it, or one it marked
+/// when it made it (or found it empty).
+fn is_launchers_own(paths: &crate::paths::Paths) -> bool {
+    std::fs::symlink_metadata(paths.data_dir.join(crate::app::DATA_MARKER)).is_ok_and(|m| m.is_file())
+        || crate::paths::Paths::platform_default().is_some_and(|default| default.data_dir == paths.data_dir)
 }
 
 fn describe(report: &Report) -> String {
@@ -216,6 +275,10 @@ fn stop_and_own(ctx: &Ctx) -> anyhow::Result<crate::owner::Owner> {
 /// the install module's retry for Windows sharing errors.
 fn remove(path: &Path, paths: &crate::paths::Paths) -> std::io::Result<()> {
     let meta = std::fs::symlink_metadata(path)?;
+    // A link (to a folder too, a junction on Windows) is removed as a link, never followed.
+    if meta.file_type().is_symlink() {
+        return std::fs::remove_file(path).or_else(|_| std::fs::remove_dir(path));
+    }
     if !meta.is_dir() {
         return std::fs::remove_file(path);
     }

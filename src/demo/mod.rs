@@ -66,6 +66,23 @@ the version that works and does not offer this one again.
 /// What the demo's folder holds: nothing else is ever removed with it.
 const DEMO_ENTRIES: [&str; 6] = [".prepared", "key", "bundles", "releases", "feed", "home"];
 
+/// The entries of `root` that the demo did not make (all of them when it cannot be read).
+fn foreign_entries(root: &Path) -> Vec<String> {
+    match std::fs::read_dir(root) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| !DEMO_ENTRIES.contains(&name.as_str()) && !name.starts_with(".prepared"))
+            .collect(),
+        Err(e) => vec![format!("({e})")],
+    }
+}
+
+/// Whether `root` is a demo folder this launcher made (every entry is the demo's).
+pub fn is_demo_folder(root: &Path) -> bool {
+    root.is_dir() && foreign_entries(root).is_empty()
+}
+
 impl Demo {
     /// The demo under `paths`'s data folder (nothing is created).
     pub fn under(paths: &Paths) -> Demo {
@@ -164,14 +181,10 @@ impl Demo {
                 info.pid
             );
         }
-        if let Ok(entries) = std::fs::read_dir(&self.root) {
+        if self.root.exists() {
             // Only a folder of the demo's own making is removed whole: a folder of the user's that
             // happens to sit where the demo goes is left alone.
-            let foreign: Vec<String> = entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|name| !DEMO_ENTRIES.contains(&name.as_str()) && !name.starts_with(".prepared"))
-                .collect();
+            let foreign = foreign_entries(&self.root);
             if !foreign.is_empty() {
                 anyhow::bail!(
                     "{} holds files that are not the demo's ({}); move them away, then start the demo again",

@@ -459,3 +459,34 @@ fn uninstall_says_what_it_removes_waits_for_a_yes_stops_the_backend_and_removes_
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("Nothing to remove"));
 }
+
+#[test]
+fn uninstall_removes_nothing_by_name_from_a_folder_the_launcher_did_not_make() {
+    // The user's own folder, given as --home: its `downloads` is the user's.
+    let home = temp_home();
+    let h = home.path();
+    std::fs::create_dir_all(h.join("downloads")).unwrap();
+    std::fs::write(h.join("downloads/holiday.jpg"), "photo").unwrap();
+    json_of(&pai(
+        h,
+        None,
+        &["--json", "update", "configure", "--channel", "beta"],
+    ));
+    assert!(
+        !h.join(".personal-ai-agent-data").exists(),
+        "a folder with files is not claimed"
+    );
+    let out = pai(h, None, &["uninstall", "--yes"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not a folder the launcher made"), "{stderr}");
+    assert!(
+        stderr.contains(&h.join("downloads").display().to_string()),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.join("downloads/holiday.jpg")).unwrap(),
+        "photo"
+    );
+    assert!(h.join("config.json").is_file());
+}

@@ -73,6 +73,10 @@ fn pump_until(harness: &mut Harness<'_, App>, what: &str, done: impl Fn(&Harness
     loop {
         harness.step();
         if done(harness) {
+            // `done` may read live state (the backend's) that the last frame did not draw yet: two more
+            // frames lay the window out for it, so a click goes where the button now is.
+            harness.step();
+            harness.step();
             return;
         }
         assert!(Instant::now() < deadline, "gave up waiting for {what}");
