@@ -115,16 +115,7 @@ impl Paths {
             Err(e) => e.kind() == std::io::ErrorKind::NotFound,
         };
         if empty && std::fs::create_dir_all(&self.data_dir).is_ok() {
-            let _ = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(self.data_dir.join(crate::app::DATA_MARKER))
-                .and_then(|mut f| {
-                    use std::io::Write;
-                    f.write_all(
-                        b"This folder holds Personal AI Agent's installed versions, models and downloads.\n",
-                    )
-                });
+            let _ = write_data_marker(&self.data_dir);
         }
     }
 
@@ -156,6 +147,16 @@ impl Paths {
     pub fn run_dir(&self) -> PathBuf {
         self.data_dir.join("run")
     }
+}
+
+/// Writes `dir`'s [`crate::app::DATA_MARKER`], created new (a link planted in its place is not followed).
+pub fn write_data_marker(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dir.join(crate::app::DATA_MARKER))?
+        .write_all(b"This folder holds Personal AI Agent's installed versions, models and downloads.\n")
 }
 
 /// Creates `dir` and its parents, with an error that names the folder.

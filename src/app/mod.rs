@@ -1069,15 +1069,7 @@ fn mark_data_dir(dir: &Path) -> AppResult<()> {
     if std::fs::symlink_metadata(&marker).is_ok_and(|m| m.is_file()) {
         return Ok(());
     }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&marker)
-        .and_then(|mut f| {
-            use std::io::Write;
-            f.write_all(b"This folder holds Personal AI Agent's installed versions, models and downloads.\n")
-        })
-        .map_err(refuse)
+    crate::paths::write_data_marker(dir).map_err(refuse)
 }
 
 /// A feed is an `https://` URL (plain `http://` only on loopback) or an absolute folder.

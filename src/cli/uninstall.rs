@@ -170,7 +170,7 @@ pub fn run(ctx: &Ctx, args: UninstallArgs) -> anyhow::Result<ExitCode> {
                 report.failed.join("\n  ")
             )
         } else {
-            format!("Removed; {} freed.", size(report.total_bytes))
+            format!("Removed; {} freed.", super::update::human_size(report.total_bytes))
         };
         if let Some(exe) = &report.launcher {
             out.push_str(&format!(
@@ -234,11 +234,15 @@ fn describe(report: &Report) -> String {
         out.push_str(&format!(
             "  {:<20} {:>10}  {}\n",
             item.what,
-            size(item.bytes),
+            super::update::human_size(item.bytes),
             item.path.display()
         ));
     }
-    out.push_str(&format!("  {:<20} {:>10}", "in all", size(report.total_bytes)));
+    out.push_str(&format!(
+        "  {:<20} {:>10}",
+        "in all",
+        super::update::human_size(report.total_bytes)
+    ));
     if report.keep_data {
         out.push_str("\nThe models, the logs and the settings are kept (--keep-data).");
     }
@@ -314,19 +318,4 @@ fn bytes_under(path: &Path) -> u64 {
         }
     }
     total
-}
-
-fn size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }

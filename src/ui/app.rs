@@ -723,24 +723,21 @@ impl App {
                     Some(Mode::Attached { .. }) => true,
                     None => false,
                 };
+            let why_not_running = if idle {
+                "The backend is not running"
+            } else {
+                why_busy
+            };
             if ui
                 .add_enabled(idle && (running || crash_loop), egui::Button::new("Stop"))
-                .on_disabled_hover_text(if idle {
-                    "The backend is not running"
-                } else {
-                    why_busy
-                })
+                .on_disabled_hover_text(why_not_running)
                 .clicked()
             {
                 commands.push(Command::StopBackend);
             }
             if ui
                 .add_enabled(idle && running, egui::Button::new("Restart"))
-                .on_disabled_hover_text(if idle {
-                    "The backend is not running"
-                } else {
-                    why_busy
-                })
+                .on_disabled_hover_text(why_not_running)
                 .clicked()
             {
                 commands.push(Command::RestartBackend);

@@ -44,14 +44,21 @@ fn home_with_feed(home: &Path, feed_dir: &Path) -> Paths {
     paths
 }
 
-/// A feed with 1.0.0 and a home that installed it through the CLI (nothing runs): the work folder, the
-/// feed, the home and its paths.
-fn installed_1_0_0() -> (tempfile::TempDir, std::path::PathBuf, tempfile::TempDir, Paths) {
+/// A feed with 1.0.0 and a home whose settings point at it, nothing installed: the work folder, the feed,
+/// the home and its paths.
+fn published_1_0_0() -> (tempfile::TempDir, std::path::PathBuf, tempfile::TempDir, Paths) {
     let work = temp_home();
     let feed_dir = work.path().join("feed");
     publish(work.path(), &feed_dir, "1.0.0", &[]);
     let home = temp_home();
     let paths = home_with_feed(home.path(), &feed_dir);
+    (work, feed_dir, home, paths)
+}
+
+/// A feed with 1.0.0 and a home that installed it through the CLI (nothing runs): the work folder, the
+/// feed, the home and its paths.
+fn installed_1_0_0() -> (tempfile::TempDir, std::path::PathBuf, tempfile::TempDir, Paths) {
+    let (work, feed_dir, home, paths) = published_1_0_0();
     json_of(&pai(home.path(), None, &["update", "install", "--json"]));
     (work, feed_dir, home, paths)
 }
@@ -102,11 +109,7 @@ fn shows(harness: &Harness<'_, App>, label: &str) -> bool {
 
 #[test]
 fn a_first_run_shows_the_welcome_and_the_install_button() {
-    let work = temp_home();
-    let feed_dir = work.path().join("feed");
-    publish(work.path(), &feed_dir, "1.0.0", &[]);
-    let home = temp_home();
-    let paths = home_with_feed(home.path(), &feed_dir);
+    let (_work, _feed_dir, _home, paths) = published_1_0_0();
     let mut harness = window(&paths);
     pump_until(&mut harness, "the welcome", |h| {
         shows(h, "Welcome to Personal AI Agent")
@@ -129,11 +132,7 @@ fn a_first_run_shows_the_welcome_and_the_install_button() {
 
 #[test]
 fn the_welcome_install_button_installs_and_starts_the_agent() {
-    let work = temp_home();
-    let feed_dir = work.path().join("feed");
-    publish(work.path(), &feed_dir, "1.0.0", &[]);
-    let home = temp_home();
-    let paths = home_with_feed(home.path(), &feed_dir);
+    let (_work, _feed_dir, _home, paths) = published_1_0_0();
     let mut harness = window(&paths);
     pump_until(&mut harness, "the install button", |h| {
         shows(h, "Install Personal AI Agent")
@@ -793,11 +792,7 @@ fn release_note_links_open_only_over_https() {
 
 #[test]
 fn the_wizard_installs_into_a_folder_the_user_chose() {
-    let work = temp_home();
-    let feed_dir = work.path().join("feed");
-    publish(work.path(), &feed_dir, "1.0.0", &[]);
-    let home = temp_home();
-    let paths = home_with_feed(home.path(), &feed_dir);
+    let (work, _feed_dir, home, paths) = published_1_0_0();
     let chosen = work.path().join("big disk/agent");
     let mut harness = window(&paths);
     pump_until(&mut harness, "the offered release", |h| {
@@ -851,11 +846,7 @@ fn the_wizard_installs_into_a_folder_the_user_chose() {
 fn the_first_run_works_by_keyboard_and_every_button_says_what_it_does() {
     use egui::accesskit::Role;
     use egui_kittest::kittest::NodeT;
-    let work = temp_home();
-    let feed_dir = work.path().join("feed");
-    publish(work.path(), &feed_dir, "1.0.0", &[]);
-    let home = temp_home();
-    let paths = home_with_feed(home.path(), &feed_dir);
+    let (_work, _feed_dir, _home, paths) = published_1_0_0();
     let mut harness = window(&paths);
     pump_until(&mut harness, "the offered release", |h| {
         shows(h, "Install Personal AI Agent") && shows(h, "What changed in 1.0.0")
