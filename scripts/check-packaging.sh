@@ -206,11 +206,28 @@ check_msi() {
     table=$(msiinfo export "$msi" Property)
     has $'^ProductVersion\t1.2.3' "$table"
     has $'^UpgradeCode\t{8638EC05-5E40-4C7B-8901-1D5BADB70604}' "$table"
-    has $'^ALLUSERS\t1' "$table"
+    # Per user: no ALLUSERS (a per-machine install would need elevation to update itself).
+    if printf '%s\n' "$table" | grep -q $'^ALLUSERS\t'; then
+        echo "the MSI sets ALLUSERS: it would install per machine" >&2
+        return 1
+    fi
+    # Word Count bit 8 in the summary: no elevation needed (what a per-user package declares).
+    local info source
+    info=$(msiinfo suminfo "$msi")
+    source=$(printf '%s\n' "$info" | sed -n 's/^Source: \([0-9]*\).*/\1/p')
+    if [ -z "$source" ] || [ $((source & 8)) -eq 0 ]; then
+        echo "the MSI asks for elevation (summary Source/Word Count: ${source:-missing})" >&2
+        return 1
+    fi
+    table=$(msiinfo export "$msi" RemoveFile)
+    has $'^RemoveInstallFolder\tLauncherExecutable\t\tINSTALLFOLDER\t' "$table"
     table=$(msiinfo export "$msi" Upgrade)
     has 'WIX_UPGRADE_DETECTED' "$table"
     table=$(msiinfo export "$msi" Directory)
-    has $'^INSTALLFOLDER\tProgramFiles64Folder\tPersonalAIAgent' "$table"
+    has $'^INSTALLFOLDER\tUserProgramsFolder\tPersonalAIAgent' "$table"
+    has $'^UserProgramsFolder\tLocalAppDataFolder\tPrograms' "$table"
+    table=$(msiinfo export "$msi" Registry)
+    has $'\tSoftware\\PersonalAIAgent\tLauncher\t' "$table"
     table=$(msiinfo export "$msi" Shortcut)
     has $'\tProgramMenuFolder\tPersonal AI Agent\t' "$table"
     table=$(msiinfo export "$msi" File)

@@ -32,7 +32,7 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn user_agent() -> String {
     format!(
         "personal-ai-agent/{} (+{})",
-        crate::LAUNCHER_VERSION,
+        crate::launcher_version(),
         env!("CARGO_PKG_REPOSITORY")
     )
 }

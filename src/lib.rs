@@ -31,6 +31,7 @@ pub mod pack;
 pub mod paths;
 pub mod platform;
 pub mod release;
+pub mod selfupdate;
 pub mod sources;
 pub mod supervisor;
 pub mod ui;
@@ -44,5 +45,8 @@ pub use error::{Error, Result};
 pub const PRODUCT_NAME: &str = "Personal AI Agent";
 /// The folder name the launcher keeps its data under when given a folder that holds other files.
 pub const PRODUCT_FOLDER: &str = "PersonalAIAgent";
-/// The launcher's own version, from Cargo.toml.
-pub const LAUNCHER_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The running launcher's own version (Cargo.toml's, as the executable carries it: see
+/// [`selfupdate::launcher_version`]).
+pub fn launcher_version() -> &'static str {
+    selfupdate::launcher_version()
+}

@@ -419,6 +419,9 @@ pub struct Status {
     pub source: Option<String>,
     pub platform: String,
     pub launcher_version: String,
+    /// The launcher itself: where it runs, whether it may replace itself there, its last replacement.
+    #[serde(default)]
+    pub launcher: Option<crate::selfupdate::LauncherStatus>,
     /// A verified download waiting to be installed.
     pub pending_download: Option<Downloaded>,
     /// Bytes the downloads folder holds (pending and partial downloads).
@@ -477,7 +480,8 @@ pub fn status(paths: &Paths, config: &Config) -> Result<Status> {
             .map(|f| format!("feed {f}"))
             .or_else(|| config.repository().map(|r| format!("GitHub repository {r}"))),
         platform: Platform::current().to_string(),
-        launcher_version: crate::LAUNCHER_VERSION.to_owned(),
+        launcher_version: crate::launcher_version().to_owned(),
+        launcher: Some(crate::selfupdate::status(paths)),
         pending_download: pending_download(paths),
         downloads_bytes: downloads_bytes(paths),
         settings_problem: config.ensure_readable().err().map(|e| e.to_string()),
@@ -561,6 +565,9 @@ impl Status {
                 self.failed_versions.join(", ")
             ));
         }
+        if let Some(launcher) = &self.launcher {
+            out.push_str(&launcher.human());
+        }
         out.push_str(&format!(
             "Updates from: {}\nPublic key pinned: {}\nSettings: {}\n",
             self.source
@@ -629,6 +636,10 @@ pub struct InstallReport {
     pub backend_running: bool,
     /// Versions removed to keep `backup_count` backups.
     pub pruned: Vec<String>,
+    /// What became of the launcher when the bundle carried a newer one (`selfupdate`); `null` when
+    /// nothing was to do.
+    #[serde(default)]
+    pub launcher: Option<crate::selfupdate::LauncherOutcome>,
 }
 
 /// Runs the new backend and says whether it is healthy; also stops and restores the running one.
@@ -1243,6 +1254,17 @@ impl Updater {
                     downtime,
                     time_to_healthy,
                 });
+                // The backend is proven; now the launcher, gated the same way (and never undoing the
+                // backend's update when it fails).
+                let launcher = crate::selfupdate::update_from_bundle(
+                    &self.paths,
+                    &outcome.dir,
+                    &version,
+                    previous.as_ref(),
+                );
+                if let Ok(installed) = installer.installed_versions() {
+                    crate::selfupdate::prune_saved(&self.paths, &installed);
+                }
                 Ok(InstallReport {
                     previous_version: previous.as_ref().map(Version::to_string),
                     installed_version: version.to_string(),
@@ -1254,6 +1276,7 @@ impl Updater {
                     time_to_healthy_ms: time_to_healthy.as_millis() as u64,
                     backend_running,
                     pruned,
+                    launcher,
                 })
             }
             Err(reason) => {
@@ -1520,11 +1543,14 @@ pub fn rollback(paths: &Paths, to: Option<&Version>, gate: &mut dyn HealthGate) 
     let dir = installer.version_dir(&target);
     let backend_running = gate.restore(Some(&dir));
     tracing::info!(from = ?from, to = %target, ?skipped, "rolled back");
+    // The launcher that ran with the version gone back to, when one was kept for it.
+    let launcher = crate::selfupdate::restore_for(paths, &target);
     Ok(RollbackReport {
         from: from.map(|v| v.to_string()),
         to: target.to_string(),
         backend_running,
         skipped,
+        launcher,
     })
 }
 
@@ -1537,6 +1563,9 @@ pub struct RollbackReport {
     /// The version rolled back from, now in `skip_versions` so no automatic install brings it back
     /// (undo with `update unskip-version V`).
     pub skipped: Option<String>,
+    /// The launcher kept for the version gone back to, put back in place (`selfupdate::restore_for`).
+    #[serde(default)]
+    pub launcher: Option<crate::selfupdate::LauncherOutcome>,
 }
 
 /// Copies a local release file (a feed in a folder) to `dest`, verifying its hash; returns path and size.

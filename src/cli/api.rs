@@ -65,7 +65,7 @@ pub fn serve(
     owner.publish(&crate::owner::ApiInfo {
         port: server.port(),
         pid: std::process::id(),
-        version: crate::LAUNCHER_VERSION.to_owned(),
+        version: crate::launcher_version().to_owned(),
         url: server.url(),
         token_file: server.token_file().to_path_buf(),
     })?;

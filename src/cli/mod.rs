@@ -28,7 +28,7 @@ pub mod update;
 
 /// Installs, launches and safely updates the Personal AI Agent backend.
 #[derive(Debug, Parser)]
-#[command(name = "personal-ai-agent", version, about, long_about = None)]
+#[command(name = "personal-ai-agent", version = crate::launcher_version(), about, long_about = None)]
 pub struct Cli {
     /// Keep config, data, downloads and installs under DIR.
     #[arg(long, global = true, value_name = "DIR", env = "PAI_HOME")]
@@ -67,6 +67,10 @@ pub enum Command {
     /// Remove the installed versions, downloads and (unless --keep-data) models and settings, after
     /// saying what and how much.
     Uninstall(uninstall::UninstallArgs),
+    /// Proves this launcher runs here: reads the settings and the install, prints its version and
+    /// platform (`--json`), exits 0. A launcher runs its successor's before replacing itself with it.
+    #[command(name = "self-test", hide = true)]
+    SelfTest,
 }
 
 /// What every command gets: where files live and how to print.
@@ -98,6 +102,8 @@ impl Ctx {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // Where this executable is, remembered before anything can replace it.
+    let _ = crate::selfupdate::running_exe();
     // The offline demo's bundles run this executable as their backend (`demo-agent …`): the example
     // agent, with no launcher logging or settings of its own.
     if std::env::args_os()
@@ -123,6 +129,13 @@ pub fn main() -> ExitCode {
     };
     let json = cli.json;
     match run_cli(cli) {
+        // The work is over and every lock released: become the launcher that replaced this one.
+        Ok(code) if crate::selfupdate::restart_requested() => {
+            let e = crate::selfupdate::restart();
+            eprintln!("error: {e}");
+            let _ = code;
+            ExitCode::FAILURE
+        }
         Ok(code) => code,
         Err(e) => {
             let message = one_line(&e);
@@ -163,6 +176,10 @@ fn run_cli(cli: Cli) -> anyhow::Result<ExitCode> {
         cli.verbose + if runs_headless { 2 } else { 1 }
     };
     let uninstalling = matches!(&cli.command, Some(Command::Uninstall(_)));
+    // The self-test leaves no trace: no data folder claimed, no log file.
+    if matches!(&cli.command, Some(Command::SelfTest)) {
+        return self_test(&paths, cli.json);
+    }
     if !uninstalling {
         paths.claim_data_dir();
     }
@@ -188,6 +205,24 @@ fn run_cli(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Api(args)) => api::run(&ctx, args),
         Some(Command::Demo(args)) => demo::run(&ctx, args),
         Some(Command::Uninstall(args)) => uninstall::run(&ctx, args),
+        Some(Command::SelfTest) => self_test(&ctx.paths, ctx.json),
         None => run::run(&ctx, run::RunArgs::default()),
     }
+}
+
+/// `self-test`: what a launcher about to replace this one must answer (see `selfupdate`).
+fn self_test(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
+    let report = crate::selfupdate::self_test(paths)
+        .map_err(|reason| anyhow::anyhow!("self-test failed: {reason}"))?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{} launcher {} ({}) ready",
+            crate::PRODUCT_NAME,
+            report.version,
+            report.platform
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

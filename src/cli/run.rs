@@ -71,6 +71,13 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
     )
     .context("cannot start the update scheduler thread")?;
     while !shutdown.load(Ordering::SeqCst) {
+        // An update replaced this launcher: once the job that did it is over, end cleanly (backend
+        // stopped, API closed, lock released) and become the new one with the same arguments.
+        if crate::selfupdate::restart_pending() && service.jobs().current().is_none() {
+            tracing::info!("the launcher was updated; restarting into the new one");
+            crate::selfupdate::request_restart();
+            break;
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     cancel.cancel();
@@ -102,7 +109,7 @@ fn overview(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         window: "no display",
     };
     ctx.emit(&value, || {
-        let mut out = format!("{} launcher {}\n\n", crate::PRODUCT_NAME, crate::LAUNCHER_VERSION);
+        let mut out = format!("{} launcher {}\n\n", crate::PRODUCT_NAME, crate::launcher_version());
         out.push_str(&status.human());
         out.push_str(&format!("Backend: {}", backend.state));
         if let Some(reason) = &backend.reason {

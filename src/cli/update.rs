@@ -546,14 +546,19 @@ fn emit_install(
 ) {
     match report {
         Some(report) => ctx.emit(report, || {
-            format!(
+            let mut text = format!(
                 "Installed {} (was {}); SHA256 verified against {}{}. The backend proved healthy in {} ms.",
                 report.installed_version,
                 report.previous_version.as_deref().unwrap_or("nothing"),
                 report.verified_by,
                 if report.signed { ", signature checked" } else { "" },
                 report.time_to_healthy_ms
-            )
+            );
+            if let Some(launcher) = &report.launcher {
+                text.push('\n');
+                text.push_str(&launcher.human());
+            }
+            text
         }),
         None => match version {
             Some(v) => ctx.emit(
@@ -591,6 +596,10 @@ fn emit_rollback(ctx: &Ctx, report: &crate::updater::RollbackReport) {
             text.push_str(&format!(
                 "\n{skipped} will not be offered again automatically; to allow it again: personal-ai-agent update unskip-version {skipped}"
             ));
+        }
+        if let Some(launcher) = &report.launcher {
+            text.push('\n');
+            text.push_str(&launcher.human());
         }
         text
     });

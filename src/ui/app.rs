@@ -11,6 +11,7 @@ use egui::{Color32, RichText};
 use super::worker::{InstallOutcome, Job, Mode, Reply, SettingsForm, Stage, WorkerHandle};
 use crate::check::{ChangelogEntry, CheckReport};
 use crate::paths::Paths;
+use crate::selfupdate::LauncherOutcome;
 use crate::supervisor::{BackendState, BackendStatus};
 use crate::updater::Status;
 use crate::version::Channel;
@@ -50,6 +51,8 @@ pub enum Command {
     StopBackend,
     RestartBackend,
     SaveSettings,
+    /// Close and open again as the launcher an update put in place.
+    RestartLauncher,
 }
 
 /// The screens of the sidebar.
@@ -389,6 +392,11 @@ impl App {
 
     fn apply(&mut self, command: Command) {
         match command {
+            Command::RestartLauncher => {
+                // `cli::main` starts the new launcher with the same arguments once this window has
+                // closed (the backend stopped, the lock let go); size and position come back from storage.
+                crate::selfupdate::request_restart();
+            }
             Command::CheckForUpdates => {
                 self.check = CheckView::Checking;
                 self.worker.send(Job::Check);
@@ -661,6 +669,33 @@ impl App {
 
     fn installing(&self) -> bool {
         matches!(self.job, JobView::Running(_))
+    }
+
+    /// After this window's launcher replaced itself: which version is in place, and Restart.
+    fn launcher_banner_ui(&self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
+        if !crate::selfupdate::restart_pending() {
+            return;
+        }
+        let to = self
+            .status
+            .as_ref()
+            .and_then(|s| s.launcher.as_ref())
+            .and_then(|l| l.last_replacement.as_ref())
+            .map(|r| r.to.clone());
+        ui.horizontal_wrapped(|ui| {
+            ui.colored_label(
+                Color32::from_rgb(60, 140, 220),
+                match &to {
+                    Some(to) => format!(
+                        "Launcher {to} is installed. Restart to use it: the window opens again where it is, and the agent is back in a few seconds."
+                    ),
+                    None => "A new launcher is installed. Restart to use it.".to_owned(),
+                },
+            );
+            if ui.button("Restart now").clicked() {
+                commands.push(Command::RestartLauncher);
+            }
+        });
     }
 
     fn header_ui(&self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
@@ -1209,7 +1244,7 @@ impl App {
         ui.label(format!(
             "{} launcher {}",
             crate::PRODUCT_NAME,
-            crate::LAUNCHER_VERSION
+            crate::launcher_version()
         ));
         let Some(status) = &self.status else { return };
         ui.label(format!(
@@ -1530,6 +1565,7 @@ impl eframe::App for App {
                 if let Some(notice) = &self.notice {
                     ui.colored_label(Color32::from_rgb(220, 80, 80), notice);
                 }
+                self.launcher_banner_ui(ui, &mut commands);
                 match self.screen {
                     Screen::Home => match self.status.as_ref().map(|s| s.current_version.is_some()) {
                         None => {
@@ -1564,8 +1600,12 @@ impl eframe::App for App {
                 _ => true,
             })
         });
+        let restart = commands.iter().any(|c| matches!(c, Command::RestartLauncher));
         for command in commands {
             self.apply(command);
+        }
+        if restart {
+            ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
         }
     }
 }
@@ -1684,6 +1724,12 @@ fn outcome_text(outcome: &InstallOutcome) -> (Color32, String) {
                     "Installed {}; the agent is healthy and running.",
                     report.installed_version
                 ),
+            } + &match &report.launcher {
+                // Updated: the banner above offers Restart.
+                Some(outcome @ (LauncherOutcome::Refused { .. } | LauncherOutcome::Failed { .. })) => {
+                    format!(" {}", outcome.human())
+                }
+                _ => String::new(),
             },
         ),
         InstallOutcome::RolledBack { from, to, .. } => (

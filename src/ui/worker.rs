@@ -127,7 +127,7 @@ pub enum Stage {
 /// How an install ended.
 #[derive(Clone, Debug)]
 pub enum InstallOutcome {
-    Healthy(InstallReport),
+    Healthy(Box<InstallReport>),
     RolledBack {
         from: String,
         to: Option<String>,
@@ -412,7 +412,11 @@ impl Worker {
                 }
                 let idle = service.jobs().current().is_none();
                 let launcher = self.hand_over.lock().unwrap_or_else(|p| p.into_inner()).take();
-                if idle && service.supervisor().is_wanted_running() && self.settings().0.keep_backend_running
+                // A restart into an updated launcher opens the window again at once: no hand-over.
+                if idle
+                    && !crate::selfupdate::restart_requested()
+                    && service.supervisor().is_wanted_running()
+                    && self.settings().0.keep_backend_running
                 {
                     hand_over = launcher;
                 } else if !idle {
@@ -513,7 +517,7 @@ impl Worker {
         let published = owner.publish(&ApiInfo {
             port: api.port(),
             pid: std::process::id(),
-            version: crate::LAUNCHER_VERSION.to_owned(),
+            version: crate::launcher_version().to_owned(),
             url: api.url(),
             token_file: api.token_file().to_path_buf(),
         });
@@ -887,7 +891,7 @@ impl Worker {
                 }
             }
             Ok(value) => match serde_json::from_value::<InstallReport>(value) {
-                Ok(report) => InstallOutcome::Healthy(report),
+                Ok(report) => InstallOutcome::Healthy(Box::new(report)),
                 Err(e) => InstallOutcome::Failed(format!("The install report could not be read: {e}")),
             },
             Err(_) if cancel.is_cancelled() => InstallOutcome::Cancelled,

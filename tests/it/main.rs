@@ -13,6 +13,7 @@ mod install;
 mod models;
 mod owner;
 mod pack;
+mod selfupdate;
 mod supervisor;
 mod support;
 mod ui;

@@ -360,7 +360,7 @@ fn a_window_opened_beside_a_headless_owner_attaches_shows_its_version_and_starts
     assert!(!harness.state().is_owner());
     assert!(shows(
         &harness,
-        &format!("Attached to launcher {}", personal_ai_agent::LAUNCHER_VERSION)
+        &format!("Attached to launcher {}", personal_ai_agent::launcher_version())
     ));
     // A few more frames and polls: still the owner's one backend, never a second.
     for _ in 0..20 {

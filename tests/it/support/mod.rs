@@ -421,7 +421,12 @@ pub fn publish_to_feed(work: &std::path::Path, feed: &std::path::Path, version: 
 /// The launcher binary with `--home home` and none of the user's ambient settings (tokens, repository,
 /// `AUTO_UPDATE`, intervals, portable mode, log filter), so a test sees only what it sets.
 pub fn launcher_in(home: &std::path::Path) -> std::process::Command {
-    let mut cmd = std::process::Command::new(LAUNCHER);
+    launcher_at(std::path::Path::new(LAUNCHER), home)
+}
+
+/// [`launcher_in`] with the launcher executable at `exe` (a copy, for the self-update tests).
+pub fn launcher_at(exe: &std::path::Path, home: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(exe);
     cmd.arg("--home").arg(home);
     for var in [
         "GITHUB_TOKEN",

@@ -1,0 +1,229 @@
+//! The launcher updating itself, with real executables: a copy of the built launcher runs from a folder
+//! of its own, and the releases it installs carry copies of it stamped with other versions
+//! (`selfupdate::stamp_version`), or broken ones.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use personal_ai_agent::selfupdate::{launcher_file_name, stamp_version};
+use serde_json::Value;
+
+use crate::support::{LAUNCHER, launcher_at, make_bundle, pack_bundle, temp_home};
+
+/// A private launcher (a copy of the built one), a home whose settings point at a folder feed, and the
+/// feed.
+struct Setup {
+    _dir: tempfile::TempDir,
+    exe: PathBuf,
+    home: PathBuf,
+    feed: PathBuf,
+    work: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = temp_home();
+        let exe = dir.path().join("app").join(launcher_file_name());
+        std::fs::create_dir_all(exe.parent().unwrap()).unwrap();
+        std::fs::copy(LAUNCHER, &exe).unwrap();
+        let home = dir.path().join("home");
+        let feed = dir.path().join("feed");
+        let work = dir.path().join("work");
+        crate::agent_page::home_with_feed(&home, &feed);
+        Setup {
+            exe,
+            home,
+            feed,
+            work,
+            _dir: dir,
+        }
+    }
+
+    /// Publishes `version` whose bundle carries the launcher `launcher` wrote into it (or none).
+    fn publish(&self, version: &str, launcher: impl FnOnce(&Path)) {
+        let bundle = self.work.join(format!("bundle-{version}"));
+        make_bundle(&bundle, &[]);
+        launcher(&bundle.join(launcher_file_name()));
+        pack_bundle(
+            &bundle,
+            &self.feed.join(version),
+            version,
+            personal_ai_agent::version::Channel::Stable,
+            None,
+        );
+        std::fs::write(
+            self.feed.join(version).join("NOTES.md"),
+            format!("Release {version}"),
+        )
+        .unwrap();
+        personal_ai_agent::sources::feed::write_feed(&self.feed).unwrap();
+    }
+
+    fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = launcher_at(&self.exe, &self.home).args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// What the launcher at `exe` says its version is.
+    fn version(&self) -> String {
+        let (ok, out, err) = self.cli(&["--version"]);
+        assert!(ok, "{err}");
+        out.trim().rsplit(' ').next().unwrap().to_owned()
+    }
+
+    fn install_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json", "update"];
+        all.extend_from_slice(args);
+        let (ok, out, err) = self.cli(&all);
+        assert!(ok, "{out}\n{err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+}
+
+fn stamped(version: &'static str) -> impl FnOnce(&Path) {
+    move |to: &Path| stamp_version(Path::new(LAUNCHER), to, version).unwrap()
+}
+
+const THIS: &str = env!("CARGO_PKG_VERSION");
+
+#[test]
+fn a_newer_launcher_in_a_release_replaces_the_running_one_and_a_rollback_puts_the_old_one_back() {
+    let s = Setup::new();
+    // 1.0.0 carries this very launcher: nothing to replace.
+    s.publish("1.0.0", stamped(THIS));
+    let report = s.install_json(&["install"]);
+    assert_eq!(report["installed_version"], "1.0.0");
+    assert!(report["launcher"].is_null(), "{report}");
+    assert_eq!(s.version(), THIS);
+
+    // 1.1.0 carries launcher 9.1.0: the file at the launcher's path becomes it, the old one is kept.
+    s.publish("1.1.0", stamped("9.1.0"));
+    let report = s.install_json(&["install"]);
+    assert_eq!(report["installed_version"], "1.1.0");
+    assert_eq!(report["launcher"]["outcome"], "updated", "{report}");
+    assert_eq!(report["launcher"]["from"], THIS);
+    assert_eq!(report["launcher"]["to"], "9.1.0");
+    assert_eq!(s.version(), "9.1.0");
+    let kept = s.home.join("install/launchers/1.0.0").join(launcher_file_name());
+    assert!(
+        kept.is_file(),
+        "the launcher that ran with 1.0.0 is kept for a rollback"
+    );
+    let status = s.install_json(&["status"]);
+    assert_eq!(status["launcher_version"], "9.1.0");
+    assert_eq!(status["launcher"]["last_replacement"]["to"], "9.1.0");
+    assert_eq!(status["launcher"]["placement"]["kind"], "replaceable");
+
+    // Going back to 1.0.0 puts its launcher back too.
+    let report = s.install_json(&["rollback"]);
+    assert_eq!(report["to"], "1.0.0");
+    assert_eq!(report["launcher"]["outcome"], "updated", "{report}");
+    assert_eq!(report["launcher"]["to"], THIS);
+    assert_eq!(s.version(), THIS);
+}
+
+#[test]
+fn a_release_launcher_that_fails_its_self_test_is_not_used_and_not_tried_again() {
+    let s = Setup::new();
+    // A real launcher that cannot say which version it is.
+    s.publish("1.0.0", stamped("not-a-version"));
+    let report = s.install_json(&["install"]);
+    assert_eq!(
+        report["installed_version"], "1.0.0",
+        "the backend's update stands"
+    );
+    assert_eq!(report["launcher"]["outcome"], "failed", "{report}");
+    assert!(
+        report["launcher"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a version"),
+        "{report}"
+    );
+    assert_eq!(s.version(), THIS, "the running launcher is kept");
+
+    // A file that is no program at all (the start of one, cut off).
+    let head = std::fs::read(LAUNCHER).unwrap()[..4096].to_vec();
+    s.publish("1.1.0", move |to| {
+        std::fs::write(to, &head).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    });
+    let report = s.install_json(&["install"]);
+    assert_eq!(report["installed_version"], "1.1.0");
+    assert_eq!(report["launcher"]["outcome"], "failed", "{report}");
+    assert_eq!(s.version(), THIS);
+    let status = s.install_json(&["status"]);
+    let failed = status["launcher"]["failed"].as_object().unwrap();
+    assert!(
+        failed.contains_key("1.0.0") && failed.contains_key("1.1.0"),
+        "{status}"
+    );
+    let (_, text, _) = s.cli(&["update", "status"]);
+    assert!(text.contains("Launcher of 1.1.0 failed its self-test"), "{text}");
+}
+
+/// The runner's `run/api.json`, once it names `version`.
+fn wait_for_owner(home: &Path, version: &str, patience: Duration) -> Value {
+    let started = Instant::now();
+    loop {
+        if let Some(info) = std::fs::read_to_string(home.join("run/api.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .filter(|i| i["version"] == version)
+        {
+            return info;
+        }
+        assert!(
+            started.elapsed() < patience,
+            "no owner of version {version} within {patience:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn the_headless_runner_restarts_into_the_new_launcher_with_the_same_arguments() {
+    let s = Setup::new();
+    s.publish("1.0.0", stamped("9.2.0"));
+    let mut child = launcher_at(&s.exe, &s.home)
+        .args(["run", "--headless", "--api-port", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first install brings launcher 9.2.0; the runner ends its work and becomes it: the same
+    // process (exec), now reporting the new version, serving the API again and running the backend.
+    let info = wait_for_owner(&s.home, "9.2.0", Duration::from_secs(90));
+    assert_eq!(info["pid"].as_u64(), Some(child.id() as u64), "{info}");
+    let backend = s.home.join("run/backend.json");
+    let started = Instant::now();
+    loop {
+        let state: Value = std::fs::read_to_string(&backend)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        if state["state"] == "running" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the backend did not come back: {state}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(s.version(), "9.2.0");
+    assert!(child.try_wait().unwrap().is_none(), "the runner is still running");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
