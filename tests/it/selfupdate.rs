@@ -227,3 +227,122 @@ fn the_headless_runner_restarts_into_the_new_launcher_with_the_same_arguments() 
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// A package `pai-selfupdate-check` installed with dpkg that claims `/opt/pai-selfupdate-check/`'s
+/// launcher; purged when dropped.
+#[cfg(target_os = "linux")]
+struct DpkgClaimed {
+    exe: PathBuf,
+}
+
+#[cfg(target_os = "linux")]
+impl DpkgClaimed {
+    const PACKAGE: &'static str = "pai-selfupdate-check";
+
+    /// `None` (and why) when dpkg cannot be used here: not Debian-like, not root, or the package exists.
+    fn install(work: &Path) -> Result<DpkgClaimed, String> {
+        let runs =
+            |cmd: &mut std::process::Command| cmd.output().map(|o| o.status.success()).unwrap_or(false);
+        if !runs(std::process::Command::new("dpkg-deb").arg("--version")) {
+            return Err("no dpkg-deb on this machine".into());
+        }
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("installing a package needs root".into());
+        }
+        if runs(std::process::Command::new("dpkg").args(["-s", Self::PACKAGE])) {
+            return Err(format!("{} is installed already; not touching it", Self::PACKAGE));
+        }
+        let stage = work.join("deb");
+        let dir = stage.join("opt").join(Self::PACKAGE);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(stage.join("DEBIAN")).unwrap();
+        std::fs::write(
+            stage.join("DEBIAN/control"),
+            format!(
+                "Package: {}\nVersion: 1.0.0\nArchitecture: all\nMaintainer: tests <tests@localhost>\nDescription: a path dpkg claims, for the self-update tests\n",
+                Self::PACKAGE
+            ),
+        )
+        .unwrap();
+        // The package carries a small stand-in; the real launcher is copied over it once installed, so
+        // the path stays dpkg's (`dpkg -S` answers from its database).
+        std::fs::write(dir.join(launcher_file_name()), "stand-in").unwrap();
+        let deb = work.join("claimed.deb");
+        assert!(
+            runs(
+                std::process::Command::new("dpkg-deb")
+                    .args(["--build", "--root-owner-group"])
+                    .arg(&stage)
+                    .arg(&deb)
+            ),
+            "dpkg-deb --build failed"
+        );
+        let claimed = DpkgClaimed {
+            exe: Path::new("/opt").join(Self::PACKAGE).join(launcher_file_name()),
+        };
+        assert!(
+            runs(std::process::Command::new("dpkg").arg("-i").arg(&deb)),
+            "dpkg -i failed"
+        );
+        std::fs::copy(LAUNCHER, &claimed.exe).unwrap();
+        Ok(claimed)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for DpkgClaimed {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("dpkg")
+            .args(["--purge", Self::PACKAGE])
+            .output();
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_launcher_installed_by_dpkg_is_not_replaced_and_says_to_update_it_with_apt() {
+    let mut s = Setup::new();
+    let claimed = match DpkgClaimed::install(&s.work) {
+        Ok(c) => c,
+        Err(why) => {
+            // Only where the package database cannot be touched (a developer's machine without root); CI
+            // runs as root.
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    s.exe = claimed.exe.clone();
+    let status = s.install_json(&["status"]);
+    let placement = &status["launcher"]["placement"];
+    assert_eq!(placement["kind"], "package_manager", "{status}");
+    assert_eq!(placement["manager"], "dpkg");
+    assert_eq!(placement["package"], DpkgClaimed::PACKAGE);
+
+    s.publish("1.0.0", stamped("9.3.0"));
+    let report = s.install_json(&["install"]);
+    assert_eq!(
+        report["installed_version"], "1.0.0",
+        "the backend's update stands"
+    );
+    assert_eq!(report["launcher"]["outcome"], "refused", "{report}");
+    assert!(
+        report["launcher"]["reason"].as_str().unwrap().contains("dpkg"),
+        "{report}"
+    );
+    assert!(
+        report["launcher"]["advice"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("apt install --only-upgrade {}", DpkgClaimed::PACKAGE)),
+        "{report}"
+    );
+    assert_eq!(s.version(), THIS, "the package's file is untouched");
+    let (ok, text, err) = s.cli(&["update", "install", "--version", "1.0.0"]);
+    assert!(ok, "{err}");
+    assert!(text.contains("already installed"), "{text}");
+    let (_, text, _) = s.cli(&["update", "status"]);
+    assert!(
+        text.contains("does not update itself, this launcher was installed by dpkg"),
+        "{text}"
+    );
+}
