@@ -227,13 +227,13 @@ check_msi() {
     has $'^INSTALLFOLDER\tUserProgramsFolder\tPersonalAIAgent' "$table"
     has $'^UserProgramsFolder\tLocalAppDataFolder\tPrograms' "$table"
     table=$(msiinfo export "$msi" Registry)
-    has $'\tSoftware\\PersonalAIAgent\tLauncher\t' "$table"
+    has $'\tSoftware.PersonalAIAgent\tLauncher\t.INSTALLFOLDER.personal-ai-agent.exe\tLauncherExecutable' "$table"
     table=$(msiinfo export "$msi" Shortcut)
     has $'\tProgramMenuFolder\tPersonal AI Agent\t' "$table"
     table=$(msiinfo export "$msi" File)
     has $'\tpersonal-ai-agent.exe\t' "$table"
     msiextract -C "$work/msi/extracted" "$msi" >/dev/null
-    cmp "$work/msi/personal-ai-agent.exe" "$work/msi/extracted/PersonalAIAgent/personal-ai-agent.exe"
+    cmp "$work/msi/personal-ai-agent.exe" "$work/msi/extracted/Programs/PersonalAIAgent/personal-ai-agent.exe"
 }
 
 # The .deb (scripts/package-deb.sh) around a stand-in launcher: its files, its metadata checked with the
@@ -285,6 +285,48 @@ check_deb() {
     as_root dpkg -r personal-ai-agent
     test ! -e /usr/bin/personal-ai-agent
     test ! -e /usr/share/metainfo/ai.personalaiagent.PersonalAIAgent.metainfo.xml
+}
+
+# The macOS .app and the .dmg's layout (scripts/package-macos.sh) around a stand-in launcher: what Finder
+# and Launch Services read from Info.plist, the icon, the executable; hdiutil itself needs macOS.
+check_macos() {
+    printf '#!/bin/sh\necho "personal-ai-agent 1.2.3 (packaging stand-in)"\n' >"$work/mac-launcher"
+    local app stage
+    app=$(MACOSX_DEPLOYMENT_TARGET=11.0 scripts/package-macos.sh app 1.3.0-beta.1 "$work/mac-launcher" "$work/mac")
+    test "$app" = "$work/mac/Personal AI Agent.app"
+    test -x "$app/Contents/MacOS/personal-ai-agent"
+    cmp "$work/mac-launcher" "$app/Contents/MacOS/personal-ai-agent"
+    test "$(cat "$app/Contents/PkgInfo")" = 'APPL????'
+    python3 - "$app" <<'PY'
+import plistlib, struct, sys
+app = sys.argv[1]
+info = plistlib.load(open(f"{app}/Contents/Info.plist", "rb"))
+expect = {
+    "CFBundleIdentifier": "ai.personalaiagent.PersonalAIAgent",
+    "CFBundleExecutable": "personal-ai-agent",
+    "CFBundlePackageType": "APPL",
+    "CFBundleShortVersionString": "1.3.0-beta.1",
+    "CFBundleVersion": "1.3.0",
+    "LSMinimumSystemVersion": "11.0",
+    "CFBundleIconFile": "AppIcon",
+}
+for key, value in expect.items():
+    assert info.get(key) == value, (key, info.get(key), value)
+icns = open(f"{app}/Contents/Resources/AppIcon.icns", "rb").read()
+assert icns[:4] == b"icns" and struct.unpack(">I", icns[4:8])[0] == len(icns), "icns header"
+assert icns[8:12] == b"ic08" and icns[16:24] == b"\x89PNG\r\n\x1a\n", "icns entry"
+PY
+    # The bundle id is the one the Linux metainfo uses.
+    has '<id>ai.personalaiagent.PersonalAIAgent</id>' "$(cat assets/personal-ai-agent.metainfo.xml)"
+    stage=$(DMG_STAGE_ONLY=1 scripts/package-macos.sh dmg 1.3.0-beta.1 macos-aarch64 "$app" "$work/mac")
+    test "$(readlink "$stage/Applications")" = /Applications
+    cmp "$work/mac-launcher" "$stage/Personal AI Agent.app/Contents/MacOS/personal-ai-agent"
+    refuses scripts/package-macos.sh app 1.2 "$work/mac-launcher" "$work/mac2"
+    refuses scripts/package-macos.sh app 1.2.3 "$work/mac-launcher" "$work/mac"
+    refuses scripts/package-macos.sh dmg 1.2.3 linux-x86_64 "$app" "$work/mac"
+    if ! command -v hdiutil >/dev/null; then
+        refuses scripts/package-macos.sh dmg 1.2.3 macos-aarch64 "$app" "$work/mac"
+    fi
 }
 
 # The real `release pack` on staged bundles, checked with the tools users have. Runs once the launcher
@@ -341,6 +383,7 @@ check "bundle layout (scripts/stage-bundle.sh)" check_stage_bundle
 check "models fetch (scripts/fetch-models.sh)" check_fetch_models
 check "MSI (wixl + msitools)" check_msi
 check ".deb (dpkg-deb, appstreamcli, desktop-file-validate, dpkg -i/-r)" check_deb
+check "macOS .app and .dmg layout (Info.plist, icns)" check_macos
 skipped=""
 why_not=$(release_pack_unavailable)
 if [ -z "$why_not" ]; then

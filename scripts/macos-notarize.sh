@@ -7,9 +7,10 @@
 # Environment (from the repository's secrets): APPLE_ID, APPLE_APP_PASSWORD (an app-specific password
 # made at appleid.apple.com), APPLE_TEAM_ID.
 #
-# Stapling: Apple's stapler attaches tickets to .app, .pkg and .dmg only, not to bare command-line
-# executables like ours (shipped in a .tar.gz). Gatekeeper looks the ticket up online the first time such
-# a file is run from a quarantined download; notarization still matters, stapling is not possible.
+# Stapling: once accepted, every .app, .pkg or .dmg among FILE gets its ticket stapled (`xcrun stapler
+# staple`), so Gatekeeper accepts it offline. Apple's stapler cannot attach tickets to bare executables
+# (the backend in the .tar.gz): Gatekeeper looks those up online the first time they run from a
+# quarantined download.
 set -euo pipefail
 
 if [ $# -eq 0 ]; then
@@ -25,7 +26,10 @@ trap 'rm -rf "$work"' EXIT
 
 # The notary service takes a zip; ditto keeps the signatures intact.
 mkdir "$work/payload"
-cp "$@" "$work/payload/"
+for file in "$@"; do
+    # ditto keeps an .app's links and signature as they are.
+    ditto "$file" "$work/payload/$(basename "$file")"
+done
 ditto -c -k --keepParent "$work/payload" "$work/payload.zip"
 
 xcrun notarytool submit "$work/payload.zip" --apple-id "$APPLE_ID" --password "$APPLE_APP_PASSWORD" \
@@ -39,3 +43,11 @@ if [ "$status" != Accepted ]; then
     exit 1
 fi
 echo "notarized: submission $submission accepted"
+for file in "$@"; do
+    case "$file" in
+        *.app | *.pkg | *.dmg)
+            xcrun stapler staple "$file"
+            xcrun stapler validate "$file"
+            ;;
+    esac
+done
