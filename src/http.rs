@@ -37,8 +37,19 @@ pub fn user_agent() -> String {
     )
 }
 
+/// Installs ring as rustls's crypto provider for this process, once; every client builder calls it first
+/// (reqwest is built without a provider of its own).
+pub fn ensure_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // An error means another provider was installed first: that one serves.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// Builds the shared client.
 pub fn client() -> Result<Client> {
+    ensure_tls_provider();
     Client::builder()
         .user_agent(user_agent())
         .connect_timeout(CONNECT_TIMEOUT)

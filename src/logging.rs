@@ -5,7 +5,8 @@
 
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::prelude::*;
-use tracing_subscriber::{EnvFilter, fmt};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt;
 
 use crate::paths::Paths;
 
@@ -19,7 +20,7 @@ static LOG_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::n
 /// Logs to stderr only, by verbosity (for commands that must not hold a file in the log folder).
 pub fn init_stderr(verbosity: u8) {
     let level = level_of(verbosity);
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let filter = stderr_filter(level);
     let _ = tracing_subscriber::registry()
         .with(
             fmt::layer()
@@ -31,14 +32,22 @@ pub fn init_stderr(verbosity: u8) {
         .try_init();
 }
 
-fn level_of(verbosity: u8) -> &'static str {
+fn level_of(verbosity: u8) -> LevelFilter {
     match verbosity {
-        0 => "error",
-        1 => "warn",
-        2 => "info",
-        3 => "debug",
-        _ => "trace",
+        0 => LevelFilter::ERROR,
+        1 => LevelFilter::WARN,
+        2 => LevelFilter::INFO,
+        3 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
     }
+}
+
+/// `RUST_LOG` (`level`, `target=level`, comma-separated) when set and readable, else `level` for all.
+fn stderr_filter(level: LevelFilter) -> Targets {
+    std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(level))
 }
 
 /// Installs the global subscriber; keep the guard alive until exit so the file is flushed.
@@ -46,7 +55,7 @@ fn level_of(verbosity: u8) -> &'static str {
 /// which case logging still goes to stderr.
 pub fn init(paths: &Paths, verbosity: u8) -> Option<WorkerGuard> {
     let level = level_of(verbosity);
-    let stderr_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let stderr_filter = stderr_filter(level);
     use std::io::IsTerminal;
     let stderr_layer = fmt::layer()
         .with_writer(std::io::stderr)
@@ -70,7 +79,7 @@ pub fn init(paths: &Paths, verbosity: u8) -> Option<WorkerGuard> {
             let file_layer = fmt::layer()
                 .with_writer(writer)
                 .with_ansi(false)
-                .with_filter(EnvFilter::new("info"));
+                .with_filter(Targets::new().with_default(LevelFilter::INFO));
             tracing_subscriber::registry()
                 .with(stderr_layer)
                 .with(file_layer)

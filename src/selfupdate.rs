@@ -101,6 +101,16 @@ pub fn stamp_version(exe: &Path, out: &Path, version: &str) -> anyhow::Result<()
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o755))?;
     }
+    // Changed bytes break the linker's ad-hoc signature, and macOS on Apple silicon kills an executable
+    // whose signature does not match: sign the copy ad hoc again (a release is signed by its workflow).
+    #[cfg(target_os = "macos")]
+    {
+        let status = Command::new("codesign")
+            .args(["--force", "--sign", "-"])
+            .arg(out)
+            .status()?;
+        anyhow::ensure!(status.success(), "codesign --sign - {} failed", out.display());
+    }
     Ok(())
 }
 

@@ -102,6 +102,7 @@ impl Client {
             })?
             .trim()
             .to_owned();
+        crate::http::ensure_tls_provider();
         let http = reqwest::blocking::Client::builder()
             .no_proxy()
             .timeout(REQUEST_TIMEOUT)
@@ -256,6 +257,7 @@ impl Client {
     /// Opens `GET /api/events` and reads it on a thread named `api-events`; `None` if it cannot be
     /// opened (the caller then polls). Once this returns, the server has subscribed us.
     fn subscribe(&self) -> Option<mpsc::Receiver<(String, Value)>> {
+        crate::http::ensure_tls_provider();
         let http = reqwest::blocking::Client::builder()
             .no_proxy()
             .timeout(None)

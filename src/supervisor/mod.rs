@@ -525,6 +525,7 @@ impl Supervisor {
             options.tail_lines,
         ));
         // Health checks go to loopback: never through a proxy, and with short timeouts.
+        crate::http::ensure_tls_provider();
         let http = reqwest::blocking::Client::builder()
             .no_proxy()
             .connect_timeout(options.health_timeout)
