@@ -10,7 +10,7 @@
 # window; idle CPU < 1 % of a core; 0 repaints while nothing changes.
 #
 # Usage: DISPLAY=:77 scripts/bench-window.sh        (needs an X server: Xvfb :77 -screen 0 1280x860x24 &)
-#   BENCH_PROFILE=debug ...                         (default release)
+#   BENCH_PROFILE=debug|dist ...                    (default release; dist is what the release workflow ships)
 #   BENCH_SKIP_BUILD=1 ...                          (reuse the built binaries)
 # Exits non-zero when a goal is missed.
 set -euo pipefail
@@ -23,13 +23,14 @@ if [ -z "${DISPLAY:-}" ]; then
 fi
 if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
     flag=()
-    [ "$profile" = release ] && flag=(--release)
+    [ "$profile" != debug ] && flag=(--profile "$profile")
     cargo build "${flag[@]}" --bin personal-ai-agent --example bench_window >&2
 fi
-launcher=target/$profile/personal-ai-agent
-peer=target/$profile/examples/bench_window
+target=${CARGO_TARGET_DIR:-target}
+launcher=$target/$profile/personal-ai-agent
+peer=$target/$profile/examples/bench_window
 for f in "$launcher" "$peer"; do
-    [ -x "$f" ] || { echo "error: missing $f; build it (cargo build --$profile --bin personal-ai-agent --example bench_window)" >&2; exit 1; }
+    [ -x "$f" ] || { echo "error: missing $f; build it (cargo build --profile $profile --bin personal-ai-agent --example bench_window)" >&2; exit 1; }
 done
 
 work=$(mktemp -d)

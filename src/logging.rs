@@ -4,9 +4,9 @@
 //! overrides the stderr filter. The file always records info and above, rotated daily, seven files kept.
 
 use tracing_appender::non_blocking::WorkerGuard;
-use tracing_subscriber::prelude::*;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt;
+use tracing_subscriber::prelude::*;
 
 use crate::paths::Paths;
 
@@ -44,8 +44,17 @@ fn level_of(verbosity: u8) -> LevelFilter {
 
 /// `RUST_LOG` (`level`, `target=level`, comma-separated) when set and readable, else `level` for all.
 fn stderr_filter(level: LevelFilter) -> Targets {
+    // Empty directives (`RUST_LOG=`, a trailing comma) would read as "everything at trace": dropped.
     std::env::var("RUST_LOG")
         .ok()
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .filter(|v| !v.is_empty())
         .and_then(|v| v.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(level))
 }

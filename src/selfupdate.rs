@@ -146,7 +146,13 @@ pub fn launcher_file_name() -> String {
 /// the running file "… (deleted)"). `cli::main` asks first thing.
 pub fn running_exe() -> Option<&'static Path> {
     static EXE: OnceLock<Option<PathBuf>> = OnceLock::new();
-    EXE.get_or_init(|| std::env::current_exe().ok()).as_deref()
+    // Canonical: the file itself, not a link to it (on macOS `current_exe` may name the link a user ran).
+    EXE.get_or_init(|| {
+        std::env::current_exe()
+            .ok()
+            .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+    })
+    .as_deref()
 }
 
 static RESTART_PENDING: AtomicBool = AtomicBool::new(false);
@@ -228,7 +234,7 @@ impl LauncherOutcome {
                 ..
             } => format!("Launcher {version} is available, but {reason}; {advice}."),
             LauncherOutcome::Failed { release, reason } => format!(
-                "The launcher of release {release} failed its self-test ({reason}); the current launcher keeps running, and this release's launcher is not tried again."
+                "The launcher of release {release} was not put in place: {reason}. The current launcher keeps running and updating the agent; the next release's launcher is tried as usual."
             ),
         }
     }
@@ -441,15 +447,19 @@ fn run_bounded(cmd: &mut Command, timeout: Duration) -> Option<(bool, Vec<u8>, V
         .spawn()
         .ok()?;
     let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut buf = Vec::new();
             if let Some(mut pipe) = pipe {
                 let _ = pipe.by_ref().take(64 * 1024).read_to_end(&mut buf);
+                let _ = tx.send(buf);
                 // Drain the rest so the child never blocks on a full pipe.
                 let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+            } else {
+                let _ = tx.send(buf);
             }
-            buf
-        })
+        });
+        rx
     };
     let stdout = read(
         child
@@ -475,8 +485,14 @@ fn run_bounded(cmd: &mut Command, timeout: Duration) -> Option<(bool, Vec<u8>, V
             }
         }
     };
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
+    // A grandchild may keep a pipe open after the child ended: wait for the readers only briefly.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let stdout = stdout
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .unwrap_or_default();
+    let stderr = stderr
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .unwrap_or_default();
     status.map(|s| (s.success(), stdout, stderr))
 }
 
@@ -497,6 +513,10 @@ pub fn self_test(paths: &Paths) -> Result<SelfTest, String> {
     let version = launcher_version();
     Version::parse(version).map_err(|e| format!("its version {version:?} is not a version: {e}"))?;
     let loaded = crate::config::Config::load(&paths.config_file());
+    // What every run needs beyond parsing its arguments: TLS for updates, a loopback socket for the API.
+    crate::http::client().map_err(|e| format!("it cannot set up HTTPS: {e}"))?;
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .map_err(|e| format!("it cannot listen on 127.0.0.1: {e}"))?;
     crate::updater::installer(paths)
         .installed_versions()
         .map_err(|e| format!("it cannot read the installed versions: {e}"))?;
@@ -519,8 +539,12 @@ pub fn self_test(paths: &Paths) -> Result<SelfTest, String> {
 /// Runs `exe`'s self-test for the install at `paths`: the version it reports, or why it failed.
 pub fn test_launcher(exe: &Path, paths: &Paths, timeout: Duration) -> Result<Version, String> {
     let mut cmd = Command::new(exe);
+    // The same install as this launcher's: portable mode would otherwise take the tested file's own
+    // folder for its data.
     if let Some(home) = &paths.home {
         cmd.arg("--home").arg(home);
+    } else if paths.portable {
+        cmd.arg("--home").arg(&paths.config_dir);
     }
     cmd.args([SELF_TEST_SUBCOMMAND, "--json"]);
     let (ok, stdout, stderr) = run_bounded(&mut cmd, timeout).ok_or_else(|| {
@@ -567,6 +591,9 @@ pub struct LauncherState {
     /// Releases whose launcher failed its self-test, with the reason: not tried again.
     #[serde(default)]
     pub failed: BTreeMap<String, String>,
+    /// The SHA256 of each launcher kept in `install/launchers/<version>/`, checked before it is put back.
+    #[serde(default)]
+    pub saved: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -606,6 +633,25 @@ pub fn saved_launcher_dir(paths: &Paths, version: &Version) -> PathBuf {
     paths.install_dir().join("launchers").join(version.to_string())
 }
 
+/// The launcher file on disk now: the running version, or the one this process put in its place.
+fn on_disk_version() -> Option<Version> {
+    let replaced = ON_DISK.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    replaced.or_else(|| Version::parse(launcher_version()).ok())
+}
+
+/// The version this process put at the launcher's path (it runs the old one until it restarts).
+static ON_DISK: std::sync::Mutex<Option<Version>> = std::sync::Mutex::new(None);
+
+/// The name of the app bundle a macOS release carries.
+pub const APP_NAME: &str = "Personal AI Agent.app";
+
+/// Whether `exe` is the launcher's to replace at all: named as the launcher (not a program using the
+/// engine, not one renamed by hand) and not running from inside an installed version.
+fn replaceable_launcher(paths: &Paths, exe: &Path) -> bool {
+    exe.file_name() == Some(std::ffi::OsStr::new(&launcher_file_name()))
+        && !exe.starts_with(paths.install_dir())
+}
+
 /// After `release` (in `bundle_dir`) was installed and proved healthy, with `previous` current before:
 /// replaces the running launcher with the bundle's when it is newer (see the module's picture). `None`:
 /// nothing to do. Called with the install lock held.
@@ -617,84 +663,256 @@ pub fn update_from_bundle(
 ) -> Option<LauncherOutcome> {
     let exe = running_exe()?;
     let candidate = bundle_dir.join(launcher_file_name());
-    if !candidate.is_file() {
+    if candidate.symlink_metadata().is_err() {
         return None;
     }
-    if exe.file_name() != Some(std::ffi::OsStr::new(&launcher_file_name())) {
-        // A program using the engine (a test harness) or a launcher renamed by hand: not ours to replace.
-        tracing::debug!(exe = %exe.display(), "not running as the launcher; leaving the executable alone");
+    if !replaceable_launcher(paths, exe) {
+        tracing::debug!(exe = %exe.display(), "not running as an installed launcher; leaving the executable alone");
         return None;
     }
     if read_state(paths).failed.contains_key(&release.to_string()) {
-        tracing::debug!(%release, "this release's launcher failed its self-test before");
+        tracing::debug!(%release, "this release's launcher failed before");
         return None;
     }
-    let running = Version::parse(launcher_version()).ok()?;
-    let offered = match test_launcher(&candidate, paths, SELF_TEST_TIMEOUT) {
-        Ok(v) => v,
-        Err(reason) => {
-            tracing::error!(%release, %reason, "the release's launcher failed its self-test; keeping this one");
+    let fail = |reason: String, record: bool| {
+        tracing::error!(%release, %reason, "the release's launcher is not used; keeping this one");
+        if record {
             record_failed(paths, release, &reason);
-            return Some(LauncherOutcome::Failed {
-                release: release.to_string(),
-                reason,
-            });
         }
+        Some(LauncherOutcome::Failed {
+            release: release.to_string(),
+            reason,
+        })
     };
+    // What is tested and put in place is a private copy, checked against what the release's archive
+    // held: never the file in the version folder, which the backend (running there) could have changed.
+    let staged = match stage_candidate(paths, bundle_dir, release) {
+        Ok(staged) => staged,
+        Err(reason) => return fail(reason, true),
+    };
+    let offered = match test_launcher(&staged.exe, paths, SELF_TEST_TIMEOUT) {
+        Ok(v) => v,
+        Err(reason) => return fail(format!("it failed its self-test: {reason}"), true),
+    };
+    let running = on_disk_version()?;
     if offered <= running {
         return None;
     }
-    let backup_key = previous.cloned().unwrap_or_else(|| running.clone());
-    replace_with(
-        paths,
-        exe,
-        &candidate,
-        &running,
-        &offered,
-        release,
-        &backup_key,
-        false,
-    )
+    replace_with(paths, exe, &staged, &running, &offered, release, previous)
 }
 
-/// After a rollback to `target`: puts back the launcher that ran while `target` was current, if one was
-/// kept and it differs from the running one.
+/// After a rollback to `target`: puts back the launcher that ran while `target` was current, when one was
+/// kept for it and the running launcher is the one this mechanism put in place (a launcher the user
+/// installed since is left alone).
 pub fn restore_for(paths: &Paths, target: &Version) -> Option<LauncherOutcome> {
     let exe = running_exe()?;
-    let saved = saved_launcher_dir(paths, target).join(launcher_file_name());
-    if !saved.is_file() || exe.file_name() != Some(std::ffi::OsStr::new(&launcher_file_name())) {
+    let dir = saved_launcher_dir(paths, target);
+    let state = read_state(paths);
+    let running = on_disk_version()?;
+    let ours = state.last.as_ref().is_some_and(|r| r.to == running.to_string());
+    if !dir.exists() || !replaceable_launcher(paths, exe) || !ours {
         return None;
     }
-    let running = Version::parse(launcher_version()).ok()?;
-    let offered = match test_launcher(&saved, paths, SELF_TEST_TIMEOUT) {
+    let fail = |reason: String| {
+        tracing::warn!(%target, %reason, "the launcher kept for this version is not put back");
+        Some(LauncherOutcome::Failed {
+            release: target.to_string(),
+            reason,
+        })
+    };
+    let staged = match stage_saved(paths, &dir, state.saved.get(&target.to_string())) {
+        Ok(staged) => staged,
+        Err(reason) => return fail(reason),
+    };
+    let offered = match test_launcher(&staged.exe, paths, SELF_TEST_TIMEOUT) {
         Ok(v) => v,
-        Err(reason) => {
-            tracing::warn!(%target, %reason, "the launcher kept for this version does not run; keeping this one");
-            return Some(LauncherOutcome::Failed {
-                release: target.to_string(),
-                reason,
-            });
-        }
+        Err(reason) => return fail(format!("it failed its self-test: {reason}")),
     };
     if offered == running {
         return None;
     }
-    replace_with(paths, exe, &saved, &running, &offered, target, target, true)
+    replace_with(paths, exe, &staged, &running, &offered, target, None)
 }
 
-/// Backs up `exe`, replaces it with `candidate` and proves the result runs; puts the backup back when it
-/// does not.
-#[allow(clippy::too_many_arguments)]
+/// A launcher copied into `install/launcher-staging/`: the executable, and the `.app` around it on macOS.
+struct Staged {
+    exe: PathBuf,
+    app: Option<PathBuf>,
+}
+
+fn staging_dir(paths: &Paths) -> PathBuf {
+    paths.install_dir().join("launcher-staging")
+}
+
+/// A fresh, private staging folder (the install lock is held, so nobody else uses it).
+fn fresh_staging(paths: &Paths) -> Result<PathBuf, String> {
+    let dir = staging_dir(paths);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{} could not be made: {e}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(dir)
+}
+
+/// Copies the bundle's launcher (a file, or on macOS a link into `Personal AI Agent.app` and that app)
+/// into staging, and checks every copied file against the SHA256 the release's archive gave it
+/// (`install/files/<release>.json`, written before any backend ran in the folder).
+fn stage_candidate(paths: &Paths, bundle_dir: &Path, release: &Version) -> Result<Staged, String> {
+    let record = crate::updater::installed_file_hashes(paths, release).ok_or_else(|| {
+        format!("no record of the files {release} was installed with, so its launcher cannot be vouched for")
+    })?;
+    let name = launcher_file_name();
+    let candidate = bundle_dir.join(&name);
+    let staging = fresh_staging(paths)?;
+    let meta = candidate
+        .symlink_metadata()
+        .map_err(|e| format!("{} cannot be read: {e}", candidate.display()))?;
+    let check = |rel: &str, staged: &Path| -> Result<(), String> {
+        let (size, sha256) = record
+            .get(rel)
+            .ok_or_else(|| format!("{rel} was not in the release's archive"))?;
+        let actual = crate::verify::sha256_file(staged).map_err(|e| e.to_string())?;
+        let actual_size = staged.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+        if &actual != sha256 || actual_size != *size {
+            return Err(format!(
+                "{rel} is not the file the release's archive held (it changed after the install)"
+            ));
+        }
+        Ok(())
+    };
+    if meta.file_type().is_symlink() {
+        // macOS: the bundle's launcher is a link to the app's executable, and the whole app is what is
+        // put in place.
+        let target = std::fs::read_link(&candidate).map_err(|e| e.to_string())?;
+        let expected = Path::new(APP_NAME).join("Contents/MacOS").join(&name);
+        if target != expected {
+            return Err(format!(
+                "{} links to {}, not to {}",
+                candidate.display(),
+                target.display(),
+                expected.display()
+            ));
+        }
+        let app = staging.join(APP_NAME);
+        copy_tree(&bundle_dir.join(APP_NAME), &app).map_err(|e| format!("copying {APP_NAME}: {e}"))?;
+        let mut seen = 0;
+        for (rel, path) in regular_files(&app, APP_NAME).map_err(|e| e.to_string())? {
+            check(&rel, &path)?;
+            seen += 1;
+        }
+        let expected_files = record
+            .keys()
+            .filter(|k| k.starts_with(&format!("{APP_NAME}/")))
+            .count();
+        if seen != expected_files {
+            return Err(format!("{APP_NAME} lacks files the release's archive held"));
+        }
+        Ok(Staged {
+            exe: app.join("Contents/MacOS").join(&name),
+            app: Some(app),
+        })
+    } else if meta.is_file() {
+        let exe = staging.join(&name);
+        save_copy(&candidate, &exe).map_err(|e| format!("copying {}: {e}", candidate.display()))?;
+        check(&name, &exe)?;
+        Ok(Staged { exe, app: None })
+    } else {
+        Err(format!("{} is not a file", candidate.display()))
+    }
+}
+
+/// Copies a kept launcher into staging, checking it against the SHA256 recorded when it was kept.
+fn stage_saved(paths: &Paths, dir: &Path, sha256: Option<&String>) -> Result<Staged, String> {
+    let name = launcher_file_name();
+    let staging = fresh_staging(paths)?;
+    let (staged, exe) = if dir.join(APP_NAME).is_dir() {
+        let app = staging.join(APP_NAME);
+        copy_tree(&dir.join(APP_NAME), &app).map_err(|e| e.to_string())?;
+        let exe = app.join("Contents/MacOS").join(&name);
+        (
+            Staged {
+                exe: exe.clone(),
+                app: Some(app),
+            },
+            exe,
+        )
+    } else {
+        let exe = staging.join(&name);
+        save_copy(&dir.join(&name), &exe).map_err(|e| format!("copying the kept launcher: {e}"))?;
+        (
+            Staged {
+                exe: exe.clone(),
+                app: None,
+            },
+            exe,
+        )
+    };
+    let actual = crate::verify::sha256_file(&exe).map_err(|e| e.to_string())?;
+    if sha256 != Some(&actual) {
+        return Err(format!(
+            "the launcher kept in {} is not the one that was kept (its SHA256 differs or was not recorded)",
+            dir.display()
+        ));
+    }
+    Ok(staged)
+}
+
+/// Every regular file under `root`, with its path relative to the bundle (`prefix/...`); a symbolic link
+/// that leaves `root` is an error.
+fn regular_files(root: &Path, prefix: &str) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![(root.to_path_buf(), prefix.to_owned())];
+    while let Some((dir, rel)) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let child = format!("{rel}/{}", entry.file_name().to_string_lossy());
+            if kind.is_dir() {
+                stack.push((entry.path(), child));
+            } else if kind.is_symlink() {
+                let target = std::fs::read_link(entry.path())?;
+                let escapes = target.is_absolute()
+                    || target
+                        .components()
+                        .any(|c| matches!(c, std::path::Component::ParentDir))
+                        && !entry
+                            .path()
+                            .parent()
+                            .map(|p| p.join(&target))
+                            .and_then(|t| std::fs::canonicalize(t).ok())
+                            .is_some_and(|t| std::fs::canonicalize(root).is_ok_and(|r| t.starts_with(r)));
+                if escapes {
+                    return Err(std::io::Error::other(format!("{child} links outside the app")));
+                }
+            } else {
+                out.push((child, entry.path()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Keeps the running launcher for a rollback to `previous`, replaces it with `staged` and proves the
+/// result runs; puts the running one back when it does not.
 fn replace_with(
     paths: &Paths,
     exe: &Path,
-    candidate: &Path,
+    staged: &Staged,
     running: &Version,
     offered: &Version,
     release: &Version,
-    backup_key: &Version,
-    restoring: bool,
+    previous: Option<&Version>,
 ) -> Option<LauncherOutcome> {
+    let failed = |reason: String| {
+        tracing::error!(%release, %reason, "the launcher was not replaced");
+        Some(LauncherOutcome::Failed {
+            release: release.to_string(),
+            reason,
+        })
+    };
     let placement = placement(exe);
     if let Some((reason, advice)) = placement.refusal() {
         tracing::warn!(%offered, %reason, %advice, "not replacing the launcher");
@@ -705,53 +923,75 @@ fn replace_with(
             advice,
         });
     }
-    let app = app_bundle_of(exe);
-    let new_app = candidate.parent().and_then(find_app_in);
-    // The backup: the launcher (or its .app) that runs now, kept for a rollback to `backup_key`. Kept as
-    // it is when restoring (it is the very file being put back).
-    let backup_dir = saved_launcher_dir(paths, backup_key);
-    let backup = backup_dir.join(launcher_file_name());
-    if !restoring && let Err(e) = save_copy(exe, &backup) {
-        tracing::warn!("could not keep a copy of the running launcher ({e}); not replacing it");
-        return Some(LauncherOutcome::Failed {
-            release: release.to_string(),
-            reason: format!(
-                "a copy of the running launcher could not be kept in {}: {e}",
-                backup_dir.display()
-            ),
+    if cfg!(windows) && restart_pending() {
+        // Windows moved the running .exe aside once; a second replacement would act on that copy.
+        return Some(LauncherOutcome::Refused {
+            version: offered.to_string(),
+            path: exe.to_path_buf(),
+            reason: "this launcher already replaced itself and has not restarted yet".into(),
+            advice: "restart it (Restart now in the window, or start it again), then install again".into(),
         });
     }
-    let rollback_copy;
-    let undo_from = if restoring {
-        // Restoring: the running launcher is not kept for any version; a temporary copy serves the undo.
-        rollback_copy = paths
-            .install_dir()
-            .join(format!(".launcher-undo{}", std::env::consts::EXE_SUFFIX));
-        if let Err(e) = save_copy(exe, &rollback_copy) {
-            return Some(LauncherOutcome::Failed {
-                release: release.to_string(),
-                reason: format!("a copy of the running launcher could not be made: {e}"),
-            });
+    let app = app_bundle_of(exe).filter(|_| staged.app.is_some());
+    // The launcher (or its .app) that runs now, kept for a rollback to the version current before.
+    let mut state = read_state(paths);
+    if let Some(previous) = previous {
+        let dir = saved_launcher_dir(paths, previous);
+        let kept = (|| -> std::io::Result<String> {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir)?;
+            match &app {
+                Some(app) => {
+                    copy_tree(app, &dir.join(APP_NAME))?;
+                    crate::fsutil::sync_dir(&dir);
+                }
+                None => save_copy(exe, &dir.join(launcher_file_name()))?,
+            }
+            crate::verify::sha256_file(exe).map_err(|e| std::io::Error::other(e.to_string()))
+        })();
+        match kept {
+            Ok(sha256) => {
+                state.saved.insert(previous.to_string(), sha256);
+                write_state(paths, &state);
+            }
+            Err(e) => {
+                return failed(format!(
+                    "a copy of the running launcher could not be kept in {} ({e}), so it was not replaced",
+                    dir.display()
+                ));
+            }
         }
-        rollback_copy.clone()
-    } else {
-        backup.clone()
-    };
-    let replaced = match (&app, &new_app) {
-        (Some(app), Some(new_app)) => replace_app(app, new_app),
-        _ => replace_running(candidate),
-    };
-    if let Err(e) = replaced {
-        tracing::error!("could not replace the launcher: {e}");
-        if restoring {
-            let _ = std::fs::remove_file(&undo_from);
-        }
-        return Some(LauncherOutcome::Failed {
-            release: release.to_string(),
-            reason: format!("{} could not be replaced: {e}", exe.display()),
-        });
     }
-    // The gate: the file now at the launcher's path must run and be the version offered.
+    // The undo: for a single executable, a copy beside the staged one; an .app's old bundle is kept aside
+    // by the swap itself until the new one proved itself.
+    let undo = staging_dir(paths).join(format!("undo{}", std::env::consts::EXE_SUFFIX));
+    let swapped = match (&app, &staged.app) {
+        (Some(app), Some(new_app)) => replace_app(app, new_app).map(Some),
+        _ => save_copy(exe, &undo)
+            .and_then(|()| replace_file(exe, &staged.exe))
+            .map(|()| None),
+    };
+    let outgoing = match swapped {
+        Ok(outgoing) => outgoing,
+        Err(e) => {
+            // Windows' self_replace may fail after moving the running .exe aside: the path must never
+            // stay empty.
+            let mut reason = format!("{} could not be replaced: {e}", exe.display());
+            if app.is_none()
+                && exe.symlink_metadata().is_err()
+                && undo.is_file()
+                && let Err(e2) = put_file_back(&undo, exe)
+            {
+                reason.push_str(&format!(
+                    "; putting it back failed too ({e2}): copy {} to {} by hand",
+                    undo.display(),
+                    exe.display()
+                ));
+            }
+            return failed(reason);
+        }
+    };
+    // The gate: the launcher now at its path must run and be the version offered.
     let proven = test_launcher(exe, paths, SELF_TEST_TIMEOUT).and_then(|v| {
         if &v == offered {
             Ok(())
@@ -760,29 +1000,28 @@ fn replace_with(
         }
     });
     if let Err(reason) = proven {
-        tracing::error!(%reason, "the replaced launcher failed its self-test; putting the previous one back");
-        let put_back = put_file_back(&undo_from, exe);
-        if restoring {
-            let _ = std::fs::remove_file(&undo_from);
-        } else {
+        let put_back = match (&app, &outgoing) {
+            (Some(app), Some(outgoing)) => swap_back(app, outgoing),
+            _ => put_file_back(&undo, exe),
+        };
+        if previous.is_some() {
             record_failed(paths, release, &reason);
         }
-        return Some(LauncherOutcome::Failed {
-            release: release.to_string(),
-            reason: match put_back {
-                Ok(()) => format!("{reason}; the previous launcher was put back"),
-                Err(e) => format!(
-                    "{reason}; putting the previous launcher back failed too ({e}): copy {} to {} by hand",
-                    undo_from.display(),
-                    exe.display()
-                ),
-            },
+        let _ = std::fs::remove_dir_all(staging_dir(paths));
+        return failed(match put_back {
+            Ok(()) => {
+                format!("in place, it failed its self-test ({reason}); the previous launcher was put back")
+            }
+            Err(e) => format!(
+                "in place, it failed its self-test ({reason}), and putting the previous launcher back failed ({e}): copy it back by hand from {}",
+                staging_dir(paths).display()
+            ),
         });
     }
-    if restoring {
-        let _ = std::fs::remove_file(&undo_from);
+    if let Some(outgoing) = outgoing {
+        let _ = std::fs::remove_dir_all(outgoing);
     }
-    let mut state = read_state(paths);
+    let _ = std::fs::remove_dir_all(staging_dir(paths));
     state.last = Some(Replacement {
         from: running.to_string(),
         to: offered.to_string(),
@@ -790,6 +1029,7 @@ fn replace_with(
         at: Utc::now(),
     });
     write_state(paths, &state);
+    *ON_DISK.lock().unwrap_or_else(|p| p.into_inner()) = Some(offered.clone());
     RESTART_PENDING.store(true, Ordering::SeqCst);
     tracing::info!(from = %running, to = %offered, "the launcher was replaced; it runs after a restart");
     Some(LauncherOutcome::Updated {
@@ -799,22 +1039,14 @@ fn replace_with(
     })
 }
 
-/// The `.app` bundle at the top of a bundle folder (macOS releases carry one).
-fn find_app_in(dir: &Path) -> Option<PathBuf> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "app") && p.is_dir())
-}
-
-/// Copies `from` to `to` (made executable), flushed, through a temporary file.
+/// Copies `from` to `to` (made executable), flushed, through a temporary file in `to`'s folder.
 fn save_copy(from: &Path, to: &Path) -> std::io::Result<()> {
     let dir = to.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = tempfile::Builder::new().prefix(".launcher").tempfile_in(dir)?;
-    std::fs::copy(from, tmp.path())?;
-    crate::fsutil::sync_file(tmp.path())?;
+    let mut tmp = tempfile::Builder::new().prefix(".launcher").tempfile_in(dir)?;
+    let mut input = std::fs::File::open(from)?;
+    std::io::copy(&mut input, tmp.as_file_mut())?;
+    tmp.as_file().sync_all()?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -831,10 +1063,24 @@ fn put_file_back(backup: &Path, exe: &Path) -> std::io::Result<()> {
     with_sharing_retry(|| save_copy(backup, exe))
 }
 
-/// Replaces the running executable with `new` (`self_replace`: on Windows the running `.exe` is moved
-/// aside first), retrying while antivirus briefly holds a file.
-fn replace_running(new: &Path) -> std::io::Result<()> {
-    with_sharing_retry(|| self_replace::self_replace(new))
+/// Puts `new` at the running executable's path `exe`. Unix: a flushed copy beside it renamed over it (the
+/// running process keeps its unlinked file), by the path remembered at start, so a second replacement
+/// in one process works too. Windows: `self_replace`, which moves the running `.exe` aside first; retried
+/// while antivirus briefly holds a file, but only while the launcher is still at its path.
+fn replace_file(exe: &Path, new: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        save_copy(new, exe)
+    }
+    #[cfg(not(unix))]
+    {
+        with_sharing_retry(|| {
+            if exe.symlink_metadata().is_err() {
+                return Err(std::io::Error::other("the launcher is no longer at its path"));
+            }
+            self_replace::self_replace(new)
+        })
+    }
 }
 
 fn with_sharing_retry<T>(op: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
@@ -852,27 +1098,51 @@ fn with_sharing_retry<T>(op: impl FnMut() -> std::io::Result<T>) -> std::io::Res
 }
 
 /// Replaces the `.app` bundle `app` with a copy of `new_app`, whole, so its code signature stays sealed:
-/// the copy is made beside it, then the old bundle is renamed aside and the new one renamed in; the old
-/// one is removed last (a running process keeps its mapped executable).
-pub fn replace_app(app: &Path, new_app: &Path) -> std::io::Result<()> {
+/// the copy is made beside it, then the old bundle is renamed aside and the new one renamed in. Returns
+/// where the old one is: removed by the caller once the new one proved itself, or swapped back
+/// ([`swap_back`]). An app missing with its old bundle aside (a crash between the two renames) is put back
+/// first.
+pub fn replace_app(app: &Path, new_app: &Path) -> std::io::Result<PathBuf> {
     let parent = app.parent().unwrap_or(Path::new("."));
     let name = app.file_name().unwrap_or_default().to_string_lossy().into_owned();
-    let incoming = parent.join(format!(".{name}.incoming"));
-    let outgoing = parent.join(format!(".{name}.outgoing"));
-    for stale in [&incoming, &outgoing] {
-        if stale.exists() {
-            std::fs::remove_dir_all(stale)?;
+    let aside = parent.join(format!(".{name}.outgoing"));
+    if app.symlink_metadata().is_err() && aside.is_dir() {
+        std::fs::rename(&aside, app)?;
+    }
+    let incoming = tempfile::Builder::new()
+        .prefix(&format!(".{name}.incoming"))
+        .tempdir_in(parent)?
+        .keep();
+    let result = (|| {
+        copy_tree(new_app, &incoming)?;
+        if aside.exists() {
+            std::fs::remove_dir_all(&aside)?;
         }
-    }
-    copy_tree(new_app, &incoming)?;
-    std::fs::rename(app, &outgoing)?;
-    if let Err(e) = std::fs::rename(&incoming, app) {
-        let _ = std::fs::rename(&outgoing, app);
+        std::fs::rename(app, &aside)?;
+        if let Err(e) = std::fs::rename(&incoming, app) {
+            let _ = std::fs::rename(&aside, app);
+            return Err(e);
+        }
+        crate::fsutil::sync_dir(parent);
+        Ok(aside.clone())
+    })();
+    if result.is_err() {
         let _ = std::fs::remove_dir_all(&incoming);
-        return Err(e);
     }
-    crate::fsutil::sync_dir(parent);
-    let _ = std::fs::remove_dir_all(&outgoing);
+    result
+}
+
+/// Undoes [`replace_app`]: the new bundle out, the old one back.
+fn swap_back(app: &Path, aside: &Path) -> std::io::Result<()> {
+    let parent = app.parent().unwrap_or(Path::new("."));
+    let failed = tempfile::Builder::new()
+        .prefix(".failed")
+        .tempdir_in(parent)?
+        .keep();
+    std::fs::remove_dir(&failed)?;
+    std::fs::rename(app, &failed)?;
+    std::fs::rename(aside, app)?;
+    let _ = std::fs::remove_dir_all(&failed);
     Ok(())
 }
 
@@ -950,7 +1220,7 @@ impl LauncherStatus {
             out.push_str("Launcher replaced: restart it to run the new one\n");
         }
         for (release, reason) in &self.failed {
-            out.push_str(&format!("Launcher of {release} failed its self-test: {reason}\n"));
+            out.push_str(&format!("Launcher of {release} not used: {reason}\n"));
         }
         out
     }
@@ -963,7 +1233,13 @@ pub fn status(paths: &Paths) -> LauncherStatus {
         // Asked once a process (dpkg-query may be slow; an attached window polls the status twice a second).
         placement: {
             static PLACEMENT: OnceLock<Option<Placement>> = OnceLock::new();
-            PLACEMENT.get_or_init(|| running_exe().map(placement)).clone()
+            PLACEMENT
+                .get_or_init(|| {
+                    running_exe()
+                        .filter(|exe| replaceable_launcher(paths, exe))
+                        .map(placement)
+                })
+                .clone()
         },
         restart_pending: restart_pending(),
         last_replacement: state.last,
@@ -1045,11 +1321,18 @@ mod tests {
         std::fs::write(app.join("Contents/stale"), "only in the old one").unwrap();
         #[cfg(unix)]
         std::os::unix::fs::symlink("MacOS/personal-ai-agent", new_app.join("Contents/link")).unwrap();
-        replace_app(&app, &new_app).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(app.join("Contents/MacOS/personal-ai-agent")).unwrap(),
-            "new"
-        );
+        let read =
+            |app: &Path| std::fs::read_to_string(app.join("Contents/MacOS/personal-ai-agent")).unwrap();
+        let aside = replace_app(&app, &new_app).unwrap();
+        assert_eq!(read(&app), "new");
+        // Kept aside until the new one proved itself; swapped back when it did not.
+        swap_back(&app, &aside).unwrap();
+        assert_eq!(read(&app), "old");
+        // A crash right after the old app was renamed aside: the next swap puts it back first.
+        std::fs::rename(&app, &aside).unwrap();
+        let aside = replace_app(&app, &new_app).unwrap();
+        assert_eq!((read(&app), read(&aside)), ("new".to_owned(), "old".to_owned()));
+        std::fs::remove_dir_all(&aside).unwrap();
         assert!(!app.join("Contents/stale").exists());
         #[cfg(unix)]
         assert_eq!(
@@ -1062,6 +1345,57 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(left.len(), 2, "no incoming/outgoing folder left: {left:?}");
+    }
+
+    #[test]
+    fn only_a_launcher_as_the_release_archive_held_it_is_staged() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::under(dir.path());
+        let v: Version = "1.0.0".parse().unwrap();
+        let bundle = crate::updater::installer(&paths).version_dir(&v);
+        std::fs::create_dir_all(&bundle).unwrap();
+        std::fs::write(bundle.join(launcher_file_name()), "as released").unwrap();
+        crate::updater::record_installed_files(&paths, &v).unwrap();
+        let staged = stage_candidate(&paths, &bundle, &v).unwrap();
+        assert_eq!(std::fs::read_to_string(&staged.exe).unwrap(), "as released");
+        assert!(staged.exe.starts_with(staging_dir(&paths)));
+        // Changed in the version folder after the install (the backend runs there): refused.
+        std::fs::write(bundle.join(launcher_file_name()), "changed by the backend").unwrap();
+        let err = stage_candidate(&paths, &bundle, &v).err().unwrap();
+        assert!(err.contains("not the file the release's archive held"), "{err}");
+        // No record of the release's files: nothing to vouch for it.
+        let w: Version = "2.0.0".parse().unwrap();
+        let err = stage_candidate(&paths, &bundle, &w).err().unwrap();
+        assert!(err.contains("no record"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_macos_bundle_stages_its_whole_app_and_nothing_added_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::under(dir.path());
+        let v: Version = "1.0.0".parse().unwrap();
+        let bundle = crate::updater::installer(&paths).version_dir(&v);
+        let macos = bundle.join(APP_NAME).join("Contents/MacOS");
+        std::fs::create_dir_all(&macos).unwrap();
+        std::fs::write(macos.join(launcher_file_name()), "app launcher").unwrap();
+        std::fs::write(bundle.join(APP_NAME).join("Contents/Info.plist"), "plist").unwrap();
+        let link = Path::new(APP_NAME)
+            .join("Contents/MacOS")
+            .join(launcher_file_name());
+        std::os::unix::fs::symlink(&link, bundle.join(launcher_file_name())).unwrap();
+        crate::updater::record_installed_files(&paths, &v).unwrap();
+        let staged = stage_candidate(&paths, &bundle, &v).unwrap();
+        assert!(staged.app.as_ref().unwrap().join("Contents/Info.plist").is_file());
+        assert_eq!(std::fs::read_to_string(&staged.exe).unwrap(), "app launcher");
+        std::fs::write(macos.join("extra"), "added later").unwrap();
+        let err = stage_candidate(&paths, &bundle, &v).err().unwrap();
+        assert!(err.contains("was not in the release's archive"), "{err}");
+        std::fs::remove_file(macos.join("extra")).unwrap();
+        std::fs::remove_file(bundle.join(launcher_file_name())).unwrap();
+        std::os::unix::fs::symlink("elsewhere", bundle.join(launcher_file_name())).unwrap();
+        let err = stage_candidate(&paths, &bundle, &v).err().unwrap();
+        assert!(err.contains("links to elsewhere"), "{err}");
     }
 
     #[test]

@@ -341,6 +341,17 @@ pub(crate) fn record_installed_files(paths: &Paths, version: &Version) -> Result
     crate::fsutil::write_atomic(&files_record(paths, version), &bytes)
 }
 
+/// What [`record_installed_files`] recorded for `version`: each regular file's path (relative to the
+/// version folder, `/`-separated) with its size and SHA256.
+pub(crate) fn installed_file_hashes(
+    paths: &Paths,
+    version: &Version,
+) -> Option<BTreeMap<String, (u64, String)>> {
+    let bytes = std::fs::read(files_record(paths, version)).ok()?;
+    let files: BTreeMap<String, InstalledFile> = serde_json::from_slice(&bytes).ok()?;
+    Some(files.into_iter().map(|(k, f)| (k, (f.size, f.sha256))).collect())
+}
+
 /// Compares `version`'s folder with what [`record_installed_files`] recorded when it was unpacked: every
 /// recorded file present and, when `thorough`, with the same size and SHA256 (files the backend added
 /// since are not a damage). Without a record (installed by an older launcher) only `agent.json` and the

@@ -326,14 +326,16 @@ pub fn supervised_elsewhere(paths: &crate::paths::Paths) -> Option<u32> {
 fn runs_this_launcher(pid: u32) -> bool {
     #[cfg(target_os = "linux")]
     {
-        let (Ok(theirs), Ok(ours)) = (
+        let (Ok(theirs), Some(ours)) = (
             std::fs::read_link(format!("/proc/{pid}/exe")),
-            std::env::current_exe(),
+            crate::selfupdate::running_exe(),
         ) else {
             return true;
         };
+        // A launcher that was replaced on disk while it ran shows as "<path> (deleted)".
+        let theirs = std::path::PathBuf::from(theirs.to_string_lossy().trim_end_matches(" (deleted)"));
         let name = |p: &std::path::Path| p.file_name().map(|n| n.to_owned());
-        theirs == ours || name(&theirs) == name(&ours)
+        theirs == ours || name(&theirs) == name(ours)
     }
     #[cfg(not(target_os = "linux"))]
     {

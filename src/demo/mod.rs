@@ -26,7 +26,14 @@ use crate::platform::Platform;
 
 /// The running launcher, which the demo's bundles run as their backend.
 pub fn this_launcher() -> anyhow::Result<PathBuf> {
-    Ok(std::env::current_exe().map_err(|e| crate::Error::io("find", "the launcher executable", e))?)
+    // The path remembered at start: after the launcher replaced itself, Linux names the running file
+    // "… (deleted)", while the path holds the new launcher.
+    match crate::selfupdate::running_exe() {
+        Some(exe) => Ok(exe.to_path_buf()),
+        None => Ok(
+            std::env::current_exe().map_err(|e| crate::Error::io("find", "the launcher executable", e))?
+        ),
+    }
 }
 
 /// The hidden subcommand that runs this executable as the example agent.

@@ -119,6 +119,23 @@ fn a_newer_launcher_in_a_release_replaces_the_running_one_and_a_rollback_puts_th
     assert_eq!(status["launcher"]["last_replacement"]["to"], "9.1.0");
     assert_eq!(status["launcher"]["placement"]["kind"], "replaceable");
 
+    // A kept launcher that changed since it was kept is not put back.
+    let kept_bytes = std::fs::read(&kept).unwrap();
+    stamp_version(Path::new(LAUNCHER), &kept, "9.9.9").unwrap();
+    let report = s.install_json(&["rollback"]);
+    assert_eq!(report["to"], "1.0.0");
+    assert_eq!(report["launcher"]["outcome"], "failed", "{report}");
+    assert!(
+        report["launcher"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not the one that was kept"),
+        "{report}"
+    );
+    assert_eq!(s.version(), "9.1.0");
+    std::fs::write(&kept, kept_bytes).unwrap();
+    s.install_json(&["install", "--version", "1.1.0"]);
+
     // Going back to 1.0.0 puts its launcher back too.
     let report = s.install_json(&["rollback"]);
     assert_eq!(report["to"], "1.0.0");
@@ -168,7 +185,10 @@ fn a_release_launcher_that_fails_its_self_test_is_not_used_and_not_tried_again()
         "{status}"
     );
     let (_, text, _) = s.cli(&["update", "status"]);
-    assert!(text.contains("Launcher of 1.1.0 failed its self-test"), "{text}");
+    assert!(
+        text.contains("Launcher of 1.1.0 not used: it failed its self-test"),
+        "{text}"
+    );
 }
 
 /// The runner's `run/api.json`, once it names `version`.
