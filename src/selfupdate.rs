@@ -633,14 +633,24 @@ pub fn saved_launcher_dir(paths: &Paths, version: &Version) -> PathBuf {
     paths.install_dir().join("launchers").join(version.to_string())
 }
 
-/// The launcher file on disk now: the running version, or the one this process put in its place.
-fn on_disk_version() -> Option<Version> {
-    let replaced = ON_DISK.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    replaced.or_else(|| Version::parse(launcher_version()).ok())
+/// The version of the launcher file at `exe` now, read from its version slot: the running one, one this
+/// process put there, or one the user installed meanwhile. `None` when it cannot be read.
+fn on_disk_version(exe: &Path) -> Option<Version> {
+    let bytes = std::fs::read(exe).ok()?;
+    let at = find_slot(&bytes)?;
+    let rest = &bytes[at + SLOT_PREFIX.len()..at + SLOT_LEN];
+    let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+    Version::parse(std::str::from_utf8(&rest[..end]).ok()?).ok()
 }
 
-/// The version this process put at the launcher's path (it runs the old one until it restarts).
-static ON_DISK: std::sync::Mutex<Option<Version>> = std::sync::Mutex::new(None);
+/// Where the undo copy of a replaced single executable is kept until the new one proved itself (apart
+/// from the staging folder, which every attempt makes afresh).
+fn undo_path(paths: &Paths) -> PathBuf {
+    paths
+        .install_dir()
+        .join("launcher-undo")
+        .join(launcher_file_name())
+}
 
 /// The name of the app bundle a macOS release carries.
 pub const APP_NAME: &str = "Personal AI Agent.app";
@@ -648,19 +658,23 @@ pub const APP_NAME: &str = "Personal AI Agent.app";
 /// Whether `exe` is the launcher's to replace at all: named as the launcher (not a program using the
 /// engine, not one renamed by hand) and not running from inside an installed version.
 fn replaceable_launcher(paths: &Paths, exe: &Path) -> bool {
+    // `exe` is canonical (`running_exe`): compare with the canonical install folder (Windows' `\\?\`
+    // form, links in the data path).
+    let install = std::fs::canonicalize(paths.install_dir()).unwrap_or_else(|_| paths.install_dir());
     exe.file_name() == Some(std::ffi::OsStr::new(&launcher_file_name()))
+        && !exe.starts_with(&install)
         && !exe.starts_with(paths.install_dir())
 }
 
-/// After `release` (in `bundle_dir`) was installed and proved healthy, with `previous` current before:
-/// replaces the running launcher with the bundle's when it is newer (see the module's picture). `None`:
-/// nothing to do. Called with the install lock held.
-pub fn update_from_bundle(
-    paths: &Paths,
-    bundle_dir: &Path,
-    release: &Version,
-    previous: Option<&Version>,
-) -> Option<LauncherOutcome> {
+/// The bundle's launcher, copied and checked right after the archive was unpacked, before any backend ran
+/// in the version folder (and so before anything could change the folder or its file list).
+pub struct Prepared {
+    staged: Result<Staged, String>,
+}
+
+/// Stages the launcher `release`'s bundle carries, when there is one to consider: called with the install
+/// lock held, right after the unpacked files were recorded and before the new backend starts.
+pub fn prepare(paths: &Paths, bundle_dir: &Path, release: &Version) -> Option<Prepared> {
     let exe = running_exe()?;
     let candidate = bundle_dir.join(launcher_file_name());
     if candidate.symlink_metadata().is_err() {
@@ -674,6 +688,29 @@ pub fn update_from_bundle(
         tracing::debug!(%release, "this release's launcher failed before");
         return None;
     }
+    Some(Prepared {
+        staged: stage_candidate(paths, bundle_dir, release),
+    })
+}
+
+/// Forgets a prepared launcher (the update was rolled back).
+pub fn discard(paths: &Paths, prepared: Option<Prepared>) {
+    if prepared.is_some() {
+        let _ = std::fs::remove_dir_all(staging_dir(paths));
+    }
+}
+
+/// After `release` was installed and proved healthy, with `previous` current before: replaces the
+/// running launcher with the one [`prepare`] staged when it is newer (see the module's picture). `None`:
+/// nothing to do. Called with the install lock held.
+pub fn update_from_bundle(
+    paths: &Paths,
+    prepared: Option<Prepared>,
+    release: &Version,
+    previous: Option<&Version>,
+) -> Option<LauncherOutcome> {
+    let prepared = prepared?;
+    let exe = running_exe()?;
     let fail = |reason: String, record: bool| {
         tracing::error!(%release, %reason, "the release's launcher is not used; keeping this one");
         if record {
@@ -684,9 +721,7 @@ pub fn update_from_bundle(
             reason,
         })
     };
-    // What is tested and put in place is a private copy, checked against what the release's archive
-    // held: never the file in the version folder, which the backend (running there) could have changed.
-    let staged = match stage_candidate(paths, bundle_dir, release) {
+    let staged = match prepared.staged {
         Ok(staged) => staged,
         Err(reason) => return fail(reason, true),
     };
@@ -694,8 +729,19 @@ pub fn update_from_bundle(
         Ok(v) => v,
         Err(reason) => return fail(format!("it failed its self-test: {reason}"), true),
     };
-    let running = on_disk_version()?;
+    let Some(running) = on_disk_version(exe) else {
+        let _ = std::fs::remove_dir_all(staging_dir(paths));
+        return fail(
+            format!(
+                "the launcher at {} cannot be read, so it is not replaced; if it is missing, copy {} there",
+                exe.display(),
+                staged.exe.display()
+            ),
+            false,
+        );
+    };
     if offered <= running {
+        let _ = std::fs::remove_dir_all(staging_dir(paths));
         return None;
     }
     replace_with(paths, exe, &staged, &running, &offered, release, previous)
@@ -708,7 +754,7 @@ pub fn restore_for(paths: &Paths, target: &Version) -> Option<LauncherOutcome> {
     let exe = running_exe()?;
     let dir = saved_launcher_dir(paths, target);
     let state = read_state(paths);
-    let running = on_disk_version()?;
+    let running = on_disk_version(exe)?;
     let ours = state.last.as_ref().is_some_and(|r| r.to == running.to_string());
     if !dir.exists() || !replaceable_launcher(paths, exe) || !ours {
         return None;
@@ -729,6 +775,7 @@ pub fn restore_for(paths: &Paths, target: &Version) -> Option<LauncherOutcome> {
         Err(reason) => return fail(format!("it failed its self-test: {reason}")),
     };
     if offered == running {
+        let _ = std::fs::remove_dir_all(staging_dir(paths));
         return None;
     }
     replace_with(paths, exe, &staged, &running, &offered, target, None)
@@ -828,29 +875,19 @@ fn stage_candidate(paths: &Paths, bundle_dir: &Path, release: &Version) -> Resul
 fn stage_saved(paths: &Paths, dir: &Path, sha256: Option<&String>) -> Result<Staged, String> {
     let name = launcher_file_name();
     let staging = fresh_staging(paths)?;
-    let (staged, exe) = if dir.join(APP_NAME).is_dir() {
+    let staged = if dir.join(APP_NAME).is_dir() {
         let app = staging.join(APP_NAME);
         copy_tree(&dir.join(APP_NAME), &app).map_err(|e| e.to_string())?;
-        let exe = app.join("Contents/MacOS").join(&name);
-        (
-            Staged {
-                exe: exe.clone(),
-                app: Some(app),
-            },
-            exe,
-        )
+        Staged {
+            exe: app.join("Contents/MacOS").join(&name),
+            app: Some(app),
+        }
     } else {
         let exe = staging.join(&name);
         save_copy(&dir.join(&name), &exe).map_err(|e| format!("copying the kept launcher: {e}"))?;
-        (
-            Staged {
-                exe: exe.clone(),
-                app: None,
-            },
-            exe,
-        )
+        Staged { exe, app: None }
     };
-    let actual = crate::verify::sha256_file(&exe).map_err(|e| e.to_string())?;
+    let actual = tree_digest(staged.app.as_deref().unwrap_or(&staged.exe)).map_err(|e| e.to_string())?;
     if sha256 != Some(&actual) {
         return Err(format!(
             "the launcher kept in {} is not the one that was kept (its SHA256 differs or was not recorded)",
@@ -913,8 +950,33 @@ fn replace_with(
             reason,
         })
     };
+    if exe.symlink_metadata().is_err() {
+        let _ = std::fs::remove_dir_all(staging_dir(paths));
+        let aside = app_bundle_of(exe).and_then(|app| {
+            let name = app.file_name()?.to_string_lossy().into_owned();
+            let aside = app.parent()?.join(format!(".{name}.outgoing"));
+            aside.is_dir().then_some((aside, app))
+        });
+        return failed(format!(
+            "the launcher is missing from {}{}",
+            exe.display(),
+            match aside {
+                Some((aside, app)) => format!(
+                    " (an interrupted replacement): rename {} to {}",
+                    aside.display(),
+                    app.display()
+                ),
+                None if undo_path(paths).is_file() => format!(
+                    " (an interrupted replacement?): copy {} there",
+                    undo_path(paths).display()
+                ),
+                None => String::new(),
+            }
+        ));
+    }
     let placement = placement(exe);
     if let Some((reason, advice)) = placement.refusal() {
+        let _ = std::fs::remove_dir_all(staging_dir(paths));
         tracing::warn!(%offered, %reason, %advice, "not replacing the launcher");
         return Some(LauncherOutcome::Refused {
             version: offered.to_string(),
@@ -929,25 +991,46 @@ fn replace_with(
             version: offered.to_string(),
             path: exe.to_path_buf(),
             reason: "this launcher already replaced itself and has not restarted yet".into(),
-            advice: "restart it (Restart now in the window, or start it again), then install again".into(),
+            advice: "restart it (Restart now in the window, or start it again), then try again".into(),
         });
     }
-    let app = app_bundle_of(exe).filter(|_| staged.app.is_some());
+    let app = app_bundle_of(exe);
+    if app.is_some() != staged.app.is_some() {
+        // An .app must be replaced whole (its signature seals every file), and a bare launcher must not
+        // become an .app's insides.
+        let _ = std::fs::remove_dir_all(staging_dir(paths));
+        return failed(match &app {
+            Some(app) => format!(
+                "the launcher runs from {} but the release carries no {APP_NAME} to replace it whole",
+                app.display()
+            ),
+            None => format!("the release carries {APP_NAME}, but this launcher is not one"),
+        });
+    }
     // The launcher (or its .app) that runs now, kept for a rollback to the version current before.
     let mut state = read_state(paths);
     if let Some(previous) = previous {
         let dir = saved_launcher_dir(paths, previous);
+        // Made beside the old kept copy and renamed over it, so a failure leaves the old one whole.
+        let fresh = dir.with_extension("incoming");
         let kept = (|| -> std::io::Result<String> {
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir)?;
-            match &app {
+            let _ = std::fs::remove_dir_all(&fresh);
+            std::fs::create_dir_all(&fresh)?;
+            let copy = match &app {
                 Some(app) => {
-                    copy_tree(app, &dir.join(APP_NAME))?;
-                    crate::fsutil::sync_dir(&dir);
+                    copy_tree(app, &fresh.join(APP_NAME))?;
+                    fresh.join(APP_NAME)
                 }
-                None => save_copy(exe, &dir.join(launcher_file_name()))?,
-            }
-            crate::verify::sha256_file(exe).map_err(|e| std::io::Error::other(e.to_string()))
+                None => {
+                    save_copy(exe, &fresh.join(launcher_file_name()))?;
+                    fresh.join(launcher_file_name())
+                }
+            };
+            let digest = tree_digest(&copy)?;
+            crate::fsutil::sync_dir(&fresh);
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::rename(&fresh, &dir)?;
+            Ok(digest)
         })();
         match kept {
             Ok(sha256) => {
@@ -964,7 +1047,7 @@ fn replace_with(
     }
     // The undo: for a single executable, a copy beside the staged one; an .app's old bundle is kept aside
     // by the swap itself until the new one proved itself.
-    let undo = staging_dir(paths).join(format!("undo{}", std::env::consts::EXE_SUFFIX));
+    let undo = undo_path(paths);
     let swapped = match (&app, &staged.app) {
         (Some(app), Some(new_app)) => replace_app(app, new_app).map(Some),
         _ => save_copy(exe, &undo)
@@ -1004,17 +1087,20 @@ fn replace_with(
             (Some(app), Some(outgoing)) => swap_back(app, outgoing),
             _ => put_file_back(&undo, exe),
         };
-        if previous.is_some() {
-            record_failed(paths, release, &reason);
-        }
+        record_failed(paths, release, &reason);
         let _ = std::fs::remove_dir_all(staging_dir(paths));
         return failed(match put_back {
             Ok(()) => {
+                let _ = std::fs::remove_file(&undo);
                 format!("in place, it failed its self-test ({reason}); the previous launcher was put back")
             }
             Err(e) => format!(
-                "in place, it failed its self-test ({reason}), and putting the previous launcher back failed ({e}): copy it back by hand from {}",
-                staging_dir(paths).display()
+                "in place, it failed its self-test ({reason}), and putting the previous launcher back failed ({e}): copy {} to {} by hand",
+                match (&app, &outgoing) {
+                    (Some(_), Some(outgoing)) => outgoing.display().to_string(),
+                    _ => undo.display().to_string(),
+                },
+                app.as_deref().unwrap_or(exe).display()
             ),
         });
     }
@@ -1022,6 +1108,7 @@ fn replace_with(
         let _ = std::fs::remove_dir_all(outgoing);
     }
     let _ = std::fs::remove_dir_all(staging_dir(paths));
+    let _ = std::fs::remove_file(&undo);
     state.last = Some(Replacement {
         from: running.to_string(),
         to: offered.to_string(),
@@ -1029,8 +1116,8 @@ fn replace_with(
         at: Utc::now(),
     });
     write_state(paths, &state);
-    *ON_DISK.lock().unwrap_or_else(|p| p.into_inner()) = Some(offered.clone());
-    RESTART_PENDING.store(true, Ordering::SeqCst);
+    // A restart changes something only when the file now differs from the code running.
+    RESTART_PENDING.store(offered.to_string() != launcher_version(), Ordering::SeqCst);
     tracing::info!(from = %running, to = %offered, "the launcher was replaced; it runs after a restart");
     Some(LauncherOutcome::Updated {
         from: running.to_string(),
@@ -1141,7 +1228,11 @@ fn swap_back(app: &Path, aside: &Path) -> std::io::Result<()> {
         .keep();
     std::fs::remove_dir(&failed)?;
     std::fs::rename(app, &failed)?;
-    std::fs::rename(aside, app)?;
+    if let Err(e) = std::fs::rename(aside, app) {
+        // Never leave the app's place empty: the new one goes back while the old one stays aside.
+        let _ = std::fs::rename(&failed, app);
+        return Err(e);
+    }
     let _ = std::fs::remove_dir_all(&failed);
     Ok(())
 }
@@ -1160,11 +1251,50 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
             std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
             #[cfg(not(unix))]
             std::fs::copy(entry.path(), &target).map(|_| ())?;
-        } else {
+        } else if kind.is_file() {
             std::fs::copy(entry.path(), &target)?;
+        } else {
+            return Err(std::io::Error::other(format!(
+                "{} is neither a file, a folder nor a link",
+                entry.path().display()
+            )));
         }
     }
     Ok(())
+}
+
+/// The SHA256 of a file, or of a folder as the sorted list of its entries (path, kind, the SHA256 of
+/// each file, the target of each link): what a kept launcher is checked against before it is put back.
+fn tree_digest(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest as _;
+    let meta = path.symlink_metadata()?;
+    if meta.is_file() {
+        return crate::verify::sha256_file(path).map_err(|e| std::io::Error::other(e.to_string()));
+    }
+    let mut lines = Vec::new();
+    let mut stack = vec![(path.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let child = format!("{rel}/{}", entry.file_name().to_string_lossy());
+            if kind.is_dir() {
+                lines.push(format!("d {child}"));
+                stack.push((entry.path(), child));
+            } else if kind.is_symlink() {
+                lines.push(format!(
+                    "l {child} {}",
+                    std::fs::read_link(entry.path())?.display()
+                ));
+            } else {
+                let sha = crate::verify::sha256_file(&entry.path())
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                lines.push(format!("f {child} {sha}"));
+            }
+        }
+    }
+    lines.sort();
+    Ok(hex::encode(sha2::Sha256::digest(lines.join("\n").as_bytes())))
 }
 
 /// Removes kept launchers of versions no longer installed.

@@ -1236,6 +1236,8 @@ impl Updater {
         if let Err(e) = record_installed_files(&self.paths, &version) {
             tracing::warn!("could not record the files of {version}: {e}");
         }
+        // The launcher the bundle carries is copied and checked now, before its backend runs in the folder.
+        let launcher = crate::selfupdate::prepare(&self.paths, &outcome.dir, &version);
         // Models a release carries are moved into the shared folder only once no backend runs (see
         // `launch_plan`), and never at the expense of another installed version.
         let stopped_at = match stopped_at {
@@ -1267,12 +1269,8 @@ impl Updater {
                 });
                 // The backend is proven; now the launcher, gated the same way (and never undoing the
                 // backend's update when it fails).
-                let launcher = crate::selfupdate::update_from_bundle(
-                    &self.paths,
-                    &outcome.dir,
-                    &version,
-                    previous.as_ref(),
-                );
+                let launcher =
+                    crate::selfupdate::update_from_bundle(&self.paths, launcher, &version, previous.as_ref());
                 if let Ok(installed) = installer.installed_versions() {
                     crate::selfupdate::prune_saved(&self.paths, &installed);
                 }
@@ -1291,6 +1289,7 @@ impl Updater {
                 })
             }
             Err(reason) => {
+                crate::selfupdate::discard(&self.paths, launcher);
                 on_event(UpdateEvent::RollingBack {
                     from: version.clone(),
                     to: previous.clone(),
