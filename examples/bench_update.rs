@@ -266,6 +266,8 @@ fn publish(
         minisign_password: None,
         published_at: chrono::Utc::now(),
         notes: None,
+        also_tar_gz: false,
+        delta_from: Vec::new(),
     })?;
     Ok(())
 }

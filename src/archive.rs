@@ -1,5 +1,5 @@
-//! Release bundles as archives: packing a bundle folder into a `.tar.gz` or `.zip`, and unpacking one
-//! without trusting it.
+//! Release bundles as archives: packing a bundle folder into a `.tar.zst`, `.tar.gz` or `.zip`, and
+//! unpacking one without trusting it, verifying its SHA256 on the way.
 //!
 //! A bundle archive holds exactly one top folder, [`bundle_root_name`] (`PersonalAIAgent-linux-x86_64-1.2.0/`),
 //! with the launcher, `backend/` and `agent.json` inside. [`create_archive`] writes the entries in sorted
@@ -24,6 +24,15 @@
 //!
 //! The destination must be missing or empty; on any error, what was unpacked is removed again.
 //!
+//! [`extract_archive_checked`] hashes the archive's bytes as they are unpacked (on a second thread, see
+//! `hashing.rs`) and compares the hash with the expected one after the last byte, trailing bytes included:
+//! the bytes that were checked are the bytes that were unpacked, so nothing can change the file between a
+//! check and its use, and the file is read once. A mismatch removes what was unpacked. (A `.zip` is read
+//! from its end first, so it is hashed through the same open handle before it is unpacked.) Each file
+//! unpacked is hashed too and reported ([`FileRecord`]), which is what the installer records and what a
+//! delta update checks its base against; on Linux its write-back starts as soon as it is written
+//! (`sync_file_range`), so flushing the finished tree afterwards mostly waits for writes already under way.
+//!
 //! Platform notes: on Windows, symbolic links in a bundle are refused (creating them needs a privilege most
 //! users lack; Windows bundles should not contain any) and permissions are not applied.
 
@@ -34,6 +43,10 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
+use sha2::{Digest, Sha256};
+
+use crate::hashing::HashingReader;
+
 /// How many symbolic links one path may pass through before we call it a loop (Linux uses 40 too).
 const MAX_LINK_HOPS: usize = 40;
 /// A symbolic link's target is a path; anything longer than this in a zip entry is not one.
@@ -42,7 +55,9 @@ const MAX_LINK_TARGET_BYTES: u64 = 4096;
 /// The archive formats a bundle can take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ArchiveKind {
-    /// `.tar.gz` (or `.tgz`): Linux and macOS.
+    /// `.tar.zst` (or `.tzst`): what `release pack` writes for Linux and macOS.
+    TarZst,
+    /// `.tar.gz` (or `.tgz`): Linux and macOS, what launchers before 0.2 read.
     TarGz,
     /// `.zip` with deflate: Windows.
     Zip,
@@ -52,7 +67,9 @@ impl ArchiveKind {
     /// The kind a file name's suffix says, case-insensitively; `None` for anything else.
     pub fn from_file_name(name: &str) -> Option<Self> {
         let lower = name.to_ascii_lowercase();
-        if lower.ends_with(".tar.gz") || lower.ends_with(".tgz") {
+        if lower.ends_with(".tar.zst") || lower.ends_with(".tzst") {
+            Some(ArchiveKind::TarZst)
+        } else if lower.ends_with(".tar.gz") || lower.ends_with(".tgz") {
             Some(ArchiveKind::TarGz)
         } else if lower.ends_with(".zip") {
             Some(ArchiveKind::Zip)
@@ -61,17 +78,18 @@ impl ArchiveKind {
         }
     }
 
-    /// The usual archive kind for bundles of an OS: `.zip` on Windows, `.tar.gz` elsewhere.
+    /// The usual archive kind for bundles of an OS: `.zip` on Windows, `.tar.zst` elsewhere.
     pub fn for_os(os: crate::platform::Os) -> Self {
         match os {
             crate::platform::Os::Windows => ArchiveKind::Zip,
-            _ => ArchiveKind::TarGz,
+            _ => ArchiveKind::TarZst,
         }
     }
 
-    /// The file suffix, with its dot: `.tar.gz` or `.zip`.
+    /// The file suffix, with its dot: `.tar.zst`, `.tar.gz` or `.zip`.
     pub const fn extension(self) -> &'static str {
         match self {
+            ArchiveKind::TarZst => ".tar.zst",
             ArchiveKind::TarGz => ".tar.gz",
             ArchiveKind::Zip => ".zip",
         }
@@ -166,8 +184,18 @@ pub enum ArchiveError {
         source: io::Error,
     },
 
-    #[error("{} is not a .tar.gz, .tgz or .zip file; bundles come only in those forms", archive.display())]
+    #[error("{} is not a .tar.zst, .tar.gz, .tgz or .zip file; bundles come only in those forms", archive.display())]
     UnsupportedKind { archive: PathBuf },
+
+    #[error(
+        "{} does not match the SHA256 its release vouches for (expected {expected}, read {actual}): it changed or was damaged after it was downloaded, so nothing was installed; run the update again to download it afresh",
+        archive.display()
+    )]
+    ChecksumMismatch {
+        archive: PathBuf,
+        expected: String,
+        actual: String,
+    },
 
     #[error("{} is damaged and cannot be read ({reason}); delete it and download it again", archive.display())]
     Corrupt { archive: PathBuf, reason: String },
@@ -259,7 +287,22 @@ pub fn create_archive(
     let writer = BufWriter::new(temp.as_file());
     let root = Path::new(root_name);
     match kind {
-        ArchiveKind::TarGz => write_tar_gz(bundle_dir, root, &items, writer, temp.path())?,
+        ArchiveKind::TarZst => {
+            let mut zstd = zstd::stream::write::Encoder::new(writer, ZSTD_LEVEL)
+                .map_err(io_error("compress", temp.path()))?;
+            // Several threads when the machine has them; the frames are the same whatever their number.
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+            zstd.multithread(threads).map_err(io_error("compress", temp.path()))?;
+            let zstd = write_tar(bundle_dir, root, &items, zstd, temp.path())?;
+            let mut writer = zstd.finish().map_err(io_error("write", temp.path()))?;
+            writer.flush().map_err(io_error("write", temp.path()))?;
+        }
+        ArchiveKind::TarGz => {
+            let gz = flate2::GzBuilder::new().write(writer, flate2::Compression::default());
+            let gz = write_tar(bundle_dir, root, &items, gz, temp.path())?;
+            let mut writer = gz.finish().map_err(io_error("write", temp.path()))?;
+            writer.flush().map_err(io_error("write", temp.path()))?;
+        }
         ArchiveKind::Zip => write_zip(bundle_dir, root_name, &items, writer, temp.path())?,
     }
     temp.as_file()
@@ -303,7 +346,7 @@ fn collect_items(base: &Path, rel: &Path, items: &mut Vec<(PathBuf, PackItem)>) 
             items.push((
                 child_rel,
                 PackItem::File {
-                    mode: file_mode(&meta, &child),
+                    mode: pack_mode(&meta, &child),
                 },
             ));
         } else {
@@ -317,7 +360,7 @@ fn collect_items(base: &Path, rel: &Path, items: &mut Vec<(PathBuf, PackItem)>) 
 }
 
 #[cfg(unix)]
-fn file_mode(meta: &fs::Metadata, _path: &Path) -> u32 {
+pub(crate) fn pack_mode(meta: &fs::Metadata, _path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     if meta.permissions().mode() & 0o111 != 0 {
         0o755
@@ -329,7 +372,7 @@ fn file_mode(meta: &fs::Metadata, _path: &Path) -> u32 {
 /// Windows has no executable bit; programs and scripts are marked executable so a bundle packed on Windows
 /// for another OS still runs there.
 #[cfg(not(unix))]
-fn file_mode(_meta: &fs::Metadata, path: &Path) -> u32 {
+pub(crate) fn pack_mode(_meta: &fs::Metadata, path: &Path) -> u32 {
     let executable = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
         ["exe", "bat", "cmd", "ps1", "sh"]
             .iter()
@@ -338,15 +381,19 @@ fn file_mode(_meta: &fs::Metadata, path: &Path) -> u32 {
     if executable { 0o755 } else { 0o644 }
 }
 
-fn write_tar_gz(
+/// The zstd level `release pack` uses: about gzip's speed to pack with a smaller result, and zstd's
+/// unpacking speed whatever the level.
+const ZSTD_LEVEL: i32 = 12;
+
+/// Writes the tar stream into `writer` (a compressor) and hands the compressor back to be finished.
+fn write_tar<W: Write>(
     base: &Path,
     root: &Path,
     items: &[(PathBuf, PackItem)],
-    writer: impl Write,
+    writer: W,
     out: &Path,
-) -> Result<(), ArchiveError> {
-    let gz = flate2::GzBuilder::new().write(writer, flate2::Compression::default());
-    let mut builder = tar::Builder::new(gz);
+) -> Result<W, ArchiveError> {
+    let mut builder = tar::Builder::new(writer);
     builder.mode(tar::HeaderMode::Deterministic);
     builder.follow_symlinks(false);
     let mut root_header = dir_header();
@@ -387,10 +434,7 @@ fn write_tar_gz(
             }
         }
     }
-    let gz = builder.into_inner().map_err(io_error("write", out))?;
-    let mut writer = gz.finish().map_err(io_error("write", out))?;
-    writer.flush().map_err(io_error("write", out))?;
-    Ok(())
+    builder.into_inner().map_err(io_error("write", out))
 }
 
 fn dir_header() -> tar::Header {
@@ -464,9 +508,46 @@ fn zip_name(root_name: &str, rel: &Path) -> Option<String> {
 // ---------------------------------------------------------------------------------------------------------
 // Unpacking
 
+/// One regular file as unpacked (or as a release lists it): size, SHA256 and permission bits.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileRecord {
+    pub size: u64,
+    /// Lowercase hex.
+    pub sha256: String,
+    /// The permission bits as unpacked: `0o755` or `0o644` for what `release pack` writes.
+    pub mode: u32,
+}
+
+/// What [`extract_archive_checked`] unpacked.
+#[derive(Clone, Debug)]
+pub struct Extracted {
+    /// The bundle root (see [`extract_archive`]).
+    pub root: PathBuf,
+    /// Every regular file under the root, by its `/`-separated path relative to the root.
+    pub files: std::collections::BTreeMap<String, FileRecord>,
+    /// The SHA256 of the whole archive file, as it was read.
+    pub sha256: String,
+}
+
+/// The permission bits a file gets when unpacked from `mode` (see [`set_mode`]).
+pub fn unpacked_mode(mode: u32) -> u32 {
+    (mode & 0o755) | 0o600
+}
+
 /// Unpacks `archive` (its kind taken from its name) into `dest`, which must be missing or empty. Returns the
 /// bundle root: the single top folder when the archive holds exactly one, otherwise `dest` itself.
 pub fn extract_archive(archive: &Path, dest: &Path, limits: &ExtractLimits) -> Result<PathBuf, ArchiveError> {
+    extract_archive_checked(archive, dest, limits, None).map(|extracted| extracted.root)
+}
+
+/// [`extract_archive`], hashing the archive as it is read: when `expected_sha256` is given and the bytes
+/// read do not have it, what was unpacked is removed and [`ArchiveError::ChecksumMismatch`] returned.
+pub fn extract_archive_checked(
+    archive: &Path,
+    dest: &Path,
+    limits: &ExtractLimits,
+    expected_sha256: Option<&str>,
+) -> Result<Extracted, ArchiveError> {
     let name = archive.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let kind = ArchiveKind::from_file_name(name).ok_or_else(|| ArchiveError::UnsupportedKind {
         archive: archive.to_path_buf(),
@@ -493,19 +574,41 @@ pub fn extract_archive(archive: &Path, dest: &Path, limits: &ExtractLimits) -> R
         entries: 0,
         symlinks: Vec::new(),
         top_level: BTreeSet::new(),
+        files: std::collections::BTreeMap::new(),
+        copy_buffer: vec![0; COPY_BUFFER],
     };
     let result = match kind {
-        ArchiveKind::TarGz => extractor.unpack_tar_gz(),
+        ArchiveKind::TarZst | ArchiveKind::TarGz => extractor.unpack_tar(kind),
         ArchiveKind::Zip => extractor.unpack_zip(),
     }
-    .and_then(|()| {
+    .and_then(|sha256| {
+        if let Some(expected) = expected_sha256
+            && !expected.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(ArchiveError::ChecksumMismatch {
+                archive: archive.to_path_buf(),
+                expected: expected.to_ascii_lowercase(),
+                actual: sha256,
+            });
+        }
         // Known only now that every entry is in: the folder links must stay inside.
         let root = extractor.bundle_root_rel();
         extractor.create_symlinks(&root)?;
-        Ok(dest.join(root))
+        let files = std::mem::take(&mut extractor.files)
+            .into_iter()
+            .filter_map(|(rel, record)| {
+                let inside = rel.strip_prefix(&root).ok()?;
+                Some((inside.to_string_lossy().replace('\\', "/"), record))
+            })
+            .collect();
+        Ok(Extracted {
+            root: dest.join(root),
+            files,
+            sha256,
+        })
     });
     match result {
-        Ok(bundle_root) => Ok(bundle_root),
+        Ok(extracted) => Ok(extracted),
         Err(e) => {
             // Leave nothing half-unpacked behind: the caller asked for an empty (or missing) folder.
             if dest_existed {
@@ -538,7 +641,13 @@ struct Extractor<'a> {
     entries: u64,
     symlinks: Vec<PendingLink>,
     top_level: BTreeSet<OsString>,
+    /// Every regular file written, by its path relative to the destination.
+    files: std::collections::BTreeMap<PathBuf, FileRecord>,
+    copy_buffer: Vec<u8>,
 }
+
+/// The buffer files are written through: few system calls, little memory.
+const COPY_BUFFER: usize = 1024 * 1024;
 
 /// What an entry is, once its format-specific header is read.
 enum EntryKind {
@@ -564,14 +673,34 @@ impl Extractor<'_> {
         }
     }
 
-    fn open_archive(&self) -> Result<BufReader<File>, ArchiveError> {
+    fn hashing_reader(&self) -> Result<HashingReader<File>, ArchiveError> {
         let file = File::open(self.archive).map_err(io_error("open", self.archive))?;
-        Ok(BufReader::with_capacity(256 * 1024, file))
+        HashingReader::new(file).map_err(io_error("start hashing", self.archive))
     }
 
-    fn unpack_tar_gz(&mut self) -> Result<(), ArchiveError> {
-        let gz = flate2::read::GzDecoder::new(self.open_archive()?);
-        let mut tar = tar::Archive::new(gz);
+    /// Unpacks a `.tar.zst` or `.tar.gz`, hashing the file as it is read; returns the file's SHA256.
+    fn unpack_tar(&mut self, kind: ArchiveKind) -> Result<String, ArchiveError> {
+        let reader = BufReader::with_capacity(256 * 1024, self.hashing_reader()?);
+        let reader = if kind == ArchiveKind::TarZst {
+            let mut zstd = zstd::stream::read::Decoder::with_buffer(reader).map_err(|e| self.corrupt(e))?;
+            // Bundles are packed with a window far below this; it bounds what a hostile frame may ask for.
+            zstd.window_log_max(27).map_err(|e| self.corrupt(e))?;
+            let mut tar = tar::Archive::new(zstd);
+            self.unpack_tar_entries(&mut tar)?;
+            tar.into_inner().finish()
+        } else {
+            let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(reader));
+            self.unpack_tar_entries(&mut tar)?;
+            tar.into_inner().into_inner()
+        };
+        let (sha256, _) = reader
+            .into_inner()
+            .finish()
+            .map_err(io_error("read", self.archive))?;
+        Ok(sha256)
+    }
+
+    fn unpack_tar_entries<R: Read>(&mut self, tar: &mut tar::Archive<R>) -> Result<(), ArchiveError> {
         let entries = tar.entries().map_err(|e| self.corrupt(e))?;
         for entry in entries {
             let mut entry = entry.map_err(|e| self.corrupt(e))?;
@@ -618,8 +747,16 @@ impl Extractor<'_> {
         self.unsafe_entry(name, UnsafeReason::SpecialFile { kind })
     }
 
-    fn unpack_zip(&mut self) -> Result<(), ArchiveError> {
-        let mut zip = zip::ZipArchive::new(self.open_archive()?).map_err(|e| self.corrupt(e))?;
+    /// Unpacks a `.zip`. Its directory is at its end, so it cannot be unpacked in one pass: it is hashed
+    /// through the handle it is then unpacked from. Returns the file's SHA256.
+    fn unpack_zip(&mut self) -> Result<String, ArchiveError> {
+        let mut file = File::open(self.archive).map_err(io_error("open", self.archive))?;
+        let (sha256, _) = HashingReader::new(&mut file)
+            .and_then(HashingReader::finish)
+            .map_err(io_error("read", self.archive))?;
+        io::Seek::rewind(&mut file).map_err(io_error("read", self.archive))?;
+        let mut zip = zip::ZipArchive::new(BufReader::with_capacity(256 * 1024, file))
+            .map_err(|e| self.corrupt(e))?;
         for index in 0..zip.len() {
             let mut file = zip.by_index(index).map_err(|e| self.corrupt(e))?;
             let name = String::from_utf8_lossy(file.name_raw()).into_owned();
@@ -651,7 +788,7 @@ impl Extractor<'_> {
             let size = file.size();
             self.unpack_entry(&name, kind, size, &mut file)?;
         }
-        Ok(())
+        Ok(sha256)
     }
 
     /// Checks and writes one entry (links are only recorded, see [`Extractor::create_symlinks`]).
@@ -689,18 +826,35 @@ impl Extractor<'_> {
                 }
                 let mut file = self.create_file(name, &rel)?;
                 // Count what is really written: a header's size can lie, a zip's often does in a bomb.
-                let copied = io::copy(&mut data.take(remaining + 1), &mut file).map_err(|e| {
-                    if e.kind() == io::ErrorKind::WriteZero || e.raw_os_error().is_some() {
-                        io_error("write", &path)(e)
-                    } else {
-                        self.corrupt(format!("entry `{name}`: {e}"))
-                    }
-                })?;
+                let mut hasher = Sha256::new();
+                let mut copied: u64 = 0;
+                let mut limited = data.take(remaining + 1);
+                loop {
+                    let n = match limited.read(&mut self.copy_buffer) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(self.corrupt(format!("entry `{name}`: {e}"))),
+                    };
+                    file.write_all(&self.copy_buffer[..n])
+                        .map_err(io_error("write", &path))?;
+                    hasher.update(&self.copy_buffer[..n]);
+                    copied += n as u64;
+                }
                 if copied > remaining {
                     return Err(self.too_large(name));
                 }
                 self.written_bytes += copied;
                 set_mode(&file, mode, &path)?;
+                crate::fsutil::start_writeback(&file);
+                self.files.insert(
+                    rel.clone(),
+                    FileRecord {
+                        size: copied,
+                        sha256: hex::encode(hasher.finalize()),
+                        mode: unpacked_mode(mode),
+                    },
+                );
             }
             EntryKind::HardLink { target } => {
                 let target_name = target.to_string_lossy().into_owned();
@@ -714,6 +868,9 @@ impl Extractor<'_> {
                     return Err(self.unsafe_entry(name, bad_target()));
                 }
                 self.prepare_parent(name, &rel)?;
+                if let Some(record) = self.files.get(&target_rel).cloned() {
+                    self.files.insert(rel.clone(), record);
+                }
                 if fs::hard_link(&target_path, &path).is_err() {
                     // Some file systems (FAT, some network shares) have no hard links: a copy reads the same.
                     let copied = fs::copy(&target_path, &path).map_err(io_error("copy to", &path))?;
@@ -872,7 +1029,7 @@ fn set_mode(file: &File, mode: u32, path: &Path) -> Result<(), ArchiveError> {
     use std::os::unix::fs::PermissionsExt;
     // Keep read/execute bits, never set-uid/set-gid/sticky or write for others; the owner can always write,
     // so a later cleanup can remove the file.
-    let mode = (mode & 0o755) | 0o600;
+    let mode = unpacked_mode(mode);
     file.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(io_error("set permissions of", path))
 }

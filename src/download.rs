@@ -9,7 +9,8 @@
 //! changed, answers 200 and the download starts over from zero (and says so). Transient failures (5xx, 408,
 //! 429, connection errors) are retried with exponential backoff and jitter; other 4xx answers stop at once.
 //!
-//! Only a file whose size and SHA256 match is renamed (after an fsync) to its final name. A file that does
+//! Only a file whose size and SHA256 match is renamed (after an fsync, unless the caller marks it a cache
+//! it checks again as it reads it: [`DownloadRequest::cache_only`]) to its final name. A file that does
 //! not match is deleted, so a bad download can never cause an update loop. `Authorization` goes only to the
 //! request URL's own origin: reqwest drops it on a redirect that changes scheme, host or port, and redirects
 //! this module follows itself (when the caller's client does not) apply the same rule.
@@ -18,7 +19,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,14 +28,9 @@ use reqwest::blocking::{Client, Response};
 use reqwest::header::{self, HeaderMap};
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-/// Size of one streaming buffer. Large enough that per-buffer overhead (a thread hand-off, a `write`) is
-/// negligible — 1 MiB measured cheaper than 256 KiB, see docs/PERFORMANCE.md — and small enough that the
-/// hashing thread reads data that is still in cache.
-const BUFFER_SIZE: usize = 1024 * 1024;
-/// Buffers in flight between the writer and the hashing thread; memory used is `BUFFERS * BUFFER_SIZE`.
-const BUFFERS: usize = 4;
+use crate::hashing::HashPipeline;
+
 /// At most this many progress events a second (about 10, which is plenty for a progress bar).
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 /// The window over which download speed is measured.
@@ -60,6 +56,10 @@ pub struct DownloadRequest {
     pub auth_token: Option<String>,
     /// The `Accept` header, e.g. `application/octet-stream` for GitHub API asset URLs.
     pub accept: Option<String>,
+    /// The file is a cache that is verified again as it is used (a bundle archive is hashed while it is
+    /// unpacked): it is renamed into place without an fsync of its own, which would write every byte to
+    /// disk once more for nothing. A crash may then leave a damaged file, which that check refuses.
+    pub cache_only: bool,
 }
 
 impl DownloadRequest {
@@ -360,91 +360,6 @@ impl PartState {
 
 fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
-}
-
-/// Hashes buffers on a named thread. Buffers circulate: the writer takes a free one, fills it, writes it to
-/// disk and submits it; the hashing thread hashes it and hands it back. Only `BUFFERS` buffers ever exist.
-struct HashPipeline {
-    to_hasher: Option<SyncSender<(Vec<u8>, usize)>>,
-    free: Receiver<Vec<u8>>,
-    /// Returns a buffer that was taken but not filled, so the pool never shrinks.
-    give_back: Sender<Vec<u8>>,
-    worker: Option<JoinHandle<Sha256>>,
-}
-
-impl HashPipeline {
-    fn start() -> std::io::Result<Self> {
-        let (to_hasher, filled) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
-        let (give_back, free) = mpsc::channel::<Vec<u8>>();
-        for _ in 0..BUFFERS {
-            // The receiver is alive (it is `free`, below), so this cannot fail.
-            let _ = give_back.send(vec![0; BUFFER_SIZE]);
-        }
-        let worker_give_back = give_back.clone();
-        let worker = std::thread::Builder::new()
-            .name("download-sha256".into())
-            .spawn(move || {
-                let mut hasher = Sha256::new();
-                for (buffer, len) in filled {
-                    hasher.update(&buffer[..len]);
-                    // The writer may have stopped taking buffers (finish or drop); nothing to do then.
-                    let _ = worker_give_back.send(buffer);
-                }
-                hasher
-            })?;
-        Ok(HashPipeline {
-            to_hasher: Some(to_hasher),
-            free,
-            give_back,
-            worker: Some(worker),
-        })
-    }
-
-    /// A buffer to fill; waits while all buffers are being hashed (that is the back-pressure).
-    fn take_buffer(&self) -> Vec<u8> {
-        loop {
-            match self.free.recv_timeout(Duration::from_millis(200)) {
-                Ok(buffer) => return buffer,
-                // If the hashing thread died, the buffers it held are gone and waiting would never end: go
-                // on with a fresh one; `finish` reports the failure.
-                Err(mpsc::RecvTimeoutError::Timeout)
-                    if !self.worker.as_ref().is_some_and(|w| w.is_finished()) => {}
-                Err(_) => return vec![0; BUFFER_SIZE],
-            }
-        }
-    }
-
-    fn recycle(&self, buffer: Vec<u8>) {
-        let _ = self.give_back.send(buffer);
-    }
-
-    fn submit(&self, buffer: Vec<u8>, len: usize) {
-        if let Some(tx) = &self.to_hasher {
-            let _ = tx.send((buffer, len));
-        }
-    }
-
-    /// Waits for every submitted buffer to be hashed; the lowercase hex digest.
-    fn finish(&mut self) -> std::io::Result<String> {
-        drop(self.to_hasher.take());
-        let worker = self
-            .worker
-            .take()
-            .ok_or_else(|| std::io::Error::other("hashing thread missing"))?;
-        let hasher = worker
-            .join()
-            .map_err(|_| std::io::Error::other("the hashing thread panicked"))?;
-        Ok(hex::encode(hasher.finalize()))
-    }
-}
-
-impl Drop for HashPipeline {
-    fn drop(&mut self) {
-        drop(self.to_hasher.take());
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.join();
-        }
-    }
 }
 
 /// Rate-limits progress events and measures speed over a sliding window.
@@ -1005,12 +920,16 @@ impl<'a> Download<'a> {
                 actual,
             });
         }
-        self.file
-            .sync_all()
-            .map_err(|e| DownloadError::io("flush", &self.part, e))?;
+        if !self.req.cache_only {
+            self.file
+                .sync_all()
+                .map_err(|e| DownloadError::io("flush", &self.part, e))?;
+        }
         std::fs::rename(&self.part, &self.req.dest)
             .map_err(|e| DownloadError::io("move the download into place at", &self.req.dest, e))?;
-        crate::fsutil::sync_dir(&parent_dir(&self.req.dest));
+        if !self.req.cache_only {
+            crate::fsutil::sync_dir(&parent_dir(&self.req.dest));
+        }
         remove_if_exists(&self.sidecar);
         let outcome = DownloadOutcome {
             path: self.req.dest.clone(),
@@ -1243,6 +1162,8 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hashing::BUFFER_SIZE;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn content_range_is_parsed_in_all_its_forms() {

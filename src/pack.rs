@@ -47,6 +47,12 @@ pub struct PackOptions {
     pub published_at: DateTime<Utc>,
     /// Release notes (markdown) to put in the signed manifest; `None` keeps what it has.
     pub notes: Option<String>,
+    /// Also write the `.tar.gz` that launchers before 0.2 read, beside the `.tar.zst` (Linux and macOS):
+    /// for the one transition release that lets them update to a launcher that reads `.tar.zst`.
+    pub also_tar_gz: bool,
+    /// Earlier releases to write deltas from: each a release folder `release pack` wrote (its manifest
+    /// names the archive for this platform) or one bundle archive.
+    pub delta_from: Vec<PathBuf>,
 }
 
 /// A file pack wrote.
@@ -57,6 +63,14 @@ pub struct WrittenFile {
     pub sha256: String,
 }
 
+/// A delta pack wrote.
+#[derive(Clone, Debug, Serialize)]
+pub struct WrittenDelta {
+    pub file: WrittenFile,
+    #[serde(flatten)]
+    pub stats: crate::delta::DeltaStats,
+}
+
 /// What pack wrote, for people and for scripts.
 #[derive(Clone, Debug, Serialize)]
 pub struct PackReport {
@@ -64,6 +78,15 @@ pub struct PackReport {
     pub platform: String,
     pub channel: Channel,
     pub archive: WrittenFile,
+    /// The `.tar.gz` written beside the archive for older launchers (`--also-tar-gz`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legacy_archive: Option<WrittenFile>,
+    /// How many entries the signed file list of the bundle has.
+    pub files: usize,
+    /// The deltas written (`--delta-from`).
+    pub deltas: Vec<WrittenDelta>,
+    /// What a publisher should know (a delta that could not be made, a manifest older launchers cannot read).
+    pub warnings: Vec<String>,
     pub checksums_file: WrittenFile,
     pub manifest: WrittenFile,
     /// The signature file, when the manifest was signed.
@@ -137,6 +160,15 @@ pub enum PackError {
     #[error("signing {} failed: {reason}", path.display())]
     Sign { path: PathBuf, reason: String },
 
+    #[error(
+        "cannot make a delta from {}: {reason}",
+        from.display()
+    )]
+    DeltaBase { from: PathBuf, reason: String },
+
+    #[error(transparent)]
+    Delta(#[from] crate::delta::DeltaError),
+
     #[error(transparent)]
     Archive(#[from] ArchiveError),
 
@@ -147,10 +179,13 @@ pub enum PackError {
     Engine(#[from] crate::Error),
 }
 
-/// The archive file name for a version and platform: `PersonalAIAgent-<os>-<arch>-<version>.tar.gz`
+/// The archive file name for a version and platform: `PersonalAIAgent-<os>-<arch>-<version>.tar.zst`
 /// (`.zip` for Windows).
 pub fn archive_file_name(version: &semver::Version, platform: &Platform) -> String {
-    let kind = ArchiveKind::for_os(platform.os);
+    archive_file_name_of(version, platform, ArchiveKind::for_os(platform.os))
+}
+
+fn archive_file_name_of(version: &semver::Version, platform: &Platform, kind: ArchiveKind) -> String {
     format!(
         "{}{}",
         archive::bundle_root_name(version, platform),
@@ -185,13 +220,73 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
 
     refuse_output_inside_bundle(&options.bundle_dir, out)?;
     crate::paths::ensure_dir(out)?;
+    // The bases are unpacked (and checked against their own manifests) before anything is written too.
+    let bases = options
+        .delta_from
+        .iter()
+        .map(|from| DeltaBase::open(from, options))
+        .collect::<Result<Vec<_>, _>>()?;
     let root_name = archive::bundle_root_name(&options.version, &options.platform);
     let kind = ArchiveKind::for_os(options.platform.os);
     let size = archive::create_archive(&options.bundle_dir, &root_name, &archive_path, kind)?;
     let sha256 = verify::sha256_file(&archive_path)?;
+    let files = crate::delta::list_tree(&options.bundle_dir)?;
+    let mut warnings = Vec::new();
 
-    checksum_lines.retain(|(name, _)| name != &archive_name);
-    checksum_lines.push((archive_name.clone(), sha256.clone()));
+    let mut written_files = vec![(archive_name.clone(), sha256.clone())];
+    let legacy_archive = if options.also_tar_gz && kind == ArchiveKind::TarZst {
+        let name = archive_file_name_of(&options.version, &options.platform, ArchiveKind::TarGz);
+        let path = out.join(&name);
+        let size = archive::create_archive(&options.bundle_dir, &root_name, &path, ArchiveKind::TarGz)?;
+        let sha256 = verify::sha256_file(&path)?;
+        written_files.push((name, sha256.clone()));
+        Some(WrittenFile { path, size, sha256 })
+    } else {
+        None
+    };
+    let mut deltas = Vec::new();
+    for base in &bases {
+        if base.version >= options.version {
+            warnings.push(format!(
+                "no delta from {}: it is not older than {}",
+                base.version, options.version
+            ));
+            continue;
+        }
+        let name = crate::delta::delta_file_name(&options.version, &options.platform, &base.version);
+        let path = out.join(&name);
+        match crate::delta::create_delta(
+            base.root(),
+            &base.version,
+            &options.bundle_dir,
+            &files,
+            &options.version,
+            &options.platform,
+            &path,
+        ) {
+            Ok(stats) => {
+                let sha256 = verify::sha256_file(&path)?;
+                written_files.push((name, sha256.clone()));
+                deltas.push(WrittenDelta {
+                    file: WrittenFile {
+                        path,
+                        size: stats.size,
+                        sha256,
+                    },
+                    stats,
+                });
+            }
+            Err(crate::delta::DeltaError::CannotMake { path, reason }) => {
+                warnings.push(format!("no delta from {}: {} {reason}", base.version, path.display()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    for (name, sha256) in &written_files {
+        checksum_lines.retain(|(n, _)| n != name);
+        checksum_lines.push((name.clone(), sha256.clone()));
+    }
     checksum_lines.sort();
     let checksums_text: String = checksum_lines
         .iter()
@@ -205,13 +300,34 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
     if let Some(notes) = &options.notes {
         manifest.notes = Some(notes.clone());
     }
-    manifest.upsert(ManifestAsset {
-        name: archive_name.clone(),
+    let manifest_deltas: Vec<verify::ManifestDelta> = deltas
+        .iter()
+        .map(|d| verify::ManifestDelta {
+            name: file_name(&d.file.path),
+            base: d.stats.base.parse().unwrap_or_else(|_| semver::Version::new(0, 0, 0)),
+            size: d.file.size,
+            sha256: d.file.sha256.clone(),
+        })
+        .collect();
+    let entry = |name: String, size: u64, sha256: String| ManifestAsset {
+        name,
         size,
-        sha256: sha256.clone(),
+        sha256,
         platform: Some(options.platform),
-    });
+        files: files.clone(),
+        deltas: manifest_deltas.clone(),
+    };
+    manifest.upsert(entry(archive_name.clone(), size, sha256.clone()));
+    if let Some(legacy) = &legacy_archive {
+        manifest.upsert(entry(file_name(&legacy.path), legacy.size, legacy.sha256.clone()));
+    }
     let manifest_bytes = manifest.to_json_bytes();
+    if manifest_bytes.len() > LEGACY_MANIFEST_LIMIT {
+        warnings.push(format!(
+            "the manifest is {} bytes: launchers before 0.2 read at most {LEGACY_MANIFEST_LIMIT} and cannot update from this release",
+            manifest_bytes.len()
+        ));
+    }
     let signature = signer
         .as_ref()
         .map(|s| s.sign(&manifest_bytes, &manifest.version, &manifest_path))
@@ -231,6 +347,10 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
             size,
             sha256,
         },
+        legacy_archive,
+        files: files.len(),
+        deltas,
+        warnings,
         checksums_file: written(&checksums_path, checksums_text.as_bytes()),
         manifest: written(&manifest_path, &manifest_bytes),
         signature: signature.is_some().then_some(signature_path),
@@ -238,6 +358,84 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
         key_id: signer.map(|s| s.public.key_id().to_owned()),
         manifest_assets: manifest.assets.iter().map(|a| a.name.clone()).collect(),
     })
+}
+
+/// The most launchers before 0.2 read of a manifest.
+const LEGACY_MANIFEST_LIMIT: usize = 4 << 20;
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// An earlier release's bundle for this platform, unpacked into a temporary folder.
+struct DeltaBase {
+    version: semver::Version,
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl DeltaBase {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `from` is a release folder (its manifest names this platform's archive and its hash) or an archive
+    /// named as `release pack` names them.
+    fn open(from: &Path, options: &PackOptions) -> Result<Self, PackError> {
+        let refuse = |reason: String| PackError::DeltaBase {
+            from: from.to_path_buf(),
+            reason,
+        };
+        let (archive, version, sha256) = if from.is_dir() {
+            let manifest_path = from.join(MANIFEST_FILE);
+            let text = crate::fsutil::read_optional(&manifest_path)?.ok_or_else(|| {
+                refuse(format!(
+                    "it has no {MANIFEST_FILE}; pass the folder an earlier `release pack --out` wrote, or its archive"
+                ))
+            })?;
+            let manifest = ReleaseManifest::parse(text.as_bytes()).map_err(|e| refuse(e.to_string()))?;
+            let asset = manifest
+                .assets
+                .iter()
+                .filter(|a| a.platform == Some(options.platform))
+                .filter_map(|a| ArchiveKind::from_file_name(&a.name).map(|k| (k, a)))
+                .min_by_key(|(kind, _)| *kind as u8)
+                .map(|(_, a)| a)
+                .ok_or_else(|| refuse(format!("its manifest lists no archive for {}", options.platform)))?;
+            (from.join(&asset.name), manifest.version.clone(), Some(asset.sha256.clone()))
+        } else {
+            let name = file_name(from);
+            let prefix = format!("PersonalAIAgent-{}-", options.platform);
+            let version = ArchiveKind::from_file_name(&name)
+                .and_then(|kind| name.strip_suffix(kind.extension()))
+                .and_then(|stem| stem.strip_prefix(&prefix))
+                .and_then(|v| semver::Version::parse(v).ok())
+                .ok_or_else(|| {
+                    refuse(format!(
+                        "it is not named {prefix}<version>.tar.zst (or .tar.gz, .zip) as `release pack` names archives for {}",
+                        options.platform
+                    ))
+                })?;
+            (from.to_path_buf(), version, None)
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("pai-delta-base-")
+            .tempdir()
+            .map_err(|e| refuse(format!("cannot make a temporary folder: {e}")))?;
+        let extracted = archive::extract_archive_checked(
+            &archive,
+            dir.path(),
+            &archive::ExtractLimits::default(),
+            sha256.as_deref(),
+        )?;
+        Ok(DeltaBase {
+            version,
+            _dir: dir,
+            root: extracted.root,
+        })
+    }
 }
 
 /// The bundle must have a usable `agent.json` whose program is in the bundle.

@@ -1038,6 +1038,8 @@ impl Updater {
                 expected_sha256: Some(verified.sha256.clone()),
                 auth_token: target.token,
                 accept: target.accept,
+                // Hashed again as it is unpacked; an fsync would write it to disk once more for nothing.
+                cache_only: true,
             };
             let done = crate::download::download(&self.client, &request, &self.retry, cancel, &mut |e| {
                 on_event(UpdateEvent::Download(e))

@@ -21,8 +21,9 @@ pub struct ReleaseArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ReleaseCommand {
-    /// Pack a bundle folder into PersonalAIAgent-<os>-<arch>-<version>.tar.gz (.zip for Windows), and write
-    /// or update checksums-<os>-<arch>.txt, release-manifest.json and its minisign signature in OUT.
+    /// Pack a bundle folder into PersonalAIAgent-<os>-<arch>-<version>.tar.zst (.zip for Windows), and write
+    /// or update checksums-<os>-<arch>.txt, release-manifest.json and its minisign signature in OUT; with
+    /// --delta-from, also a delta from each earlier release.
     Pack(PackArgs),
     /// Write DIR/feed.json listing every release folder under DIR (each packed with `release pack --out
     /// DIR/<version>`): a static feed for mirrors and offline installs (docs/FEED.md).
@@ -58,6 +59,14 @@ pub struct PackArgs {
     /// Release notes (markdown) to carry in the signed manifest.
     #[arg(long, value_name = "FILE")]
     pub notes_file: Option<PathBuf>,
+    /// Also write the .tar.gz that launchers before 0.2 read (Linux, macOS): pass it for the one release
+    /// that moves users from .tar.gz to .tar.zst (docs/RELEASE-FORMAT.md).
+    #[arg(long)]
+    pub also_tar_gz: bool,
+    /// Also write a delta from this earlier release: the folder an earlier `release pack --out` wrote, or
+    /// its archive for this platform. Repeat for several base versions.
+    #[arg(long, value_name = "RELEASE")]
+    pub delta_from: Vec<PathBuf>,
 }
 
 pub fn run(ctx: &Ctx, args: ReleaseArgs) -> anyhow::Result<ExitCode> {
@@ -93,6 +102,8 @@ fn run_pack(ctx: &Ctx, args: PackArgs) -> anyhow::Result<ExitCode> {
             .as_deref()
             .map(|f| std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display())))
             .transpose()?,
+        also_tar_gz: args.also_tar_gz,
+        delta_from: args.delta_from,
     };
     let report = pack::pack(&options)
         .with_context(|| format!("cannot pack version {} for {}", options.version, options.platform))?;
@@ -107,6 +118,29 @@ fn run_pack(ctx: &Ctx, args: PackArgs) -> anyhow::Result<ExitCode> {
             report.manifest_assets.len(),
             report.manifest_assets.join(", "),
         );
+        if let Some(legacy) = &report.legacy_archive {
+            text.push_str(&format!(
+                "packed {} for launchers before 0.2 ({} bytes)\n",
+                legacy.path.display(),
+                legacy.size
+            ));
+        }
+        for delta in &report.deltas {
+            text.push_str(&format!(
+                "wrote the delta from {} {} ({} bytes: {} patched, {} added, {} removed, {} unchanged; the archive is {} bytes)\n",
+                delta.stats.base,
+                delta.file.path.display(),
+                delta.file.size,
+                delta.stats.patched,
+                delta.stats.added,
+                delta.stats.removed,
+                delta.stats.unchanged,
+                report.archive.size,
+            ));
+        }
+        for warning in &report.warnings {
+            text.push_str(&format!("warning: {warning}\n"));
+        }
         match (&report.signature, &report.key_id) {
             (Some(path), Some(key_id)) => {
                 text.push_str(&format!("signed {} with key {key_id}\n", path.display()));

@@ -159,6 +159,8 @@ impl Demo {
                 // Ordered publication times, as a real project's releases have.
                 published_at: now - Duration::hours((VERSIONS.len() - i) as i64),
                 notes: Some(notes),
+                also_tar_gz: false,
+                delta_from: Vec::new(),
             })
             .map_err(|e| anyhow::anyhow!("cannot pack the demo's {version}: {e}"))?;
         }

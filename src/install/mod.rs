@@ -36,6 +36,7 @@ mod journal;
 mod lock;
 pub(crate) mod retry;
 
+use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -76,6 +77,9 @@ pub enum InstallError {
 
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+
+    #[error(transparent)]
+    Delta(#[from] crate::delta::DeltaError),
 
     #[error(
         "{} is not a Personal AI Agent bundle: {} {reason}; check that the right file was downloaded, or rebuild it with `release pack`",
@@ -168,6 +172,45 @@ pub struct InstallOutcome {
     pub installed: Version,
     /// Its folder, `versions/<installed>/`.
     pub dir: PathBuf,
+    /// Every regular file the new folder was made with (relative `/`-separated path → size, SHA256, mode),
+    /// hashed as it was written.
+    pub files: BTreeMap<String, archive::FileRecord>,
+}
+
+/// Where the files of a version being installed come from.
+#[derive(Clone, Copy)]
+pub enum Payload<'a> {
+    /// A bundle archive, hashed as it is unpacked: when `sha256` is given and the bytes read do not have
+    /// it, nothing is installed ([`ArchiveError::ChecksumMismatch`]).
+    Archive { path: &'a Path, sha256: Option<&'a str> },
+    /// A bundle folder `build` makes in the empty folder it is given (a delta applied to an installed
+    /// version), returning every regular file it wrote, checked; `origin` names it in errors.
+    Built {
+        origin: &'a Path,
+        build: &'a dyn Fn(&Path) -> Result<BTreeMap<String, archive::FileRecord>, InstallError>,
+    },
+}
+
+impl std::fmt::Debug for Payload<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Payload::Archive { path, sha256 } => f
+                .debug_struct("Archive")
+                .field("path", path)
+                .field("sha256", sha256)
+                .finish(),
+            Payload::Built { origin, .. } => f.debug_struct("Built").field("origin", origin).finish(),
+        }
+    }
+}
+
+impl Payload<'_> {
+    fn origin(&self) -> &Path {
+        match self {
+            Payload::Archive { path, .. } => path,
+            Payload::Built { origin, .. } => origin,
+        }
+    }
 }
 
 /// What [`Installer::recover`] did about an interrupted operation.
@@ -429,6 +472,20 @@ impl Installer {
         archive: &Path,
         version: &Version,
     ) -> Result<InstallOutcome, InstallError> {
+        let payload = Payload::Archive {
+            path: archive,
+            sha256: None,
+        };
+        self.install_payload(lock, payload, version)
+    }
+
+    /// [`Installer::install_archive`] from any [`Payload`]: the same staging, checks, journal and switch.
+    pub fn install_payload(
+        &self,
+        lock: &InstallLock,
+        payload: Payload<'_>,
+        version: &Version,
+    ) -> Result<InstallOutcome, InstallError> {
         self.recover_locked(lock)?;
         let from = self.current_version_or_none()?;
         if from.as_ref() == Some(version) && self.is_complete(version) {
@@ -436,7 +493,7 @@ impl Installer {
                 version: version.clone(),
             });
         }
-        match self.install_steps(archive, version, from) {
+        match self.install_steps(payload, version, from) {
             Ok(outcome) => Ok(outcome),
             Err(e) => {
                 // Undo at once what the failed attempt left (staging, a half-made version, the journal) rather
@@ -451,7 +508,7 @@ impl Installer {
 
     fn install_steps(
         &self,
-        archive: &Path,
+        payload: Payload<'_>,
         version: &Version,
         from: Option<Version>,
     ) -> Result<InstallOutcome, InstallError> {
@@ -464,7 +521,7 @@ impl Installer {
         self.write_journal(&journal)?;
         self.crash_point(CrashPoint::Staging);
 
-        let (staging, bundle_root) = self.stage(archive, version)?;
+        let (staging, bundle_root, files) = self.stage(payload, version)?;
         self.crash_point(CrashPoint::Unpacked);
         self.advance(&mut journal, Step::Staged)?;
         self.crash_point(CrashPoint::Staged);
@@ -494,20 +551,38 @@ impl Installer {
             previous: from,
             installed: version.clone(),
             dir: target,
+            files,
         })
     }
 
-    /// Unpacks `archive` into this process's staging folder, checks the bundle and flushes it to disk: the
-    /// first half of both an install and a repair. Returns the staging folder and the bundle root in it.
-    fn stage(&self, archive: &Path, version: &Version) -> Result<(PathBuf, PathBuf), InstallError> {
+    /// Unpacks or builds the payload into this process's staging folder, checks the bundle and flushes it
+    /// to disk: the first half of both an install and a repair. Returns the staging folder, the bundle root
+    /// in it and the files written.
+    #[allow(clippy::type_complexity)]
+    fn stage(
+        &self,
+        payload: Payload<'_>,
+        version: &Version,
+    ) -> Result<(PathBuf, PathBuf, BTreeMap<String, archive::FileRecord>), InstallError> {
         let staging = self
             .dir
             .join(STAGING_DIR)
             .join(format!("{version}-{}", std::process::id()));
-        let bundle_root = archive::extract_archive(archive, &staging, &self.limits)?;
-        check_bundle(archive, &bundle_root, version)?;
+        let (bundle_root, files) = match payload {
+            Payload::Archive { path, sha256 } => {
+                let extracted = archive::extract_archive_checked(path, &staging, &self.limits, sha256)?;
+                (extracted.root, extracted.files)
+            }
+            Payload::Built { build, .. } => {
+                let root = staging.join("bundle");
+                fs::create_dir_all(&root).map_err(InstallError::io("create folder", &root))?;
+                let files = build(&root)?;
+                (root, files)
+            }
+        };
+        check_bundle(payload.origin(), &bundle_root, version)?;
         sync_tree(&bundle_root)?;
-        Ok((staging, bundle_root))
+        Ok((staging, bundle_root, files))
     }
 
     /// Replaces the folder of `version`, which must be current, with a fresh copy from `archive` (already
@@ -521,11 +596,25 @@ impl Installer {
         archive: &Path,
         version: &Version,
     ) -> Result<InstallOutcome, InstallError> {
+        let payload = Payload::Archive {
+            path: archive,
+            sha256: None,
+        };
+        self.repair_payload(lock, payload, version)
+    }
+
+    /// [`Installer::repair_archive`] from any [`Payload`].
+    pub fn repair_payload(
+        &self,
+        lock: &InstallLock,
+        payload: Payload<'_>,
+        version: &Version,
+    ) -> Result<InstallOutcome, InstallError> {
         self.recover_locked(lock)?;
         if self.current_version_or_none()?.as_ref() != Some(version) {
-            return self.install_archive(lock, archive, version);
+            return self.install_payload(lock, payload, version);
         }
-        match self.repair_steps(archive, version) {
+        match self.repair_steps(payload, version) {
             Ok(outcome) => Ok(outcome),
             Err(e) => {
                 if let Err(undo) = self.recover_locked(lock) {
@@ -540,7 +629,7 @@ impl Installer {
         self.dir.join(STAGING_DIR).join(format!("repair-old-{version}"))
     }
 
-    fn repair_steps(&self, archive: &Path, version: &Version) -> Result<InstallOutcome, InstallError> {
+    fn repair_steps(&self, payload: Payload<'_>, version: &Version) -> Result<InstallOutcome, InstallError> {
         let target = self.version_dir(version);
         let mut journal = Journal::begin(
             Operation::Repair,
@@ -549,7 +638,7 @@ impl Installer {
             Step::Staging,
         );
         self.write_journal(&journal)?;
-        let (_, bundle_root) = self.stage(archive, version)?;
+        let (_, bundle_root, files) = self.stage(payload, version)?;
         self.advance(&mut journal, Step::Staged)?;
         let versions_dir = self.dir.join(VERSIONS_DIR);
         let aside = self.repair_aside(version);
@@ -567,6 +656,7 @@ impl Installer {
             previous: Some(version.clone()),
             installed: version.clone(),
             dir: target,
+            files,
         })
     }
 

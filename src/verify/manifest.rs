@@ -56,8 +56,49 @@ pub struct ManifestAsset {
     /// The platform the archive is for (`linux-x86_64`); absent for files that are for every platform.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
+    /// Every entry of the bundle the archive unpacks to (its top folder's contents; the bundle's `models/`
+    /// left out), sorted by path: what a delta update must rebuild, file by file. Empty from publishers
+    /// before deltas, which is the same as "no delta can be checked".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<ManifestFile>,
+    /// Deltas that turn an installed earlier version into this archive's bundle.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deltas: Vec<ManifestDelta>,
 }
 
+/// One entry of a bundle, as [`ManifestAsset::files`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    /// Relative to the bundle root, `/`-separated, without `.` or `..`.
+    pub path: String,
+    /// A regular file's size in bytes (0 for links and folders).
+    #[serde(default)]
+    pub size: u64,
+    /// A regular file's permission bits as unpacked (`0o755` = 493, `0o644` = 420).
+    #[serde(default)]
+    pub mode: u32,
+    /// A regular file's lowercase hex SHA256; absent for links and folders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// A symbolic link's target; absent for files and folders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// `true` for a folder (listed so empty folders are rebuilt too).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dir: bool,
+}
+
+/// A delta: what turns `base`, installed and intact, into the asset it is listed under.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestDelta {
+    /// The delta file's name, exactly as published.
+    pub name: String,
+    /// The version it applies to.
+    pub base: semver::Version,
+    pub size: u64,
+    /// Lowercase hex SHA256 of the delta file.
+    pub sha256: String,
+}
 impl ReleaseManifest {
     /// An empty manifest for `version` on `channel`, published now.
     pub fn new(version: semver::Version, channel: Channel, published_at: DateTime<Utc>) -> Self {
@@ -83,6 +124,14 @@ impl ReleaseManifest {
         manifest.validate()?;
         for asset in &mut manifest.assets {
             asset.sha256.make_ascii_lowercase();
+            for file in &mut asset.files {
+                if let Some(sha256) = &mut file.sha256 {
+                    sha256.make_ascii_lowercase();
+                }
+            }
+            for delta in &mut asset.deltas {
+                delta.sha256.make_ascii_lowercase();
+            }
         }
         Ok(manifest)
     }
@@ -146,9 +195,75 @@ impl ReleaseManifest {
             if self.assets[..index].iter().any(|other| other.name == asset.name) {
                 return Err(invalid(format!("asset `{}` is listed twice", asset.name)));
             }
+            validate_files(&asset.name, &asset.files).map_err(invalid)?;
+            for delta in &asset.deltas {
+                if !is_plain_file_name(&delta.name) {
+                    return Err(invalid(format!(
+                        "a delta of `{}` has no plain file name: `{}`",
+                        asset.name, delta.name
+                    )));
+                }
+                if !is_sha256_hex(&delta.sha256) {
+                    return Err(invalid(format!(
+                        "delta `{}` has sha256 `{}`, which is not 64 hex digits",
+                        delta.name, delta.sha256
+                    )));
+                }
+            }
         }
         Ok(())
     }
+}
+
+fn is_plain_file_name(name: &str) -> bool {
+    !(name.is_empty() || name.contains(['/', '\\', '\0']) || name == "." || name == "..")
+}
+
+/// A file list must name each path once, by a plain relative path, with a hash for every regular file
+/// and a link target that stays inside the bundle: a delta builds exactly this list.
+fn validate_files(asset: &str, files: &[ManifestFile]) -> Result<(), String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for file in files {
+        let bad = |why: &str| format!("the file list of `{asset}` has `{}`, which {why}", file.path);
+        let parts: Vec<&str> = file.path.split('/').collect();
+        if file.path.is_empty()
+            || file.path.contains(['\\', '\0'])
+            || file.path.contains(':')
+            || parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..")
+        {
+            return Err(bad("is not a plain relative path"));
+        }
+        if !seen.insert(file.path.as_str()) {
+            return Err(bad("is listed twice"));
+        }
+        let kinds = usize::from(file.sha256.is_some()) + usize::from(file.link.is_some()) + usize::from(file.dir);
+        if kinds != 1 {
+            return Err(bad("must be exactly one of a file (sha256), a link (link) or a folder (dir)"));
+        }
+        if let Some(sha256) = &file.sha256
+            && !is_sha256_hex(sha256)
+        {
+            return Err(bad("has a sha256 that is not 64 hex digits"));
+        }
+        if let Some(link) = &file.link {
+            // Lexically inside the bundle: `..` never climbs above its root.
+            let mut depth = parts.len() as i64 - 1;
+            let escapes = link.starts_with('/')
+                || link.contains(['\\', '\0'])
+                || link.split('/').any(|p| {
+                    match p {
+                        ".." => depth -= 1,
+                        "" | "." => {}
+                        _ => depth += 1,
+                    }
+                    depth < 0
+                });
+            if escapes {
+                return Err(bad("is a link that points outside the bundle"));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn trim_to_seconds(time: DateTime<Utc>) -> DateTime<Utc> {
@@ -188,12 +303,38 @@ mod tests {
             size: 7,
             sha256: "b".repeat(64),
             platform: Some("windows-x86_64".parse().unwrap()),
+            files: Vec::new(),
+            deltas: Vec::new(),
         });
         m.upsert(ManifestAsset {
             name: "PersonalAIAgent-linux-x86_64-1.2.0.tar.gz".into(),
             size: 5,
             sha256: "a".repeat(64),
             platform: Some("linux-x86_64".parse().unwrap()),
+            files: vec![
+                ManifestFile {
+                    path: "agent.json".into(),
+                    size: 5,
+                    mode: 0o644,
+                    sha256: Some("c".repeat(64)),
+                    link: None,
+                    dir: false,
+                },
+                ManifestFile {
+                    path: "bin/run".into(),
+                    size: 0,
+                    mode: 0,
+                    sha256: None,
+                    link: Some("../agent.json".into()),
+                    dir: false,
+                },
+            ],
+            deltas: vec![ManifestDelta {
+                name: "PersonalAIAgent-linux-x86_64-1.2.0.from-1.1.0.delta".into(),
+                base: semver::Version::new(1, 1, 0),
+                size: 3,
+                sha256: "d".repeat(64),
+            }],
         });
         m
     }
@@ -228,7 +369,11 @@ mod tests {
     #[test]
     fn newer_schemas_other_products_bad_hashes_and_duplicates_are_refused() {
         type Mutation = fn(&mut serde_json::Value);
-        let cases: [(&str, Mutation); 4] = [
+        let cases: [(&str, Mutation); 8] = [
+            ("plain relative path", |v| v["assets"][0]["files"][0]["path"] = "../x".into()),
+            ("outside the bundle", |v| v["assets"][0]["files"][1]["link"] = "../../x".into()),
+            ("exactly one", |v| v["assets"][0]["files"][1]["sha256"] = "c".repeat(64).into()),
+            ("delta", |v| v["assets"][0]["deltas"][0]["name"] = "a/b".into()),
             ("schema", |v| v["schema"] = 2.into()),
             ("product", |v| v["product"] = "other".into()),
             ("hex", |v| v["assets"][0]["sha256"] = "zz".into()),

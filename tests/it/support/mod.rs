@@ -395,6 +395,8 @@ pub fn pack_bundle(
         minisign_password: None,
         published_at: chrono::Utc::now(),
         notes: None,
+        also_tar_gz: false,
+        delta_from: Vec::new(),
     })
     .unwrap();
 }
