@@ -79,9 +79,30 @@ pub struct CheckReport {
     /// the source's latest release alone was looked at (see the module documentation).
     pub complete: bool,
     pub checked_at: DateTime<Utc>,
+    /// How the offered update would be fetched: a delta from the installed version or the full archive,
+    /// and how many bytes (absent when nothing is offered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
     /// The full release behind `latest`, for the download that may follow.
     #[serde(skip)]
     pub release: Option<Release>,
+}
+
+/// How an update is (or would be) fetched.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// `delta` or `full`.
+    pub method: String,
+    /// The bytes to download: the delta's size, or the full archive's.
+    pub bytes: u64,
+    /// The full archive's size, for comparison.
+    pub full_bytes: u64,
+    /// The installed version a delta applies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// Why the full archive is used although the release publishes deltas (or a delta failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The release offered (or the newest one), as scripts see it.
@@ -220,6 +241,7 @@ fn decide(req: &CheckRequest, fetched: &Fetched, requests: u32) -> CheckReport {
         not_modified: fetched.not_modified,
         complete: true,
         checked_at: Utc::now(),
+        delivery: None,
         release: release.cloned(),
     }
 }

@@ -33,7 +33,7 @@
 //! |---|---|
 //! | our own naming `PersonalAIAgent-<os>-<arch>-<version>.<ext>` (or `-macos-universal-`) | +1000 |
 //! | names our architecture / is a macOS universal build / names no architecture | +300 / +200 / +100 |
-//! | archive kind on Linux and macOS: `.tar.gz` 60, `.tar.xz` 55, `.tar.zst` 50, `.tar.bz2` 45, `.zip` 40, `.AppImage`/`.dmg` 20, `.pkg`/`.deb` 10, `.rpm` 5, bare binary 0 | 0–60 |
+//! | archive kind on Linux and macOS: `.tar.zst` 60 (what `release pack` writes, read in one fast pass), `.tar.gz` 58, `.tar.xz` 55, `.tar.bz2` 45, `.zip` 40, `.AppImage`/`.dmg` 20, `.pkg`/`.deb` 10, `.rpm` 5, bare binary 0 | 0–60 |
 //! | archive kind on Windows: `.zip` 60, `.tar.gz` 40, `.tar.xz` 35, `.tar.zst` 30, `.tar.bz2` 25, `.msi` 20, `.exe` 15, bare 0 | 0–60 |
 //! | the platform's usual C library: `gnu` on Linux (over `musl`), `msvc` on Windows (over `gnu`) | +5 |
 //! | each word that is none of the above (a flavour like `rocm`, `jetpack5`, `full`, `setup`), at most 10 | −3 |
@@ -389,6 +389,8 @@ fn looks_bare(lower: &str) -> bool {
 
 /// Suffixes of files that accompany a build rather than being one.
 const AUXILIARY_SUFFIXES: &[&str] = &[
+    // deltas (`release pack --delta-from`): never installed on their own
+    ".delta",
     // checksums
     ".sha256",
     ".sha256sum",
@@ -658,9 +660,9 @@ fn kind_points(kind: ArchiveKind, os: Os) -> i32 {
         (Os::Windows, TarBz2) => 25,
         (Os::Windows, Msi) => 20,
         (Os::Windows, Exe) => 15,
-        (_, TarGz) => 60,
+        (_, TarZst) => 60,
+        (_, TarGz) => 58,
         (_, TarXz) => 55,
-        (_, TarZst) => 50,
         (_, TarBz2) => 45,
         (_, Zip) => 40,
         (Os::Linux, AppImage) | (Os::Macos, Dmg) => 20,

@@ -24,7 +24,7 @@ use crate::check::{CheckReport, CheckRequest};
 use crate::config::Config;
 use crate::download::{CancelToken, DownloadEvent, DownloadRequest, RetryPolicy};
 use crate::error::{Error, Result};
-use crate::install::{InstallLock, Installer, Journal};
+use crate::install::{InstallLock, Installer, Journal, Payload};
 use crate::paths::Paths;
 use crate::platform::Platform;
 use crate::release::{Asset, Release};
@@ -310,33 +310,26 @@ pub enum Integrity {
 /// Records every file of `version`'s folder (size and SHA256), so [`check_integrity`] can later tell a
 /// damaged install from an intact one. The bundle's `models/` folder is left out: its files move to the
 /// shared models folder.
-pub(crate) fn record_installed_files(paths: &Paths, version: &Version) -> Result<()> {
-    fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<String, InstalledFile>) -> Result<()> {
-        let dir = root.join(rel);
-        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))? {
-            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
-            let child_rel = rel.join(entry.file_name());
-            let file_type = entry
-                .file_type()
-                .map_err(|e| Error::io("read", entry.path(), e))?;
-            if rel.as_os_str().is_empty() && entry.file_name() == crate::models::BUNDLED_MODELS_DIR {
-                continue;
-            }
-            if file_type.is_dir() {
-                walk(root, &child_rel, out)?;
-            } else if file_type.is_file() {
-                let path = entry.path();
-                let size = entry.metadata().map_err(|e| Error::io("read", &path, e))?.len();
-                let sha256 = crate::verify::sha256_file(&path)?;
-                let key = child_rel.to_string_lossy().replace('\\', "/");
-                out.insert(key, InstalledFile { size, sha256 });
-            }
-        }
-        Ok(())
-    }
-    let root = installer(paths).version_dir(version);
-    let mut files = BTreeMap::new();
-    walk(&root, Path::new(""), &mut files)?;
+pub(crate) fn record_installed_files(
+    paths: &Paths,
+    version: &Version,
+    files: &BTreeMap<String, crate::archive::FileRecord>,
+) -> Result<()> {
+    let files: BTreeMap<&String, InstalledFile> = files
+        .iter()
+        .filter(|(path, _)| {
+            path.split('/').next() != Some(crate::models::BUNDLED_MODELS_DIR)
+        })
+        .map(|(path, record)| {
+            (
+                path,
+                InstalledFile {
+                    size: record.size,
+                    sha256: record.sha256.clone(),
+                },
+            )
+        })
+        .collect();
     let bytes = serde_json::to_vec(&files).unwrap_or_default();
     crate::fsutil::write_atomic(&files_record(paths, version), &bytes)
 }
@@ -651,6 +644,10 @@ pub struct InstallReport {
     /// nothing was to do.
     #[serde(default)]
     pub launcher: Option<crate::selfupdate::LauncherOutcome>,
+    /// How the new version was fetched: a delta from the previous one or the full archive, its bytes, and
+    /// why a delta was not used when the release had one.
+    #[serde(default)]
+    pub delivery: Option<crate::check::Delivery>,
 }
 
 /// Runs the new backend and says whether it is healthy; also stops and restores the running one.
@@ -777,6 +774,40 @@ pub struct Updater {
     platform: Platform,
     key: Option<PublicKey>,
     retry: RetryPolicy,
+    /// Never use a delta (`update install --full`).
+    full_only: bool,
+}
+
+/// A delta the updater can use: the installed base is the delta's base and its recorded files are there.
+struct DeltaPlan {
+    base: Version,
+    delta: crate::verify::ManifestDelta,
+    asset: Asset,
+    files: Vec<crate::verify::ManifestFile>,
+    base_files: BTreeMap<String, (u64, String)>,
+}
+
+/// How an install attempt from a delta ended, when it did not install.
+enum DeltaFailure {
+    /// Nothing changed: the full archive is used instead, for this reason.
+    Fallback(String),
+    /// A result that stands (cancelled, another update running, or the new backend failed its health
+    /// check after the switch and was rolled back).
+    Final(Error),
+}
+
+/// Where an install failed: before the switch (nothing changed) or after it.
+enum Failed {
+    BeforeSwitch(Error),
+    After(Error),
+}
+
+impl Failed {
+    fn into_error(self) -> Error {
+        match self {
+            Failed::BeforeSwitch(e) | Failed::After(e) => e,
+        }
+    }
 }
 
 impl Updater {
@@ -797,7 +828,15 @@ impl Updater {
             platform: Platform::current(),
             key: crate::verify::pinned_key(config)?,
             retry: RetryPolicy::default(),
+            full_only: false,
         })
+    }
+
+    /// Always download the full archive, even when the release publishes a delta from the installed
+    /// version (`update install --full`).
+    pub fn full_archive_only(mut self, full_only: bool) -> Self {
+        self.full_only = full_only;
+        self
     }
 
     /// Chooses assets for another platform (downloads only; installing needs this machine's).
@@ -831,7 +870,10 @@ impl Updater {
 
     /// Checks for an update and records `last_check`.
     pub fn check(&self, channel: Option<Channel>) -> Result<CheckReport> {
-        let report = crate::check::check(&*self.source, &self.request(channel)?)?;
+        let mut report = crate::check::check(&*self.source, &self.request(channel)?)?;
+        if let (Some(release), Some(asset)) = (report.release.clone(), report.offered_asset().cloned()) {
+            report.delivery = Some(self.delivery(&release, &asset));
+        }
         let recorded = Config::update(&self.paths.config_file(), |file| {
             file.last_check = Some(report.checked_at);
             Ok(())
@@ -869,6 +911,96 @@ impl Updater {
                 Ok(report.release.zip(asset))
             }
         }
+    }
+
+    /// How `asset` of `release` would be fetched now (`update check --json`'s `delivery`): the manifest is
+    /// fetched and verified as an install would; a failure to do so is reported as the full archive with
+    /// the reason, since the install will say more.
+    pub fn delivery(&self, release: &Release, asset: &Asset) -> crate::check::Delivery {
+        let full = |reason: Option<String>| crate::check::Delivery {
+            method: "full".into(),
+            bytes: asset.size,
+            full_bytes: asset.size,
+            base: None,
+            reason,
+        };
+        let verified = match self
+            .material(release, asset)
+            .and_then(|m| Ok(crate::verify::expected_sha256(asset, &release.version, &m, self.key.as_ref())?))
+        {
+            Ok(verified) => verified,
+            Err(e) => return full(Some(format!("the release could not be verified: {e}"))),
+        };
+        match self.delta_plan(release, &verified) {
+            Ok(plan) => crate::check::Delivery {
+                method: "delta".into(),
+                bytes: plan.delta.size,
+                full_bytes: verified.size.unwrap_or(asset.size),
+                base: Some(plan.base.to_string()),
+                reason: None,
+            },
+            Err(reason) => crate::check::Delivery {
+                bytes: verified.size.unwrap_or(asset.size),
+                full_bytes: verified.size.unwrap_or(asset.size),
+                ..full(reason)
+            },
+        }
+    }
+
+    /// The delta to use for this release, or why none (`Err(None)`: the release publishes none that could
+    /// apply, which needs no explanation).
+    fn delta_plan(&self, release: &Release, verified: &crate::verify::Verified) -> std::result::Result<DeltaPlan, Option<String>> {
+        if self.full_only {
+            return Err(Some("the full archive was asked for".into()));
+        }
+        let entry = verified.entry.as_ref().ok_or(None)?;
+        if entry.deltas.is_empty() {
+            return Err(None);
+        }
+        let installer = self.installer();
+        let current = installer.current_version().ok().flatten().ok_or(None)?;
+        if current == release.version {
+            return Err(None);
+        }
+        let Some(delta) = entry.deltas.iter().find(|d| d.base == current) else {
+            let bases: Vec<String> = entry.deltas.iter().map(|d| d.base.to_string()).collect();
+            return Err(Some(format!(
+                "the release has deltas from {} only, and {current} is installed",
+                bases.join(", ")
+            )));
+        };
+        if entry.files.is_empty() {
+            return Err(Some("the release lists no files to check a delta's result against".into()));
+        }
+        let Some(asset) = release.asset(&delta.name) else {
+            return Err(Some(format!("the release does not publish the delta file {}", delta.name)));
+        };
+        let Some(base_files) = installed_file_hashes(&self.paths, &current) else {
+            return Err(Some(format!(
+                "{current} was installed by an older launcher that kept no list of its files, so a delta cannot be checked against it"
+            )));
+        };
+        // A cheap look before any byte is fetched; every byte used is hashed while the delta is applied.
+        let root = installer.version_dir(&current);
+        for (path, (size, _)) in &base_files {
+            let here = root.join(path);
+            match std::fs::symlink_metadata(&here) {
+                Ok(meta) if meta.is_file() && meta.len() == *size => {}
+                _ => {
+                    return Err(Some(format!(
+                        "the installed {} is missing or changed since {current} was installed",
+                        here.display()
+                    )));
+                }
+            }
+        }
+        Ok(DeltaPlan {
+            base: current,
+            delta: delta.clone(),
+            asset: asset.clone(),
+            files: entry.files.clone(),
+            base_files,
+        })
     }
 
     /// Fetches what vouches for `asset`: the release manifest and its signature, and checksum files.
@@ -982,6 +1114,19 @@ impl Updater {
         cancel: &CancelToken,
         on_event: &mut dyn FnMut(UpdateEvent),
     ) -> Result<Downloaded> {
+        let verified = self.verify_release(release, asset, explicit, on_event)?;
+        self.download_verified(release, asset, verified, cancel, on_event)
+    }
+
+    /// The expected hash of `asset` and how it is vouched for, after the trust rules (see
+    /// [`Updater::check_trust`]); records the newest signed manifest seen.
+    fn verify_release(
+        &self,
+        release: &Release,
+        asset: &Asset,
+        explicit: bool,
+        on_event: &mut dyn FnMut(UpdateEvent),
+    ) -> Result<crate::verify::Verified> {
         let material = self.material(release, asset)?;
         let verified = crate::verify::expected_sha256(asset, &release.version, &material, self.key.as_ref())?;
         self.check_trust(release, &verified, explicit)?;
@@ -1002,6 +1147,19 @@ impl Updater {
             verified_by: verified.source.to_string(),
             signed: verified.signed,
         });
+        Ok(verified)
+    }
+
+    /// Downloads `asset` (or reuses a finished download that matches) into the downloads folder and
+    /// records it as the pending download.
+    fn download_verified(
+        &self,
+        release: &Release,
+        asset: &Asset,
+        verified: crate::verify::Verified,
+        cancel: &CancelToken,
+        on_event: &mut dyn FnMut(UpdateEvent),
+    ) -> Result<Downloaded> {
         // The name becomes a path in the downloads folder; an unsigned listing could name anything.
         let reserved = asset.name == "pending.json"
             || asset.name.starts_with('.')
@@ -1157,19 +1315,140 @@ impl Updater {
     ) -> Result<InstallReport> {
         // A pending download is reused only under the trust policy in force now: the same source, the
         // same pinned key (if any), a channel this client takes. Otherwise it is verified afresh.
+        // The pending download's hash is checked as it is unpacked, not before: the file is read once.
         let source = self.source.describe();
         let reuse = pending_download(&self.paths)
             .filter(|p| p.version == release.version && p.asset == asset.name)
             .filter(|p| p.still_trusted(&source, self.key.as_ref(), self.config.update_channel))
-            .filter(|p| crate::verify::check_file_sha256(&p.path, &p.sha256).is_ok());
-        let downloaded = match reuse {
-            Some(p) => {
-                on_event(UpdateEvent::ReusingDownload { path: p.path.clone() });
-                p
+            .filter(|p| p.path.is_file());
+        if let Some(pending) = reuse {
+            on_event(UpdateEvent::ReusingDownload {
+                path: pending.path.clone(),
+            });
+            match self.install_downloaded(installer, lock, &pending, gate, on_event) {
+                Err(Error::Install(crate::install::InstallError::Archive(
+                    crate::archive::ArchiveError::ChecksumMismatch { .. },
+                ))) => {
+                    tracing::warn!(path = %pending.path.display(), "the pending download changed since it was verified; downloading it again");
+                    let _ = std::fs::remove_file(&pending.path);
+                    clear_pending(&self.paths, Some(&pending.version));
+                }
+                other => return other,
             }
-            None => self.fetch_verified(release, asset, explicit, cancel, on_event)?,
+        }
+        let verified = self.verify_release(release, asset, explicit, on_event)?;
+        let mut fallback = None;
+        match self.delta_plan(release, &verified) {
+            Ok(plan) => match self.install_delta(installer, lock, release, &verified, &plan, gate, cancel, on_event) {
+                Ok(report) => return Ok(report),
+                Err(DeltaFailure::Final(e)) => return Err(e),
+                Err(DeltaFailure::Fallback(reason)) => {
+                    tracing::warn!(base = %plan.base, %reason, "the delta update was not used; downloading the full archive");
+                    fallback = Some(reason);
+                }
+            },
+            Err(Some(reason)) if !self.full_only => {
+                tracing::info!(%reason, "no delta update; downloading the full archive");
+            }
+            Err(_) => {}
+        }
+        let downloaded = self.download_verified(release, asset, verified, cancel, on_event)?;
+        let mut report = self.install_downloaded(installer, lock, &downloaded, gate, on_event)?;
+        if let (Some(delivery), Some(reason)) = (report.delivery.as_mut(), fallback) {
+            delivery.reason = Some(reason);
+        }
+        Ok(report)
+    }
+
+    /// Downloads the planned delta and builds the new version from it and the installed base; see
+    /// [`DeltaFailure`] for what a failure means.
+    #[allow(clippy::too_many_arguments)]
+    fn install_delta(
+        &self,
+        installer: &Installer,
+        lock: &InstallLock,
+        release: &Release,
+        verified: &crate::verify::Verified,
+        plan: &DeltaPlan,
+        gate: &mut dyn HealthGate,
+        cancel: &CancelToken,
+        on_event: &mut dyn FnMut(UpdateEvent),
+    ) -> std::result::Result<InstallReport, DeltaFailure> {
+        let dest = self.paths.downloads_dir().join(&plan.delta.name);
+        let fetched = (|| -> Result<()> {
+            crate::paths::ensure_dir(&self.paths.downloads_dir())?;
+            if let Some(local) = self.source.local_file(&plan.asset)? {
+                copy_verified(&local, &dest, &plan.delta.sha256, Some(plan.delta.size))?;
+                return Ok(());
+            }
+            let target = self.source.download_target(&plan.asset);
+            check_download_url(&target.url)?;
+            let request = DownloadRequest {
+                url: target.url,
+                dest: dest.clone(),
+                expected_size: Some(plan.delta.size),
+                expected_sha256: Some(plan.delta.sha256.clone()),
+                auth_token: target.token,
+                accept: target.accept,
+                cache_only: true,
+            };
+            crate::download::download(&self.client, &request, &self.retry, cancel, &mut |e| {
+                on_event(UpdateEvent::Download(e))
+            })?;
+            Ok(())
+        })();
+        if let Err(e) = fetched {
+            return Err(if cancel.is_cancelled() {
+                DeltaFailure::Final(e)
+            } else {
+                DeltaFailure::Fallback(e.to_string())
+            });
+        }
+        let downloaded = Downloaded {
+            version: release.version.clone(),
+            asset: plan.delta.name.clone(),
+            path: dest.clone(),
+            size: plan.delta.size,
+            sha256: plan.delta.sha256.clone(),
+            signed: verified.signed,
+            verified_by: format!("{} (delta from {})", verified.source, plan.base),
+            source: self.source.describe(),
+            key_id: verified.key_id.clone(),
+            public_key: self.key.as_ref().filter(|_| verified.signed).map(|k| k.to_base64()),
+            manifest_channel: verified.channel,
         };
-        self.install_downloaded(installer, lock, &downloaded, gate, on_event)
+        let base_root = installer.version_dir(&plan.base);
+        let job = crate::delta::ApplyDelta {
+            delta: &dest,
+            delta_sha256: &plan.delta.sha256,
+            base: &plan.base,
+            target: &release.version,
+            base_root: &base_root,
+            base_files: &plan.base_files,
+            target_files: &plan.files,
+        };
+        let build = |root: &Path| crate::delta::apply_delta(&job, root).map_err(crate::install::InstallError::from);
+        let payload = Payload::Built {
+            origin: &dest,
+            build: &build,
+        };
+        let delivery = crate::check::Delivery {
+            method: "delta".into(),
+            bytes: plan.delta.size,
+            full_bytes: verified.size.unwrap_or_default(),
+            base: Some(plan.base.to_string()),
+            reason: None,
+        };
+        let result = self.install_with(installer, lock, &downloaded, payload, delivery, gate, on_event);
+        let _ = std::fs::remove_file(&dest);
+        match result {
+            Ok(report) => Ok(report),
+            Err(Failed::BeforeSwitch(e @ (Error::ModelsFolderBusy { .. } | Error::Install(crate::install::InstallError::Busy { .. })))) => {
+                Err(DeltaFailure::Final(e))
+            }
+            Err(Failed::BeforeSwitch(e)) => Err(DeltaFailure::Fallback(e.to_string())),
+            Err(Failed::After(e)) => Err(DeltaFailure::Final(e)),
+        }
     }
 
     /// Installs a verified download and gates it on health (see [`Updater::install`]).
@@ -1181,20 +1460,49 @@ impl Updater {
         gate: &mut dyn HealthGate,
         on_event: &mut dyn FnMut(UpdateEvent),
     ) -> Result<InstallReport> {
-        // Checked again right before unpacking: the downloads folder is writable by the user.
-        crate::verify::check_file_sha256(&downloaded.path, &downloaded.sha256)?;
+        // The archive is hashed as it is unpacked (the downloads folder is writable by the user, so the
+        // bytes unpacked must be the bytes checked); a mismatch installs nothing.
+        let payload = Payload::Archive {
+            path: &downloaded.path,
+            sha256: Some(&downloaded.sha256),
+        };
+        let delivery = crate::check::Delivery {
+            method: "full".into(),
+            bytes: downloaded.size,
+            full_bytes: downloaded.size,
+            base: None,
+            reason: self.full_only.then(|| "the full archive was asked for".to_owned()),
+        };
+        self.install_with(installer, lock, downloaded, payload, delivery, gate, on_event)
+            .map_err(Failed::into_error)
+    }
+
+    /// Installs `payload` (the files of `downloaded`'s version) and gates it on health.
+    #[allow(clippy::too_many_arguments)]
+    fn install_with(
+        &self,
+        installer: &Installer,
+        lock: &InstallLock,
+        downloaded: &Downloaded,
+        payload: Payload<'_>,
+        delivery: crate::check::Delivery,
+        gate: &mut dyn HealthGate,
+        on_event: &mut dyn FnMut(UpdateEvent),
+    ) -> std::result::Result<InstallReport, Failed> {
         let version = downloaded.version.clone();
         // The new backend must start with the models its release carries, and they are moved in only
         // while no backend runs: with another process holding the models folder, nothing is started.
         if crate::models::models_folder_busy(&self.paths) {
-            return Err(Error::ModelsFolderBusy {
+            return Err(Failed::BeforeSwitch(Error::ModelsFolderBusy {
                 version: version.to_string(),
-            });
+            }));
         }
         on_event(UpdateEvent::Installing {
             version: version.clone(),
         });
-        let previous = installer.current_version()?;
+        let previous = installer
+            .current_version()
+            .map_err(|e| Failed::BeforeSwitch(e.into()))?;
         let repair = previous.as_ref() == Some(&version);
         let unproven = Unproven {
             version: version.clone(),
@@ -1203,7 +1511,8 @@ impl Updater {
         crate::fsutil::write_atomic(
             &unproven_file(&self.paths),
             &serde_json::to_vec(&unproven).unwrap_or_default(),
-        )?;
+        )
+        .map_err(Failed::BeforeSwitch)?;
         // The new version is unpacked into its own folder while the old backend still runs: nothing of the
         // old version is touched, and the downtime is only stop + start. A repair replaces the folder the
         // running backend uses, so that backend is stopped first.
@@ -1212,14 +1521,14 @@ impl Updater {
             on_event(UpdateEvent::StoppingBackend);
             if let Err(e) = gate.stop_running() {
                 let _ = std::fs::remove_file(unproven_file(&self.paths));
-                return Err(e);
+                return Err(Failed::BeforeSwitch(e));
             }
             stopped_at = Some(Instant::now());
         }
         let installed = if repair {
-            installer.repair_archive(lock, &downloaded.path, &version)
+            installer.repair_payload(lock, payload, &version)
         } else {
-            installer.install_archive(lock, &downloaded.path, &version)
+            installer.install_payload(lock, payload, &version)
         };
         let outcome = match installed {
             Ok(outcome) => outcome,
@@ -1230,12 +1539,12 @@ impl Updater {
                     let dir = installer.current_dir().ok().flatten();
                     gate.restore(dir.as_deref());
                 }
-                return Err(e.into());
+                return Err(Failed::BeforeSwitch(e.into()));
             }
         };
-        // Recorded now, before any backend ran in the folder: what the release put there, nothing the
-        // backend writes later.
-        if let Err(e) = record_installed_files(&self.paths, &version) {
+        // Recorded now, before any backend ran in the folder: what the release put there (hashed as it was
+        // written), nothing the backend writes later.
+        if let Err(e) = record_installed_files(&self.paths, &version, &outcome.files) {
             tracing::warn!("could not record the files of {version}: {e}");
         }
         // The launcher the bundle carries is copied and checked now, before its backend runs in the folder.
@@ -1246,7 +1555,7 @@ impl Updater {
             Some(at) => at,
             None => {
                 on_event(UpdateEvent::StoppingBackend);
-                gate.stop_running()?;
+                gate.stop_running().map_err(Failed::After)?;
                 Instant::now()
             }
         };
@@ -1257,7 +1566,9 @@ impl Updater {
             Ok(time_to_healthy) => {
                 let downtime = stopped_at.elapsed();
                 let backend_running = gate.keep();
-                let pruned = self.commit(installer, lock, &version, downloaded)?;
+                let pruned = self
+                    .commit(installer, lock, &version, downloaded)
+                    .map_err(Failed::After)?;
                 tracing::info!(
                     %version,
                     downtime_ms = downtime.as_millis() as u64,
@@ -1288,6 +1599,7 @@ impl Updater {
                     backend_running,
                     pruned,
                     launcher,
+                    delivery: Some(delivery),
                 })
             }
             Err(reason) => {
@@ -1297,14 +1609,14 @@ impl Updater {
                     to: previous.clone(),
                     reason: reason.clone(),
                 });
-                Err(roll_back_unhealthy(
+                Err(Failed::After(roll_back_unhealthy(
                     &self.paths,
                     installer,
                     lock,
                     &unproven,
                     gate,
                     reason,
-                ))
+                )))
             }
         }
     }

@@ -462,7 +462,7 @@ fn route(service: &Service, path: &str, body: &[u8]) -> Response {
         }
         "/api/updates/install" => {
             let b = body!(dto::VersionChoice);
-            accepted(version_of(b.version, "version").and_then(|v| service.install(v)))
+            accepted(version_of(b.version, "version").and_then(|v| service.install(v, false)))
         }
         "/api/updates/rollback" => {
             let b = body!(dto::RollbackBody);

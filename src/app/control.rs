@@ -84,7 +84,12 @@ pub fn api_call(op: &Op, owner_pid: u32) -> AppResult<(&'static str, Value)> {
             }
             ("/api/updates/download", json!({ "version": version(v) }))
         }
-        Op::Install { version: v } => ("/api/updates/install", json!({ "version": version(v) })),
+        Op::Install { version: v, full } => {
+            if *full {
+                return Err(not_through("--full"));
+            }
+            ("/api/updates/install", json!({ "version": version(v) }))
+        }
         Op::Rollback { to } => ("/api/updates/rollback", json!({ "to": version(to) })),
         Op::BackendStart(options) => {
             if options.bundle.is_some() || options.port.is_some() {
@@ -112,7 +117,7 @@ mod tests {
     #[test]
     fn every_op_has_an_endpoint_and_what_the_api_cannot_carry_is_refused_by_name() {
         let v = |s: &str| Some(s.parse::<semver::Version>().unwrap());
-        let (path, body) = api_call(&Op::Install { version: v("1.2.0") }, 7).unwrap();
+        let (path, body) = api_call(&Op::Install { version: v("1.2.0"), full: false }, 7).unwrap();
         assert_eq!(
             (path, body),
             ("/api/updates/install", json!({ "version": "1.2.0" }))

@@ -128,6 +128,8 @@ pub enum Op {
     },
     Install {
         version: Option<Version>,
+        /// Download the full archive even when the release has a delta from the installed version.
+        full: bool,
     },
     Rollback {
         to: Option<Version>,
@@ -728,7 +730,7 @@ impl Service {
         match op {
             Op::Check { channel, platform } => self.check_with(channel, platform),
             Op::Download { version, platform } => self.download_for(version, platform),
-            Op::Install { version } => self.install(version),
+            Op::Install { version, full } => self.install(version, full),
             Op::Rollback { to } => self.rollback(to),
             Op::BackendStart(options) => self.backend_start_with(options),
             Op::BackendStop => self.backend_stop(),
@@ -796,9 +798,9 @@ impl Service {
     }
 
     /// Installs `version` (default: the offered update), proved healthy by this process's supervisor.
-    pub fn install(&self, version: Option<Version>) -> AppResult<u64> {
+    pub fn install(&self, version: Option<Version>, full: bool) -> AppResult<u64> {
         self.spawn(JobKind::Install, move |service, ctx| {
-            let updater = service.updater()?;
+            let updater = service.updater()?.full_archive_only(full);
             let paths = service.paths().clone();
             let mut gate = SupervisorGate::new(service.supervisor(), &paths);
             ctx.progress(Progress::phase("checking"));

@@ -66,6 +66,9 @@ pub struct InstallArgs {
     /// was skipped or failed before.
     #[arg(long, value_name = "VERSION")]
     pub version: Option<String>,
+    /// Download the full archive even when the release has a delta from the installed version.
+    #[arg(long)]
+    pub full: bool,
 }
 
 #[derive(Debug, Default, Args)]
@@ -519,6 +522,7 @@ fn install_cmd(ctx: &Ctx, args: InstallArgs) -> anyhow::Result<ExitCode> {
     let mut view = ProgressView::new(ctx);
     let op = Op::Install {
         version: version.clone(),
+        full: args.full,
     };
     let result = control.run(op, &cancel, &mut |p| view.on_progress(p));
     view.finish();

@@ -871,6 +871,7 @@ impl Worker {
             control,
             Op::Install {
                 version: version.clone(),
+                full: false,
             },
             cancel,
             &mut on_progress,

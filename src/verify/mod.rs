@@ -121,6 +121,9 @@ pub struct Verified {
     /// When that manifest says the release was published.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub published_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The manifest's whole entry for the asset (its file list and deltas), when a manifest gave the hash.
+    #[serde(skip)]
+    pub entry: Option<ManifestAsset>,
 }
 
 /// Decides the SHA256 `asset` of release `version` must have. See the module documentation for the order
@@ -148,6 +151,7 @@ pub fn expected_sha256(
                 key_id: None,
                 channel: Some(manifest.channel),
                 published_at: Some(manifest.published_at),
+                entry: Some(entry.clone()),
             });
         }
     }
@@ -212,6 +216,7 @@ fn from_signed_manifest(
         key_id: Some(key.key_id().to_owned()),
         channel: Some(manifest.channel),
         published_at: Some(manifest.published_at),
+        entry: Some(entry.clone()),
     })
 }
 
@@ -261,6 +266,7 @@ fn agree(
             key_id: None,
             channel: None,
             published_at: None,
+            entry: None,
         }),
     }
 }
