@@ -348,15 +348,36 @@ pack_and_verify() {
     local key=$1 pub=$2 out=$3
     mkdir -p "$out"
     for platform in linux-x86_64 windows-x86_64; do
-        "$launcher" release pack --version 1.2.3 --platform "$platform" \
+        # --also-tar-gz as in the transition release (docs/RELEASE-FORMAT.md); it only affects Linux/macOS.
+        "$launcher" release pack --version 1.2.3 --platform "$platform" --also-tar-gz \
             --bundle-dir "$work/bundle-${platform%%-*}" --out "$out" --minisign-key "$key"
     done
+    # The next release, with a delta from this one, beside it.
+    echo "changed" >> "$work/bundle-linux/agent-notes.txt"
+    "$launcher" release pack --version 1.2.4 --platform linux-x86_64 --delta-from "$out" \
+        --bundle-dir "$work/bundle-linux" --out "$out-next" --minisign-key "$key"
+    rm -f "$work/bundle-linux/agent-notes.txt"
+    (
+        cd "$out-next"
+        sha256sum --check --strict checksums-linux-x86_64.txt
+        minisign -V -q -p "$pub" -m release-manifest.json
+        # A delta is a plain tar whose first entry says what it turns into what.
+        test "$(tar -tf PersonalAIAgent-linux-x86_64-1.2.4.from-1.2.3.delta | head -n 1)" = delta.json
+        grep -q '"base": "1.2.3"' release-manifest.json
+    )
     cd "$out"
+    test -f PersonalAIAgent-linux-x86_64-1.2.3.tar.zst
     test -f PersonalAIAgent-linux-x86_64-1.2.3.tar.gz
     test -f PersonalAIAgent-windows-x86_64-1.2.3.zip
     sha256sum --check --strict checksums-linux-x86_64.txt checksums-windows-x86_64.txt
     minisign -V -q -p "$pub" -m release-manifest.json
+    # Both Linux archives hold the same bundle, and the real tools read them.
+    if command -v zstd >/dev/null; then
+        diff <(zstd -dc PersonalAIAgent-linux-x86_64-1.2.3.tar.zst | tar -tf -) \
+            <(tar -tzf PersonalAIAgent-linux-x86_64-1.2.3.tar.gz)
+    fi
     # One manifest lists both platforms' archives, as the publish job needs.
+    grep -q 'PersonalAIAgent-linux-x86_64-1.2.3.tar.zst' release-manifest.json
     grep -q 'PersonalAIAgent-linux-x86_64-1.2.3.tar.gz' release-manifest.json
     grep -q 'PersonalAIAgent-windows-x86_64-1.2.3.zip' release-manifest.json
 }

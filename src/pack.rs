@@ -221,17 +221,23 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
     refuse_output_inside_bundle(&options.bundle_dir, out)?;
     crate::paths::ensure_dir(out)?;
     // The bases are unpacked (and checked against their own manifests) before anything is written too.
-    let bases = options
-        .delta_from
-        .iter()
-        .map(|from| DeltaBase::open(from, options))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut warnings = Vec::new();
+    let mut bases = Vec::new();
+    for from in &options.delta_from {
+        match DeltaBase::open(from, options)? {
+            Some(base) => bases.push(base),
+            None => warnings.push(format!(
+                "no delta from {}: its manifest lists no archive for {}",
+                from.display(),
+                options.platform
+            )),
+        }
+    }
     let root_name = archive::bundle_root_name(&options.version, &options.platform);
     let kind = ArchiveKind::for_os(options.platform.os);
     let size = archive::create_archive(&options.bundle_dir, &root_name, &archive_path, kind)?;
     let sha256 = verify::sha256_file(&archive_path)?;
     let files = crate::delta::list_tree(&options.bundle_dir)?;
-    let mut warnings = Vec::new();
 
     let mut written_files = vec![(archive_name.clone(), sha256.clone())];
     let legacy_archive = if options.also_tar_gz && kind == ArchiveKind::TarZst {
@@ -383,7 +389,8 @@ impl DeltaBase {
 
     /// `from` is a release folder (its manifest names this platform's archive and its hash) or an archive
     /// named as `release pack` names them.
-    fn open(from: &Path, options: &PackOptions) -> Result<Self, PackError> {
+    /// `None`: a release folder without an archive for this platform (a platform new in this release).
+    fn open(from: &Path, options: &PackOptions) -> Result<Option<Self>, PackError> {
         let refuse = |reason: String| PackError::DeltaBase {
             from: from.to_path_buf(),
             reason,
@@ -396,14 +403,16 @@ impl DeltaBase {
                 ))
             })?;
             let manifest = ReleaseManifest::parse(text.as_bytes()).map_err(|e| refuse(e.to_string()))?;
-            let asset = manifest
+            let Some(asset) = manifest
                 .assets
                 .iter()
                 .filter(|a| a.platform == Some(options.platform))
                 .filter_map(|a| ArchiveKind::from_file_name(&a.name).map(|k| (k, a)))
                 .min_by_key(|(kind, _)| *kind as u8)
                 .map(|(_, a)| a)
-                .ok_or_else(|| refuse(format!("its manifest lists no archive for {}", options.platform)))?;
+            else {
+                return Ok(None);
+            };
             (from.join(&asset.name), manifest.version.clone(), Some(asset.sha256.clone()))
         } else {
             let name = file_name(from);
@@ -430,11 +439,11 @@ impl DeltaBase {
             &archive::ExtractLimits::default(),
             sha256.as_deref(),
         )?;
-        Ok(DeltaBase {
+        Ok(Some(DeltaBase {
             version,
             _dir: dir,
             root: extracted.root,
-        })
+        }))
     }
 }
 

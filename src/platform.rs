@@ -1284,8 +1284,8 @@ mod tests {
             &[
                 ("linux-x86_64", Some("ollama-linux-amd64.tar.zst")),
                 ("linux-aarch64", Some("ollama-linux-arm64.tar.zst")),
-                ("macos-aarch64", Some("ollama-darwin.tgz")),
-                ("macos-x86_64", Some("ollama-darwin.tgz")),
+                ("macos-aarch64", Some("ollama-darwin.tar.zst")),
+                ("macos-x86_64", Some("ollama-darwin.tar.zst")),
                 ("windows-x86_64", Some("ollama-windows-amd64.zip")),
                 ("windows-aarch64", Some("ollama-windows-arm64.zip")),
                 ("linux-armv7", None),

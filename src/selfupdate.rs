@@ -1485,7 +1485,7 @@ mod tests {
         let bundle = crate::updater::installer(&paths).version_dir(&v);
         std::fs::create_dir_all(&bundle).unwrap();
         std::fs::write(bundle.join(launcher_file_name()), "as released").unwrap();
-        crate::updater::record_installed_files(&paths, &v).unwrap();
+        crate::updater::record_installed_tree(&paths, &v).unwrap();
         let staged = stage_candidate(&paths, &bundle, &v).unwrap();
         assert_eq!(std::fs::read_to_string(&staged.exe).unwrap(), "as released");
         assert!(staged.exe.starts_with(staging_dir(&paths)));
@@ -1514,7 +1514,7 @@ mod tests {
             .join("Contents/MacOS")
             .join(launcher_file_name());
         std::os::unix::fs::symlink(&link, bundle.join(launcher_file_name())).unwrap();
-        crate::updater::record_installed_files(&paths, &v).unwrap();
+        crate::updater::record_installed_tree(&paths, &v).unwrap();
         let staged = stage_candidate(&paths, &bundle, &v).unwrap();
         assert!(staged.app.as_ref().unwrap().join("Contents/Info.plist").is_file());
         assert_eq!(std::fs::read_to_string(&staged.exe).unwrap(), "app launcher");

@@ -334,6 +334,28 @@ pub(crate) fn record_installed_files(
     crate::fsutil::write_atomic(&files_record(paths, version), &bytes)
 }
 
+/// [`record_installed_files`] for a folder already in place: every file is read and hashed.
+#[cfg(test)]
+pub(crate) fn record_installed_tree(paths: &Paths, version: &Version) -> Result<()> {
+    let root = installer(paths).version_dir(version);
+    let files = crate::delta::list_tree(&root)
+        .map_err(|e| Error::io("read", &root, std::io::Error::other(e.to_string())))?
+        .into_iter()
+        .filter_map(|f| {
+            let sha256 = f.sha256?;
+            Some((
+                f.path,
+                crate::archive::FileRecord {
+                    size: f.size,
+                    sha256,
+                    mode: f.mode,
+                },
+            ))
+        })
+        .collect();
+    record_installed_files(paths, version, &files)
+}
+
 /// What [`record_installed_files`] recorded for `version`: each regular file's path (relative to the
 /// version folder, `/`-separated) with its size and SHA256.
 pub(crate) fn installed_file_hashes(
@@ -924,11 +946,17 @@ impl Updater {
             base: None,
             reason,
         };
+        // Deltas are listed only in the manifest: no checksum file is fetched for this.
+        if release.asset(crate::verify::MANIFEST_FILE).is_none() {
+            return full(None);
+        }
         let verified = match self
-            .material(release, asset)
+            .material_with(release, asset, false)
             .and_then(|m| Ok(crate::verify::expected_sha256(asset, &release.version, &m, self.key.as_ref())?))
         {
             Ok(verified) => verified,
+            // Without a key, checksum files may still vouch for the archive: the install decides.
+            Err(_) if self.key.is_none() => return full(None),
             Err(e) => return full(Some(format!("the release could not be verified: {e}"))),
         };
         match self.delta_plan(release, &verified) {
@@ -1005,6 +1033,16 @@ impl Updater {
 
     /// Fetches what vouches for `asset`: the release manifest and its signature, and checksum files.
     fn material(&self, release: &Release, asset: &Asset) -> Result<VerificationMaterial> {
+        self.material_with(release, asset, true)
+    }
+
+    /// [`Updater::material`], with or without the checksum files.
+    fn material_with(
+        &self,
+        release: &Release,
+        asset: &Asset,
+        checksum_files: bool,
+    ) -> Result<VerificationMaterial> {
         const LIMIT: u64 = 4 << 20;
         let mut material = VerificationMaterial::default();
         if let Some(manifest) = release.asset(crate::verify::MANIFEST_FILE)
@@ -1023,7 +1061,7 @@ impl Updater {
         // only files that can vouch for this asset, and a handful at most: a hostile listing naming
         // thousands of them must not make the launcher fetch (and hold) them all.
         const MAX_CHECKSUM_FILES: usize = 8;
-        if self.key.is_none() {
+        if self.key.is_none() && checksum_files {
             let platform = self.platform.to_string();
             let mut candidates: Vec<(u8, bool, &Asset)> = release
                 .assets

@@ -119,7 +119,7 @@ fn packing_five_platforms_into_one_folder_gives_one_signed_manifest_that_the_rea
         let extension = if platform.starts_with("windows") {
             "zip"
         } else {
-            "tar.gz"
+            "tar.zst"
         };
         let name = format!("PersonalAIAgent-{platform}-1.2.0.{extension}");
         assert!(names.contains(&name.as_str()), "{name} missing from {names:?}");
@@ -159,7 +159,7 @@ fn each_archive_holds_one_top_folder_named_after_platform_and_version() {
         let extension = if platform.starts_with("windows") {
             "zip"
         } else {
-            "tar.gz"
+            "tar.zst"
         };
         let root = format!("PersonalAIAgent-{platform}-1.2.0");
         let dest = work.path().join(format!("unpacked-{platform}"));
@@ -202,7 +202,7 @@ fn json_output_reports_paths_sizes_hashes_and_the_signing_key() {
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["signed"], true);
     assert_eq!(report["key_id"], key_id_in_pub_file(&public));
-    let archive = out.join("PersonalAIAgent-linux-x86_64-1.2.0.tar.gz");
+    let archive = out.join("PersonalAIAgent-linux-x86_64-1.2.0.tar.zst");
     assert_eq!(report["archive"]["path"], path_arg(&archive));
     assert_eq!(
         report["archive"]["size"],
@@ -240,11 +240,11 @@ fn repacking_a_platform_replaces_its_line_and_keeps_the_others() {
     let text = std::fs::read_to_string(out.join("checksums-linux-x86_64.txt")).unwrap();
     assert!(text.contains(&extra_line), "{text}");
     assert_eq!(
-        text.matches("PersonalAIAgent-linux-x86_64-1.2.0.tar.gz").count(),
+        text.matches("PersonalAIAgent-linux-x86_64-1.2.0.tar.zst").count(),
         1,
         "{text}"
     );
-    let archive = out.join("PersonalAIAgent-linux-x86_64-1.2.0.tar.gz");
+    let archive = out.join("PersonalAIAgent-linux-x86_64-1.2.0.tar.zst");
     assert!(text.contains(&personal_ai_agent::verify::sha256_file(&archive).unwrap()));
 }
 
@@ -291,7 +291,7 @@ fn packing_another_version_into_a_folder_with_a_manifest_is_refused_naming_both(
         "manifest unchanged"
     );
     assert!(
-        !out.join("PersonalAIAgent-linux-x86_64-1.3.0.tar.gz").exists(),
+        !out.join("PersonalAIAgent-linux-x86_64-1.3.0.tar.zst").exists(),
         "nothing written"
     );
 }
