@@ -284,7 +284,7 @@ full_size=$(json_field "$work/pack-2.1.0.json" archive.size)
 delta_file=$(json_field "$work/pack-2.1.0.json" deltas.0.file.path)
 delta_size=$(json_field "$work/pack-2.1.0.json" deltas.0.file.size)
 [ -n "$delta_file" ] || { echo "release pack wrote no delta from 2.0.0; its report:" >&2; cat "$work/pack-2.1.0.json" >&2; exit 1; }
-stats=$(python3 -c 'import json, sys; s = json.load(open(sys.argv[1]))["deltas"][0]["stats"]
+stats=$(python3 -c 'import json, sys; s = json.load(open(sys.argv[1]))["deltas"][0]
 print(", ".join(f"{s[k]} {k}" for k in ("patched", "added", "removed", "unchanged") if k in s))' "$work/pack-2.1.0.json")
 
 # One timed update of rep $i: home_a from the delta, home_b from the full archive.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Lays out one platform's release bundle: the folder that `personal-ai-agent release pack --bundle-dir`
-# turns into PersonalAIAgent-<os>-<arch>-<version>.tar.gz (.zip on Windows). See docs/BUNDLE.md.
+# turns into PersonalAIAgent-<os>-<arch>-<version>.tar.zst (.zip on Windows). See docs/BUNDLE.md.
 #
 #   scripts/stage-bundle.sh PLATFORM LAUNCHER BACKEND OUT_DIR
 #

@@ -537,16 +537,26 @@ pub fn unpacked_mode(mode: u32) -> u32 {
 /// Unpacks `archive` (its kind taken from its name) into `dest`, which must be missing or empty. Returns the
 /// bundle root: the single top folder when the archive holds exactly one, otherwise `dest` itself.
 pub fn extract_archive(archive: &Path, dest: &Path, limits: &ExtractLimits) -> Result<PathBuf, ArchiveError> {
-    extract_archive_checked(archive, dest, limits, None).map(|extracted| extracted.root)
+    extract_archive_checked(archive, dest, limits, None, None).map(|extracted| extracted.root)
 }
+
+/// The files a verified release says its bundle holds (path relative to the bundle root → size and
+/// SHA256, from the signed manifest's `files`).
+pub type ListedFiles = std::collections::BTreeMap<String, (u64, String)>;
 
 /// [`extract_archive`], hashing the archive as it is read: when `expected_sha256` is given and the bytes
 /// read do not have it, what was unpacked is removed and [`ArchiveError::ChecksumMismatch`] returned.
+///
+/// `listed`, the signed file list of the same release, spares hashing each file a second time: a file it
+/// lists with the size the archive gives is recorded with the listed SHA256 (the archive's own hash,
+/// checked at the end, vouches for its bytes, and the same signature for the list); any other file is
+/// hashed as it is written.
 pub fn extract_archive_checked(
     archive: &Path,
     dest: &Path,
     limits: &ExtractLimits,
     expected_sha256: Option<&str>,
+    listed: Option<&ListedFiles>,
 ) -> Result<Extracted, ArchiveError> {
     let name = archive.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let kind = ArchiveKind::from_file_name(name).ok_or_else(|| ArchiveError::UnsupportedKind {
@@ -576,6 +586,8 @@ pub fn extract_archive_checked(
         top_level: BTreeSet::new(),
         files: std::collections::BTreeMap::new(),
         copy_buffer: vec![0; COPY_BUFFER],
+        listed,
+        from_list: Vec::new(),
     };
     let result = match kind {
         ArchiveKind::TarZst | ArchiveKind::TarGz => extractor.unpack_tar(kind),
@@ -594,6 +606,21 @@ pub fn extract_archive_checked(
         // Known only now that every entry is in: the folder links must stay inside.
         let root = extractor.bundle_root_rel();
         extractor.create_symlinks(&root)?;
+        // A listed record was matched below the first folder; if that folder is not the root after all
+        // (an archive with several top entries), the file is hashed from disk instead.
+        for rel in std::mem::take(&mut extractor.from_list) {
+            let top = rel.components().next().map(|c| PathBuf::from(c.as_os_str()));
+            if top.as_deref() != Some(root.as_path())
+                && let Some(record) = extractor.files.get_mut(&rel)
+            {
+                let path = dest.join(&rel);
+                record.sha256 = crate::verify::sha256_file(&path).map_err(|e| ArchiveError::Io {
+                    action: "read",
+                    path: path.clone(),
+                    source: io::Error::other(e.to_string()),
+                })?;
+            }
+        }
         let files = std::mem::take(&mut extractor.files)
             .into_iter()
             .filter_map(|(rel, record)| {
@@ -644,6 +671,9 @@ struct Extractor<'a> {
     /// Every regular file written, by its path relative to the destination.
     files: std::collections::BTreeMap<PathBuf, FileRecord>,
     copy_buffer: Vec<u8>,
+    listed: Option<&'a ListedFiles>,
+    /// Files recorded from `listed` rather than hashed.
+    from_list: Vec<PathBuf>,
 }
 
 /// The buffer files are written through: few system calls, little memory.
@@ -825,8 +855,9 @@ impl Extractor<'_> {
                     return Err(self.too_large(name));
                 }
                 let mut file = self.create_file(name, &rel)?;
+                let listed_sha256 = self.listed_sha256(&rel, declared_size);
                 // Count what is really written: a header's size can lie, a zip's often does in a bomb.
-                let mut hasher = Sha256::new();
+                let mut hasher = listed_sha256.is_none().then(Sha256::new);
                 let mut copied: u64 = 0;
                 let mut limited = data.take(remaining + 1);
                 loop {
@@ -838,7 +869,9 @@ impl Extractor<'_> {
                     };
                     file.write_all(&self.copy_buffer[..n])
                         .map_err(io_error("write", &path))?;
-                    hasher.update(&self.copy_buffer[..n]);
+                    if let Some(hasher) = &mut hasher {
+                        hasher.update(&self.copy_buffer[..n]);
+                    }
                     copied += n as u64;
                 }
                 if copied > remaining {
@@ -847,11 +880,22 @@ impl Extractor<'_> {
                 self.written_bytes += copied;
                 set_mode(&file, mode, &path)?;
                 crate::fsutil::start_writeback(&file);
+                let sha256 = match (hasher, listed_sha256) {
+                    (Some(hasher), _) => hex::encode(hasher.finalize()),
+                    (None, Some(listed)) if copied == declared_size => {
+                        self.from_list.push(rel.clone());
+                        listed
+                    }
+                    // Fewer bytes than the header said: the archive is damaged, and its hash will say so.
+                    (None, _) => {
+                        crate::verify::sha256_file(&path).map_err(|e| self.corrupt(format!("entry `{name}`: {e}")))?
+                    }
+                };
                 self.files.insert(
                     rel.clone(),
                     FileRecord {
                         size: copied,
-                        sha256: hex::encode(hasher.finalize()),
+                        sha256,
                         mode: unpacked_mode(mode),
                     },
                 );
@@ -901,6 +945,19 @@ impl Extractor<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The listed SHA256 of the file at `rel` (below the archive's top folder), when the list gives it with
+    /// this size.
+    fn listed_sha256(&self, rel: &Path, size: u64) -> Option<String> {
+        let listed = self.listed?;
+        let mut parts = rel.components();
+        parts.next()?;
+        let inside = parts.as_path().to_str()?.replace('\\', "/");
+        listed
+            .get(&inside)
+            .filter(|(listed_size, _)| *listed_size == size)
+            .map(|(_, sha256)| sha256.clone())
     }
 
     fn too_large(&self, entry: &str) -> ArchiveError {

@@ -552,8 +552,16 @@ impl<'a> Download<'a> {
                 tracing::debug!(part = %part.display(), error = %e, "file locks unsupported; not locked");
             }
         }
-        file.set_len(offset)
-            .map_err(|e| DownloadError::io("truncate", &part, e))?;
+        // Only when it is longer: truncating a fresh file to zero would make ext4 write all of it back as
+        // soon as it is closed (`auto_da_alloc`), though a bundle archive is only a cache.
+        let current_len = file
+            .metadata()
+            .map_err(|e| DownloadError::io("read", &part, e))?
+            .len();
+        if current_len != offset {
+            file.set_len(offset)
+                .map_err(|e| DownloadError::io("truncate", &part, e))?;
+        }
         if offset == 0 {
             // No usable sidecar: whatever was there belongs to another request.
             remove_if_exists(&sidecar);

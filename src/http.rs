@@ -47,8 +47,19 @@ pub fn ensure_tls_provider() {
     });
 }
 
-/// Builds the shared client.
+/// The shared client: built once per process (loading the platform's root certificates reads every file
+/// in the trust store, tens of milliseconds each time) and cloned after that, which shares its connection
+/// pool.
 pub fn client() -> Result<Client> {
+    static SHARED: std::sync::OnceLock<Client> = std::sync::OnceLock::new();
+    if let Some(client) = SHARED.get() {
+        return Ok(client.clone());
+    }
+    let built = build_client()?;
+    Ok(SHARED.get_or_init(|| built).clone())
+}
+
+fn build_client() -> Result<Client> {
     ensure_tls_provider();
     Client::builder()
         .user_agent(user_agent())

@@ -438,6 +438,7 @@ impl DeltaBase {
             dir.path(),
             &archive::ExtractLimits::default(),
             sha256.as_deref(),
+            None,
         )?;
         Ok(Some(DeltaBase {
             version,

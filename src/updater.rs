@@ -307,6 +307,17 @@ pub enum Integrity {
     Unknown,
 }
 
+/// The signed file list of the asset `verified` vouches for, as the unpacker takes it.
+fn listed_files(verified: &crate::verify::Verified) -> Option<crate::archive::ListedFiles> {
+    let entry = verified.entry.as_ref()?;
+    let listed: crate::archive::ListedFiles = entry
+        .files
+        .iter()
+        .filter_map(|f| Some((f.path.clone(), (f.size, f.sha256.clone()?))))
+        .collect();
+    (!listed.is_empty()).then_some(listed)
+}
+
 /// Records every file of `version`'s folder (size and SHA256), so [`check_integrity`] can later tell a
 /// damaged install from an intact one. The bundle's `models/` folder is left out: its files move to the
 /// shared models folder.
@@ -1363,7 +1374,7 @@ impl Updater {
             on_event(UpdateEvent::ReusingDownload {
                 path: pending.path.clone(),
             });
-            match self.install_downloaded(installer, lock, &pending, gate, on_event) {
+            match self.install_downloaded(installer, lock, &pending, None, gate, on_event) {
                 Err(Error::Install(crate::install::InstallError::Archive(
                     crate::archive::ArchiveError::ChecksumMismatch { .. },
                 ))) => {
@@ -1390,8 +1401,10 @@ impl Updater {
             }
             Err(_) => {}
         }
+        let listed = listed_files(&verified);
         let downloaded = self.download_verified(release, asset, verified, cancel, on_event)?;
-        let mut report = self.install_downloaded(installer, lock, &downloaded, gate, on_event)?;
+        let mut report =
+            self.install_downloaded(installer, lock, &downloaded, listed.as_ref(), gate, on_event)?;
         if let (Some(delivery), Some(reason)) = (report.delivery.as_mut(), fallback) {
             delivery.reason = Some(reason);
         }
@@ -1495,6 +1508,7 @@ impl Updater {
         installer: &Installer,
         lock: &InstallLock,
         downloaded: &Downloaded,
+        listed: Option<&crate::archive::ListedFiles>,
         gate: &mut dyn HealthGate,
         on_event: &mut dyn FnMut(UpdateEvent),
     ) -> Result<InstallReport> {
@@ -1503,6 +1517,7 @@ impl Updater {
         let payload = Payload::Archive {
             path: &downloaded.path,
             sha256: Some(&downloaded.sha256),
+            listed,
         };
         let delivery = crate::check::Delivery {
             method: "full".into(),

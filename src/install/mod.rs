@@ -182,7 +182,13 @@ pub struct InstallOutcome {
 pub enum Payload<'a> {
     /// A bundle archive, hashed as it is unpacked: when `sha256` is given and the bytes read do not have
     /// it, nothing is installed ([`ArchiveError::ChecksumMismatch`]).
-    Archive { path: &'a Path, sha256: Option<&'a str> },
+    Archive {
+        path: &'a Path,
+        sha256: Option<&'a str>,
+        /// The release's signed file list, which spares hashing each file again (see
+        /// [`archive::extract_archive_checked`]).
+        listed: Option<&'a archive::ListedFiles>,
+    },
     /// A bundle folder `build` makes in the empty folder it is given (a delta applied to an installed
     /// version), returning every regular file it wrote, checked; `origin` names it in errors.
     Built {
@@ -194,7 +200,7 @@ pub enum Payload<'a> {
 impl std::fmt::Debug for Payload<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Payload::Archive { path, sha256 } => f
+            Payload::Archive { path, sha256, .. } => f
                 .debug_struct("Archive")
                 .field("path", path)
                 .field("sha256", sha256)
@@ -475,6 +481,7 @@ impl Installer {
         let payload = Payload::Archive {
             path: archive,
             sha256: None,
+            listed: None,
         };
         self.install_payload(lock, payload, version)
     }
@@ -569,8 +576,8 @@ impl Installer {
             .join(STAGING_DIR)
             .join(format!("{version}-{}", std::process::id()));
         let (bundle_root, files) = match payload {
-            Payload::Archive { path, sha256 } => {
-                let extracted = archive::extract_archive_checked(path, &staging, &self.limits, sha256)?;
+            Payload::Archive { path, sha256, listed } => {
+                let extracted = archive::extract_archive_checked(path, &staging, &self.limits, sha256, listed)?;
                 (extracted.root, extracted.files)
             }
             Payload::Built { build, .. } => {
@@ -599,6 +606,7 @@ impl Installer {
         let payload = Payload::Archive {
             path: archive,
             sha256: None,
+            listed: None,
         };
         self.repair_payload(lock, payload, version)
     }

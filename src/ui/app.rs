@@ -969,8 +969,17 @@ impl App {
                     (Some(latest), true) => {
                         ui.label(RichText::new(format!("Update to {} available", latest.version)).strong());
                         let mut facts = Vec::new();
-                        if let Some(asset) = &latest.asset {
-                            facts.push(bytes(asset.size));
+                        match (&report.delivery, &latest.asset) {
+                            // What will really be downloaded: a delta from the installed version is
+                            // usually a small part of the archive.
+                            (Some(d), _) if d.method == "delta" => facts.push(format!(
+                                "{} to download (only what changed since {}; the full archive is {})",
+                                bytes(d.bytes),
+                                d.base.as_deref().unwrap_or("the installed version"),
+                                bytes(d.full_bytes)
+                            )),
+                            (_, Some(asset)) => facts.push(bytes(asset.size)),
+                            _ => {}
                         }
                         if let Some(at) = latest.published_at {
                             facts.push(format!("published {}", at.format("%Y-%m-%d")));

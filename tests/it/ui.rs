@@ -891,3 +891,35 @@ fn the_first_run_works_by_keyboard_and_every_button_says_what_it_does() {
             && matches!(h.state().backend_state(), BackendState::Running { .. })
     });
 }
+
+#[test]
+fn an_update_with_a_delta_says_how_little_it_downloads() {
+    let (work, feed_dir, _home, paths) = installed_1_0_0();
+    let bundle = work.path().join("bundle-1.1.0-delta");
+    crate::support::make_bundle(&bundle, &[]);
+    std::fs::write(bundle.join("CHANGES.txt"), "what 1.1.0 changed").unwrap();
+    personal_ai_agent::pack::pack(&personal_ai_agent::pack::PackOptions {
+        version: "1.1.0".parse().unwrap(),
+        platform: personal_ai_agent::platform::Platform::current(),
+        bundle_dir: bundle,
+        out_dir: feed_dir.join("1.1.0"),
+        channel: personal_ai_agent::version::Channel::Stable,
+        minisign_key: None,
+        minisign_password: None,
+        published_at: chrono::Utc::now(),
+        notes: None,
+        also_tar_gz: false,
+        delta_from: vec![feed_dir.join("1.0.0")],
+    })
+    .unwrap();
+    personal_ai_agent::sources::feed::write_feed(&feed_dir).unwrap();
+
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the installed version", |h| {
+        h.state().installed_version() == Some("1.0.0")
+    });
+    harness.get_by_label("Check for updates").click();
+    pump_until(&mut harness, "the offer with its download size", |h| {
+        shows(h, "Update to 1.1.0 available") && shows(h, "only what changed since 1.0.0")
+    });
+}
