@@ -292,7 +292,8 @@ pub fn create_archive(
                 .map_err(io_error("compress", temp.path()))?;
             // Several threads when the machine has them; the frames are the same whatever their number.
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-            zstd.multithread(threads).map_err(io_error("compress", temp.path()))?;
+            zstd.multithread(threads)
+                .map_err(io_error("compress", temp.path()))?;
             let zstd = write_tar(bundle_dir, root, &items, zstd, temp.path())?;
             let mut writer = zstd.finish().map_err(io_error("write", temp.path()))?;
             writer.flush().map_err(io_error("write", temp.path()))?;
@@ -785,8 +786,8 @@ impl Extractor<'_> {
             .and_then(HashingReader::finish)
             .map_err(io_error("read", self.archive))?;
         io::Seek::rewind(&mut file).map_err(io_error("read", self.archive))?;
-        let mut zip = zip::ZipArchive::new(BufReader::with_capacity(256 * 1024, file))
-            .map_err(|e| self.corrupt(e))?;
+        let mut zip =
+            zip::ZipArchive::new(BufReader::with_capacity(256 * 1024, file)).map_err(|e| self.corrupt(e))?;
         for index in 0..zip.len() {
             let mut file = zip.by_index(index).map_err(|e| self.corrupt(e))?;
             let name = String::from_utf8_lossy(file.name_raw()).into_owned();
@@ -887,9 +888,8 @@ impl Extractor<'_> {
                         listed
                     }
                     // Fewer bytes than the header said: the archive is damaged, and its hash will say so.
-                    (None, _) => {
-                        crate::verify::sha256_file(&path).map_err(|e| self.corrupt(format!("entry `{name}`: {e}")))?
-                    }
+                    (None, _) => crate::verify::sha256_file(&path)
+                        .map_err(|e| self.corrupt(format!("entry `{name}`: {e}")))?,
                 };
                 self.files.insert(
                     rel.clone(),

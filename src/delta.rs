@@ -152,14 +152,21 @@ pub struct DeltaStats {
 /// and link, sorted by path; the top-level `models/` left out.
 pub fn list_tree(root: &Path) -> Result<Vec<ManifestFile>, DeltaError> {
     fn walk(root: &Path, rel: &str, out: &mut Vec<ManifestFile>) -> Result<(), DeltaError> {
-        let dir = if rel.is_empty() { root.to_path_buf() } else { root.join(rel) };
+        let dir = if rel.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(rel)
+        };
         let mut names: Vec<String> = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
             let entry = entry.map_err(io_err("list", &dir))?;
-            let name = entry.file_name().into_string().map_err(|name| DeltaError::CannotMake {
-                path: dir.join(name),
-                reason: "its name is not valid UTF-8; rename it".into(),
-            })?;
+            let name = entry
+                .file_name()
+                .into_string()
+                .map_err(|name| DeltaError::CannotMake {
+                    path: dir.join(name),
+                    reason: "its name is not valid UTF-8; rename it".into(),
+                })?;
             names.push(name);
         }
         names.sort();
@@ -167,7 +174,11 @@ pub fn list_tree(root: &Path) -> Result<Vec<ManifestFile>, DeltaError> {
             if rel.is_empty() && name == crate::models::BUNDLED_MODELS_DIR {
                 continue;
             }
-            let child_rel = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let child_rel = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
             let path = root.join(&child_rel);
             let meta = fs::symlink_metadata(&path).map_err(io_err("read", &path))?;
             let mut file = ManifestFile {
@@ -189,10 +200,13 @@ pub fn list_tree(root: &Path) -> Result<Vec<ManifestFile>, DeltaError> {
             } else if meta.is_file() {
                 file.size = meta.len();
                 file.mode = crate::archive::unpacked_mode(crate::archive::pack_mode(&meta, &path));
-                file.sha256 = Some(crate::verify::sha256_file(&path).map_err(|e| DeltaError::CannotMake {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?);
+                file.sha256 =
+                    Some(
+                        crate::verify::sha256_file(&path).map_err(|e| DeltaError::CannotMake {
+                            path: path.clone(),
+                            reason: e.to_string(),
+                        })?,
+                    );
                 out.push(file);
             } else {
                 return Err(DeltaError::CannotMake {
@@ -271,13 +285,25 @@ pub fn create_delta(
         .map_err(io_err("create a temporary file in", out_dir))?;
     let mut builder = tar::Builder::new(BufWriter::new(temp.as_file()));
     let header_bytes = serde_json::to_vec_pretty(&header).unwrap_or_default();
-    append(&mut builder, HEADER_ENTRY, &mut &header_bytes[..], header_bytes.len() as u64, temp.path())?;
-    let mut scratch = tempfile::tempfile_in(out_dir).map_err(io_err("create a temporary file in", out_dir))?;
+    append(
+        &mut builder,
+        HEADER_ENTRY,
+        &mut &header_bytes[..],
+        header_bytes.len() as u64,
+        temp.path(),
+    )?;
+    let mut scratch =
+        tempfile::tempfile_in(out_dir).map_err(io_err("create a temporary file in", out_dir))?;
     for path in &header.patched {
         scratch.set_len(0).map_err(io_err("write", temp.path()))?;
         scratch.rewind().map_err(io_err("write", temp.path()))?;
         write_patch(&base_root.join(path), &target_root.join(path), &mut scratch)?;
-        append_scratch(&mut builder, &format!("{PATCH_PREFIX}{path}"), &mut scratch, temp.path())?;
+        append_scratch(
+            &mut builder,
+            &format!("{PATCH_PREFIX}{path}"),
+            &mut scratch,
+            temp.path(),
+        )?;
     }
     for path in &header.added {
         scratch.set_len(0).map_err(io_err("write", temp.path()))?;
@@ -288,15 +314,25 @@ pub fn create_delta(
             .map_err(io_err("compress", &source))?;
         io::copy(&mut input, &mut encoder).map_err(io_err("compress", &source))?;
         encoder.finish().map_err(io_err("compress", &source))?;
-        append_scratch(&mut builder, &format!("{WHOLE_PREFIX}{path}"), &mut scratch, temp.path())?;
+        append_scratch(
+            &mut builder,
+            &format!("{WHOLE_PREFIX}{path}"),
+            &mut scratch,
+            temp.path(),
+        )?;
     }
     let writer = builder.into_inner().map_err(io_err("write", temp.path()))?;
     writer
         .into_inner()
         .map_err(|e| io_err("write", temp.path())(e.into_error()))?;
     temp.as_file().sync_all().map_err(io_err("flush", temp.path()))?;
-    let size = temp.as_file().metadata().map_err(io_err("read", temp.path()))?.len();
-    temp.persist(out_file).map_err(|e| io_err("replace", out_file)(e.error))?;
+    let size = temp
+        .as_file()
+        .metadata()
+        .map_err(io_err("read", temp.path()))?
+        .len();
+    temp.persist(out_file)
+        .map_err(|e| io_err("replace", out_file)(e.error))?;
     crate::fsutil::sync_dir(out_dir);
     Ok(DeltaStats {
         base: base.to_string(),
@@ -419,7 +455,10 @@ pub struct ApplyDelta<'a> {
 /// Builds the target bundle in the empty folder `out_root` from the installed base and the delta, checking
 /// every file written against the signed list and every base file read against its record. Returns what
 /// was written, as an archive's extraction reports it.
-pub fn apply_delta(job: &ApplyDelta<'_>, out_root: &Path) -> Result<BTreeMap<String, FileRecord>, DeltaError> {
+pub fn apply_delta(
+    job: &ApplyDelta<'_>,
+    out_root: &Path,
+) -> Result<BTreeMap<String, FileRecord>, DeltaError> {
     let delta = job.delta;
     let corrupt = |reason: String| DeltaError::Corrupt {
         delta: delta.to_path_buf(),
@@ -430,7 +469,8 @@ pub fn apply_delta(job: &ApplyDelta<'_>, out_root: &Path) -> Result<BTreeMap<Str
         path: path.to_owned(),
         reason,
     };
-    let listed: BTreeMap<&str, &ManifestFile> = job.target_files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let listed: BTreeMap<&str, &ManifestFile> =
+        job.target_files.iter().map(|f| (f.path.as_str(), f)).collect();
     if listed.is_empty() {
         return Err(corrupt("the release lists no files for it".into()));
     }
@@ -506,22 +546,31 @@ pub fn apply_delta(job: &ApplyDelta<'_>, out_root: &Path) -> Result<BTreeMap<Str
                     base: job.base.clone(),
                     reason: "it was not part of the installed version".into(),
                 })?;
-                apply_patch(job, &base_path, base_record, &mut entry, target.size, &mut output, &out)
-                    .map_err(|e| match e {
-                        PatchError::Delta(e) => e,
-                        PatchError::Stream(reason) => corrupt(format!("the patch of `{path}`: {reason}")),
-                    })?
+                apply_patch(
+                    job,
+                    &base_path,
+                    base_record,
+                    &mut entry,
+                    target.size,
+                    &mut output,
+                    &out,
+                )
+                .map_err(|e| match e {
+                    PatchError::Delta(e) => e,
+                    PatchError::Stream(reason) => corrupt(format!("the patch of `{path}`: {reason}")),
+                })?
             } else {
                 let mut decoder = zstd::stream::read::Decoder::new(&mut entry)
                     .map_err(|e| corrupt(format!("`{path}`: {e}")))?;
                 decoder
                     .window_log_max(27)
                     .map_err(|e| corrupt(format!("`{path}`: {e}")))?;
-                copy_hashed(&mut decoder.take(target.size + 1), &mut output, &out, &mut buffer)
-                    .map_err(|e| match e {
+                copy_hashed(&mut decoder.take(target.size + 1), &mut output, &out, &mut buffer).map_err(
+                    |e| match e {
                         CopyError::Read(e) => corrupt(format!("`{path}`: {e}")),
                         CopyError::Write(e) => e,
-                    })?
+                    },
+                )?
             };
             finish_output(&output, &out, target.mode)?;
             check_listed(target, size, &sha256).map_err(|reason| mismatch(path, reason))?;
@@ -557,11 +606,16 @@ pub fn apply_delta(job: &ApplyDelta<'_>, out_root: &Path) -> Result<BTreeMap<Str
         let mut input = File::open(&base_path).map_err(|e| base_changed(e.to_string()))?;
         let out = out_root.join(&target.path);
         let mut output = create_output(&out)?;
-        let (size, sha256) = copy_hashed(&mut (&mut input).take(target.size + 1), &mut output, &out, &mut buffer)
-            .map_err(|e| match e {
-                CopyError::Read(e) => base_changed(e.to_string()),
-                CopyError::Write(e) => e,
-            })?;
+        let (size, sha256) = copy_hashed(
+            &mut (&mut input).take(target.size + 1),
+            &mut output,
+            &out,
+            &mut buffer,
+        )
+        .map_err(|e| match e {
+            CopyError::Read(e) => base_changed(e.to_string()),
+            CopyError::Write(e) => e,
+        })?;
         finish_output(&output, &out, target.mode)?;
         check_listed(target, size, &sha256)
             .map_err(|reason| base_changed(format!("it no longer matches ({reason})")))?;
@@ -700,7 +754,9 @@ fn apply_patch(
     // The whole base is hashed before any of it is used, so a changed base is never patched.
     let actual = crate::verify::sha256_file(base_path).map_err(|e| base_changed(e.to_string()))?;
     if actual != *base_sha256 {
-        return Err(base_changed(format!("SHA256 {actual}, not the {base_sha256} recorded")));
+        return Err(base_changed(format!(
+            "SHA256 {actual}, not the {base_sha256} recorded"
+        )));
     }
     let whole = if *base_size <= WHOLE_BASE_LIMIT {
         Some(read_range(&mut base, base_path, (0, *base_size)).map_err(PatchError::Delta)?)
@@ -751,7 +807,11 @@ fn apply_patch(
     }
     // Nothing may follow the last segment.
     let mut rest = [0u8; 1];
-    if patch.read(&mut rest).map_err(|e| PatchError::Stream(e.to_string()))? != 0 {
+    if patch
+        .read(&mut rest)
+        .map_err(|e| PatchError::Stream(e.to_string()))?
+        != 0
+    {
         return Err(PatchError::Stream("bytes follow the last segment".into()));
     }
     Ok((size, hex::encode(hasher.finalize())))

@@ -100,7 +100,6 @@ impl Drop for HashPipeline {
     }
 }
 
-
 /// A reader that hands every byte it passes on to a [`HashPipeline`]: what the caller reads is exactly
 /// what was hashed, so checking [`HashingReader::finish`] against the expected hash after the last byte
 /// closes the gap between "checked" and "used" that hashing a file first and reading it again leaves.
@@ -161,7 +160,9 @@ mod tests {
 
     #[test]
     fn the_hash_covers_every_byte_read_and_what_was_left_unread() {
-        let data: Vec<u8> = (0..(BUFFER_SIZE * 2 + 1000)).map(|i| (i * 7 % 251) as u8).collect();
+        let data: Vec<u8> = (0..(BUFFER_SIZE * 2 + 1000))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
         let mut reader = HashingReader::new(&data[..]).unwrap();
         let mut first = vec![0; BUFFER_SIZE + 3];
         reader.read_exact(&mut first).unwrap();

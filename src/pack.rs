@@ -283,7 +283,11 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
                 });
             }
             Err(crate::delta::DeltaError::CannotMake { path, reason }) => {
-                warnings.push(format!("no delta from {}: {} {reason}", base.version, path.display()));
+                warnings.push(format!(
+                    "no delta from {}: {} {reason}",
+                    base.version,
+                    path.display()
+                ));
             }
             Err(e) => return Err(e.into()),
         }
@@ -310,7 +314,11 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
         .iter()
         .map(|d| verify::ManifestDelta {
             name: file_name(&d.file.path),
-            base: d.stats.base.parse().unwrap_or_else(|_| semver::Version::new(0, 0, 0)),
+            base: d
+                .stats
+                .base
+                .parse()
+                .unwrap_or_else(|_| semver::Version::new(0, 0, 0)),
             size: d.file.size,
             sha256: d.file.sha256.clone(),
         })
@@ -413,7 +421,11 @@ impl DeltaBase {
             else {
                 return Ok(None);
             };
-            (from.join(&asset.name), manifest.version.clone(), Some(asset.sha256.clone()))
+            (
+                from.join(&asset.name),
+                manifest.version.clone(),
+                Some(asset.sha256.clone()),
+            )
         } else {
             let name = file_name(from);
             let prefix = format!("PersonalAIAgent-{}-", options.platform);

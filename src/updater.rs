@@ -328,9 +328,7 @@ pub(crate) fn record_installed_files(
 ) -> Result<()> {
     let files: BTreeMap<&String, InstalledFile> = files
         .iter()
-        .filter(|(path, _)| {
-            path.split('/').next() != Some(crate::models::BUNDLED_MODELS_DIR)
-        })
+        .filter(|(path, _)| path.split('/').next() != Some(crate::models::BUNDLED_MODELS_DIR))
         .map(|(path, record)| {
             (
                 path,
@@ -961,10 +959,14 @@ impl Updater {
         if release.asset(crate::verify::MANIFEST_FILE).is_none() {
             return full(None);
         }
-        let verified = match self
-            .material_with(release, asset, false)
-            .and_then(|m| Ok(crate::verify::expected_sha256(asset, &release.version, &m, self.key.as_ref())?))
-        {
+        let verified = match self.material_with(release, asset, false).and_then(|m| {
+            Ok(crate::verify::expected_sha256(
+                asset,
+                &release.version,
+                &m,
+                self.key.as_ref(),
+            )?)
+        }) {
             Ok(verified) => verified,
             // Without a key, checksum files may still vouch for the archive: the install decides.
             Err(_) if self.key.is_none() => return full(None),
@@ -988,7 +990,11 @@ impl Updater {
 
     /// The delta to use for this release, or why none (`Err(None)`: the release publishes none that could
     /// apply, which needs no explanation).
-    fn delta_plan(&self, release: &Release, verified: &crate::verify::Verified) -> std::result::Result<DeltaPlan, Option<String>> {
+    fn delta_plan(
+        &self,
+        release: &Release,
+        verified: &crate::verify::Verified,
+    ) -> std::result::Result<DeltaPlan, Option<String>> {
         if self.full_only {
             return Err(Some("the full archive was asked for".into()));
         }
@@ -1009,10 +1015,15 @@ impl Updater {
             )));
         };
         if entry.files.is_empty() {
-            return Err(Some("the release lists no files to check a delta's result against".into()));
+            return Err(Some(
+                "the release lists no files to check a delta's result against".into(),
+            ));
         }
         let Some(asset) = release.asset(&delta.name) else {
-            return Err(Some(format!("the release does not publish the delta file {}", delta.name)));
+            return Err(Some(format!(
+                "the release does not publish the delta file {}",
+                delta.name
+            )));
         };
         let Some(base_files) = installed_file_hashes(&self.paths, &current) else {
             return Err(Some(format!(
@@ -1388,14 +1399,16 @@ impl Updater {
         let verified = self.verify_release(release, asset, explicit, on_event)?;
         let mut fallback = None;
         match self.delta_plan(release, &verified) {
-            Ok(plan) => match self.install_delta(installer, lock, release, &verified, &plan, gate, cancel, on_event) {
-                Ok(report) => return Ok(report),
-                Err(DeltaFailure::Final(e)) => return Err(e),
-                Err(DeltaFailure::Fallback(reason)) => {
-                    tracing::warn!(base = %plan.base, %reason, "the delta update was not used; downloading the full archive");
-                    fallback = Some(reason);
+            Ok(plan) => {
+                match self.install_delta(installer, lock, release, &verified, &plan, gate, cancel, on_event) {
+                    Ok(report) => return Ok(report),
+                    Err(DeltaFailure::Final(e)) => return Err(e),
+                    Err(DeltaFailure::Fallback(reason)) => {
+                        tracing::warn!(base = %plan.base, %reason, "the delta update was not used; downloading the full archive");
+                        fallback = Some(reason);
+                    }
                 }
-            },
+            }
             Err(Some(reason)) if !self.full_only => {
                 tracing::info!(%reason, "no delta update; downloading the full archive");
             }
@@ -1465,7 +1478,11 @@ impl Updater {
             verified_by: format!("{} (delta from {})", verified.source, plan.base),
             source: self.source.describe(),
             key_id: verified.key_id.clone(),
-            public_key: self.key.as_ref().filter(|_| verified.signed).map(|k| k.to_base64()),
+            public_key: self
+                .key
+                .as_ref()
+                .filter(|_| verified.signed)
+                .map(|k| k.to_base64()),
             manifest_channel: verified.channel,
         };
         let base_root = installer.version_dir(&plan.base);
@@ -1478,7 +1495,8 @@ impl Updater {
             base_files: &plan.base_files,
             target_files: &plan.files,
         };
-        let build = |root: &Path| crate::delta::apply_delta(&job, root).map_err(crate::install::InstallError::from);
+        let build =
+            |root: &Path| crate::delta::apply_delta(&job, root).map_err(crate::install::InstallError::from);
         let payload = Payload::Built {
             origin: &dest,
             build: &build,
@@ -1494,9 +1512,10 @@ impl Updater {
         let _ = std::fs::remove_file(&dest);
         match result {
             Ok(report) => Ok(report),
-            Err(Failed::BeforeSwitch(e @ (Error::ModelsFolderBusy { .. } | Error::Install(crate::install::InstallError::Busy { .. })))) => {
-                Err(DeltaFailure::Final(e))
-            }
+            Err(Failed::BeforeSwitch(
+                e @ (Error::ModelsFolderBusy { .. }
+                | Error::Install(crate::install::InstallError::Busy { .. })),
+            )) => Err(DeltaFailure::Final(e)),
             Err(Failed::BeforeSwitch(e)) => Err(DeltaFailure::Fallback(e.to_string())),
             Err(Failed::After(e)) => Err(DeltaFailure::Final(e)),
         }
@@ -1524,7 +1543,9 @@ impl Updater {
             bytes: downloaded.size,
             full_bytes: downloaded.size,
             base: None,
-            reason: self.full_only.then(|| "the full archive was asked for".to_owned()),
+            reason: self
+                .full_only
+                .then(|| "the full archive was asked for".to_owned()),
         };
         self.install_with(installer, lock, downloaded, payload, delivery, gate, on_event)
             .map_err(Failed::into_error)

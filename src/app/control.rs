@@ -117,7 +117,14 @@ mod tests {
     #[test]
     fn every_op_has_an_endpoint_and_what_the_api_cannot_carry_is_refused_by_name() {
         let v = |s: &str| Some(s.parse::<semver::Version>().unwrap());
-        let (path, body) = api_call(&Op::Install { version: v("1.2.0"), full: false }, 7).unwrap();
+        let (path, body) = api_call(
+            &Op::Install {
+                version: v("1.2.0"),
+                full: false,
+            },
+            7,
+        )
+        .unwrap();
         assert_eq!(
             (path, body),
             ("/api/updates/install", json!({ "version": "1.2.0" }))

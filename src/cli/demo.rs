@@ -99,7 +99,10 @@ fn tell(
             ctx,
             "1. First install: the feed has one release, 1.0.0, signed by the demo's key.",
         );
-        let report = run(Op::Install { version: None, full: false })?;
+        let report = run(Op::Install {
+            version: None,
+            full: false,
+        })?;
         steps.push(json!({ "step": "install", "report": report }));
         say(ctx, &format!("   Installed {}.", installed().unwrap_or_default()));
     }
@@ -136,7 +139,10 @@ fn tell(
             say(ctx, &format!("     {line}"));
         }
     }
-    let report = run(Op::Install { version: None, full: false })?;
+    let report = run(Op::Install {
+        version: None,
+        full: false,
+    })?;
     steps.push(json!({ "step": "update", "report": report }));
     say(
         ctx,
@@ -148,7 +154,10 @@ fn tell(
 
     say(ctx, "\n3. The project publishes 1.2.0, whose backend is broken.");
     demo.publish_next()?;
-    match run(Op::Install { version: None, full: false }) {
+    match run(Op::Install {
+        version: None,
+        full: false,
+    }) {
         Ok(report) => anyhow::bail!("the demo's broken release installed: {report}"),
         Err(e) => {
             steps.push(json!({ "step": "health_gated_rollback", "message": e.to_string() }));

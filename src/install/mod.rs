@@ -577,7 +577,8 @@ impl Installer {
             .join(format!("{version}-{}", std::process::id()));
         let (bundle_root, files) = match payload {
             Payload::Archive { path, sha256, listed } => {
-                let extracted = archive::extract_archive_checked(path, &staging, &self.limits, sha256, listed)?;
+                let extracted =
+                    archive::extract_archive_checked(path, &staging, &self.limits, sha256, listed)?;
                 (extracted.root, extracted.files)
             }
             Payload::Built { build, .. } => {

@@ -236,9 +236,12 @@ fn validate_files(asset: &str, files: &[ManifestFile]) -> Result<(), String> {
         if !seen.insert(file.path.as_str()) {
             return Err(bad("is listed twice"));
         }
-        let kinds = usize::from(file.sha256.is_some()) + usize::from(file.link.is_some()) + usize::from(file.dir);
+        let kinds =
+            usize::from(file.sha256.is_some()) + usize::from(file.link.is_some()) + usize::from(file.dir);
         if kinds != 1 {
-            return Err(bad("must be exactly one of a file (sha256), a link (link) or a folder (dir)"));
+            return Err(bad(
+                "must be exactly one of a file (sha256), a link (link) or a folder (dir)",
+            ));
         }
         if let Some(sha256) = &file.sha256
             && !is_sha256_hex(sha256)
@@ -370,9 +373,15 @@ mod tests {
     fn newer_schemas_other_products_bad_hashes_and_duplicates_are_refused() {
         type Mutation = fn(&mut serde_json::Value);
         let cases: [(&str, Mutation); 8] = [
-            ("plain relative path", |v| v["assets"][0]["files"][0]["path"] = "../x".into()),
-            ("outside the bundle", |v| v["assets"][0]["files"][1]["link"] = "../../x".into()),
-            ("exactly one", |v| v["assets"][0]["files"][1]["sha256"] = "c".repeat(64).into()),
+            ("plain relative path", |v| {
+                v["assets"][0]["files"][0]["path"] = "../x".into()
+            }),
+            ("outside the bundle", |v| {
+                v["assets"][0]["files"][1]["link"] = "../../x".into()
+            }),
+            ("exactly one", |v| {
+                v["assets"][0]["files"][1]["sha256"] = "c".repeat(64).into()
+            }),
             ("delta", |v| v["assets"][0]["deltas"][0]["name"] = "a/b".into()),
             ("schema", |v| v["schema"] = 2.into()),
             ("product", |v| v["product"] = "other".into()),

@@ -94,7 +94,10 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
             let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
             let meta = std::fs::symlink_metadata(&path).unwrap();
             if meta.file_type().is_symlink() {
-                out.insert(rel, format!("link {}", std::fs::read_link(&path).unwrap().display()));
+                out.insert(
+                    rel,
+                    format!("link {}", std::fs::read_link(&path).unwrap().display()),
+                );
             } else if meta.is_dir() {
                 out.insert(rel.clone(), "dir".into());
                 walk(root, &path, out);
@@ -143,14 +146,22 @@ fn a_delta_rebuilds_exactly_the_tree_the_full_archive_unpacks_to() {
 
     let by_delta = temp_home();
     configure(by_delta.path(), &feed);
-    assert_eq!(install(by_delta.path(), &["--version", "1.0.0"])["installed_version"], "1.0.0");
+    assert_eq!(
+        install(by_delta.path(), &["--version", "1.0.0"])["installed_version"],
+        "1.0.0"
+    );
     let check = json_of(&pai(by_delta.path(), None, &["update", "check", "--json"]));
     let delivery = &check["delivery"];
     assert_eq!(delivery["method"], "delta", "{check}");
     assert_eq!(delivery["base"], "1.0.0");
     let delta_bytes = delivery["bytes"].as_u64().unwrap();
     let full_bytes = delivery["full_bytes"].as_u64().unwrap();
-    assert_eq!(delta_bytes, std::fs::metadata(delta_file(&feed, "1.1.0", "1.0.0")).unwrap().len());
+    assert_eq!(
+        delta_bytes,
+        std::fs::metadata(delta_file(&feed, "1.1.0", "1.0.0"))
+            .unwrap()
+            .len()
+    );
     assert!(
         delta_bytes * 20 < full_bytes,
         "a small change must make a small delta: {delta_bytes} of {full_bytes} bytes"
@@ -158,7 +169,13 @@ fn a_delta_rebuilds_exactly_the_tree_the_full_archive_unpacks_to() {
     let report = install(by_delta.path(), &[]);
     assert_eq!(report["installed_version"], "1.1.0");
     assert_eq!(report["delivery"]["method"], "delta", "{report}");
-    assert!(report["verified_by"].as_str().unwrap().contains("delta from 1.0.0"), "{report}");
+    assert!(
+        report["verified_by"]
+            .as_str()
+            .unwrap()
+            .contains("delta from 1.0.0"),
+        "{report}"
+    );
 
     let by_full = temp_home();
     configure(by_full.path(), &feed);
@@ -168,7 +185,11 @@ fn a_delta_rebuilds_exactly_the_tree_the_full_archive_unpacks_to() {
     assert!(rebuilt.contains_key("data/new.bin") && !rebuilt.contains_key("data/gone.bin"));
     assert_eq!(rebuilt, tree(&version_dir(by_full.path(), "1.1.0")));
     // The delta is not kept once installed; the base stays as the rollback target.
-    assert!(version_dir(by_delta.path(), "1.0.0").join("data/gone.bin").is_file());
+    assert!(
+        version_dir(by_delta.path(), "1.0.0")
+            .join("data/gone.bin")
+            .is_file()
+    );
 }
 
 #[test]
@@ -187,7 +208,10 @@ fn a_changed_installed_file_a_corrupted_delta_or_another_base_means_the_full_arc
     let report = install(home.path(), &[]);
     assert_eq!(report["installed_version"], "1.1.0");
     assert_eq!(report["delivery"]["method"], "full", "{report}");
-    assert!(report["delivery"]["reason"].as_str().unwrap().contains("b.bin"), "{report}");
+    assert!(
+        report["delivery"]["reason"].as_str().unwrap().contains("b.bin"),
+        "{report}"
+    );
     assert!(version_dir(home.path(), "1.1.0").join("data/new.bin").is_file());
 
     // A file of another size is seen before anything is downloaded, and `update check` says so.
@@ -197,7 +221,10 @@ fn a_changed_installed_file_a_corrupted_delta_or_another_base_means_the_full_arc
     std::fs::write(version_dir(home.path(), "1.0.0").join("data/b.bin"), b"short").unwrap();
     let check = json_of(&pai(home.path(), None, &["update", "check", "--json"]));
     assert_eq!(check["delivery"]["method"], "full", "{check}");
-    assert!(check["delivery"]["reason"].as_str().unwrap().contains("b.bin"), "{check}");
+    assert!(
+        check["delivery"]["reason"].as_str().unwrap().contains("b.bin"),
+        "{check}"
+    );
 
     // A damaged delta file: its hash does not match the manifest, so the full archive is used.
     let home = temp_home();
@@ -220,7 +247,13 @@ fn a_changed_installed_file_a_corrupted_delta_or_another_base_means_the_full_arc
     let check = json_of(&pai(home.path(), None, &["update", "check", "--json"]));
     assert_eq!(check["latest"]["version"], "1.2.0");
     assert_eq!(check["delivery"]["method"], "full", "{check}");
-    assert!(check["delivery"]["reason"].as_str().unwrap().contains("1.1.0 only"), "{check}");
+    assert!(
+        check["delivery"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("1.1.0 only"),
+        "{check}"
+    );
 
     // `--full` is honoured even when a delta would do.
     let home = temp_home();
@@ -243,7 +276,13 @@ fn a_tampered_file_list_is_refused_and_the_installed_version_keeps_working() {
     json_of(&pai(
         home.path(),
         None,
-        &["update", "configure", "--json", "--public-key", public.to_str().unwrap()],
+        &[
+            "update",
+            "configure",
+            "--json",
+            "--public-key",
+            public.to_str().unwrap(),
+        ],
     ));
     install(home.path(), &["--version", "1.0.0"]);
 
@@ -276,16 +315,25 @@ fn delta_crash_helper_runs_only_when_asked() {
     let spec: Value = serde_json::from_str(&spec).unwrap();
     let install_dir = PathBuf::from(spec["install_dir"].as_str().unwrap());
     let delta = PathBuf::from(spec["delta"].as_str().unwrap());
-    let manifest: personal_ai_agent::verify::ReleaseManifest = personal_ai_agent::verify::ReleaseManifest::parse(
-        &std::fs::read(spec["manifest"].as_str().unwrap()).unwrap(),
-    )
-    .unwrap();
+    let manifest: personal_ai_agent::verify::ReleaseManifest =
+        personal_ai_agent::verify::ReleaseManifest::parse(
+            &std::fs::read(spec["manifest"].as_str().unwrap()).unwrap(),
+        )
+        .unwrap();
     let entry = &manifest.assets[0];
     let recorded: BTreeMap<String, Value> =
         serde_json::from_slice(&std::fs::read(install_dir.join("files/1.0.0.json")).unwrap()).unwrap();
     let base_files: BTreeMap<String, (u64, String)> = recorded
         .into_iter()
-        .map(|(k, v)| (k, (v["size"].as_u64().unwrap(), v["sha256"].as_str().unwrap().to_owned())))
+        .map(|(k, v)| {
+            (
+                k,
+                (
+                    v["size"].as_u64().unwrap(),
+                    v["sha256"].as_str().unwrap().to_owned(),
+                ),
+            )
+        })
         .collect();
     let installer = personal_ai_agent::install::Installer::new(install_dir.clone())
         .with_crash_point(personal_ai_agent::install::CrashPoint::Unpacked);
@@ -325,7 +373,12 @@ fn a_delta_install_killed_mid_way_is_undone_and_the_next_one_succeeds() {
     configure(home.path(), &feed);
     install(home.path(), &["--version", "1.0.0"]);
     let before = tree(&version_dir(home.path(), "1.0.0"));
-    let install_dir = version_dir(home.path(), "1.0.0").parent().unwrap().parent().unwrap().to_path_buf();
+    let install_dir = version_dir(home.path(), "1.0.0")
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
 
     let spec = serde_json::json!({
         "install_dir": install_dir,
@@ -333,14 +386,28 @@ fn a_delta_install_killed_mid_way_is_undone_and_the_next_one_succeeds() {
         "manifest": feed.join("1.1.0/release-manifest.json"),
     });
     let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["delta::delta_crash_helper_runs_only_when_asked", "--exact", "--nocapture"])
+        .args([
+            "delta::delta_crash_helper_runs_only_when_asked",
+            "--exact",
+            "--nocapture",
+        ])
         .env(DELTA_CRASH_ENV, spec.to_string())
         .output()
         .unwrap();
     assert!(!status.status.success(), "the helper was to die mid-way");
-    assert_ne!(status.status.code(), Some(42), "the helper finished instead of dying");
-    assert!(install_dir.join("journal.json").is_file(), "the crash left its journal");
-    assert!(install_dir.join("staging").is_dir(), "the crash left its staging folder");
+    assert_ne!(
+        status.status.code(),
+        Some(42),
+        "the helper finished instead of dying"
+    );
+    assert!(
+        install_dir.join("journal.json").is_file(),
+        "the crash left its journal"
+    );
+    assert!(
+        install_dir.join("staging").is_dir(),
+        "the crash left its staging folder"
+    );
 
     // The next start recovers: the old version is current and untouched, nothing half-made is left.
     assert_eq!(current(home.path()), "1.0.0");

@@ -597,7 +597,9 @@ fn cancel_during_the_download_keeps_the_installed_version_running() {
     let server = TestServer::start(move |req| {
         let name = req.path_only().trim_start_matches('/').to_owned();
         match std::fs::read(served.join(&name)) {
-            Ok(bytes) if name.ends_with(".tar.zst") || name.ends_with(".tar.gz") || name.ends_with(".zip") => {
+            Ok(bytes)
+                if name.ends_with(".tar.zst") || name.ends_with(".tar.gz") || name.ends_with(".zip") =>
+            {
                 Response::bytes(bytes).trickle(16 * 1024, Duration::from_millis(50))
             }
             Ok(bytes) => Response::bytes(bytes),
