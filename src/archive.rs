@@ -1041,12 +1041,7 @@ impl Extractor<'_> {
     }
 
     fn passes_through_link(&self, rel: &Path) -> bool {
-        let mut here = self.dest.to_path_buf();
-        let Some(parent) = rel.parent() else { return false };
-        parent.components().any(|c| {
-            here.push(c);
-            here.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink())
-        })
+        passes_through_link(self.dest, rel)
     }
 
     /// The bundle root relative to the destination: the single top folder when the archive holds exactly
@@ -1150,11 +1145,22 @@ fn stays_inside_lexically(root: &Path, link: &Path, target: &Path) -> bool {
     true
 }
 
+/// Whether a folder on the way from `dest` to `rel` (not `rel` itself) is a symbolic link: writing `rel`
+/// would then land wherever that link points.
+pub(crate) fn passes_through_link(dest: &Path, rel: &Path) -> bool {
+    let mut here = dest.to_path_buf();
+    let Some(parent) = rel.parent() else { return false };
+    parent.components().any(|c| {
+        here.push(c);
+        here.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink())
+    })
+}
+
 /// Whether the link at `rel` (below `dest`) resolves inside `root` (relative to `dest`, empty for `dest`
 /// itself), following links found on the way as the operating system would. As in
 /// [`stays_inside_lexically`], no step may climb above `root`. Parts that do not exist (a dangling link)
 /// are resolved by name.
-fn resolves_inside(dest: &Path, root: &Path, rel: &Path) -> bool {
+pub(crate) fn resolves_inside(dest: &Path, root: &Path, rel: &Path) -> bool {
     let Some(parent) = rel.parent().filter(|p| p.starts_with(root)) else {
         return false;
     };

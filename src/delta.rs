@@ -621,8 +621,26 @@ pub fn apply_delta(
             .map_err(|reason| base_changed(format!("it no longer matches ({reason})")))?;
         written.insert(target.path.clone(), record(target, size, sha256));
     }
-    for target in job.target_files.iter().filter(|f| f.link.is_some()) {
+    let links: Vec<&ManifestFile> = job.target_files.iter().filter(|f| f.link.is_some()).collect();
+    for target in &links {
+        if crate::archive::passes_through_link(out_root, Path::new(&target.path)) {
+            return Err(mismatch(
+                &target.path,
+                "it would be made through another link".into(),
+            ));
+        }
         make_link(out_root, target)?;
+    }
+    // The list was checked link by link when the manifest was read; followed as the system follows them,
+    // all together, they must still stay inside the bundle.
+    if let Some(target) = links
+        .iter()
+        .find(|t| !crate::archive::resolves_inside(out_root, Path::new(""), Path::new(&t.path)))
+    {
+        return Err(mismatch(
+            &target.path,
+            "it is a link that leads outside the bundle".into(),
+        ));
     }
     Ok(written)
 }
@@ -678,7 +696,7 @@ fn make_link(out_root: &Path, target: &ManifestFile) -> Result<(), DeltaError> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(io_err("create folder", parent))?;
     }
-    // The list was validated when the manifest was parsed: the link stays inside the bundle.
+    // The list was validated when the manifest was parsed, and `apply_delta` checks all links together.
     std::os::unix::fs::symlink(target.link.as_deref().unwrap_or_default(), &path)
         .map_err(io_err("create the link", &path))
 }

@@ -154,6 +154,17 @@ pub enum PackError {
     )]
     OutputInsideBundle { bundle_dir: PathBuf, out_dir: PathBuf },
 
+    #[error(
+        "the manifest {} would be {size} bytes, more than the {limit} a launcher reads, because it lists each of the bundle's {files} files for every platform; the manifest was left as it was: pack fewer, larger files (an archive inside the bundle counts as one), or fewer platforms into one release folder",
+        manifest.display()
+    )]
+    ManifestTooLarge {
+        manifest: PathBuf,
+        size: u64,
+        limit: u64,
+        files: usize,
+    },
+
     #[error("cannot use the minisign secret key {}: {reason}", path.display())]
     SecretKey { path: PathBuf, reason: String },
 
@@ -238,6 +249,7 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
     let size = archive::create_archive(&options.bundle_dir, &root_name, &archive_path, kind)?;
     let sha256 = verify::sha256_file(&archive_path)?;
     let files = crate::delta::list_tree(&options.bundle_dir)?;
+    let file_count = files.len();
 
     let mut written_files = vec![(archive_name.clone(), sha256.clone())];
     let legacy_archive = if options.also_tar_gz && kind == ArchiveKind::TarZst {
@@ -323,19 +335,36 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
             sha256: d.file.sha256.clone(),
         })
         .collect();
-    let entry = |name: String, size: u64, sha256: String| ManifestAsset {
-        name,
+    manifest.upsert(ManifestAsset {
+        name: archive_name.clone(),
         size,
-        sha256,
+        sha256: sha256.clone(),
         platform: Some(options.platform),
-        files: files.clone(),
-        deltas: manifest_deltas.clone(),
-    };
-    manifest.upsert(entry(archive_name.clone(), size, sha256.clone()));
+        files,
+        deltas: manifest_deltas,
+    });
+    // The transition `.tar.gz` is for launchers that know neither file lists nor deltas (a launcher that
+    // does prefers the `.tar.zst`), so its entry carries neither: the list is in the manifest once per
+    // platform, which keeps the manifest small.
     if let Some(legacy) = &legacy_archive {
-        manifest.upsert(entry(file_name(&legacy.path), legacy.size, legacy.sha256.clone()));
+        manifest.upsert(ManifestAsset {
+            name: file_name(&legacy.path),
+            size: legacy.size,
+            sha256: legacy.sha256.clone(),
+            platform: Some(options.platform),
+            files: Vec::new(),
+            deltas: Vec::new(),
+        });
     }
     let manifest_bytes = manifest.to_json_bytes();
+    if manifest_bytes.len() as u64 > verify::MANIFEST_LIMIT {
+        return Err(PackError::ManifestTooLarge {
+            manifest: manifest_path,
+            size: manifest_bytes.len() as u64,
+            limit: verify::MANIFEST_LIMIT,
+            files: file_count,
+        });
+    }
     if manifest_bytes.len() > LEGACY_MANIFEST_LIMIT {
         warnings.push(format!(
             "the manifest is {} bytes: launchers before 0.2 read at most {LEGACY_MANIFEST_LIMIT} and cannot update from this release",
@@ -362,7 +391,7 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
             sha256,
         },
         legacy_archive,
-        files: files.len(),
+        files: file_count,
         deltas,
         warnings,
         checksums_file: written(&checksums_path, checksums_text.as_bytes()),

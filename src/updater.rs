@@ -307,6 +307,24 @@ pub enum Integrity {
     Unknown,
 }
 
+/// Whether installing the pending download failed because its bytes are no longer the ones verified: the
+/// hash check while unpacking said so, or the archive could not be read and its hash now differs (the
+/// cached archive is not fsynced, so a crash can leave it torn; unpacking then fails before its end).
+fn pending_download_damaged(error: &Error, pending: &Downloaded) -> bool {
+    use crate::archive::ArchiveError;
+    let archive_error = match error {
+        Error::Archive(e) | Error::Install(crate::install::InstallError::Archive(e)) => e,
+        _ => return false,
+    };
+    match archive_error {
+        ArchiveError::ChecksumMismatch { .. } => true,
+        _ => !matches!(
+            crate::verify::sha256_file(&pending.path),
+            Ok(sha256) if sha256.eq_ignore_ascii_case(&pending.sha256)
+        ),
+    }
+}
+
 /// The signed file list of the asset `verified` vouches for, as the unpacker takes it.
 fn listed_files(verified: &crate::verify::Verified) -> Option<crate::archive::ListedFiles> {
     let entry = verified.entry.as_ref()?;
@@ -1025,9 +1043,15 @@ impl Updater {
                 delta.name
             )));
         };
+        if asset.size != 0 && asset.size != delta.size {
+            return Err(Some(format!(
+                "the release publishes {} with {} bytes, not the {} its manifest lists",
+                delta.name, asset.size, delta.size
+            )));
+        }
         let Some(base_files) = installed_file_hashes(&self.paths, &current) else {
             return Err(Some(format!(
-                "{current} was installed by an older launcher that kept no list of its files, so a delta cannot be checked against it"
+                "there is no readable record of the files of {current} (an older launcher installed it, or the record is damaged), so a delta cannot be checked against it"
             )));
         };
         // A cheap look before any byte is fetched; every byte used is hashed while the delta is applied.
@@ -1065,10 +1089,13 @@ impl Updater {
         asset: &Asset,
         checksum_files: bool,
     ) -> Result<VerificationMaterial> {
+        // A manifest carries every file's record for each platform (see `docs/RELEASE-FORMAT.md`), so it
+        // may be a few MiB; `release pack` refuses to write one larger than this.
+        const MANIFEST_LIMIT: u64 = crate::verify::MANIFEST_LIMIT;
         const LIMIT: u64 = 4 << 20;
         let mut material = VerificationMaterial::default();
         if let Some(manifest) = release.asset(crate::verify::MANIFEST_FILE)
-            && let Some(bytes) = self.source.fetch_asset_small(manifest, LIMIT)?
+            && let Some(bytes) = self.source.fetch_asset_small(manifest, MANIFEST_LIMIT)?
         {
             let signature = match release.asset(crate::verify::MANIFEST_SIGNATURE_FILE) {
                 Some(sig) => self
@@ -1386,10 +1413,8 @@ impl Updater {
                 path: pending.path.clone(),
             });
             match self.install_downloaded(installer, lock, &pending, None, gate, on_event) {
-                Err(Error::Install(crate::install::InstallError::Archive(
-                    crate::archive::ArchiveError::ChecksumMismatch { .. },
-                ))) => {
-                    tracing::warn!(path = %pending.path.display(), "the pending download changed since it was verified; downloading it again");
+                Err(e) if pending_download_damaged(&e, &pending) => {
+                    tracing::warn!(path = %pending.path.display(), error = %e, "the pending download changed since it was verified; downloading it again");
                     let _ = std::fs::remove_file(&pending.path);
                     clear_pending(&self.paths, Some(&pending.version));
                 }

@@ -20,13 +20,25 @@ pub struct CancelBody {
     pub job: Option<u64>,
 }
 
-/// `POST /api/updates/download` and `/install`.
+/// `POST /api/updates/download`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VersionChoice {
     /// The version to take (default: the offered update).
     #[serde(default)]
     pub version: Option<String>,
+}
+
+/// `POST /api/updates/install`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallChoice {
+    /// The version to take (default: the offered update).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The full archive even when a delta would do.
+    #[serde(default)]
+    pub full: bool,
 }
 
 /// `POST /api/updates/skip-version` and `/unskip-version`.

@@ -461,8 +461,8 @@ fn route(service: &Service, path: &str, body: &[u8]) -> Response {
             accepted(version_of(b.version, "version").and_then(|v| service.download(v)))
         }
         "/api/updates/install" => {
-            let b = body!(dto::VersionChoice);
-            accepted(version_of(b.version, "version").and_then(|v| service.install(v, false)))
+            let b = body!(dto::InstallChoice);
+            accepted(version_of(b.version, "version").and_then(|v| service.install(v, b.full)))
         }
         "/api/updates/rollback" => {
             let b = body!(dto::RollbackBody);

@@ -402,7 +402,12 @@ fn apply_updates(service: &Service, updater: &Updater, config: &Config, ctx: &Jo
     if !config.auto_download {
         return json!({ "checked": true, "offered": offered, "downloaded": false });
     }
-    if let Err(e) = updater.download(&release, &asset, cancel, &mut |e| report_update_event(ctx, &e)) {
+    // Installing at once with a delta at hand: the install fetches the delta itself (and the full archive
+    // only if the delta cannot be used), so the full archive is not downloaded first.
+    let by_delta = config.auto_install && report.delivery.as_ref().is_some_and(|d| d.method == "delta");
+    if by_delta {
+        tracing::info!(version = %release.version, "installing with a delta from the installed version");
+    } else if let Err(e) = updater.download(&release, &asset, cancel, &mut |e| report_update_event(ctx, &e)) {
         tracing::warn!("downloading {} failed: {e}", release.version);
         return json!({ "checked": true, "offered": offered, "downloaded": false, "error": e.to_string() });
     }

@@ -84,12 +84,14 @@ pub fn api_call(op: &Op, owner_pid: u32) -> AppResult<(&'static str, Value)> {
             }
             ("/api/updates/download", json!({ "version": version(v) }))
         }
-        Op::Install { version: v, full } => {
+        Op::Install { version: v, full } => (
+            "/api/updates/install",
             if *full {
-                return Err(not_through("--full"));
-            }
-            ("/api/updates/install", json!({ "version": version(v) }))
-        }
+                json!({ "version": version(v), "full": true })
+            } else {
+                json!({ "version": version(v) })
+            },
+        ),
         Op::Rollback { to } => ("/api/updates/rollback", json!({ "to": version(to) })),
         Op::BackendStart(options) => {
             if options.bundle.is_some() || options.port.is_some() {
@@ -129,6 +131,15 @@ mod tests {
             (path, body),
             ("/api/updates/install", json!({ "version": "1.2.0" }))
         );
+        let (_, body) = api_call(
+            &Op::Install {
+                version: None,
+                full: true,
+            },
+            7,
+        )
+        .unwrap();
+        assert_eq!(body, json!({ "version": null, "full": true }));
         let (path, body) = api_call(&Op::Rollback { to: None }, 7).unwrap();
         assert_eq!((path, body), ("/api/updates/rollback", json!({ "to": null })));
         let (path, body) = api_call(

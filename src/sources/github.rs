@@ -404,7 +404,7 @@ impl ReleaseSource for GitHubSource {
             self.server_base, self.repo.owner, self.repo.name
         );
         let manifest_url = format!("{base}/latest/download/{}", MANIFEST_NAME);
-        let Some(bytes) = self.fetch_small(&manifest_url, 1 << 20)? else {
+        let Some(bytes) = self.fetch_small(&manifest_url, crate::verify::MANIFEST_LIMIT)? else {
             tracing::info!("{} publishes no {}; asking the API", self.repo, MANIFEST_NAME);
             return Ok(None);
         };

@@ -18,6 +18,10 @@ use crate::version::Channel;
 
 /// The manifest's file name, beside the archives.
 pub const MANIFEST_FILE: &str = "release-manifest.json";
+/// The most bytes of a release manifest this launcher reads (launchers before 0.2 read 4 MiB). The file
+/// records of every platform make a manifest a few MiB for a large bundle; `release pack` refuses to write
+/// one larger than this.
+pub const MANIFEST_LIMIT: u64 = 32 << 20;
 /// The manifest's minisign signature file name.
 pub const MANIFEST_SIGNATURE_FILE: &str = "release-manifest.json.minisig";
 /// The manifest schema this launcher writes and the newest it reads.
@@ -197,10 +201,12 @@ impl ReleaseManifest {
             }
             validate_files(&asset.name, &asset.files).map_err(invalid)?;
             for delta in &asset.deltas {
-                if !is_plain_file_name(&delta.name) {
+                if !is_plain_file_name(&delta.name) || !delta.name.ends_with(crate::delta::DELTA_SUFFIX) {
                     return Err(invalid(format!(
-                        "a delta of `{}` has no plain file name: `{}`",
-                        asset.name, delta.name
+                        "a delta of `{}` has no plain file name ending in {}: `{}`",
+                        asset.name,
+                        crate::delta::DELTA_SUFFIX,
+                        delta.name
                     )));
                 }
                 if !is_sha256_hex(&delta.sha256) {
@@ -223,6 +229,9 @@ fn is_plain_file_name(name: &str) -> bool {
 /// and a link target that stays inside the bundle: a delta builds exactly this list.
 fn validate_files(asset: &str, files: &[ManifestFile]) -> Result<(), String> {
     let mut seen = std::collections::BTreeSet::new();
+    // Only folders hold entries: an entry below a listed file or link would be written through it.
+    let not_folders: std::collections::BTreeSet<&str> =
+        files.iter().filter(|f| !f.dir).map(|f| f.path.as_str()).collect();
     for file in files {
         let bad = |why: &str| format!("the file list of `{asset}` has `{}`, which {why}", file.path);
         let parts: Vec<&str> = file.path.split('/').collect();
@@ -235,6 +244,13 @@ fn validate_files(asset: &str, files: &[ManifestFile]) -> Result<(), String> {
         }
         if !seen.insert(file.path.as_str()) {
             return Err(bad("is listed twice"));
+        }
+        let mut ancestor = file.path.as_str();
+        while let Some((parent, _)) = ancestor.rsplit_once('/') {
+            if not_folders.contains(parent) {
+                return Err(bad(&format!("lies below `{parent}`, which is not a folder")));
+            }
+            ancestor = parent;
         }
         let kinds =
             usize::from(file.sha256.is_some()) + usize::from(file.link.is_some()) + usize::from(file.dir);
@@ -372,12 +388,15 @@ mod tests {
     #[test]
     fn newer_schemas_other_products_bad_hashes_and_duplicates_are_refused() {
         type Mutation = fn(&mut serde_json::Value);
-        let cases: [(&str, Mutation); 8] = [
+        let cases: [(&str, Mutation); 9] = [
             ("plain relative path", |v| {
                 v["assets"][0]["files"][0]["path"] = "../x".into()
             }),
             ("outside the bundle", |v| {
                 v["assets"][0]["files"][1]["link"] = "../../x".into()
+            }),
+            ("which is not a folder", |v| {
+                v["assets"][0]["files"][1]["path"] = "agent.json/run".into()
             }),
             ("exactly one", |v| {
                 v["assets"][0]["files"][1]["sha256"] = "c".repeat(64).into()

@@ -32,8 +32,8 @@ pub mod signature;
 
 pub use checksums::{find_checksum, gnu_line, is_sha256_hex, lookup_checksum, parse_checksums};
 pub use manifest::{
-    MANIFEST_FILE, MANIFEST_PRODUCT, MANIFEST_SCHEMA, MANIFEST_SIGNATURE_FILE, ManifestAsset, ManifestDelta,
-    ManifestFile, ReleaseManifest,
+    MANIFEST_FILE, MANIFEST_LIMIT, MANIFEST_PRODUCT, MANIFEST_SCHEMA, MANIFEST_SIGNATURE_FILE, ManifestAsset,
+    ManifestDelta, ManifestFile, ReleaseManifest,
 };
 pub use signature::{PublicKey, signature_key_id, verify_manifest};
 

@@ -303,6 +303,65 @@ fn a_tampered_file_list_is_refused_and_the_installed_version_keeps_working() {
     assert!(version_dir(home.path(), "1.0.0").join("data/gone.bin").is_file());
 }
 
+/// Links that each stay inside the bundle on paper but lead out of it when followed one through the other
+/// (`data/up` is the bundle root, so `data/up/..` is above it): the delta is refused once its links are
+/// made, before anything moves in, and the full archive is used.
+#[cfg(unix)]
+#[test]
+fn links_that_lead_outside_only_together_make_the_delta_fall_back() {
+    let work = temp_home();
+    let feed = work.path().join("feed");
+    pack(work.path(), &feed, "1.0.0", false, &[], None);
+    pack(work.path(), &feed, "1.1.0", true, &["1.0.0"], None);
+    let manifest_path = feed.join("1.1.0/release-manifest.json");
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let files = manifest["assets"][0]["files"].as_array_mut().unwrap();
+    files.push(serde_json::json!({"path": "data/up", "link": ".."}));
+    files.push(serde_json::json!({"path": "esc", "link": "data/up/.."}));
+    files.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    personal_ai_agent::sources::feed::write_feed(&feed).unwrap();
+
+    let home = temp_home();
+    configure(home.path(), &feed);
+    install(home.path(), &["--version", "1.0.0"]);
+    let report = install(home.path(), &[]);
+    assert_eq!(report["installed_version"], "1.1.0");
+    assert_eq!(report["delivery"]["method"], "full", "{report}");
+    assert!(
+        report["delivery"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("outside the bundle"),
+        "{report}"
+    );
+    let installed = version_dir(home.path(), "1.1.0");
+    assert!(std::fs::symlink_metadata(installed.join("esc")).is_err());
+    assert!(installed.join("data/new.bin").is_file());
+}
+
+/// The cached archive is not fsynced (it is re-verified as it is read), so a crash can leave a pending
+/// download torn: unpacking it then fails part-way, and the launcher must see that its bytes changed and
+/// download it again rather than stop with "the archive is damaged".
+#[test]
+fn a_torn_pending_download_is_downloaded_again() {
+    let work = temp_home();
+    let feed = work.path().join("feed");
+    pack(work.path(), &feed, "1.0.0", false, &[], None);
+    let home = temp_home();
+    configure(home.path(), &feed);
+    let downloaded = json_of(&pai(home.path(), None, &["update", "download", "--json"]));
+    let path = PathBuf::from(downloaded["downloaded"]["path"].as_str().unwrap());
+    let len = std::fs::metadata(&path).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(len / 2).unwrap();
+    drop(file);
+
+    let report = install(home.path(), &[]);
+    assert_eq!(report["installed_version"], "1.0.0", "{report}");
+    assert!(version_dir(home.path(), "1.0.0").join("data/a.bin").is_file());
+}
+
 const DELTA_CRASH_ENV: &str = "PAI_TEST_DELTA_CRASH";
 
 /// Not a test of its own: re-run with `PAI_TEST_DELTA_CRASH` set, it applies the delta into staging as the
