@@ -77,15 +77,15 @@ pub enum DeltaError {
     Corrupt { delta: PathBuf, reason: String },
 
     #[error(
-        "the delta {} turns {found_base} into {found_target}, but {expected_base} → {expected_target} was wanted; the full archive is used instead",
+        "the delta {} turns {found}, but {wanted} was wanted; the full archive is used instead",
         delta.display()
     )]
     WrongVersions {
         delta: PathBuf,
-        expected_base: semver::Version,
-        expected_target: semver::Version,
-        found_base: String,
-        found_target: String,
+        /// `<base> → <target>`, as the release wants it.
+        wanted: String,
+        /// `<base> into <target>`, as the delta says.
+        found: String,
     },
 
     #[error(
@@ -515,10 +515,8 @@ pub fn apply_delta(
                 if &parsed.base != job.base || &parsed.target != job.target {
                     return Err(DeltaError::WrongVersions {
                         delta: delta.to_path_buf(),
-                        expected_base: job.base.clone(),
-                        expected_target: job.target.clone(),
-                        found_base: parsed.base.to_string(),
-                        found_target: parsed.target.to_string(),
+                        wanted: format!("{} → {}", job.base, job.target),
+                        found: format!("{} into {}", parsed.base, parsed.target),
                     });
                 }
                 header = Some(parsed);

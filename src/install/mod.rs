@@ -78,8 +78,9 @@ pub enum InstallError {
     #[error(transparent)]
     Archive(#[from] ArchiveError),
 
+    /// Boxed: its version pairs would make every error the size of the largest.
     #[error(transparent)]
-    Delta(#[from] crate::delta::DeltaError),
+    Delta(Box<crate::delta::DeltaError>),
 
     #[error(
         "{} is not a Personal AI Agent bundle: {} {reason}; check that the right file was downloaded, or rebuild it with `release pack`",
@@ -138,6 +139,12 @@ pub enum InstallError {
     WrongLock { lock_dir: PathBuf, install_dir: PathBuf },
 }
 
+impl From<crate::delta::DeltaError> for InstallError {
+    fn from(e: crate::delta::DeltaError) -> Self {
+        Self::Delta(Box::new(e))
+    }
+}
+
 impl InstallError {
     pub(crate) fn io<'a>(
         action: &'static str,
@@ -193,9 +200,12 @@ pub enum Payload<'a> {
     /// version), returning every regular file it wrote, checked; `origin` names it in errors.
     Built {
         origin: &'a Path,
-        build: &'a dyn Fn(&Path) -> Result<BTreeMap<String, archive::FileRecord>, InstallError>,
+        build: &'a BuildFn<'a>,
     },
 }
+
+/// What [`Payload::Built`] runs: fills the folder it is given, returns each regular file's record.
+pub type BuildFn<'a> = dyn Fn(&Path) -> Result<BTreeMap<String, archive::FileRecord>, InstallError> + 'a;
 
 impl std::fmt::Debug for Payload<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
