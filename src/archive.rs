@@ -592,7 +592,7 @@ pub fn extract_archive_checked(
     };
     let result = match kind {
         ArchiveKind::TarZst | ArchiveKind::TarGz => extractor.unpack_tar(kind),
-        ArchiveKind::Zip => extractor.unpack_zip(),
+        ArchiveKind::Zip => extractor.unpack_zip(expected_sha256),
     }
     .and_then(|sha256| {
         if let Some(expected) = expected_sha256
@@ -780,11 +780,34 @@ impl Extractor<'_> {
 
     /// Unpacks a `.zip`. Its directory is at its end, so it cannot be unpacked in one pass: it is hashed
     /// through the handle it is then unpacked from. Returns the file's SHA256.
-    fn unpack_zip(&mut self) -> Result<String, ArchiveError> {
-        let mut file = File::open(self.archive).map_err(io_error("open", self.archive))?;
+    /// A zip's directory is at its end, so it is hashed whole first and compared before anything is
+    /// unpacked, then read again through the same handle, which on Windows shares no write access: the
+    /// bytes unpacked are still the bytes hashed.
+    fn unpack_zip(&mut self, expected_sha256: Option<&str>) -> Result<String, ArchiveError> {
+        #[cfg(windows)]
+        let opened = {
+            use std::os::windows::fs::OpenOptionsExt;
+            const FILE_SHARE_READ: u32 = 0x1;
+            fs::OpenOptions::new()
+                .read(true)
+                .share_mode(FILE_SHARE_READ)
+                .open(self.archive)
+        };
+        #[cfg(not(windows))]
+        let opened = File::open(self.archive);
+        let mut file = opened.map_err(io_error("open", self.archive))?;
         let (sha256, _) = HashingReader::new(&mut file)
             .and_then(HashingReader::finish)
             .map_err(io_error("read", self.archive))?;
+        if let Some(expected) = expected_sha256
+            && !expected.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(ArchiveError::ChecksumMismatch {
+                archive: self.archive.to_path_buf(),
+                expected: expected.to_ascii_lowercase(),
+                actual: sha256,
+            });
+        }
         io::Seek::rewind(&mut file).map_err(io_error("read", self.archive))?;
         let mut zip =
             zip::ZipArchive::new(BufReader::with_capacity(256 * 1024, file)).map_err(|e| self.corrupt(e))?;

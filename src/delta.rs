@@ -53,6 +53,11 @@ const PATCH_WINDOW_LOG: u32 = 25;
 const PATCH_LEVEL: i32 = 19;
 const WHOLE_LEVEL: i32 = 12;
 const COPY_BUFFER: usize = 1 << 20;
+/// The largest window a `file/` entry may ask of the decoder: zstd's level 12 uses at most 2^23, so a
+/// delta that asks more is not one `release pack` wrote (and would cost memory for nothing).
+const WHOLE_WINDOW_LOG_MAX: u32 = 24;
+/// The most bytes of `delta.json` written or read (some 250,000 changed paths).
+const HEADER_LIMIT: u64 = 16 << 20;
 
 /// The name of the delta from `base` to `version` for `platform`.
 pub fn delta_file_name(version: &semver::Version, platform: &Platform, base: &semver::Version) -> String {
@@ -284,7 +289,16 @@ pub fn create_delta(
         .tempfile_in(out_dir)
         .map_err(io_err("create a temporary file in", out_dir))?;
     let mut builder = tar::Builder::new(BufWriter::new(temp.as_file()));
-    let header_bytes = serde_json::to_vec_pretty(&header).unwrap_or_default();
+    let header_bytes = serde_json::to_vec(&header).unwrap_or_default();
+    if header_bytes.len() as u64 > HEADER_LIMIT {
+        return Err(DeltaError::CannotMake {
+            path: target_root.to_path_buf(),
+            reason: format!(
+                "{} paths changed, more than a delta's {HEADER_ENTRY} may list; the full archive serves",
+                header.patched.len() + header.added.len() + header.removed.len()
+            ),
+        });
+    }
     append(
         &mut builder,
         HEADER_ENTRY,
@@ -501,7 +515,7 @@ pub fn apply_delta(
                 }
                 let mut bytes = Vec::new();
                 (&mut entry)
-                    .take(1 << 20)
+                    .take(HEADER_LIMIT + 1)
                     .read_to_end(&mut bytes)
                     .map_err(|e| corrupt(e.to_string()))?;
                 let parsed: DeltaHeader = serde_json::from_slice(&bytes)
@@ -544,6 +558,13 @@ pub fn apply_delta(
                     base: job.base.clone(),
                     reason: "it was not part of the installed version".into(),
                 })?;
+                if crate::archive::passes_through_link(job.base_root, Path::new(path)) {
+                    return Err(DeltaError::BaseChanged {
+                        path: base_path,
+                        base: job.base.clone(),
+                        reason: "a folder on its way is now a link".into(),
+                    });
+                }
                 apply_patch(
                     job,
                     &base_path,
@@ -561,7 +582,7 @@ pub fn apply_delta(
                 let mut decoder = zstd::stream::read::Decoder::new(&mut entry)
                     .map_err(|e| corrupt(format!("`{path}`: {e}")))?;
                 decoder
-                    .window_log_max(27)
+                    .window_log_max(WHOLE_WINDOW_LOG_MAX)
                     .map_err(|e| corrupt(format!("`{path}`: {e}")))?;
                 copy_hashed(&mut decoder.take(target.size + 1), &mut output, &out, &mut buffer).map_err(
                     |e| match e {
@@ -597,6 +618,9 @@ pub fn apply_delta(
             base: job.base.clone(),
             reason,
         };
+        if crate::archive::passes_through_link(job.base_root, Path::new(&target.path)) {
+            return Err(base_changed("a folder on its way is now a link".into()));
+        }
         let meta = fs::symlink_metadata(&base_path).map_err(|e| base_changed(e.to_string()))?;
         if !meta.is_file() {
             return Err(base_changed("it is not a regular file".into()));

@@ -83,6 +83,8 @@ pub struct PackReport {
     pub legacy_archive: Option<WrittenFile>,
     /// How many entries the signed file list of the bundle has.
     pub files: usize,
+    /// That file list (`<archive name without its suffix>.files.json`), vouched for by the manifest.
+    pub file_list: WrittenFile,
     /// The deltas written (`--delta-from`).
     pub deltas: Vec<WrittenDelta>,
     /// What a publisher should know (a delta that could not be made, a manifest older launchers cannot read).
@@ -155,14 +157,23 @@ pub enum PackError {
     OutputInsideBundle { bundle_dir: PathBuf, out_dir: PathBuf },
 
     #[error(
-        "the manifest {} would be {size} bytes, more than the {limit} a launcher reads, because it lists each of the bundle's {files} files for every platform; the manifest was left as it was: pack fewer, larger files (an archive inside the bundle counts as one), or fewer platforms into one release folder",
+        "the manifest {} would be {size} bytes, more than the {limit} a launcher reads; it was left as it was: shorten the release notes (--notes-file), which it carries",
         manifest.display()
     )]
     ManifestTooLarge {
         manifest: PathBuf,
         size: u64,
         limit: u64,
-        files: usize,
+    },
+
+    #[error(
+        "the bundle folder {} cannot be listed for {platform}: {reason}; rename or remove that entry and pack again",
+        bundle_dir.display()
+    )]
+    UnlistableEntry {
+        bundle_dir: PathBuf,
+        platform: Platform,
+        reason: String,
     },
 
     #[error("cannot use the minisign secret key {}: {reason}", path.display())]
@@ -250,6 +261,16 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
     let sha256 = verify::sha256_file(&archive_path)?;
     let files = crate::delta::list_tree(&options.bundle_dir)?;
     let file_count = files.len();
+    // Checked as a launcher will check it, so a name the platform cannot hold stops the pack here, naming
+    // the entry, rather than every launcher at install.
+    let windows = options.platform.os == crate::platform::Os::Windows;
+    verify::manifest::validate_files(&archive_name, &files, windows).map_err(|reason| {
+        PackError::UnlistableEntry {
+            bundle_dir: options.bundle_dir.clone(),
+            platform: options.platform,
+            reason,
+        }
+    })?;
 
     let mut written_files = vec![(archive_name.clone(), sha256.clone())];
     let legacy_archive = if options.also_tar_gz && kind == ArchiveKind::TarZst {
@@ -305,6 +326,22 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
         }
     }
 
+    let list_name = format!(
+        "{}{}",
+        archive::bundle_root_name(&options.version, &options.platform),
+        verify::FILE_LIST_SUFFIX
+    );
+    let list_path = out.join(&list_name);
+    let list_bytes = verify::FileList::new(options.version.clone(), options.platform, files).to_json_bytes();
+    crate::fsutil::write_atomic(&list_path, &list_bytes)?;
+    let file_list_written = written(&list_path, &list_bytes);
+    written_files.push((list_name.clone(), file_list_written.sha256.clone()));
+    let file_list = verify::ManifestFileList {
+        name: list_name,
+        size: file_list_written.size,
+        sha256: file_list_written.sha256.clone(),
+    };
+
     for (name, sha256) in &written_files {
         checksum_lines.retain(|(n, _)| n != name);
         checksum_lines.push((name.clone(), sha256.clone()));
@@ -340,19 +377,18 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
         size,
         sha256: sha256.clone(),
         platform: Some(options.platform),
-        files,
+        file_list: Some(file_list),
         deltas: manifest_deltas,
     });
     // The transition `.tar.gz` is for launchers that know neither file lists nor deltas (a launcher that
-    // does prefers the `.tar.zst`), so its entry carries neither: the list is in the manifest once per
-    // platform, which keeps the manifest small.
+    // does prefers the `.tar.zst`), so its entry names neither.
     if let Some(legacy) = &legacy_archive {
         manifest.upsert(ManifestAsset {
             name: file_name(&legacy.path),
             size: legacy.size,
             sha256: legacy.sha256.clone(),
             platform: Some(options.platform),
-            files: Vec::new(),
+            file_list: None,
             deltas: Vec::new(),
         });
     }
@@ -362,12 +398,11 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
             manifest: manifest_path,
             size: manifest_bytes.len() as u64,
             limit: verify::MANIFEST_LIMIT,
-            files: file_count,
         });
     }
-    if manifest_bytes.len() > LEGACY_MANIFEST_LIMIT {
+    if manifest_bytes.len() > LEGACY_SHORTCUT_LIMIT {
         warnings.push(format!(
-            "the manifest is {} bytes: launchers before 0.2 read at most {LEGACY_MANIFEST_LIMIT} and cannot update from this release",
+            "the manifest is {} bytes: launchers before 0.2 read at most {LEGACY_SHORTCUT_LIMIT} of it when GitHub's API rate-limits them, and then fail their check until the limit resets; keep the notes shorter",
             manifest_bytes.len()
         ));
     }
@@ -392,6 +427,7 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
         },
         legacy_archive,
         files: file_count,
+        file_list: file_list_written,
         deltas,
         warnings,
         checksums_file: written(&checksums_path, checksums_text.as_bytes()),
@@ -403,8 +439,9 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
     })
 }
 
-/// The most launchers before 0.2 read of a manifest.
-const LEGACY_MANIFEST_LIMIT: usize = 4 << 20;
+/// The most launchers before 0.2 read of the manifest they fetch from `releases/latest/download` when the
+/// API rate-limits them.
+const LEGACY_SHORTCUT_LIMIT: usize = 1 << 20;
 
 fn file_name(path: &Path) -> String {
     path.file_name()

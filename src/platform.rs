@@ -389,8 +389,9 @@ fn looks_bare(lower: &str) -> bool {
 
 /// Suffixes of files that accompany a build rather than being one.
 const AUXILIARY_SUFFIXES: &[&str] = &[
-    // deltas (`release pack --delta-from`): never installed on their own
+    // deltas and file lists (`release pack`): never installed on their own
     ".delta",
+    ".files.json",
     // checksums
     ".sha256",
     ".sha256sum",

@@ -325,15 +325,25 @@ fn pending_download_damaged(error: &Error, pending: &Downloaded) -> bool {
     }
 }
 
-/// The signed file list of the asset `verified` vouches for, as the unpacker takes it.
-fn listed_files(verified: &crate::verify::Verified) -> Option<crate::archive::ListedFiles> {
-    let entry = verified.entry.as_ref()?;
-    let listed: crate::archive::ListedFiles = entry
-        .files
+/// Whether `name` can be a file of the downloads folder: one plain name (no separators, no `:`, no control
+/// characters) that is none of the folder's own files (`pending.json`, hidden files, partial downloads).
+fn is_download_name(name: &str) -> bool {
+    let reserved = name == "pending.json"
+        || name.starts_with('.')
+        || name.ends_with(".part")
+        || name.ends_with(".part.json");
+    !(name.is_empty()
+        || name.contains(['/', '\\', '\0', ':'])
+        || name.chars().any(char::is_control)
+        || reserved)
+}
+
+/// A release's file list as the unpacker takes it: each regular file's size and SHA256 by path.
+fn listed_files(files: &[crate::verify::ManifestFile]) -> crate::archive::ListedFiles {
+    files
         .iter()
         .filter_map(|f| Some((f.path.clone(), (f.size, f.sha256.clone()?))))
-        .collect();
-    (!listed.is_empty()).then_some(listed)
+        .collect()
 }
 
 /// Records every file of `version`'s folder (size and SHA256), so [`check_integrity`] can later tell a
@@ -832,7 +842,6 @@ struct DeltaPlan {
     base: Version,
     delta: crate::verify::ManifestDelta,
     asset: Asset,
-    files: Vec<crate::verify::ManifestFile>,
     base_files: BTreeMap<String, (u64, String)>,
 }
 
@@ -1032,10 +1041,16 @@ impl Updater {
                 bases.join(", ")
             )));
         };
-        if entry.files.is_empty() {
+        if entry.file_list.is_none() {
             return Err(Some(
                 "the release lists no files to check a delta's result against".into(),
             ));
+        }
+        if !is_download_name(&delta.name) {
+            return Err(Some(format!(
+                "the delta's name `{}` is not a plain file name",
+                delta.name
+            )));
         }
         let Some(asset) = release.asset(&delta.name) else {
             return Err(Some(format!(
@@ -1072,9 +1087,45 @@ impl Updater {
             base: current,
             delta: delta.clone(),
             asset: asset.clone(),
-            files: entry.files.clone(),
             base_files,
         })
+    }
+
+    /// The file list the manifest entry `verified` came from names, fetched and checked against the hash
+    /// the manifest gives for it: `Ok(None)` when the release publishes none (made before file lists), and
+    /// the reason when it cannot be had (missing, damaged, not matching), which only costs the delta and
+    /// the listed hashes, never the install.
+    fn fetch_file_list(
+        &self,
+        release: &Release,
+        verified: &crate::verify::Verified,
+    ) -> std::result::Result<Option<Vec<crate::verify::ManifestFile>>, String> {
+        let Some(list) = verified.entry.as_ref().and_then(|e| e.file_list.as_ref()) else {
+            return Ok(None);
+        };
+        let Some(asset) = release.asset(&list.name) else {
+            return Err(format!(
+                "the release does not publish its file list {}",
+                list.name
+            ));
+        };
+        let limit = list.size.min(crate::verify::FILE_LIST_LIMIT);
+        let bytes = self
+            .source
+            .fetch_asset_small(asset, limit)
+            .map_err(|e| format!("its file list could not be fetched: {e}"))?
+            .ok_or_else(|| format!("its file list {} is not there", list.name))?;
+        let sha256 = crate::verify::sha256_hex(&bytes);
+        if bytes.len() as u64 != list.size || !sha256.eq_ignore_ascii_case(&list.sha256) {
+            return Err(format!(
+                "its file list {} is not the one the manifest vouches for ({} bytes, SHA256 {sha256})",
+                list.name,
+                bytes.len()
+            ));
+        }
+        crate::verify::FileList::parse(&bytes, &list.name, &release.version, &self.platform)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 
     /// Fetches what vouches for `asset`: the release manifest and its signature, and checksum files.
@@ -1248,15 +1299,7 @@ impl Updater {
         on_event: &mut dyn FnMut(UpdateEvent),
     ) -> Result<Downloaded> {
         // The name becomes a path in the downloads folder; an unsigned listing could name anything.
-        let reserved = asset.name == "pending.json"
-            || asset.name.starts_with('.')
-            || asset.name.ends_with(".part")
-            || asset.name.ends_with(".part.json");
-        if asset.name.is_empty()
-            || asset.name.contains(['/', '\\', '\0', ':'])
-            || asset.name.chars().any(char::is_control)
-            || reserved
-        {
+        if !is_download_name(&asset.name) {
             return Err(Error::InvalidResponse {
                 url: asset.url.clone(),
                 reason: format!("the asset name `{}` is not a plain file name", asset.name),
@@ -1422,10 +1465,19 @@ impl Updater {
             }
         }
         let verified = self.verify_release(release, asset, explicit, on_event)?;
+        // The signed file list serves the delta (what its result must be) and the full archive (hashes
+        // it need not compute twice); without it a delta cannot be checked, and the archive is hashed file
+        // by file as before.
+        let files = self.fetch_file_list(release, &verified);
+        if let Err(reason) = &files {
+            tracing::warn!(%reason, "the release's file list cannot be used");
+        }
         let mut fallback = None;
-        match self.delta_plan(release, &verified) {
-            Ok(plan) => {
-                match self.install_delta(installer, lock, release, &verified, &plan, gate, cancel, on_event) {
+        match (self.delta_plan(release, &verified), &files) {
+            (Ok(plan), Ok(Some(files))) => {
+                match self.install_delta(
+                    installer, lock, release, &verified, &plan, files, gate, cancel, on_event,
+                ) {
                     Ok(report) => return Ok(report),
                     Err(DeltaFailure::Final(e)) => return Err(e),
                     Err(DeltaFailure::Fallback(reason)) => {
@@ -1434,12 +1486,14 @@ impl Updater {
                     }
                 }
             }
-            Err(Some(reason)) if !self.full_only => {
+            (Ok(_), Err(reason)) => fallback = Some(reason.clone()),
+            (Ok(_), Ok(None)) => {}
+            (Err(Some(reason)), _) if !self.full_only => {
                 tracing::info!(%reason, "no delta update; downloading the full archive");
             }
-            Err(_) => {}
+            (Err(_), _) => {}
         }
-        let listed = listed_files(&verified);
+        let listed = files.ok().flatten().map(|f| listed_files(&f));
         let downloaded = self.download_verified(release, asset, verified, cancel, on_event)?;
         let mut report =
             self.install_downloaded(installer, lock, &downloaded, listed.as_ref(), gate, on_event)?;
@@ -1459,6 +1513,7 @@ impl Updater {
         release: &Release,
         verified: &crate::verify::Verified,
         plan: &DeltaPlan,
+        files: &[crate::verify::ManifestFile],
         gate: &mut dyn HealthGate,
         cancel: &CancelToken,
         on_event: &mut dyn FnMut(UpdateEvent),
@@ -1493,12 +1548,18 @@ impl Updater {
                 DeltaFailure::Fallback(e.to_string())
             });
         }
+        // Recorded (and reported) as the archive it stands for: every file built is checked against that
+        // archive's signed list, so the version installed is the one its hash names; `delivery` says a
+        // delta of `plan.delta.size` bytes brought it.
         let downloaded = Downloaded {
             version: release.version.clone(),
-            asset: plan.delta.name.clone(),
+            asset: verified
+                .entry
+                .as_ref()
+                .map_or_else(|| plan.delta.name.clone(), |e| e.name.clone()),
             path: dest.clone(),
-            size: plan.delta.size,
-            sha256: plan.delta.sha256.clone(),
+            size: verified.size.unwrap_or(plan.delta.size),
+            sha256: verified.sha256.clone(),
             signed: verified.signed,
             verified_by: format!("{} (delta from {})", verified.source, plan.base),
             source: self.source.describe(),
@@ -1518,7 +1579,7 @@ impl Updater {
             target: &release.version,
             base_root: &base_root,
             base_files: &plan.base_files,
-            target_files: &plan.files,
+            target_files: files,
         };
         let build =
             |root: &Path| crate::delta::apply_delta(&job, root).map_err(crate::install::InstallError::from);
@@ -1631,6 +1692,12 @@ impl Updater {
         };
         let outcome = match installed {
             Ok(outcome) => outcome,
+            // Failed after the `current` pointer moved (a journal write on a full disk): the new version
+            // is current but unproven. The marker stays, so the next recovery proves it healthy or rolls
+            // it back; nothing here may treat the install as not having happened.
+            Err(e) if !repair && installer.current_version().ok().flatten().as_ref() == Some(&version) => {
+                return Err(Failed::After(e.into()));
+            }
             Err(e) => {
                 let _ = std::fs::remove_file(unproven_file(&self.paths));
                 if repair {

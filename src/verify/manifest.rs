@@ -18,10 +18,10 @@ use crate::version::Channel;
 
 /// The manifest's file name, beside the archives.
 pub const MANIFEST_FILE: &str = "release-manifest.json";
-/// The most bytes of a release manifest this launcher reads (launchers before 0.2 read 4 MiB). The file
-/// records of every platform make a manifest a few MiB for a large bundle; `release pack` refuses to write
-/// one larger than this.
-pub const MANIFEST_LIMIT: u64 = 32 << 20;
+/// The most bytes of a release manifest a launcher reads, this one and those before 0.2 alike; `release
+/// pack` refuses to write a larger one. File lists are files of their own, so a manifest stays a few KB
+/// plus its notes.
+pub const MANIFEST_LIMIT: u64 = 4 << 20;
 /// The manifest's minisign signature file name.
 pub const MANIFEST_SIGNATURE_FILE: &str = "release-manifest.json.minisig";
 /// The manifest schema this launcher writes and the newest it reads.
@@ -60,17 +60,99 @@ pub struct ManifestAsset {
     /// The platform the archive is for (`linux-x86_64`); absent for files that are for every platform.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
-    /// Every entry of the bundle the archive unpacks to (its top folder's contents; the bundle's `models/`
-    /// left out), sorted by path: what a delta update must rebuild, file by file. Empty from publishers
-    /// before deltas, which is the same as "no delta can be checked".
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub files: Vec<ManifestFile>,
+    /// The file that lists every entry of the bundle the archive unpacks to ([`FileList`]), published
+    /// beside it: what a delta update must rebuild, file by file. Its hash here is what vouches for it,
+    /// and it is fetched only to install, so the manifest (read on every check) stays small. Absent from
+    /// publishers before deltas, which is the same as "no delta can be checked".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_list: Option<ManifestFileList>,
     /// Deltas that turn an installed earlier version into this archive's bundle.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deltas: Vec<ManifestDelta>,
 }
 
-/// One entry of a bundle, as [`ManifestAsset::files`] lists it.
+/// Where an archive's [`FileList`] is published, and what it hashes to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFileList {
+    /// The file's name, exactly as published: `<archive name without its suffix>.files.json`.
+    pub name: String,
+    pub size: u64,
+    /// Lowercase hex SHA256 of the file.
+    pub sha256: String,
+}
+
+/// How a file list's name ends.
+pub const FILE_LIST_SUFFIX: &str = ".files.json";
+/// The most bytes of a file list this launcher reads (about 200 bytes a file: some 300,000 files).
+pub const FILE_LIST_LIMIT: u64 = 64 << 20;
+
+/// A bundle's file list (`PersonalAIAgent-<os>-<arch>-<version>.files.json`): every entry of the bundle
+/// the archive unpacks to, relative to its top folder (the bundle's `models/` left out), sorted by path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileList {
+    pub schema: u32,
+    pub product: String,
+    pub version: semver::Version,
+    pub platform: Platform,
+    pub files: Vec<ManifestFile>,
+}
+
+impl FileList {
+    pub fn new(version: semver::Version, platform: Platform, mut files: Vec<ManifestFile>) -> Self {
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        FileList {
+            schema: 1,
+            product: MANIFEST_PRODUCT.to_owned(),
+            version,
+            platform,
+            files,
+        }
+    }
+
+    /// Compact JSON with a final newline; deterministic for the same files.
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec(self).unwrap_or_default();
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// Parses the list `name` and checks it is the one for `version` on `platform` and that every entry is
+    /// one [`validate_files`] accepts (a `:` in a path only counts as bad for Windows).
+    pub fn parse(
+        bytes: &[u8],
+        name: &str,
+        version: &semver::Version,
+        platform: &Platform,
+    ) -> Result<Vec<ManifestFile>, VerifyError> {
+        let invalid = |reason: String| VerifyError::InvalidManifest {
+            file: name.to_owned(),
+            reason,
+        };
+        let mut list: FileList = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+        if list.schema != 1 || list.product != MANIFEST_PRODUCT {
+            return Err(invalid(format!(
+                "it is schema {} of `{}`, which this launcher does not read",
+                list.schema, list.product
+            )));
+        }
+        if &list.version != version || &list.platform != platform {
+            return Err(invalid(format!(
+                "it lists {} for {}, not {version} for {platform}",
+                list.version, list.platform
+            )));
+        }
+        let windows = platform.os == crate::platform::Os::Windows;
+        validate_files(name, &list.files, windows).map_err(invalid)?;
+        for file in &mut list.files {
+            if let Some(sha256) = &mut file.sha256 {
+                sha256.make_ascii_lowercase();
+            }
+        }
+        Ok(list.files)
+    }
+}
+
+/// One entry of a bundle, as a [`FileList`] lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestFile {
     /// Relative to the bundle root, `/`-separated, without `.` or `..`.
@@ -128,10 +210,8 @@ impl ReleaseManifest {
         manifest.validate()?;
         for asset in &mut manifest.assets {
             asset.sha256.make_ascii_lowercase();
-            for file in &mut asset.files {
-                if let Some(sha256) = &mut file.sha256 {
-                    sha256.make_ascii_lowercase();
-                }
+            if let Some(list) = &mut asset.file_list {
+                list.sha256.make_ascii_lowercase();
             }
             for delta in &mut asset.deltas {
                 delta.sha256.make_ascii_lowercase();
@@ -199,7 +279,20 @@ impl ReleaseManifest {
             if self.assets[..index].iter().any(|other| other.name == asset.name) {
                 return Err(invalid(format!("asset `{}` is listed twice", asset.name)));
             }
-            validate_files(&asset.name, &asset.files).map_err(invalid)?;
+            if let Some(list) = &asset.file_list {
+                if !is_plain_file_name(&list.name) || !list.name.ends_with(FILE_LIST_SUFFIX) {
+                    return Err(invalid(format!(
+                        "the file list of `{}` has no plain file name ending in {FILE_LIST_SUFFIX}: `{}`",
+                        asset.name, list.name
+                    )));
+                }
+                if !is_sha256_hex(&list.sha256) {
+                    return Err(invalid(format!(
+                        "file list `{}` has sha256 `{}`, which is not 64 hex digits",
+                        list.name, list.sha256
+                    )));
+                }
+            }
             for delta in &asset.deltas {
                 if !is_plain_file_name(&delta.name) || !delta.name.ends_with(crate::delta::DELTA_SUFFIX) {
                     return Err(invalid(format!(
@@ -221,23 +314,29 @@ impl ReleaseManifest {
     }
 }
 
+/// A name that is one file in a folder on every platform: no separators, no `:` (a Windows stream), no
+/// control characters, not starting with `.`.
 fn is_plain_file_name(name: &str) -> bool {
-    !(name.is_empty() || name.contains(['/', '\\', '\0']) || name == "." || name == "..")
+    !(name.is_empty()
+        || name.contains(['/', '\\', '\0', ':'])
+        || name.chars().any(char::is_control)
+        || name.starts_with('.'))
 }
 
 /// A file list must name each path once, by a plain relative path, with a hash for every regular file
 /// and a link target that stays inside the bundle: a delta builds exactly this list.
-fn validate_files(asset: &str, files: &[ManifestFile]) -> Result<(), String> {
+/// `windows`: the list is for Windows, where a `:` in a name would name a stream of another file.
+pub(crate) fn validate_files(asset: &str, files: &[ManifestFile], windows: bool) -> Result<(), String> {
     let mut seen = std::collections::BTreeSet::new();
     // Only folders hold entries: an entry below a listed file or link would be written through it.
     let not_folders: std::collections::BTreeSet<&str> =
         files.iter().filter(|f| !f.dir).map(|f| f.path.as_str()).collect();
     for file in files {
-        let bad = |why: &str| format!("the file list of `{asset}` has `{}`, which {why}", file.path);
+        let bad = |why: &str| format!("`{asset}` lists `{}`, which {why}", file.path);
         let parts: Vec<&str> = file.path.split('/').collect();
         if file.path.is_empty()
             || file.path.contains(['\\', '\0'])
-            || file.path.contains(':')
+            || (windows && file.path.contains(':'))
             || parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..")
         {
             return Err(bad("is not a plain relative path"));
@@ -322,7 +421,7 @@ mod tests {
             size: 7,
             sha256: "b".repeat(64),
             platform: Some("windows-x86_64".parse().unwrap()),
-            files: Vec::new(),
+            file_list: None,
             deltas: Vec::new(),
         });
         m.upsert(ManifestAsset {
@@ -330,24 +429,11 @@ mod tests {
             size: 5,
             sha256: "a".repeat(64),
             platform: Some("linux-x86_64".parse().unwrap()),
-            files: vec![
-                ManifestFile {
-                    path: "agent.json".into(),
-                    size: 5,
-                    mode: 0o644,
-                    sha256: Some("c".repeat(64)),
-                    link: None,
-                    dir: false,
-                },
-                ManifestFile {
-                    path: "bin/run".into(),
-                    size: 0,
-                    mode: 0,
-                    sha256: None,
-                    link: Some("../agent.json".into()),
-                    dir: false,
-                },
-            ],
+            file_list: Some(ManifestFileList {
+                name: "PersonalAIAgent-linux-x86_64-1.2.0.files.json".into(),
+                size: 9,
+                sha256: "e".repeat(64),
+            }),
             deltas: vec![ManifestDelta {
                 name: "PersonalAIAgent-linux-x86_64-1.2.0.from-1.1.0.delta".into(),
                 base: semver::Version::new(1, 1, 0),
@@ -388,20 +474,17 @@ mod tests {
     #[test]
     fn newer_schemas_other_products_bad_hashes_and_duplicates_are_refused() {
         type Mutation = fn(&mut serde_json::Value);
-        let cases: [(&str, Mutation); 9] = [
-            ("plain relative path", |v| {
-                v["assets"][0]["files"][0]["path"] = "../x".into()
+        let cases: [(&str, Mutation); 8] = [
+            ("file list", |v| {
+                v["assets"][0]["file_list"]["name"] = "x:y.files.json".into()
             }),
-            ("outside the bundle", |v| {
-                v["assets"][0]["files"][1]["link"] = "../../x".into()
-            }),
-            ("which is not a folder", |v| {
-                v["assets"][0]["files"][1]["path"] = "agent.json/run".into()
-            }),
-            ("exactly one", |v| {
-                v["assets"][0]["files"][1]["sha256"] = "c".repeat(64).into()
+            ("file list", |v| {
+                v["assets"][0]["file_list"]["sha256"] = "e".into()
             }),
             ("delta", |v| v["assets"][0]["deltas"][0]["name"] = "a/b".into()),
+            ("delta", |v| {
+                v["assets"][0]["deltas"][0]["name"] = "pending.json".into()
+            }),
             ("schema", |v| v["schema"] = 2.into()),
             ("product", |v| v["product"] = "other".into()),
             ("hex", |v| v["assets"][0]["sha256"] = "zz".into()),
@@ -416,5 +499,76 @@ mod tests {
             let err = ReleaseManifest::parse(value.to_string().as_bytes()).unwrap_err();
             assert!(err.to_string().contains(expected), "{expected}: {err}");
         }
+    }
+
+    fn sample_list() -> FileList {
+        FileList::new(
+            semver::Version::new(1, 2, 0),
+            "linux-x86_64".parse().unwrap(),
+            vec![
+                ManifestFile {
+                    path: "bin/run".into(),
+                    size: 0,
+                    mode: 0,
+                    sha256: None,
+                    link: Some("../agent.json".into()),
+                    dir: false,
+                },
+                ManifestFile {
+                    path: "agent.json".into(),
+                    size: 5,
+                    mode: 0o644,
+                    sha256: Some("C".repeat(64)),
+                    link: None,
+                    dir: false,
+                },
+            ],
+        )
+    }
+
+    #[test]
+    fn a_file_list_round_trips_sorted_and_is_refused_for_another_version_or_a_bad_entry() {
+        let list = sample_list();
+        let bytes = list.to_json_bytes();
+        let (v, linux) = (semver::Version::new(1, 2, 0), "linux-x86_64".parse().unwrap());
+        let files = FileList::parse(&bytes, "l.files.json", &v, &linux).unwrap();
+        assert_eq!(files[0].path, "agent.json", "sorted by path");
+        assert_eq!(files[0].sha256.as_deref(), Some("c".repeat(64).as_str()));
+        let other = FileList::parse(&bytes, "l.files.json", &semver::Version::new(1, 3, 0), &linux)
+            .unwrap_err()
+            .to_string();
+        assert!(other.contains("not 1.3.0 for linux-x86_64"), "{other}");
+
+        type Mutation = fn(&mut serde_json::Value);
+        let cases: [(&str, Mutation); 5] = [
+            ("plain relative path", |v| v["files"][0]["path"] = "../x".into()),
+            ("outside the bundle", |v| v["files"][1]["link"] = "../../x".into()),
+            ("which is not a folder", |v| {
+                v["files"][1]["path"] = "agent.json/run".into()
+            }),
+            ("exactly one", |v| v["files"][1]["sha256"] = "c".repeat(64).into()),
+            ("listed twice", |v| {
+                let first = v["files"][0].clone();
+                v["files"].as_array_mut().unwrap().push(first);
+            }),
+        ];
+        for (expected, mutate) in cases {
+            let mut value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            mutate(&mut value);
+            let err = FileList::parse(value.to_string().as_bytes(), "l.files.json", &v, &linux)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(expected) && err.contains("l.files.json"),
+                "{expected}: {err}"
+            );
+        }
+        // A `:` is a plain name on Linux, a stream of another file on Windows.
+        let mut value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        value["files"][0]["path"] = "a:b".into();
+        assert!(FileList::parse(value.to_string().as_bytes(), "l.files.json", &v, &linux).is_ok());
+        value["platform"] = "windows-x86_64".into();
+        let windows = "windows-x86_64".parse().unwrap();
+        assert!(FileList::parse(value.to_string().as_bytes(), "l.files.json", &v, &windows).is_err());
     }
 }

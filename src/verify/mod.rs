@@ -32,8 +32,9 @@ pub mod signature;
 
 pub use checksums::{find_checksum, gnu_line, is_sha256_hex, lookup_checksum, parse_checksums};
 pub use manifest::{
-    MANIFEST_FILE, MANIFEST_LIMIT, MANIFEST_PRODUCT, MANIFEST_SCHEMA, MANIFEST_SIGNATURE_FILE, ManifestAsset,
-    ManifestDelta, ManifestFile, ReleaseManifest,
+    FILE_LIST_LIMIT, FILE_LIST_SUFFIX, FileList, MANIFEST_FILE, MANIFEST_LIMIT, MANIFEST_PRODUCT,
+    MANIFEST_SCHEMA, MANIFEST_SIGNATURE_FILE, ManifestAsset, ManifestDelta, ManifestFile, ManifestFileList,
+    ReleaseManifest,
 };
 pub use signature::{PublicKey, signature_key_id, verify_manifest};
 
@@ -303,6 +304,12 @@ fn checksum_file_rank(file_name: &str, asset: &str) -> Option<u8> {
     } else {
         None
     }
+}
+
+/// Lowercase hex SHA256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// The SHA256 of a file, lowercase hex, read in 256 KiB blocks so memory stays flat whatever its size.

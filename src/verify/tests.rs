@@ -49,7 +49,7 @@ fn manifest(version: &str, sha256: &str, size: u64) -> Vec<u8> {
         size,
         sha256: sha256.into(),
         platform: Some("linux-x86_64".parse().unwrap()),
-        files: Vec::new(),
+        file_list: None,
         deltas: Vec::new(),
     });
     m.to_json_bytes()

@@ -137,6 +137,33 @@ fn delta_file(feed: &Path, version: &str, base: &str) -> PathBuf {
     feed.join(version).join(name)
 }
 
+/// The release's file list (`.files.json`) as JSON, and its path.
+fn file_list(feed: &Path, version: &str) -> (PathBuf, Value) {
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(feed.join(version).join("release-manifest.json")).unwrap())
+            .unwrap();
+    let path = feed
+        .join(version)
+        .join(manifest["assets"][0]["file_list"]["name"].as_str().unwrap());
+    let list = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    (path, list)
+}
+
+/// Rewrites the file list of an unsigned release and the size and hash the manifest gives for it, as a
+/// publisher (or whoever controls an unsigned feed) could.
+fn rewrite_file_list(feed: &Path, version: &str, edit: impl FnOnce(&mut Vec<Value>)) {
+    let (path, mut list) = file_list(feed, version);
+    edit(list["files"].as_array_mut().unwrap());
+    let bytes = serde_json::to_vec(&list).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    let manifest_path = feed.join(version).join("release-manifest.json");
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest["assets"][0]["file_list"]["size"] = bytes.len().into();
+    manifest["assets"][0]["file_list"]["sha256"] = personal_ai_agent::verify::sha256_hex(&bytes).into();
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    personal_ai_agent::sources::feed::write_feed(feed).unwrap();
+}
+
 #[test]
 fn a_delta_rebuilds_exactly_the_tree_the_full_archive_unpacks_to() {
     let work = temp_home();
@@ -286,12 +313,67 @@ fn a_tampered_file_list_is_refused_and_the_installed_version_keeps_working() {
     ));
     install(home.path(), &["--version", "1.0.0"]);
 
-    // Point the list at other bytes for one file: the signature no longer covers the manifest.
-    let manifest_path = feed.join("1.1.0/release-manifest.json");
-    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
-    let files = manifest["assets"][0]["files"].as_array_mut().unwrap();
+    // Point the list at other bytes for one file: its hash is no longer the one the signed manifest
+    // gives, so the list is not used (no delta; every file is hashed as it is unpacked) and the full
+    // archive, whose hash the signature covers, is installed.
+    let (list_path, mut list) = file_list(&feed, "1.1.0");
+    let original = std::fs::read(&list_path).unwrap();
+    let files = list["files"].as_array_mut().unwrap();
     let file = files.iter_mut().find(|f| f["path"] == "data/a.bin").unwrap();
     file["sha256"] = Value::String("0".repeat(64));
+    std::fs::write(&list_path, serde_json::to_vec(&list).unwrap()).unwrap();
+    let check = json_of(&pai(home.path(), None, &["update", "check", "--json"]));
+    assert_eq!(
+        check["delivery"]["method"], "delta",
+        "the check reads no list: {check}"
+    );
+    let report = install(home.path(), &[]);
+    assert_eq!(report["installed_version"], "1.1.0");
+    assert_eq!(report["delivery"]["method"], "full", "{report}");
+    assert!(
+        report["delivery"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not the one the manifest vouches for"),
+        "{report}"
+    );
+    assert_eq!(
+        tree(&version_dir(home.path(), "1.1.0"))["data/a.bin"]
+            .split(' ')
+            .nth(1),
+        personal_ai_agent::verify::sha256_file(&work.path().join("bundle-1.1.0/data/a.bin"))
+            .ok()
+            .as_deref()
+    );
+    // The install record holds the bytes' own hash, not the one the changed list claimed.
+    let record_path = version_dir(home.path(), "1.1.0")
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("files/1.1.0.json");
+    let record: Value = serde_json::from_slice(&std::fs::read(record_path).unwrap()).unwrap();
+    assert_ne!(record["data/a.bin"]["sha256"], "0".repeat(64), "{record}");
+
+    // Point the manifest at the changed list: the signature no longer covers the manifest.
+    let home = temp_home();
+    configure(home.path(), &feed);
+    json_of(&pai(
+        home.path(),
+        None,
+        &[
+            "update",
+            "configure",
+            "--json",
+            "--public-key",
+            public.to_str().unwrap(),
+        ],
+    ));
+    install(home.path(), &["--version", "1.0.0"]);
+    std::fs::write(&list_path, &original).unwrap();
+    let manifest_path = feed.join("1.1.0/release-manifest.json");
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest["assets"][0]["file_list"]["sha256"] = Value::String("0".repeat(64));
     std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
     personal_ai_agent::sources::feed::write_feed(&feed).unwrap();
 
@@ -313,14 +395,11 @@ fn links_that_lead_outside_only_together_make_the_delta_fall_back() {
     let feed = work.path().join("feed");
     pack(work.path(), &feed, "1.0.0", false, &[], None);
     pack(work.path(), &feed, "1.1.0", true, &["1.0.0"], None);
-    let manifest_path = feed.join("1.1.0/release-manifest.json");
-    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
-    let files = manifest["assets"][0]["files"].as_array_mut().unwrap();
-    files.push(serde_json::json!({"path": "data/up", "link": ".."}));
-    files.push(serde_json::json!({"path": "esc", "link": "data/up/.."}));
-    files.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
-    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
-    personal_ai_agent::sources::feed::write_feed(&feed).unwrap();
+    rewrite_file_list(&feed, "1.1.0", |files| {
+        files.push(serde_json::json!({"path": "data/up", "link": ".."}));
+        files.push(serde_json::json!({"path": "esc", "link": "data/up/.."}));
+        files.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+    });
 
     let home = temp_home();
     configure(home.path(), &feed);
@@ -380,6 +459,15 @@ fn delta_crash_helper_runs_only_when_asked() {
         )
         .unwrap();
     let entry = &manifest.assets[0];
+    let list_name = &entry.file_list.as_ref().unwrap().name;
+    let list_path = Path::new(spec["manifest"].as_str().unwrap()).with_file_name(list_name);
+    let target_files = personal_ai_agent::verify::FileList::parse(
+        &std::fs::read(list_path).unwrap(),
+        list_name,
+        &"1.1.0".parse().unwrap(),
+        &personal_ai_agent::platform::Platform::current(),
+    )
+    .unwrap();
     let recorded: BTreeMap<String, Value> =
         serde_json::from_slice(&std::fs::read(install_dir.join("files/1.0.0.json")).unwrap()).unwrap();
     let base_files: BTreeMap<String, (u64, String)> = recorded
@@ -405,7 +493,7 @@ fn delta_crash_helper_runs_only_when_asked() {
         target: &target,
         base_root: &base_root,
         base_files: &base_files,
-        target_files: &entry.files,
+        target_files: &target_files,
     };
     let build = |root: &Path| Ok(personal_ai_agent::delta::apply_delta(&job, root)?);
     let lock = installer.lock().unwrap();

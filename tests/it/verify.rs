@@ -91,7 +91,7 @@ fn sample_manifest(version: &str, sha256: &str) -> Vec<u8> {
         size: 1234,
         sha256: sha256.into(),
         platform: Some("linux-x86_64".parse().unwrap()),
-        files: Vec::new(),
+        file_list: None,
         deltas: Vec::new(),
     });
     manifest.to_json_bytes()
