@@ -303,6 +303,15 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
             &options.platform,
             &path,
         ) {
+            // A delta no smaller than the archive saves nothing (a tiny bundle: the delta's own headers
+            // outweigh it), so none is published.
+            Ok(stats) if stats.size >= size => {
+                std::fs::remove_file(&path).map_err(|e| crate::Error::io("remove", &path, e))?;
+                warnings.push(format!(
+                    "no delta from {}: it would be {} bytes, no smaller than the {size}-byte archive",
+                    base.version, stats.size
+                ));
+            }
             Ok(stats) => {
                 let sha256 = verify::sha256_file(&path)?;
                 written_files.push((name, sha256.clone()));

@@ -1041,6 +1041,12 @@ impl Updater {
                 bases.join(", ")
             )));
         };
+        if delta.size >= entry.size {
+            return Err(Some(format!(
+                "the delta from {current} ({} bytes) is no smaller than the full archive ({} bytes)",
+                delta.size, entry.size
+            )));
+        }
         if entry.file_list.is_none() {
             return Err(Some(
                 "the release lists no files to check a delta's result against".into(),

@@ -160,13 +160,8 @@ impl Demo {
                 published_at: now - Duration::hours((VERSIONS.len() - i) as i64),
                 notes: Some(notes),
                 also_tar_gz: false,
-                // Each release also carries a delta from the one before, as a real project's would: the
-                // demo's updates move only what changed.
-                delta_from: i
-                    .checked_sub(1)
-                    .map(|previous| self.releases_dir().join(VERSIONS[previous]))
-                    .into_iter()
-                    .collect(),
+                // The demo's bundles are a few hundred bytes: a delta could not be smaller.
+                delta_from: Vec::new(),
             })
             .map_err(|e| anyhow::anyhow!("cannot pack the demo's {version}: {e}"))?;
         }
