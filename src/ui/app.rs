@@ -1733,6 +1733,17 @@ fn outcome_text(outcome: &InstallOutcome) -> (Color32, String) {
                     "Installed {}; the agent is healthy and running.",
                     report.installed_version
                 ),
+            } + &match &report.delivery {
+                // What really moved: a delta, or the full archive when a delta was planned but not used.
+                Some(d) if d.method == "delta" => {
+                    format!(" Downloaded {} (only what changed).", bytes(d.bytes))
+                }
+                Some(d) if d.reason.is_some() && report.previous_version.is_some() => format!(
+                    " Downloaded the full archive ({}): {}.",
+                    bytes(d.bytes),
+                    d.reason.as_deref().unwrap_or_default()
+                ),
+                _ => String::new(),
             } + &match &report.launcher {
                 // Updated: the banner above offers Restart.
                 Some(outcome @ (LauncherOutcome::Refused { .. } | LauncherOutcome::Failed { .. })) => {

@@ -924,4 +924,8 @@ fn an_update_with_a_delta_says_how_little_it_downloads() {
     pump_until(&mut harness, "the offer with its download size", |h| {
         shows(h, "Update to 1.1.0 available") && shows(h, "only what changed since 1.0.0")
     });
+    harness.get_by_label("Install update").click();
+    pump_until(&mut harness, "the update, saying what it downloaded", |h| {
+        h.state().installed_version() == Some("1.1.0") && shows(h, "(only what changed).")
+    });
 }
