@@ -542,14 +542,14 @@ pub fn extract_archive(archive: &Path, dest: &Path, limits: &ExtractLimits) -> R
 }
 
 /// The files a verified release says its bundle holds (path relative to the bundle root → size and
-/// SHA256, from the signed manifest's `files`).
+/// SHA256, from its `.files.json`, whose hash the manifest gives).
 pub type ListedFiles = std::collections::BTreeMap<String, (u64, String)>;
 
 /// [`extract_archive`], hashing the archive as it is read: when `expected_sha256` is given and the bytes
 /// read do not have it, what was unpacked is removed and [`ArchiveError::ChecksumMismatch`] returned.
 ///
-/// `listed`, the signed file list of the same release, spares hashing each file a second time: a file it
-/// lists with the size the archive gives is recorded with the listed SHA256 (the archive's own hash,
+/// `listed`, the file list of the same release (vouched for by its manifest), spares hashing each file a
+/// second time: a file it lists with the size the archive gives is recorded with the listed SHA256 (the archive's own hash,
 /// checked at the end, vouches for its bytes, and the same signature for the list); any other file is
 /// hashed as it is written.
 pub fn extract_archive_checked(

@@ -104,7 +104,7 @@ pub enum DeltaError {
     },
 
     #[error(
-        "`{path}` rebuilt from the delta {} does not match the signed file list ({reason}); nothing was installed from it",
+        "`{path}` rebuilt from the delta {} does not match the release's file list ({reason}); nothing was installed from it",
         delta.display()
     )]
     Mismatch {
@@ -462,7 +462,7 @@ pub struct ApplyDelta<'a> {
     pub base_root: &'a Path,
     /// What the base's files were when it was installed (path → size, SHA256).
     pub base_files: &'a BTreeMap<String, (u64, String)>,
-    /// The signed file list of the target bundle.
+    /// The file list of the target bundle.
     pub target_files: &'a [ManifestFile],
 }
 

@@ -81,7 +81,7 @@ pub struct PackReport {
     /// The `.tar.gz` written beside the archive for older launchers (`--also-tar-gz`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub legacy_archive: Option<WrittenFile>,
-    /// How many entries the signed file list of the bundle has.
+    /// How many entries the file list of the bundle has.
     pub files: usize,
     /// That file list (`<archive name without its suffix>.files.json`), vouched for by the manifest.
     pub file_list: WrittenFile,
@@ -157,7 +157,7 @@ pub enum PackError {
     OutputInsideBundle { bundle_dir: PathBuf, out_dir: PathBuf },
 
     #[error(
-        "the manifest {} would be {size} bytes, more than the {limit} a launcher reads; it was left as it was: shorten the release notes (--notes-file), which it carries",
+        "the manifest {} would be at least {size} bytes, more than the {limit} a launcher reads; it was left as it was: shorten the release notes (--notes-file), which it carries",
         manifest.display()
     )]
     ManifestTooLarge {
@@ -241,6 +241,26 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
         .transpose()?;
 
     refuse_output_inside_bundle(&options.bundle_dir, out)?;
+    // Checked as a launcher will check it, so a name the platform cannot hold stops the pack here, naming
+    // the entry, rather than every launcher at install.
+    let files = crate::delta::list_tree(&options.bundle_dir)?;
+    let file_count = files.len();
+    verify::manifest::validate_files(&archive_name, &files, options.platform.os).map_err(|reason| {
+        PackError::UnlistableEntry {
+            bundle_dir: options.bundle_dir.clone(),
+            platform: options.platform,
+            reason,
+        }
+    })?;
+    // The manifest carries the notes; what else it holds is a few hundred bytes an asset.
+    let at_least = options.notes.as_ref().map_or(0, |n| n.len() as u64) + 64 * 1024;
+    if at_least > verify::MANIFEST_LIMIT {
+        return Err(PackError::ManifestTooLarge {
+            manifest: manifest_path,
+            size: at_least,
+            limit: verify::MANIFEST_LIMIT,
+        });
+    }
     crate::paths::ensure_dir(out)?;
     // The bases are unpacked (and checked against their own manifests) before anything is written too.
     let mut warnings = Vec::new();
@@ -259,18 +279,6 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
     let kind = ArchiveKind::for_os(options.platform.os);
     let size = archive::create_archive(&options.bundle_dir, &root_name, &archive_path, kind)?;
     let sha256 = verify::sha256_file(&archive_path)?;
-    let files = crate::delta::list_tree(&options.bundle_dir)?;
-    let file_count = files.len();
-    // Checked as a launcher will check it, so a name the platform cannot hold stops the pack here, naming
-    // the entry, rather than every launcher at install.
-    let windows = options.platform.os == crate::platform::Os::Windows;
-    verify::manifest::validate_files(&archive_name, &files, windows).map_err(|reason| {
-        PackError::UnlistableEntry {
-            bundle_dir: options.bundle_dir.clone(),
-            platform: options.platform,
-            reason,
-        }
-    })?;
 
     let mut written_files = vec![(archive_name.clone(), sha256.clone())];
     let legacy_archive = if options.also_tar_gz && kind == ArchiveKind::TarZst {
@@ -342,7 +350,17 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
     );
     let list_path = out.join(&list_name);
     let list_bytes = verify::FileList::new(options.version.clone(), options.platform, files).to_json_bytes();
-    crate::fsutil::write_atomic(&list_path, &list_bytes)?;
+    if list_bytes.len() as u64 > verify::FILE_LIST_LIMIT {
+        return Err(PackError::UnlistableEntry {
+            bundle_dir: options.bundle_dir.clone(),
+            platform: options.platform,
+            reason: format!(
+                "its {file_count} entries make a file list of {} bytes, more than the {} a launcher reads",
+                list_bytes.len(),
+                verify::FILE_LIST_LIMIT
+            ),
+        });
+    }
     let file_list_written = written(&list_path, &list_bytes);
     written_files.push((list_name.clone(), file_list_written.sha256.clone()));
     let file_list = verify::ManifestFileList {
@@ -360,7 +378,6 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
         .iter()
         .map(|(name, hash)| verify::gnu_line(hash, name))
         .collect();
-    crate::fsutil::write_atomic(&checksums_path, checksums_text.as_bytes())?;
 
     if manifest.tag.is_none() {
         manifest.tag = Some(format!("v{}", options.version));
@@ -419,6 +436,9 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
         .as_ref()
         .map(|s| s.sign(&manifest_bytes, &manifest.version, &manifest_path))
         .transpose()?;
+    // Nothing that names the new archive is written until nothing can refuse the run any more.
+    crate::fsutil::write_atomic(&list_path, &list_bytes)?;
+    crate::fsutil::write_atomic(&checksums_path, checksums_text.as_bytes())?;
     crate::fsutil::write_atomic(&manifest_path, &manifest_bytes)?;
     match &signature {
         Some(text) => crate::fsutil::write_atomic(&signature_path, text.as_bytes())?,

@@ -1047,10 +1047,19 @@ impl Updater {
                 delta.size, entry.size
             )));
         }
-        if entry.file_list.is_none() {
-            return Err(Some(
-                "the release lists no files to check a delta's result against".into(),
-            ));
+        match &entry.file_list {
+            None => {
+                return Err(Some(
+                    "the release lists no files to check a delta's result against".into(),
+                ));
+            }
+            Some(list) if release.asset(&list.name).is_none() => {
+                return Err(Some(format!(
+                    "the release does not publish its file list {}",
+                    list.name
+                )));
+            }
+            Some(_) => {}
         }
         if !is_download_name(&delta.name) {
             return Err(Some(format!(
@@ -1105,6 +1114,7 @@ impl Updater {
         &self,
         release: &Release,
         verified: &crate::verify::Verified,
+        cancel: &CancelToken,
     ) -> std::result::Result<Option<Vec<crate::verify::ManifestFile>>, String> {
         let Some(list) = verified.entry.as_ref().and_then(|e| e.file_list.as_ref()) else {
             return Ok(None);
@@ -1116,9 +1126,24 @@ impl Updater {
             ));
         };
         let limit = list.size.min(crate::verify::FILE_LIST_LIMIT);
-        let bytes = self
-            .source
-            .fetch_asset_small(asset, limit)
+        // A passing network failure is retried (twice, after 1 and 2 s): on a flaky line, losing the
+        // list would cost the delta and mean the full download.
+        let mut attempt = 0;
+        let fetched = loop {
+            match self.source.fetch_asset_small(asset, limit) {
+                Err(e @ (Error::Network { .. } | Error::Http { .. }))
+                    if attempt < 2
+                        && !cancel.is_cancelled()
+                        && !matches!(&e, Error::Http { status, .. } if *status < 500) =>
+                {
+                    attempt += 1;
+                    tracing::info!(error = %e, attempt, "fetching the file list failed; trying again");
+                    std::thread::sleep(Duration::from_secs(attempt));
+                }
+                other => break other,
+            }
+        };
+        let bytes = fetched
             .map_err(|e| format!("its file list could not be fetched: {e}"))?
             .ok_or_else(|| format!("its file list {} is not there", list.name))?;
         let sha256 = crate::verify::sha256_hex(&bytes);
@@ -1471,10 +1496,17 @@ impl Updater {
             }
         }
         let verified = self.verify_release(release, asset, explicit, on_event)?;
-        // The signed file list serves the delta (what its result must be) and the full archive (hashes
+        // The file list (vouched for by the manifest) serves the delta (what its result must be) and the full archive (hashes
         // it need not compute twice); without it a delta cannot be checked, and the archive is hashed file
         // by file as before.
-        let files = self.fetch_file_list(release, &verified);
+        // A reinstall of the current version (a repair) hashes every file itself: its record is then the
+        // bytes' own, whatever the list says.
+        let repair = installer.current_version().ok().flatten().as_ref() == Some(&release.version);
+        let files = if repair {
+            Ok(None)
+        } else {
+            self.fetch_file_list(release, &verified, cancel)
+        };
         if let Err(reason) = &files {
             tracing::warn!(%reason, "the release's file list cannot be used");
         }
@@ -1699,9 +1731,13 @@ impl Updater {
         let outcome = match installed {
             Ok(outcome) => outcome,
             // Failed after the `current` pointer moved (a journal write on a full disk): the new version
-            // is current but unproven. The marker stays, so the next recovery proves it healthy or rolls
-            // it back; nothing here may treat the install as not having happened.
+            // is current but unproven, so it is proved healthy or rolled back now, as a recovery would,
+            // and nothing here treats the install as not having happened.
             Err(e) if !repair && installer.current_version().ok().flatten().as_ref() == Some(&version) => {
+                tracing::error!(%version, error = %e, "the install failed after switching to it; checking its health now");
+                if let Err(recovery) = recover_locked(&self.paths, &self.config, installer, lock, gate) {
+                    tracing::error!("{recovery}");
+                }
                 return Err(Failed::After(e.into()));
             }
             Err(e) => {

@@ -192,7 +192,7 @@ pub enum Payload<'a> {
     Archive {
         path: &'a Path,
         sha256: Option<&'a str>,
-        /// The release's signed file list, which spares hashing each file again (see
+        /// The release's file list (vouched for by its manifest), which spares hashing each file again (see
         /// [`archive::extract_archive_checked`]).
         listed: Option<&'a archive::ListedFiles>,
     },

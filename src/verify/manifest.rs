@@ -64,10 +64,18 @@ pub struct ManifestAsset {
     /// beside it: what a delta update must rebuild, file by file. Its hash here is what vouches for it,
     /// and it is fetched only to install, so the manifest (read on every check) stays small. Absent from
     /// publishers before deltas, which is the same as "no delta can be checked".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::option"
+    )]
     pub file_list: Option<ManifestFileList>,
     /// Deltas that turn an installed earlier version into this archive's bundle.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "lenient::vec"
+    )]
     pub deltas: Vec<ManifestDelta>,
 }
 
@@ -141,8 +149,7 @@ impl FileList {
                 list.version, list.platform
             )));
         }
-        let windows = platform.os == crate::platform::Os::Windows;
-        validate_files(name, &list.files, windows).map_err(invalid)?;
+        validate_files(name, &list.files, platform.os).map_err(invalid)?;
         for file in &mut list.files {
             if let Some(sha256) = &mut file.sha256 {
                 sha256.make_ascii_lowercase();
@@ -208,6 +215,7 @@ impl ReleaseManifest {
                 reason: e.to_string(),
             })?;
         manifest.validate()?;
+        manifest.drop_unusable_extras();
         for asset in &mut manifest.assets {
             asset.sha256.make_ascii_lowercase();
             if let Some(list) = &mut asset.file_list {
@@ -240,6 +248,34 @@ impl ReleaseManifest {
         self.assets.retain(|a| a.name != asset.name);
         self.assets.push(asset);
         self.assets.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    /// A file list or delta this launcher cannot use (a name it would not write, a bad hash, a size out
+    /// of bounds) is dropped with a warning: it costs that delta or those listed hashes, never the release,
+    /// since the archive's own entry still vouches for the archive.
+    fn drop_unusable_extras(&mut self) {
+        for asset in &mut self.assets {
+            if let Some(list) = &asset.file_list {
+                let usable = is_plain_file_name(&list.name)
+                    && list.name.ends_with(FILE_LIST_SUFFIX)
+                    && is_sha256_hex(&list.sha256)
+                    && list.size > 0
+                    && list.size <= FILE_LIST_LIMIT;
+                if !usable {
+                    tracing::warn!(asset = %asset.name, list = %list.name, size = list.size, "ignoring a file list this launcher cannot use");
+                    asset.file_list = None;
+                }
+            }
+            asset.deltas.retain(|delta| {
+                let usable = is_plain_file_name(&delta.name)
+                    && delta.name.ends_with(crate::delta::DELTA_SUFFIX)
+                    && is_sha256_hex(&delta.sha256);
+                if !usable {
+                    tracing::warn!(asset = %asset.name, delta = %delta.name, "ignoring a delta this launcher cannot use");
+                }
+                usable
+            });
+        }
     }
 
     fn validate(&self) -> Result<(), VerifyError> {
@@ -279,36 +315,6 @@ impl ReleaseManifest {
             if self.assets[..index].iter().any(|other| other.name == asset.name) {
                 return Err(invalid(format!("asset `{}` is listed twice", asset.name)));
             }
-            if let Some(list) = &asset.file_list {
-                if !is_plain_file_name(&list.name) || !list.name.ends_with(FILE_LIST_SUFFIX) {
-                    return Err(invalid(format!(
-                        "the file list of `{}` has no plain file name ending in {FILE_LIST_SUFFIX}: `{}`",
-                        asset.name, list.name
-                    )));
-                }
-                if !is_sha256_hex(&list.sha256) {
-                    return Err(invalid(format!(
-                        "file list `{}` has sha256 `{}`, which is not 64 hex digits",
-                        list.name, list.sha256
-                    )));
-                }
-            }
-            for delta in &asset.deltas {
-                if !is_plain_file_name(&delta.name) || !delta.name.ends_with(crate::delta::DELTA_SUFFIX) {
-                    return Err(invalid(format!(
-                        "a delta of `{}` has no plain file name ending in {}: `{}`",
-                        asset.name,
-                        crate::delta::DELTA_SUFFIX,
-                        delta.name
-                    )));
-                }
-                if !is_sha256_hex(&delta.sha256) {
-                    return Err(invalid(format!(
-                        "delta `{}` has sha256 `{}`, which is not 64 hex digits",
-                        delta.name, delta.sha256
-                    )));
-                }
-            }
         }
         Ok(())
     }
@@ -325,9 +331,18 @@ fn is_plain_file_name(name: &str) -> bool {
 
 /// A file list must name each path once, by a plain relative path, with a hash for every regular file
 /// and a link target that stays inside the bundle: a delta builds exactly this list.
-/// `windows`: the list is for Windows, where a `:` in a name would name a stream of another file.
-pub(crate) fn validate_files(asset: &str, files: &[ManifestFile], windows: bool) -> Result<(), String> {
+/// `os` is the platform the list is for: on Windows a `:` would name a stream of another file and `CON`,
+/// `NUL`, … are devices; on Windows and macOS, names that differ only in case are the same file.
+pub(crate) fn validate_files(
+    asset: &str,
+    files: &[ManifestFile],
+    os: crate::platform::Os,
+) -> Result<(), String> {
+    use crate::platform::Os;
+    let windows = os == Os::Windows;
+    let case_blind = matches!(os, Os::Windows | Os::Macos);
     let mut seen = std::collections::BTreeSet::new();
+    let mut folded = std::collections::BTreeSet::new();
     // Only folders hold entries: an entry below a listed file or link would be written through it.
     let not_folders: std::collections::BTreeSet<&str> =
         files.iter().filter(|f| !f.dir).map(|f| f.path.as_str()).collect();
@@ -343,6 +358,16 @@ pub(crate) fn validate_files(asset: &str, files: &[ManifestFile], windows: bool)
         }
         if !seen.insert(file.path.as_str()) {
             return Err(bad("is listed twice"));
+        }
+        if case_blind && !folded.insert(file.path.to_lowercase()) {
+            return Err(bad(&format!(
+                "differs only in case from another entry, which {os} sees as the same file"
+            )));
+        }
+        if windows && parts.iter().any(|p| is_windows_reserved(p)) {
+            return Err(bad(
+                "has a part Windows cannot name (a device name such as CON or NUL, or a trailing dot or space)",
+            ));
         }
         let mut ancestor = file.path.as_str();
         while let Some((parent, _)) = ancestor.rsplit_once('/') {
@@ -384,8 +409,52 @@ pub(crate) fn validate_files(asset: &str, files: &[ManifestFile], windows: bool)
     Ok(())
 }
 
+/// `CON`, `PRN`, `AUX`, `NUL`, `COM1`–`COM9`, `LPT1`–`LPT9` (with any extension), or a name ending in a dot
+/// or a space, which Windows strips.
+fn is_windows_reserved(part: &str) -> bool {
+    if part.ends_with('.') || part.ends_with(' ') {
+        return true;
+    }
+    let stem = part.split('.').next().unwrap_or(part).to_ascii_uppercase();
+    matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+        || (stem.len() == 4
+            && (stem.starts_with("COM") || stem.starts_with("LPT"))
+            && matches!(stem.as_bytes()[3], b'1'..=b'9'))
+}
+
 fn trim_to_seconds(time: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(time.timestamp(), 0).unwrap_or(time)
+}
+
+/// Fields a launcher can do without: one it cannot read is absent rather than an error for the manifest.
+mod lenient {
+    use serde::de::DeserializeOwned;
+    use serde::{Deserialize, Deserializer};
+
+    pub fn option<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Option<T>, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        Ok(serde_json::from_value(value)
+            .inspect_err(|e| tracing::warn!("ignoring a manifest field this launcher cannot read: {e}"))
+            .ok())
+    }
+
+    pub fn vec<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Vec<T>, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        let items = match value {
+            serde_json::Value::Array(items) => items,
+            _ => Vec::new(),
+        };
+        Ok(items
+            .into_iter()
+            .filter_map(|item| {
+                serde_json::from_value(item)
+                    .inspect_err(|e| {
+                        tracing::warn!("ignoring a manifest entry this launcher cannot read: {e}")
+                    })
+                    .ok()
+            })
+            .collect())
+    }
 }
 
 /// RFC 3339 in whole seconds with `Z` (`2026-11-27T03:15:00Z`), one spelling for one instant.
@@ -474,17 +543,7 @@ mod tests {
     #[test]
     fn newer_schemas_other_products_bad_hashes_and_duplicates_are_refused() {
         type Mutation = fn(&mut serde_json::Value);
-        let cases: [(&str, Mutation); 8] = [
-            ("file list", |v| {
-                v["assets"][0]["file_list"]["name"] = "x:y.files.json".into()
-            }),
-            ("file list", |v| {
-                v["assets"][0]["file_list"]["sha256"] = "e".into()
-            }),
-            ("delta", |v| v["assets"][0]["deltas"][0]["name"] = "a/b".into()),
-            ("delta", |v| {
-                v["assets"][0]["deltas"][0]["name"] = "pending.json".into()
-            }),
+        let cases: [(&str, Mutation); 4] = [
             ("schema", |v| v["schema"] = 2.into()),
             ("product", |v| v["product"] = "other".into()),
             ("hex", |v| v["assets"][0]["sha256"] = "zz".into()),
@@ -498,6 +557,40 @@ mod tests {
             mutate(&mut value);
             let err = ReleaseManifest::parse(value.to_string().as_bytes()).unwrap_err();
             assert!(err.to_string().contains(expected), "{expected}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_file_list_or_delta_a_launcher_cannot_use_is_dropped_and_the_release_still_reads() {
+        type Mutation = fn(&mut serde_json::Value);
+        let cases: [(bool, Mutation); 7] = [
+            (true, |v| {
+                v["assets"][0]["file_list"]["name"] = "x:y.files.json".into()
+            }),
+            (true, |v| v["assets"][0]["file_list"]["sha256"] = "e".into()),
+            (true, |v| v["assets"][0]["file_list"]["size"] = 0.into()),
+            (true, |v| {
+                v["assets"][0]["file_list"] = serde_json::json!({"url": "elsewhere"})
+            }),
+            (false, |v| v["assets"][0]["deltas"][0]["name"] = "a/b".into()),
+            (false, |v| {
+                v["assets"][0]["deltas"][0]["name"] = "pending.json".into()
+            }),
+            (false, |v| {
+                v["assets"][0]["deltas"][0]["base"] = "not semver".into()
+            }),
+        ];
+        for (list, mutate) in cases {
+            let mut value: serde_json::Value = serde_json::from_slice(&sample().to_json_bytes()).unwrap();
+            mutate(&mut value);
+            let manifest = ReleaseManifest::parse(value.to_string().as_bytes()).unwrap();
+            let linux = &manifest.assets[0];
+            assert_eq!(linux.sha256, "a".repeat(64));
+            if list {
+                assert!(linux.file_list.is_none() && linux.deltas.len() == 1, "{value}");
+            } else {
+                assert!(linux.file_list.is_some() && linux.deltas.is_empty(), "{value}");
+            }
         }
     }
 
@@ -570,5 +663,19 @@ mod tests {
         value["platform"] = "windows-x86_64".into();
         let windows = "windows-x86_64".parse().unwrap();
         assert!(FileList::parse(value.to_string().as_bytes(), "l.files.json", &v, &windows).is_err());
+        // Windows cannot hold `aux.txt`; Windows and macOS see `Agent.json` and `agent.json` as one file.
+        let mut value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        value["platform"] = "windows-x86_64".into();
+        value["files"][1]["path"] = "bin/aux.txt".into();
+        let err = FileList::parse(value.to_string().as_bytes(), "l.files.json", &v, &windows).unwrap_err();
+        assert!(err.to_string().contains("device name"), "{err}");
+        let mut value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        value["files"][1]["path"] = "Agent.json".into();
+        value["files"][1]["link"] = "agent.json".into();
+        assert!(FileList::parse(value.to_string().as_bytes(), "l.files.json", &v, &linux).is_ok());
+        value["platform"] = "macos-aarch64".into();
+        let mac = "macos-aarch64".parse().unwrap();
+        let err = FileList::parse(value.to_string().as_bytes(), "l.files.json", &v, &mac).unwrap_err();
+        assert!(err.to_string().contains("only in case"), "{err}");
     }
 }
