@@ -30,6 +30,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Makes a file meant for publishing (a release's files, a feed) readable by everyone, as a web server
+/// serving a mirror needs: `0644` on Unix, where [`write_atomic`] and temporary files create `0600`.
+/// Nothing to do elsewhere.
+pub fn make_publishable(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| Error::io("set permissions of", path, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// Flushes an existing file's contents to disk, by path. Windows' `FlushFileBuffers` needs a handle with
 /// write access (a read-only one fails with "Access is denied"), so there the file is opened for writing,
 /// never truncated; elsewhere a read-only handle is enough, and works for read-only files too.

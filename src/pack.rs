@@ -445,6 +445,16 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
         None => remove_stale_signature(&signature_path)?,
     }
 
+    // Written through temporary files (0600 on Unix); a mirror's web server must be able to read them.
+    let published = [&archive_path, &list_path, &checksums_path, &manifest_path]
+        .into_iter()
+        .chain(legacy_archive.as_ref().map(|l| &l.path))
+        .chain(deltas.iter().map(|d| &d.file.path))
+        .chain(signature.is_some().then_some(&signature_path));
+    for path in published {
+        crate::fsutil::make_publishable(path)?;
+    }
+
     Ok(PackReport {
         version: options.version.to_string(),
         platform: options.platform.to_string(),

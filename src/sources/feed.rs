@@ -422,5 +422,6 @@ pub fn write_feed(dir: &Path) -> Result<FeedSummary> {
     text.push('\n');
     let feed = dir.join(FEED_FILE);
     crate::fsutil::write_atomic(&feed, text.as_bytes())?;
+    crate::fsutil::make_publishable(&feed)?;
     Ok(FeedSummary { feed, versions })
 }

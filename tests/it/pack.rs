@@ -212,6 +212,14 @@ fn json_output_reports_paths_sizes_hashes_and_the_signing_key() {
         report["archive"]["sha256"],
         personal_ai_agent::verify::sha256_file(&archive).unwrap()
     );
+    // A mirror's web server, running as another user, must be able to read every file published.
+    #[cfg(unix)]
+    for entry in std::fs::read_dir(&out).unwrap() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = entry.unwrap().path();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "{}", path.display());
+    }
 }
 
 #[test]
