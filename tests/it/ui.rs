@@ -75,6 +75,13 @@ fn window(paths: &Paths) -> Harness<'static, App> {
         })
 }
 
+/// Whether the window shows its backend running. A click waits for this: when the backend turns Running,
+/// a row ("The agent answers at …") appears above the Updates card and moves its buttons, and a click
+/// aimed at where a button was in the frame before lands on nothing.
+fn backend_running(harness: &Harness<'_, App>) -> bool {
+    matches!(harness.state().backend_state(), BackendState::Running { .. })
+}
+
 /// Runs frames until `done` holds; fails the test with `what` after [`PATIENCE`].
 fn pump_until(harness: &mut Harness<'_, App>, what: &str, done: impl Fn(&Harness<'_, App>) -> bool) {
     let deadline = Instant::now() + PATIENCE;
@@ -229,7 +236,9 @@ fn the_changelog_is_rendered_markdown_with_headings_and_links_as_widgets() {
     std::thread::sleep(Duration::from_millis(1100));
     publish(work.path(), &feed_dir, "1.1.0", &[]);
     let mut harness = window(&paths);
-    pump_until(&mut harness, "the version", |h| shows(h, "Version 1.0.0"));
+    pump_until(&mut harness, "the version, its backend running", |h| {
+        shows(h, "Version 1.0.0") && backend_running(h)
+    });
     harness.get_by_label("Check for updates").click();
     pump_until(&mut harness, "the changelog", |h| shows(h, "Highlights 1.1.0"));
     assert!(
@@ -764,7 +773,9 @@ fn release_note_links_open_only_over_https() {
     .unwrap();
     personal_ai_agent::sources::feed::write_feed(&feed_dir).unwrap();
     let mut harness = window(&paths);
-    pump_until(&mut harness, "the version", |h| shows(h, "Version 1.0.0"));
+    pump_until(&mut harness, "the version, its backend running", |h| {
+        shows(h, "Version 1.0.0") && backend_running(h)
+    });
     harness.get_by_label("Check for updates").click();
     pump_until(&mut harness, "the notes", |h| {
         h.query_by_label("safe page").is_some()
@@ -918,8 +929,8 @@ fn an_update_with_a_delta_says_how_little_it_downloads() {
     personal_ai_agent::sources::feed::write_feed(&feed_dir).unwrap();
 
     let mut harness = window(&paths);
-    pump_until(&mut harness, "the installed version", |h| {
-        h.state().installed_version() == Some("1.0.0")
+    pump_until(&mut harness, "the installed version, its backend running", |h| {
+        h.state().installed_version() == Some("1.0.0") && backend_running(h)
     });
     harness.get_by_label("Check for updates").click();
     pump_until(&mut harness, "the offer with its download size", |h| {
