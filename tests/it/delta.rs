@@ -76,6 +76,22 @@ fn configure(home: &Path, feed: &Path) {
     ));
 }
 
+/// [`configure`], with the release key pinned.
+fn configure_signed(home: &Path, feed: &Path, public: &Path) {
+    configure(home, feed);
+    json_of(&pai(
+        home,
+        None,
+        &[
+            "update",
+            "configure",
+            "--json",
+            "--public-key",
+            public.to_str().unwrap(),
+        ],
+    ));
+}
+
 fn install(home: &Path, args: &[&str]) -> Value {
     let mut all = vec!["update", "install", "--json"];
     all.extend_from_slice(args);
@@ -299,18 +315,7 @@ fn a_tampered_file_list_is_refused_and_the_installed_version_keeps_working() {
     pack(work.path(), &feed, "1.0.0", false, &[], Some(&secret));
     pack(work.path(), &feed, "1.1.0", true, &["1.0.0"], Some(&secret));
     let home = temp_home();
-    configure(home.path(), &feed);
-    json_of(&pai(
-        home.path(),
-        None,
-        &[
-            "update",
-            "configure",
-            "--json",
-            "--public-key",
-            public.to_str().unwrap(),
-        ],
-    ));
+    configure_signed(home.path(), &feed, &public);
     install(home.path(), &["--version", "1.0.0"]);
 
     // Point the list at other bytes for one file: its hash is no longer the one the signed manifest
@@ -357,18 +362,7 @@ fn a_tampered_file_list_is_refused_and_the_installed_version_keeps_working() {
 
     // Point the manifest at the changed list: the signature no longer covers the manifest.
     let home = temp_home();
-    configure(home.path(), &feed);
-    json_of(&pai(
-        home.path(),
-        None,
-        &[
-            "update",
-            "configure",
-            "--json",
-            "--public-key",
-            public.to_str().unwrap(),
-        ],
-    ));
+    configure_signed(home.path(), &feed, &public);
     install(home.path(), &["--version", "1.0.0"]);
     std::fs::write(&list_path, &original).unwrap();
     let manifest_path = feed.join("1.1.0/release-manifest.json");
