@@ -33,6 +33,7 @@ pub mod pack;
 pub mod paths;
 pub mod platform;
 pub mod release;
+pub mod rlimit;
 pub mod selfupdate;
 pub mod sources;
 pub mod supervisor;

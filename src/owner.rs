@@ -124,6 +124,16 @@ impl Owner {
             source: std::io::Error::other(e.to_string()),
         })
     }
+
+    /// What withdraws `api.json`, callable from another thread: the API's own, when it cannot serve any
+    /// more (`ApiServer::on_failure`). The lock stays with this owner (its backend may still run), but
+    /// no face is sent to an API that does not answer.
+    pub fn withdrawal(&self) -> impl FnOnce() + Send + 'static + use<> {
+        let path = self.run_dir.join(API_INFO_FILE);
+        move || {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 impl Drop for Owner {

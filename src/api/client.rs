@@ -87,6 +87,11 @@ impl Client {
     /// do the work here). Reads the token and makes one authorised request, so a wrong token is reported
     /// now, naming the file.
     pub fn connect(paths: &Paths) -> Result<Option<Client>, ClientError> {
+        Self::connect_within(paths, REQUEST_TIMEOUT)
+    }
+
+    /// [`Client::connect`] whose requests give up after `timeout`: for a quick look (`api status`).
+    pub fn connect_within(paths: &Paths, timeout: Duration) -> Result<Option<Client>, ClientError> {
         let Some(mut info) = crate::owner::current(paths) else {
             return Ok(None);
         };
@@ -105,7 +110,7 @@ impl Client {
         crate::http::ensure_tls_provider();
         let http = reqwest::blocking::Client::builder()
             .no_proxy()
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(timeout)
             .build()
             .map_err(|e| ClientError::Setup(e.to_string()))?;
         let client = Client { info, token, http };

@@ -1,6 +1,7 @@
 //! The local REST API the agent's web page (through the agent's own server) and, later, the other faces
-//! use: JSON in and out over HTTP on 127.0.0.1, served by `tiny_http`; every operation is the service
-//! layer's (`crate::app`), this module only translates.
+//! use: JSON in and out over HTTP on 127.0.0.1, served by our own small HTTP/1.1 transport ([`server`]:
+//! capped connections and threads, deadlines, an accept loop that never ends while the server lives);
+//! every operation is the service layer's (`crate::app`), this module only translates.
 //!
 //! Security, in the order each request is checked (see docs/API.md):
 //! 1. bound to 127.0.0.1 only;
@@ -8,8 +9,8 @@
 //! 3. an `Origin` not on the allow-list (the API's own origins plus [`ApiOptions::allowed_origins`]) gets
 //!    403, and no `*` CORS header is ever sent;
 //! 4. `Authorization: Bearer <token>` (see [`token`]), compared in constant time, else 401 and no work;
-//! 5. mutations are POST only (405 otherwise), bodies at most [`MAX_BODY`] bytes (413), JSON objects (400)
-//!    with no unknown field (400 naming it).
+//! 5. mutations are POST only (405 otherwise), bodies framed by `Content-Length` (411 otherwise) and at
+//!    most [`MAX_BODY`] bytes (413), JSON objects (400) with no unknown field (400 naming it).
 //!
 //! Long operations answer 202 `{"job": id}` at once; `GET /api/jobs/{id}`, `GET /api/updates/status` and
 //! the event stream `GET /api/events` (Server-Sent Events) carry their progress and outcome. A second long
@@ -17,29 +18,26 @@
 
 pub mod client;
 pub mod dto;
+pub mod server;
 pub mod token;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::json;
 
 use crate::app::{AppError, Service};
+use server::{BodyFraming, Header, Request, Response};
 
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
-/// Requests handled at once; more get 503.
-const MAX_IN_FLIGHT: usize = 64;
 /// How often an idle event stream sends a comment, so dead connections are noticed (and their stream
 /// slot freed) soon.
 const KEEP_ALIVE: Duration = Duration::from_secs(2);
-/// Event streams open at once; more get 503. They do not count against [`MAX_IN_FLIGHT`].
-const MAX_STREAMS: usize = 16;
 
 /// How to serve.
 #[derive(Clone, Debug, Default)]
@@ -67,8 +65,8 @@ pub struct ApiServer {
     token_file: PathBuf,
     token: String,
     stopping: Arc<AtomicBool>,
-    server: Arc<tiny_http::Server>,
-    accept: Option<JoinHandle<()>>,
+    /// `None` only while dropping.
+    server: Option<server::Server>,
     service: Service,
 }
 
@@ -84,29 +82,22 @@ struct Shared {
     port: u16,
     origins: Vec<String>,
     stopping: Arc<AtomicBool>,
-    in_flight: AtomicUsize,
-    streams: AtomicUsize,
 }
 
 impl ApiServer {
     /// Creates the token if needed, listens on 127.0.0.1, and serves `service` on a thread named
-    /// `api-server` (one `api-request` thread per request). The backends the service's supervisor starts
-    /// from now on get `PAI_LAUNCHER_API` and `PAI_LAUNCHER_TOKEN` in their environment.
+    /// `api-server` (one `api-request` thread per connection, capped: see [`server`]). The backends the
+    /// service's supervisor starts from now on get `PAI_LAUNCHER_API` and `PAI_LAUNCHER_TOKEN` in their
+    /// environment. Raises this process's open-files limit first (every connection costs one).
     pub fn start(service: Service, options: ApiOptions) -> Result<ApiServer, ApiError> {
         let (token, token_file) = token::load_or_create(&service.paths().config_dir)?;
-        let server = tiny_http::Server::http(("127.0.0.1", options.port)).map_err(|e| ApiError::Listen {
+        crate::rlimit::raise_open_files_limit();
+        let listen_error = |e: std::io::Error| ApiError::Listen {
             port: options.port,
             reason: e.to_string(),
-        })?;
-        let port = server
-            .server_addr()
-            .to_ip()
-            .map(|a| a.port())
-            .ok_or_else(|| ApiError::Listen {
-                port: options.port,
-                reason: "the server has no IP address".into(),
-            })?;
-        let server = Arc::new(server);
+        };
+        let listener = server::Listener::bind(options.port).map_err(listen_error)?;
+        let port = listener.port().map_err(listen_error)?;
         let stopping = Arc::new(AtomicBool::new(false));
         let mut origins = vec![
             format!("http://127.0.0.1:{port}"),
@@ -119,19 +110,18 @@ impl ApiServer {
             port,
             origins,
             stopping: stopping.clone(),
-            in_flight: AtomicUsize::new(0),
-            streams: AtomicUsize::new(0),
         });
-        let accept = {
-            let server = server.clone();
-            std::thread::Builder::new()
-                .name("api-server".into())
-                .spawn(move || accept_loop(&server, &shared))
-                .map_err(|e| ApiError::Listen {
-                    port,
-                    reason: format!("cannot start its thread: {e}"),
-                })?
-        };
+        let handler: Arc<server::Handler> = Arc::new(move |request: Request| {
+            if let Some((request, response)) = handle(request, &shared) {
+                request.respond(response);
+            }
+        });
+        let server = server::Server::start(listener, handler, server::Limits::default()).map_err(|e| {
+            ApiError::Listen {
+                port,
+                reason: format!("cannot start its thread: {e}"),
+            }
+        })?;
         let url = format!("http://127.0.0.1:{port}");
         let mut env = service.supervisor().launch_env();
         env.insert("PAI_LAUNCHER_API".into(), url);
@@ -143,10 +133,23 @@ impl ApiServer {
             token_file,
             token,
             stopping,
-            server,
-            accept: Some(accept),
+            server: Some(server),
             service,
         })
+    }
+
+    /// Whether the server still serves: `false` once it cannot any more (see [`server`]; its owner then
+    /// withdraws `run/api.json`, wired with [`ApiServer::on_failure`]).
+    pub fn healthy(&self) -> bool {
+        self.server.as_ref().is_some_and(|s| s.failure().is_none())
+    }
+
+    /// Calls `hook` once, with the reason, if the server ever cannot serve any more (at once if it
+    /// already cannot). The owner withdraws `run/api.json` there, so no face believes in a dead API.
+    pub fn on_failure(&self, hook: impl FnOnce(&str) + Send + 'static) {
+        if let Some(server) = &self.server {
+            server.on_failure(hook);
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -169,10 +172,7 @@ impl ApiServer {
 impl Drop for ApiServer {
     fn drop(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
-        self.server.unblock();
-        if let Some(handle) = self.accept.take() {
-            let _ = handle.join();
-        }
+        drop(self.server.take());
         let mut env = self.service.supervisor().launch_env();
         env.remove("PAI_LAUNCHER_API");
         env.remove("PAI_LAUNCHER_TOKEN");
@@ -180,51 +180,13 @@ impl Drop for ApiServer {
     }
 }
 
-fn accept_loop(server: &tiny_http::Server, shared: &Arc<Shared>) {
-    while !shared.stopping.load(Ordering::SeqCst) {
-        let request = match server.recv_timeout(Duration::from_millis(200)) {
-            Ok(Some(r)) => r,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::warn!("the local API stopped accepting requests: {e}");
-                break;
-            }
-        };
-        let busy = shared.in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_IN_FLIGHT;
-        let shared = shared.clone();
-        // Never answered from this loop: sending (and tiny_http draining an unsent body) can block.
-        let spawned = std::thread::Builder::new()
-            .name("api-request".into())
-            .spawn(move || {
-                let answer = if busy {
-                    Some((
-                        request,
-                        json_response(503, &json!({"error": "too many requests at once; try again"})),
-                    ))
-                } else {
-                    handle(request, &shared)
-                };
-                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-                if let Some((request, response)) = answer {
-                    let _ = request.respond(response);
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!("cannot start a thread for an API request: {e}");
-        }
-    }
-}
-
-type Response = tiny_http::Response<std::io::Cursor<Vec<u8>>>;
-
-fn header(name: &str, value: &str) -> tiny_http::Header {
-    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid header")
+fn header(name: &str, value: &str) -> Header {
+    Header::new(name, value)
 }
 
 fn json_response<T: Serialize>(status: u16, body: &T) -> Response {
     let bytes = serde_json::to_vec_pretty(body).unwrap_or_else(|_| b"{}".to_vec());
-    tiny_http::Response::from_data(bytes)
-        .with_status_code(status)
+    Response::new(status, bytes)
         .with_header(header("Content-Type", "application/json"))
         .with_header(header("Cache-Control", "no-store"))
         .with_header(header("X-Content-Type-Options", "nosniff"))
@@ -254,12 +216,8 @@ fn app_error(e: &AppError) -> Response {
     }
 }
 
-fn header_value<'a>(request: &'a tiny_http::Request, name: &'static str) -> Option<&'a str> {
-    request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv(name))
-        .map(|h| h.value.as_str())
+fn header_value<'a>(request: &'a Request, name: &'static str) -> Option<&'a str> {
+    request.header(name)
 }
 
 /// The routes: path, and the one method each answers (besides `GET /api/jobs/{id}`).
@@ -283,12 +241,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/events", "GET"),
 ];
 
-/// Checks and answers one request. Returns the response to send, so the caller gives the request's
-/// in-flight slot back *before* sending it: tiny_http may then block reading a declared body the client
-/// never sends, and that must not hold a slot the owner's own clients need. `None`: the request was an
+/// Checks and answers one request: returns the response to send, or `None` when the request was an
 /// event stream, already served.
-fn handle(mut request: tiny_http::Request, shared: &Shared) -> Option<(tiny_http::Request, Response)> {
-    let method = request.method().as_str().to_ascii_uppercase();
+fn handle(mut request: Request, shared: &Shared) -> Option<(Request, Response)> {
+    let method = request.method().to_ascii_uppercase();
     let path = request.url().split('?').next().unwrap_or_default().to_owned();
     // 2. Host: a browser on a rebound DNS name sends its own host name here.
     let host_ok = header_value(&request, "Host").is_some_and(|h| {
@@ -328,7 +284,7 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) -> Option<(tiny_http
         return Some((request, response));
     }
     let cors = origin.map(|o| header("Access-Control-Allow-Origin", &o));
-    let respond = |request: tiny_http::Request, response: Response| {
+    let respond = |request: Request, response: Response| {
         let response = match &cors {
             Some(h) => response
                 .with_header(h.clone())
@@ -367,39 +323,53 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) -> Option<(tiny_http
     if path == "/api/events" {
         // Streams live long: they have their own, smaller budget and give the request slot back, so a
         // handful of open pages (or a client hoarding streams) never locks the CLI out.
-        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-        if shared.streams.fetch_add(1, Ordering::SeqCst) >= MAX_STREAMS {
-            shared.streams.fetch_sub(1, Ordering::SeqCst);
-            shared.in_flight.fetch_add(1, Ordering::SeqCst);
-            return respond(
+        let cors = header_value(&request, "Origin")
+            .map(|o| format!("Access-Control-Allow-Origin: {o}\r\nVary: Origin\r\n"))
+            .unwrap_or_default();
+        return match request.into_event_stream() {
+            Ok(stream) => {
+                events(stream, &cors, shared);
+                None
+            }
+            Err(request) => respond(
                 request,
                 error_response(503, "too many event streams open; close one and try again", None),
-            );
-        }
-        events(request, shared);
-        shared.streams.fetch_sub(1, Ordering::SeqCst);
-        shared.in_flight.fetch_add(1, Ordering::SeqCst);
-        return None;
+            ),
+        };
     }
     let body = if method == "POST" {
-        if request.body_length().is_some_and(|n| n > MAX_BODY) {
+        // Framed by Content-Length only: the one framing whose size is known before a byte is read.
+        let length = match request.body_length() {
+            Ok(length) => length.unwrap_or(0),
+            Err(BodyFraming::TransferEncoding) => {
+                return respond(
+                    request,
+                    error_response(
+                        411,
+                        "send the body with a Content-Length header (Transfer-Encoding is not accepted)",
+                        None,
+                    ),
+                );
+            }
+            Err(BodyFraming::BadLength) => {
+                return respond(
+                    request,
+                    error_response(400, "the Content-Length header is not one number", None),
+                );
+            }
+        };
+        if length > MAX_BODY {
             return respond(request, too_large());
         }
-        let mut body = Vec::new();
-        if let Err(e) = request
-            .as_reader()
-            .take(MAX_BODY as u64 + 1)
-            .read_to_end(&mut body)
-        {
-            return respond(
-                request,
-                error_response(400, &format!("cannot read the body: {e}"), None),
-            );
+        match request.read_body(length) {
+            Ok(body) => body,
+            Err(e) => {
+                return respond(
+                    request,
+                    error_response(400, &format!("cannot read the body: {e}"), None),
+                );
+            }
         }
-        if body.len() > MAX_BODY {
-            return respond(request, too_large());
-        }
-        body
     } else {
         Vec::new()
     };
@@ -533,14 +503,11 @@ fn route(service: &Service, path: &str, body: &[u8]) -> Response {
 }
 
 /// `GET /api/events`: Server-Sent Events, one per service event (`id`, `event` = its type, `data` = its
-/// JSON), until the client goes away or the server stops. tiny_http buffers chunked bodies, so the
-/// stream is written straight to the connection (`Connection: close`, no length) and flushed per event.
-fn events(request: tiny_http::Request, shared: &Shared) {
+/// JSON), until the client goes away, falls too far behind (the service drops its subscription: the
+/// stream ends and the client polls or reconnects), or the server stops. Written straight to the
+/// connection (`Connection: close`, no length) and flushed per event.
+fn events(mut out: server::EventStream, cors: &str, shared: &Shared) {
     let events = shared.service.subscribe();
-    let cors = header_value(&request, "Origin")
-        .map(|o| format!("Access-Control-Allow-Origin: {o}\r\nVary: Origin\r\n"))
-        .unwrap_or_default();
-    let mut out = request.into_writer();
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nConnection: close\r\nX-Content-Type-Options: nosniff\r\n{cors}\r\n: connected\n\n"
     );

@@ -5,7 +5,12 @@
 //! is queued or running ([`AppError::Busy`] names the one that runs), and keeps the last finished ones so
 //! a client that polls sees the outcome. Every change is an [`Event`] sent to every subscriber (the API's
 //! `/api/events`, later the window), numbered in order. Progress is throttled to about ten events a
-//! second per job; phase changes always go through.
+//! second per job; phase changes always go through. Each subscriber's queue is bounded
+//! ([`SUBSCRIBER_QUEUE`]): one that falls that far behind is dropped, so a client that stops reading
+//! cannot grow the owner's memory.
+//!
+//! Job ids grow with the clock as well as one by one ([`next_job_id`]), so an owner restarted by `exec`
+//! after a self-update never hands out the ids of the process before it.
 
 use std::collections::VecDeque;
 use std::sync::mpsc;
@@ -22,6 +27,10 @@ use crate::download::CancelToken;
 const KEPT_JOBS: usize = 32;
 /// The shortest gap between two progress events of one job with the same phase.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// Events queued for one subscriber (about a minute of progress). One that falls this far behind is
+/// dropped: its receiver gets what was queued, then sees the end (an event stream then ends, and its
+/// client polls `/api/jobs/{id}` or reconnects).
+pub const SUBSCRIBER_QUEUE: usize = 512;
 
 /// What a job does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,7 +190,7 @@ struct Table {
 #[derive(Default)]
 struct Bus {
     next_id: u64,
-    subscribers: Vec<mpsc::Sender<Event>>,
+    subscribers: Vec<mpsc::SyncSender<Event>>,
 }
 
 /// The job table and the event bus; shared by the service and its job threads.
@@ -191,19 +200,33 @@ pub struct Jobs {
     bus: Arc<Mutex<Bus>>,
 }
 
+/// The id after `last`: one more, or the microseconds since 1970 if that is more. A process that starts
+/// later (the owner after its `exec` restart) thus starts above every id the one before it gave out,
+/// unless that one gave out more than a million a second or the clock went back. Below 2^53 until the
+/// year 2255, so JavaScript clients read them exactly.
+fn next_job_id(last: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    last.saturating_add(1).max(now)
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Jobs {
-    /// A receiver of every event from now on; dropping it unsubscribes.
+    /// A receiver of every event from now on, as long as it keeps within [`SUBSCRIBER_QUEUE`] events
+    /// of the newest; dropping it unsubscribes.
     pub fn subscribe(&self) -> mpsc::Receiver<Event> {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(SUBSCRIBER_QUEUE);
         lock(&self.bus).subscribers.push(tx);
         rx
     }
 
-    /// Sends `kind` to every subscriber, numbered; forgets subscribers that went away.
+    /// Sends `kind` to every subscriber, numbered; forgets subscribers that went away or fell
+    /// [`SUBSCRIBER_QUEUE`] events behind. Never blocks.
     pub fn publish(&self, kind: EventKind) {
         let mut bus = lock(&self.bus);
         bus.next_id += 1;
@@ -211,7 +234,16 @@ impl Jobs {
             id: bus.next_id,
             kind,
         };
-        bus.subscribers.retain(|tx| tx.send(event.clone()).is_ok());
+        bus.subscribers.retain(|tx| match tx.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(mpsc::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    "an event subscriber fell {SUBSCRIBER_QUEUE} events behind and was dropped (a client that stopped reading /api/events?)"
+                );
+                false
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => false,
+        });
     }
 
     /// The job `id`, if it is still kept.
@@ -264,7 +296,7 @@ impl Jobs {
                     job: running.id,
                 });
             }
-            table.next_id += 1;
+            table.next_id = next_job_id(table.next_id);
             let job = Job {
                 id: table.next_id,
                 kind,
@@ -565,5 +597,59 @@ mod tests {
         drop(guard);
         assert_eq!(jobs.get(id).unwrap().state, JobState::Succeeded);
         assert!(jobs.current().is_none());
+    }
+
+    #[test]
+    fn a_subscriber_that_stops_reading_is_dropped_once_its_queue_is_full_and_the_others_go_on() {
+        let jobs = Jobs::default();
+        let stalled = jobs.subscribe();
+        let reader = jobs.subscribe();
+        let mut read = 0;
+        for _ in 0..SUBSCRIBER_QUEUE + 100 {
+            jobs.publish(EventKind::Settings);
+            // The reader keeps up.
+            while reader.try_recv().is_ok() {
+                read += 1;
+            }
+        }
+        assert_eq!(
+            read,
+            SUBSCRIBER_QUEUE + 100,
+            "a reader that keeps up misses nothing"
+        );
+        assert_eq!(
+            stalled.try_iter().count(),
+            SUBSCRIBER_QUEUE,
+            "what was queued is still delivered"
+        );
+        assert!(
+            matches!(stalled.try_recv(), Err(mpsc::TryRecvError::Disconnected)),
+            "then the stalled subscriber sees the end, so its event stream ends and its client polls"
+        );
+        assert_eq!(lock(&jobs.bus).subscribers.len(), 1, "only the reader is kept");
+    }
+
+    #[test]
+    fn job_ids_do_not_repeat_across_two_job_tables_as_after_an_exec_restart() {
+        let before = Jobs::default();
+        let first = before
+            .spawn(JobKind::Check, |_| Ok(serde_json::Value::Null))
+            .unwrap();
+        wait_finished(&before, first);
+        let second_in_same = before
+            .spawn(JobKind::Check, |_| Ok(serde_json::Value::Null))
+            .unwrap();
+        assert!(second_in_same > first, "ids grow within one table");
+        wait_finished(&before, second_in_same);
+        // A new process (here: a new table) starts above every id the old one gave out.
+        let after = Jobs::default();
+        let restarted = after
+            .spawn(JobKind::Check, |_| Ok(serde_json::Value::Null))
+            .unwrap();
+        assert!(
+            restarted > second_in_same,
+            "{restarted} after a restart must not repeat an id of the process before ({first}, {second_in_same})"
+        );
+        assert!(restarted < 1 << 53, "JavaScript reads {restarted} exactly");
     }
 }

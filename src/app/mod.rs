@@ -694,7 +694,11 @@ impl Service {
                     ..
                 }) if job == id => on_progress(&progress),
                 Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {}
+                // Dropped for falling behind (see `jobs::SUBSCRIBER_QUEUE`): the job table still says
+                // how it ends; wait as the timeout would have.
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
             }
             if let Some(job) = self.job(id).filter(|j| j.state.is_finished()) {
                 return match job.state {

@@ -1,11 +1,16 @@
 //! `personal-ai-agent api status`: where the owner of this data folder serves its local API, and which
-//! process it is. Exit 1 when no launcher owns the folder.
+//! process it is. Exit 1 when no launcher owns the folder, or when its API does not answer an
+//! authorised request within a few seconds.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Subcommand;
 
 use super::Ctx;
+
+/// How long `api status` waits for the owner's API to answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, clap::Args)]
 pub struct ApiArgs {
@@ -32,6 +37,18 @@ fn status(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             ctx.paths.data_dir.display()
         );
     };
+    // "Listens" is said only of an API that answered: a live owner whose API is gone must not be
+    // reported as serving.
+    match crate::api::client::Client::connect_within(&ctx.paths, PROBE_TIMEOUT) {
+        Ok(Some(_)) => {}
+        Ok(None) => anyhow::bail!(
+            "the launcher (pid {}) that owned {} has just gone away; start one with `personal-ai-agent run --headless` (or open the window)",
+            info.pid,
+            ctx.paths.data_dir.display()
+        ),
+        // It names the owner, the address and the next step.
+        Err(e) => return Err(e.into()),
+    }
     ctx.emit(&info, || {
         format!(
             "The local API of launcher {} (pid {}) listens on {}\nToken: {} (send it as `Authorization: Bearer <token>`)",
@@ -69,6 +86,13 @@ pub fn serve(
         url: server.url(),
         token_file: server.token_file().to_path_buf(),
     })?;
+    // Set once published: an API that can no longer serve withdraws what points at it (the runner then
+    // stops too, see `cli::run`).
+    let withdraw = owner.withdrawal();
+    server.on_failure(move |why| {
+        withdraw();
+        tracing::error!("run/api.json withdrawn: the local API cannot serve any more ({why})");
+    });
     tracing::info!(url = %server.url(), token_file = %server.token_file().display(), "local API ready");
     Ok(server)
 }

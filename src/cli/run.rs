@@ -70,7 +70,15 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
         },
     )
     .context("cannot start the update scheduler thread")?;
+    let mut api_failed = false;
     while !shutdown.load(Ordering::SeqCst) {
+        // An API that can no longer serve has withdrawn `api.json` (`api::serve`); ending cleanly (backend
+        // stopped, lock released) lets the service manager start a runner whose API answers, instead of
+        // owning the install while no face can reach us.
+        if !api.healthy() {
+            api_failed = true;
+            break;
+        }
         // An update replaced this launcher: once the job that did it is over, end cleanly (backend
         // stopped, API closed, lock released) and become the new one with the same arguments.
         if crate::selfupdate::restart_pending() && service.jobs().current().is_none() {
@@ -95,6 +103,11 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     drop(api);
     drop(owner);
+    if api_failed {
+        anyhow::bail!(
+            "the local API stopped serving, so this runner stopped too (the log says why); start it again with `personal-ai-agent run --headless`"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -24,6 +24,15 @@ pub(super) struct ProcessGuard;
 /// Puts the child in its own process group and, on Linux, ties its life to the launcher's.
 pub(super) fn configure(command: &mut Command) {
     command.process_group(0);
+    // SAFETY: the closure runs in the child between fork and exec and only makes async-signal-safe
+    // system calls (getrlimit, setrlimit); it allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            // The backend gets the open-files limit the launcher started with, not the one its API raised.
+            crate::rlimit::restore_in_child();
+            Ok(())
+        });
+    }
     #[cfg(target_os = "linux")]
     {
         // SAFETY: getpid is async-signal-safe and runs here, in the parent.

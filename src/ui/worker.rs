@@ -528,6 +528,20 @@ impl Worker {
                 "Could not publish where this window's local API listens ({e}); check that the data folder is writable"
             ));
         }
+        {
+            // An API that can no longer serve withdraws what points at it, so no other face is sent to
+            // it; this window keeps working on its own.
+            let withdraw = owner.withdrawal();
+            let replies = self.replies.clone();
+            let repaint = self.repaint.clone();
+            api.on_failure(move |why| {
+                withdraw();
+                let _ = replies.send(Reply::ActionFailed(format!(
+                    "This window's local API stopped serving ({why}): the command line and the agent's page cannot reach it until you reopen the window."
+                )));
+                repaint();
+            });
+        }
         let events = service.subscribe();
         let repaint = self.repaint.clone();
         let changed = Arc::new(AtomicBool::new(false));
