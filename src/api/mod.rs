@@ -7,7 +7,9 @@
 //! 2. `Host` must be exactly `127.0.0.1:<port>` or `localhost:<port>`, else 403 (DNS rebinding);
 //! 3. an `Origin` not on the allow-list (the API's own origins plus [`ApiOptions::allowed_origins`]) gets
 //!    403, and no `*` CORS header is ever sent;
-//! 4. `Authorization: Bearer <token>` (see [`token`]), compared in constant time, else 401 and no work;
+//! 4. `Authorization: Bearer <token>` (see [`token`]), compared in constant time, else 401 and no work
+//!    (the one exception, `GET /api/owner/proof`, answers an HMAC of a caller's nonce under the token,
+//!    which proves this server is the owner that made the token without giving it away);
 //! 5. mutations are POST only (405 otherwise), bodies at most [`MAX_BODY`] bytes (413), JSON objects (400)
 //!    with no unknown field (400 naming it).
 //!
@@ -89,11 +91,12 @@ struct Shared {
 }
 
 impl ApiServer {
-    /// Creates the token if needed, listens on 127.0.0.1, and serves `service` on a thread named
-    /// `api-server` (one `api-request` thread per request). The backends the service's supervisor starts
-    /// from now on get `PAI_LAUNCHER_API` and `PAI_LAUNCHER_TOKEN` in their environment.
+    /// Makes a new token, listens on 127.0.0.1, and serves `service` on a thread named `api-server` (one
+    /// `api-request` thread per request). The backends the service's supervisor starts from now on get
+    /// `PAI_LAUNCHER_API`, `PAI_LAUNCHER_TOKEN` and `PAI_AGENT_PAGE_KEY` in their environment.
     pub fn start(service: Service, options: ApiOptions) -> Result<ApiServer, ApiError> {
-        let (token, token_file) = token::load_or_create(&service.paths().config_dir)?;
+        // New at every start: a backend of an earlier start must hold nothing this owner accepts.
+        let (token, token_file) = token::create(&service.paths().config_dir)?;
         let server = tiny_http::Server::http(("127.0.0.1", options.port)).map_err(|e| ApiError::Listen {
             port: options.port,
             reason: e.to_string(),
@@ -136,6 +139,7 @@ impl ApiServer {
         let mut env = service.supervisor().launch_env();
         env.insert("PAI_LAUNCHER_API".into(), url);
         env.insert("PAI_LAUNCHER_TOKEN".into(), token.clone());
+        env.insert("PAI_AGENT_PAGE_KEY".into(), token::page_key(&token));
         service.supervisor().set_launch_env(env);
         tracing::info!(port, "local API listening on 127.0.0.1");
         Ok(ApiServer {
@@ -176,6 +180,7 @@ impl Drop for ApiServer {
         let mut env = self.service.supervisor().launch_env();
         env.remove("PAI_LAUNCHER_API");
         env.remove("PAI_LAUNCHER_TOKEN");
+        env.remove("PAI_AGENT_PAGE_KEY");
         self.service.supervisor().set_launch_env(env);
     }
 }
@@ -281,6 +286,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/models/download", "POST"),
     ("/api/jobs/cancel", "POST"),
     ("/api/events", "GET"),
+    ("/api/owner/proof", "GET"),
 ];
 
 /// Checks and answers one request. Returns the response to send, so the caller gives the request's
@@ -313,6 +319,16 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) -> Option<(tiny_http
             request,
             error_response(403, &format!("origin {origin} is not allowed"), None),
         ));
+    }
+    // The owner proof needs no token: it is how a backend tells this owner from another program that
+    // took the port, before it sends the token anywhere.
+    if path == "/api/owner/proof" {
+        let response = if method != "GET" {
+            error_response(405, "/api/owner/proof answers GET only", None).with_header(header("Allow", "GET"))
+        } else {
+            owner_proof(request.url(), &shared.token)
+        };
+        return Some((request, response));
     }
     // 4. The token; nothing is done without it.
     let authorized = header_value(&request, "Authorization")
@@ -405,6 +421,29 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) -> Option<(tiny_http
     };
     let response = route(&shared.service, &path, &body);
     respond(request, response)
+}
+
+/// `GET /api/owner/proof?nonce=<hex>`: `{"proof": hex(HMAC-SHA256(token, "pai-owner-proof:" + nonce))}`.
+fn owner_proof(url: &str, token: &str) -> Response {
+    let nonce = url
+        .split_once('?')
+        .map(|(_, query)| query)
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("nonce="))
+        .unwrap_or_default();
+    if !token::is_valid_nonce(nonce) {
+        return error_response(
+            400,
+            &format!(
+                "`nonce` must be {} to {} random bytes as hex digits: send a fresh one with every question",
+                token::NONCE_BYTES.start(),
+                token::NONCE_BYTES.end()
+            ),
+            Some("nonce"),
+        );
+    }
+    json_response(200, &json!({ "proof": token::owner_proof(token, nonce) }))
 }
 
 fn too_large() -> Response {
