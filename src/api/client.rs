@@ -68,7 +68,9 @@ pub enum ClientError {
 #[derive(Clone)]
 pub struct Client {
     info: ApiInfo,
-    token: String,
+    /// Read from the token file; read again when the owner answers 401 (an owner makes a new token at
+    /// every start, so one restarted in place, such as after a launcher update, has a new one).
+    token: std::sync::Arc<std::sync::RwLock<String>>,
     http: reqwest::blocking::Client,
 }
 
@@ -113,7 +115,11 @@ impl Client {
             .timeout(timeout)
             .build()
             .map_err(|e| ClientError::Setup(e.to_string()))?;
-        let client = Client { info, token, http };
+        let client = Client {
+            info,
+            token: std::sync::Arc::new(std::sync::RwLock::new(token)),
+            http,
+        };
         client.get("/api/backend/status")?;
         Ok(Some(client))
     }
@@ -127,9 +133,40 @@ impl Client {
         format!("http://127.0.0.1:{}{path}", self.info.port)
     }
 
-    fn send(&self, request: reqwest::blocking::RequestBuilder) -> Result<Value, ClientError> {
+    /// The token as last read.
+    pub fn token(&self) -> String {
+        self.token.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reads the token file again; whether it now holds another token.
+    fn reload_token(&self) -> bool {
+        let Some(fresh) = crate::api::token::read(
+            self.info
+                .token_file
+                .parent()
+                .unwrap_or_else(|| std::path::Path::new(".")),
+        ) else {
+            return false;
+        };
+        let mut token = self.token.write().unwrap_or_else(|p| p.into_inner());
+        if *token == fresh {
+            return false;
+        }
+        *token = fresh;
+        true
+    }
+
+    /// Sends the request `make` builds; once more with the token read again if the owner refused it.
+    fn send(&self, make: impl Fn() -> reqwest::blocking::RequestBuilder) -> Result<Value, ClientError> {
+        match self.send_once(make()) {
+            Err(ClientError::Unauthorized { .. }) if self.reload_token() => self.send_once(make()),
+            other => other,
+        }
+    }
+
+    fn send_once(&self, request: reqwest::blocking::RequestBuilder) -> Result<Value, ClientError> {
         let response = request
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token())
             .send()
             .map_err(|e| self.unreachable(&e))?;
         let status = response.status().as_u16();
@@ -170,12 +207,12 @@ impl Client {
 
     /// `GET path`, its JSON answer.
     pub fn get(&self, path: &str) -> Result<Value, ClientError> {
-        self.send(self.http.get(self.url(path)))
+        self.send(|| self.http.get(self.url(path)))
     }
 
     /// `POST path` with `body`, its JSON answer.
     pub fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
-        self.send(self.http.post(self.url(path)).json(body))
+        self.send(|| self.http.post(self.url(path)).json(body))
     }
 
     /// Posts a long operation and follows its job to the end: `on_progress` gets each progress report,
@@ -271,7 +308,7 @@ impl Client {
             .ok()?;
         let response = http
             .get(self.url("/api/events"))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token())
             .send()
             .ok()
             .filter(|r| r.status().is_success())?;

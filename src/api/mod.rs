@@ -8,7 +8,9 @@
 //! 2. `Host` must be exactly `127.0.0.1:<port>` or `localhost:<port>`, else 403 (DNS rebinding);
 //! 3. an `Origin` not on the allow-list (the API's own origins plus [`ApiOptions::allowed_origins`]) gets
 //!    403, and no `*` CORS header is ever sent;
-//! 4. `Authorization: Bearer <token>` (see [`token`]), compared in constant time, else 401 and no work;
+//! 4. `Authorization: Bearer <token>` (see [`token`]), compared in constant time, else 401 and no work
+//!    (the one exception, `GET /api/owner/proof`, answers an HMAC of a caller's nonce under the token,
+//!    which proves this server is the owner that made the token without giving it away);
 //! 5. mutations are POST only (405 otherwise), bodies framed by `Content-Length` (411 otherwise) and at
 //!    most [`MAX_BODY`] bytes (413), JSON objects (400) with no unknown field (400 naming it).
 //!
@@ -85,12 +87,13 @@ struct Shared {
 }
 
 impl ApiServer {
-    /// Creates the token if needed, listens on 127.0.0.1, and serves `service` on a thread named
-    /// `api-server` (one `api-request` thread per connection, capped: see [`server`]). The backends the
-    /// service's supervisor starts from now on get `PAI_LAUNCHER_API` and `PAI_LAUNCHER_TOKEN` in their
+    /// Makes a new token, listens on 127.0.0.1, and serves `service` on a thread named `api-server` (one
+    /// `api-request` thread per connection, capped: see [`server`]). The backends the service's supervisor
+    /// starts from now on get `PAI_LAUNCHER_API`, `PAI_LAUNCHER_TOKEN` and `PAI_AGENT_PAGE_KEY` in their
     /// environment. Raises this process's open-files limit first (every connection costs one).
     pub fn start(service: Service, options: ApiOptions) -> Result<ApiServer, ApiError> {
-        let (token, token_file) = token::load_or_create(&service.paths().config_dir)?;
+        // New at every start: a backend of an earlier start must hold nothing this owner accepts.
+        let (token, token_file) = token::create(&service.paths().config_dir)?;
         crate::rlimit::raise_open_files_limit();
         let listen_error = |e: std::io::Error| ApiError::Listen {
             port: options.port,
@@ -126,6 +129,7 @@ impl ApiServer {
         let mut env = service.supervisor().launch_env();
         env.insert("PAI_LAUNCHER_API".into(), url);
         env.insert("PAI_LAUNCHER_TOKEN".into(), token.clone());
+        env.insert("PAI_AGENT_PAGE_KEY".into(), token::page_key(&token));
         service.supervisor().set_launch_env(env);
         tracing::info!(port, "local API listening on 127.0.0.1");
         Ok(ApiServer {
@@ -176,6 +180,7 @@ impl Drop for ApiServer {
         let mut env = self.service.supervisor().launch_env();
         env.remove("PAI_LAUNCHER_API");
         env.remove("PAI_LAUNCHER_TOKEN");
+        env.remove("PAI_AGENT_PAGE_KEY");
         self.service.supervisor().set_launch_env(env);
     }
 }
@@ -239,6 +244,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/models/download", "POST"),
     ("/api/jobs/cancel", "POST"),
     ("/api/events", "GET"),
+    ("/api/owner/proof", "GET"),
 ];
 
 /// Checks and answers one request: returns the response to send, or `None` when the request was an
@@ -269,6 +275,16 @@ fn handle(mut request: Request, shared: &Shared) -> Option<(Request, Response)> 
             request,
             error_response(403, &format!("origin {origin} is not allowed"), None),
         ));
+    }
+    // The owner proof needs no token: it is how a backend tells this owner from another program that
+    // took the port, before it sends the token anywhere.
+    if path == "/api/owner/proof" {
+        let response = if method != "GET" {
+            error_response(405, "/api/owner/proof answers GET only", None).with_header(header("Allow", "GET"))
+        } else {
+            owner_proof(request.url(), &shared.token)
+        };
+        return Some((request, response));
     }
     // 4. The token; nothing is done without it.
     let authorized = header_value(&request, "Authorization")
@@ -375,6 +391,29 @@ fn handle(mut request: Request, shared: &Shared) -> Option<(Request, Response)> 
     };
     let response = route(&shared.service, &path, &body);
     respond(request, response)
+}
+
+/// `GET /api/owner/proof?nonce=<hex>`: `{"proof": hex(HMAC-SHA256(token, "pai-owner-proof:" + nonce))}`.
+fn owner_proof(url: &str, token: &str) -> Response {
+    let nonce = url
+        .split_once('?')
+        .map(|(_, query)| query)
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("nonce="))
+        .unwrap_or_default();
+    if !token::is_valid_nonce(nonce) {
+        return error_response(
+            400,
+            &format!(
+                "`nonce` must be {} to {} random bytes as hex digits: send a fresh one with every question",
+                token::NONCE_BYTES.start(),
+                token::NONCE_BYTES.end()
+            ),
+            Some("nonce"),
+        );
+    }
+    json_response(200, &json!({ "proof": token::owner_proof(token, nonce) }))
 }
 
 fn too_large() -> Response {

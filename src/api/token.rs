@@ -1,25 +1,46 @@
-//! The API's bearer token: 256 random bits from the OS's CSPRNG (`getrandom`), hex-encoded, kept in
-//! `<config dir>/api-token`, created on the first start and readable only by the user.
+//! The API's bearer token: 256 random bits from the OS's CSPRNG (`getrandom`), hex-encoded, made anew at
+//! every owner start ([`create`], called by `ApiServer::start`) and kept in `<config dir>/api-token`,
+//! readable only by the user. A token that outlives its owner is one a process that later takes the
+//! owner's port could be handed (issue 18): a new owner never reuses it, so a backend of an earlier start
+//! holds a token no later owner accepts.
 //!
-//! On Unix the file is created with mode 0600 (and put back to 0600 if someone widened it). On Windows,
-//! before the token is written into it, its ACL is cut to one entry granting this user (by SID) full
-//! control: `icacls <file> /reset`, then `icacls <file> /inheritance:r /grant:r *<SID>:F`, both run from
-//! `%SystemRoot%\System32`, never from `PATH`; an existing file is put back to that on every start. A
-//! volume without permissions (FAT, exFAT) cannot be restricted: that is logged as a warning naming the
-//! file, and the API still starts.
+//! The file is replaced atomically: a temporary file in the same folder (mode 0600 on Unix; on Windows
+//! its ACL is cut to this user before the token is written), written, flushed to disk, then renamed over
+//! `api-token`. A client reading the file sees the old token or the new one, never half of one.
+//!
+//! On Windows the ACL is one entry granting this user (by SID) full control: `icacls <file> /reset`, then
+//! `icacls <file> /inheritance:r /grant:r *<SID>:F`, both run from `%SystemRoot%\System32`, never from
+//! `PATH`. A volume without permissions (FAT, exFAT) cannot be restricted: that is logged as a warning
+//! naming the file, and the API still starts.
 //!
 //! Tokens are compared in constant time (`subtle`), so the time an answer takes says nothing about how
 //! much of a guess was right.
+//!
+//! Two values are derived from the token with HMAC-SHA256 (keyed with the token's 64 hex characters as
+//! ASCII), each under its own label so one can never be taken for the other:
+//! - [`owner_proof`]: `HMAC(token, "pai-owner-proof:" + nonce)`, what `GET /api/owner/proof` answers, so
+//!   the backend can tell the owner that started it from whatever else listens on its port before it
+//!   sends the token there;
+//! - [`page_key`]: `HMAC(token, "pai-agent-page-key")`, the key of the agent's web page for this owner
+//!   start (`PAI_AGENT_PAGE_KEY`); every face that can read the token (the window, attached or not, and
+//!   the CLI) can open the page with it, and nobody else can.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use sha2::Digest as _;
 use subtle::ConstantTimeEq;
 
 /// The token file's name in the config folder.
 pub const TOKEN_FILE: &str = "api-token";
 /// Random bytes per token (256 bits; the issue asks for at least 128).
 const TOKEN_BYTES: usize = 32;
+/// What [`owner_proof`] puts before the nonce.
+pub const PROOF_LABEL: &str = "pai-owner-proof:";
+/// What [`page_key`] signs.
+pub const PAGE_KEY_LABEL: &str = "pai-agent-page-key";
+/// The shortest and longest nonce `GET /api/owner/proof` takes, in bytes (twice as many hex digits).
+pub const NONCE_BYTES: std::ops::RangeInclusive<usize> = 16..=64;
 
 /// Why the token could not be made or read.
 #[derive(Debug, thiserror::Error)]
@@ -35,44 +56,95 @@ pub enum TokenError {
     Random(String),
 }
 
-/// The token in `config_dir`, created if missing (or unreadably short).
-pub fn load_or_create(config_dir: &Path) -> Result<(String, PathBuf), TokenError> {
+/// A new token, written over `<config_dir>/api-token` (see the module's documentation).
+pub fn create(config_dir: &Path) -> Result<(String, PathBuf), TokenError> {
     let path = config_dir.join(TOKEN_FILE);
     let io = |action: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| TokenError::Io { action, path, source }
     };
     std::fs::create_dir_all(config_dir).map_err(io("create folder", config_dir))?;
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let token = text.trim().to_owned();
-        if token.len() >= TOKEN_BYTES * 2 && token.bytes().all(|b| b.is_ascii_hexdigit()) {
-            restrict(&path).map_err(io("restrict permissions of", &path))?;
-            return Ok((token, path));
-        }
-        tracing::warn!(path = %path.display(), "the API token file is damaged; making a new token");
-        std::fs::remove_file(&path).map_err(io("remove", &path))?;
-    }
-    let mut bytes = [0u8; TOKEN_BYTES];
-    getrandom::fill(&mut bytes).map_err(|e| TokenError::Random(e.to_string()))?;
-    let token = hex::encode(bytes);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&path).map_err(io("create", &path))?;
+    let token = random_hex(TOKEN_BYTES)?;
+    // `tempfile` creates the file 0600 on Unix, and removes it if anything below fails.
+    let mut temp = tempfile::Builder::new()
+        .prefix(".api-token-")
+        .tempfile_in(config_dir)
+        .map_err(io("create a temporary file in", config_dir))?;
     // Restricted while still empty, so the token is never in a file others can read.
-    if let Err(e) = restrict(&path) {
-        drop(file);
-        let _ = std::fs::remove_file(&path);
-        return Err(io("restrict permissions of", &path)(e));
-    }
-    file.write_all(token.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(io("write", &path))?;
+    restrict(temp.path()).map_err(io("restrict permissions of", temp.path()))?;
+    temp.write_all(token.as_bytes())
+        .and_then(|()| temp.as_file().sync_all())
+        .map_err(io("write", temp.path()))?;
+    temp.persist(&path)
+        .map_err(|e| io("replace", &path)(e.error))?;
+    // Put back to 0600 if a file with wider permissions was there (the rename keeps the new file's mode,
+    // but say so: someone widened the old one).
+    restrict(&path).map_err(io("restrict permissions of", &path))?;
     Ok((token, path))
+}
+
+/// `bytes` random bytes from the OS's CSPRNG, as lowercase hex.
+pub fn random_hex(bytes: usize) -> Result<String, TokenError> {
+    let mut buffer = vec![0u8; bytes];
+    getrandom::fill(&mut buffer).map_err(|e| TokenError::Random(e.to_string()))?;
+    Ok(hex::encode(buffer))
+}
+
+/// HMAC-SHA256 (RFC 2104) of `message` under `key`. By hand over `sha2` 0.11: the `hmac` release that
+/// matches it is not in our lock file, and these few lines are the whole algorithm.
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut block = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        block[..32].copy_from_slice(&sha2::Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.map(|b| b ^ byte);
+    let inner = sha2::Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    sha2::Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// What the owner holding `token` answers to `GET /api/owner/proof?nonce=<nonce>`: hex of
+/// `HMAC-SHA256(token, "pai-owner-proof:" + nonce)`, the nonce as sent.
+pub fn owner_proof(token: &str, nonce: &str) -> String {
+    hex::encode(hmac_sha256(
+        token.as_bytes(),
+        format!("{PROOF_LABEL}{nonce}").as_bytes(),
+    ))
+}
+
+/// Whether `nonce` is what `GET /api/owner/proof` takes: 16 to 64 bytes as hex digits.
+pub fn is_valid_nonce(nonce: &str) -> bool {
+    nonce.len() % 2 == 0
+        && NONCE_BYTES.contains(&(nonce.len() / 2))
+        && nonce.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The agent page's key for the owner start that made `token`: hex of `HMAC-SHA256(token,
+/// "pai-agent-page-key")`.
+pub fn page_key(token: &str) -> String {
+    hex::encode(hmac_sha256(token.as_bytes(), PAGE_KEY_LABEL.as_bytes()))
+}
+
+/// The address that opens the agent's page on `port` for the owner start that made `token`.
+pub fn page_url(port: u16, token: &str) -> String {
+    format!("http://127.0.0.1:{port}/?key={}", page_key(token))
+}
+
+/// The token the current owner wrote in `config_dir`, if it can be read.
+pub fn read(config_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(config_dir.join(TOKEN_FILE))
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
 }
 
 #[cfg(unix)]
@@ -228,14 +300,20 @@ mod tests {
     }
 
     #[test]
-    fn the_token_is_long_random_kept_and_compared_exactly() {
+    fn the_token_is_long_random_new_at_every_start_and_compared_exactly() {
         let dir = tempfile::tempdir().unwrap();
-        let (token, path) = load_or_create(dir.path()).unwrap();
+        let (token, path) = create(dir.path()).unwrap();
         assert_eq!(token.len(), 64);
-        let (again, _) = load_or_create(dir.path()).unwrap();
-        assert_eq!(token, again, "kept across starts");
-        let other = tempfile::tempdir().unwrap();
-        assert_ne!(load_or_create(other.path()).unwrap().0, token);
+        assert_eq!(read(dir.path()).as_deref(), Some(token.as_str()));
+        let (again, _) = create(dir.path()).unwrap();
+        assert_ne!(token, again, "a new token at every owner start");
+        assert_eq!(read(dir.path()).as_deref(), Some(again.as_str()), "the file holds the new one");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != TOKEN_FILE)
+            .collect();
+        assert!(leftovers.is_empty(), "no temporary file left: {leftovers:?}");
         assert!(matches(&token, &token));
         assert!(!matches(&token, &token[..63]));
         let mut wrong = token.clone().into_bytes();
@@ -245,10 +323,41 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-            load_or_create(dir.path()).unwrap();
+            create(dir.path()).unwrap();
             let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }
-        let _ = path;
+    }
+
+    #[test]
+    fn hmac_sha256_matches_rfc_4231() {
+        // RFC 4231, test cases 1 and 6 (a key longer than the block is hashed first).
+        assert_eq!(
+            hex::encode(hmac_sha256(&[0x0b; 20], b"Hi There")),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+        );
+        assert_eq!(
+            hex::encode(hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn the_proof_and_the_page_key_depend_on_the_token_and_differ_from_each_other() {
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let nonce = "00".repeat(16);
+        assert_eq!(owner_proof(&a, &nonce), owner_proof(&a, &nonce));
+        assert_ne!(owner_proof(&a, &nonce), owner_proof(&b, &nonce));
+        assert_ne!(owner_proof(&a, &nonce), owner_proof(&a, &"01".repeat(16)));
+        assert_ne!(page_key(&a), page_key(&b));
+        assert_ne!(page_key(&a), a);
+        assert!(is_valid_nonce(&nonce));
+        assert!(!is_valid_nonce(&"00".repeat(15)), "too short");
+        assert!(!is_valid_nonce(&"00".repeat(65)), "too long");
+        assert!(!is_valid_nonce(&format!("{}zz", "00".repeat(16))), "not hex");
+        assert!(!is_valid_nonce(&"0".repeat(33)), "odd");
     }
 }

@@ -664,6 +664,29 @@ impl Service {
         self.inner.jobs.cancel_current()
     }
 
+    /// How an owner ends, before it stops its backend: cancels the running job (an update asked through
+    /// the API is never left halfway between two versions), waits at most `patience` for it to end, then
+    /// holds the job slot so that no request to the still-open API starts another (a backend start).
+    /// The backend knows the API's token, so the owner stops it, then drops its API, and only then this
+    /// slot: the port is never free while a backend of this owner runs. `None`: the job did not end in
+    /// time.
+    pub fn hold_for_exit(&self, patience: std::time::Duration) -> Option<JobGuard> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            self.cancel();
+            match self.hold(JobKind::BackendStop) {
+                Ok(slot) => return Some(slot),
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => {
+                    tracing::warn!("a job still runs as this launcher ends: {e}");
+                    return None;
+                }
+            }
+        }
+    }
+
     /// Cancels job `id` if it is the one running; `None` when it is not (finished, or never existed).
     pub fn cancel_job(&self, id: u64) -> Option<u64> {
         self.inner.jobs.cancel_job(Some(id))

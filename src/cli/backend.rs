@@ -157,9 +157,9 @@ fn start_through(ctx: &Ctx, control: &Control, args: &StartArgs, op: Op) -> anyh
     let healthy_after = result["time_to_healthy_ms"].as_u64().unwrap_or_default();
     ctx.emit(&status, || {
         format!(
-            "backend {} running on http://127.0.0.1:{} (pid {}), healthy after {healthy_after} ms, supervised by the launcher with pid {pid}; `personal-ai-agent backend stop` stops it",
+            "backend {} running on {} (pid {}), healthy after {healthy_after} ms, supervised by the launcher with pid {pid}; `personal-ai-agent backend stop` stops it",
             status.version.as_deref().unwrap_or("unknown"),
-            status.port.unwrap_or_default(),
+            page_address(ctx, status.port.unwrap_or_default()),
             status.pid.unwrap_or_default(),
         )
     });
@@ -222,7 +222,10 @@ fn start_here(ctx: &Ctx, service: Service, args: StartArgs) -> anyhow::Result<Ex
         &mut |_| {},
     );
     if cancel.is_cancelled() {
+        let slot = service.hold_for_exit(Duration::from_secs(120));
         stop_and_report(ctx, &supervisor);
+        drop(api);
+        drop(slot);
         return Ok(ExitCode::from(130));
     }
     let result = result?;
@@ -230,20 +233,16 @@ fn start_here(ctx: &Ctx, service: Service, args: StartArgs) -> anyhow::Result<Ex
     let healthy_after = result["time_to_healthy_ms"].as_u64().unwrap_or_default();
     ctx.emit(&status, || {
         format!(
-            "backend {} running on http://127.0.0.1:{} (pid {}), healthy after {healthy_after} ms; Ctrl-C or `personal-ai-agent backend stop` stops it",
+            "backend {} running on {} (pid {}), healthy after {healthy_after} ms; Ctrl-C or `personal-ai-agent backend stop` stops it",
             status.version.as_deref().unwrap_or("unknown"),
-            status.port.unwrap_or_default(),
+            page_address(ctx, status.port.unwrap_or_default()),
             status.pid.unwrap_or_default(),
         )
     });
 
     let outcome = loop {
         if cancel.is_cancelled() {
-            // A job this owner runs for someone else (an update asked through the API) is cancelled and
-            // awaited first, so it never ends halfway between two versions.
-            service.cancel();
-            wait_until_idle(&service);
-            stop_and_report(ctx, &supervisor);
+            // Stopped below, once a job this owner runs for someone else is over.
             break Ok(ExitCode::SUCCESS);
         }
         // The backend is stopped on purpose during an update, a rollback or a restart: only a backend
@@ -267,21 +266,19 @@ fn start_here(ctx: &Ctx, service: Service, args: StartArgs) -> anyhow::Result<Ex
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    // A job this owner runs for someone else (an update asked through the API) is cancelled and awaited,
+    // so it never ends halfway between two versions; the slot held then lets nothing start the backend
+    // again. The backend stops before the API closes: it knows the API's token, and the port must not be
+    // free for another program while it runs.
+    let slot = service.hold_for_exit(Duration::from_secs(120));
+    stop_and_report(ctx, &supervisor);
     // The job that stopped the backend has sent its final event; a client following it gets its answer
     // before the API goes away.
-    wait_until_idle(&service);
     std::thread::sleep(Duration::from_millis(300));
     drop(api);
+    drop(slot);
     drop(owner);
     outcome
-}
-
-/// Waits (at most two minutes: an install's health check is shorter) until the service runs no job.
-fn wait_until_idle(service: &Service) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while service.jobs().current().is_some() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Runs this same command without `--detach` as a background launcher in its own session, with its
@@ -314,9 +311,9 @@ fn start_detached(ctx: &Ctx, ready_timeout: Duration) -> anyhow::Result<ExitCode
         if status.state == "running" && status.supervisor_pid == Some(launcher.id()) {
             ctx.emit(&status, || {
                 format!(
-                    "backend {} running on http://127.0.0.1:{} (pid {}), supervised in the background by pid {}; `personal-ai-agent backend stop` stops it",
+                    "backend {} running on {} (pid {}), supervised in the background by pid {}; `personal-ai-agent backend stop` stops it",
                     status.version.as_deref().unwrap_or("unknown"),
-                    status.port.unwrap_or_default(),
+                    page_address(ctx, status.port.unwrap_or_default()),
                     status.pid.unwrap_or_default(),
                     launcher.id()
                 )
@@ -434,11 +431,20 @@ fn run_status(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             supervisor::read_status(&ctx.paths.run_dir())?
         }
     };
-    ctx.emit(&status, || describe_status(&status));
+    ctx.emit(&status, || describe_status(ctx, &status));
     Ok(ExitCode::SUCCESS)
 }
 
-fn describe_status(status: &BackendStatus) -> String {
+/// The agent page's address on `port`, with the key of the current owner start when its token can be
+/// read (the page opens a session only with it; see `api::token::page_key`).
+fn page_address(ctx: &Ctx, port: u16) -> String {
+    match crate::api::token::read(&ctx.paths.config_dir) {
+        Some(token) => crate::api::token::page_url(port, &token),
+        None => format!("http://127.0.0.1:{port}/"),
+    }
+}
+
+fn describe_status(ctx: &Ctx, status: &BackendStatus) -> String {
     let mut text = status.state.clone();
     if let Some(version) = &status.version {
         text.push_str(&format!(", version {version}"));
@@ -447,7 +453,7 @@ fn describe_status(status: &BackendStatus) -> String {
         text.push_str(&format!(", pid {pid}"));
     }
     if let Some(port) = status.port {
-        text.push_str(&format!(", http://127.0.0.1:{port}"));
+        text.push_str(&format!(", {}", page_address(ctx, port)));
     }
     if let Some(reason) = &status.reason {
         text.push_str(&format!("\nreason: {reason}"));

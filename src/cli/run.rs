@@ -91,17 +91,16 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
     cancel.cancel();
     drop(autopilot);
     // A job asked through the API (an update from the CLI or the agent's page) is cancelled and awaited,
-    // so neither a restart nor a stop ends it halfway between two versions.
-    service.cancel();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while service.jobs().current().is_some() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // so neither a restart nor a stop ends it halfway between two versions; the job slot is then held so
+    // nothing new starts. The backend stops before the API closes: it knows the API's token, and the
+    // port must not be free for another program while it runs.
+    let slot = service.hold_for_exit(Duration::from_secs(120));
     tracing::info!("stopping the backend");
     if let Err(e) = service.supervisor().stop() {
         tracing::error!("{e}");
     }
     drop(api);
+    drop(slot);
     drop(owner);
     if api_failed {
         anyhow::bail!(

@@ -275,8 +275,19 @@ impl App {
     /// The owner this window is attached to, if another launcher owns the install.
     pub fn attached_to(&self) -> Option<&crate::owner::ApiInfo> {
         match &self.mode {
-            Some(Mode::Attached { owner }) => Some(owner),
+            Some(Mode::Attached { owner, .. }) => Some(owner),
             _ => None,
+        }
+    }
+
+    /// What "Open agent" opens: the agent's page with the key of the owner's current start, which gives
+    /// this browser a session there (the page refuses anyone without one). `None` while the backend does
+    /// not run.
+    pub fn agent_page_url(&self) -> Option<String> {
+        let base = agent_url(&self.backend_state())?;
+        match &self.mode {
+            Some(Mode::Local { page_key, .. } | Mode::Attached { page_key, .. }) => Some(page_key.url(&base)),
+            None => None,
         }
     }
 
@@ -596,7 +607,7 @@ impl App {
         .flatten()
         .filter_map(|dir| folder_url(&dir))
         .collect();
-        urls.extend(agent_url(&self.backend_state()));
+        urls.extend(self.agent_page_url());
         urls
     }
 
@@ -715,7 +726,7 @@ impl App {
                     "This window runs the agent and serves the local API on {api_url}"
                 ));
             }
-            Some(Mode::Attached { owner }) => {
+            Some(Mode::Attached { owner, .. }) => {
                 ui.label(format!(
                     "Attached to launcher {} (pid {}), which runs the agent; this window drives it through {}",
                     owner.version, owner.pid, owner.url
@@ -779,14 +790,16 @@ impl App {
             }
         });
         if let Some(url) = agent_url(&state) {
+            let page = self.agent_page_url();
             ui.horizontal_wrapped(|ui| {
                 ui.label(format!("The agent answers at {url}"));
                 if ui
-                    .button("Open agent")
+                    .add_enabled(page.is_some(), egui::Button::new("Open agent"))
                     .on_hover_text("Opens the agent's page in your browser")
                     .clicked()
+                    && let Some(page) = page
                 {
-                    ui.ctx().open_url(egui::OpenUrl::new_tab(url));
+                    ui.ctx().open_url(egui::OpenUrl::new_tab(page));
                 }
             });
         }

@@ -143,9 +143,36 @@ pub enum InstallOutcome {
 #[derive(Clone, Debug)]
 pub enum Mode {
     /// This window owns the install: `service`'s supervisor runs the backend; its API serves others.
-    Local { service: Service, api_url: String },
+    Local {
+        service: Service,
+        api_url: String,
+        page_key: PageKey,
+    },
     /// Another launcher owns it; this window shows that one's state.
-    Attached { owner: ApiInfo },
+    Attached { owner: ApiInfo, page_key: PageKey },
+}
+
+/// The key that opens the agent's page for the owner's current start (`api::token::page_key`), which
+/// "Open agent" puts in the page's address. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PageKey(String);
+
+impl PageKey {
+    /// The key for the owner start that made `token`.
+    pub fn of_token(token: &str) -> PageKey {
+        PageKey(crate::api::token::page_key(token))
+    }
+
+    /// The address that opens the agent's page at `base` (`http://127.0.0.1:<port>/`).
+    pub fn url(&self, base: &str) -> String {
+        format!("{base}?key={}", self.0)
+    }
+}
+
+impl std::fmt::Debug for PageKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PageKey(..)")
+    }
 }
 
 /// What the worker tells the window.
@@ -223,6 +250,7 @@ impl WorkerHandle {
             auto_offered: std::cell::RefCell::new(None),
             log_lines: std::cell::Cell::new(0),
             asked_stop: std::cell::Cell::new(false),
+            attached_key: std::cell::RefCell::new(None),
         };
         let thread = std::thread::Builder::new()
             .name("ui-worker".into())
@@ -302,8 +330,8 @@ enum Engine {
     Remote(Client),
 }
 
-/// The window as the owner. Dropped in field order: the autopilot stops, the API stops answering, then
-/// the lock is released (the backend is stopped before, in [`Worker::run`]).
+/// The window as the owner. Taken apart in [`Worker::run`]: the autopilot stops, the backend stops, then
+/// the API stops answering, then the lock is released.
 struct Local {
     /// Set by the `ui-repaint` thread when a job ended or the settings changed; the worker then refreshes.
     changed: Arc<AtomicBool>,
@@ -329,6 +357,8 @@ struct Worker {
     log_lines: std::cell::Cell<u64>,
     /// The last backend request of this window was a stop.
     asked_stop: std::cell::Cell<bool>,
+    /// The page key an attached window was last told: the owner's token changes when it restarts.
+    attached_key: std::cell::RefCell<Option<PageKey>>,
 }
 
 impl Worker {
@@ -340,8 +370,14 @@ impl Worker {
                     Ok(job) => job,
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                         let answered = self.remote_refresh(remote, false);
-                        if !answered && !crate::owner::is_owned(&self.paths) {
-                            // The owner is gone (killed, or closed): this window takes over.
+                        // The owner restarted in place (a launcher update: same pid, a new port and token).
+                        let moved = || {
+                            crate::owner::current(&self.paths)
+                                .is_some_and(|now| (now.pid, now.port) != (remote.info().pid, remote.info().port))
+                        };
+                        if !answered && (!crate::owner::is_owned(&self.paths) || moved()) {
+                            // The owner is gone (killed, or closed): this window takes over, or attaches to
+                            // the new owner.
                             self.decide();
                             self.refresh();
                         }
@@ -397,20 +433,18 @@ impl Worker {
                 _owner,
                 ..
             } = local;
-            // The autopilot first, so it starts nothing while the backend stops; then the API, so no new
-            // job is asked for.
+            // The autopilot first, so it starts nothing while the backend stops. The API stays open until
+            // the backend is stopped: the backend knows its token, and a port freed while it runs could be
+            // taken by another program and handed that token (issue 18). The job slot held meanwhile keeps
+            // requests to it from starting anything.
             drop(_autopilot);
-            drop(_api);
             let mut hand_over = None;
+            let mut slot = None;
             if let Control::Here(service) = &control {
                 // A job asked through the API (an update from the CLI or the agent's page) is cancelled and
                 // awaited, so it never ends halfway between two versions once the lock is let go.
-                service.cancel();
-                let deadline = Instant::now() + Duration::from_secs(120);
-                while service.jobs().current().is_some() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                let idle = service.jobs().current().is_none();
+                slot = service.hold_for_exit(Duration::from_secs(120));
+                let idle = slot.is_some();
                 let launcher = self.hand_over.lock().unwrap_or_else(|p| p.into_inner()).take();
                 // A restart into an updated launcher opens the window again at once: no hand-over.
                 if idle
@@ -429,6 +463,8 @@ impl Worker {
                     hand_over = None;
                 }
             }
+            drop(_api);
+            drop(slot);
             drop(_owner);
             if let Some(launcher) = hand_over {
                 match keep_running_in_background(&launcher, &self.paths) {
@@ -485,12 +521,18 @@ impl Worker {
                     self.reply(Reply::Mode(Mode::Local {
                         service: service.clone(),
                         api_url: local._api.url(),
+                        page_key: PageKey::of_token(local._api.token()),
                     }))
                 }
             }
-            Engine::Remote(remote) => self.reply(Reply::Mode(Mode::Attached {
-                owner: remote.info().clone(),
-            })),
+            Engine::Remote(remote) => {
+                let page_key = PageKey::of_token(&remote.token());
+                *self.attached_key.borrow_mut() = Some(page_key.clone());
+                self.reply(Reply::Mode(Mode::Attached {
+                    owner: remote.info().clone(),
+                    page_key,
+                }))
+            }
             Engine::Undecided(why) => self.reply(Reply::SnapshotFailed(why.clone())),
         }
         self.engine = engine;
@@ -1057,6 +1099,16 @@ impl Worker {
                 return false;
             }
         };
+        // The owner restarted in place (a launcher update) and the client read its new token: "Open agent"
+        // needs the new start's key.
+        let page_key = PageKey::of_token(&remote.token());
+        if self.attached_key.borrow().as_ref() != Some(&page_key) {
+            *self.attached_key.borrow_mut() = Some(page_key.clone());
+            self.reply(Reply::Mode(Mode::Attached {
+                owner: remote.info().clone(),
+                page_key,
+            }));
+        }
         if !always && self.last_remote.borrow().as_ref() == Some(&status) {
             return true;
         }

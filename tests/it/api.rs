@@ -184,10 +184,12 @@ fn current_version(home: &Path) -> String {
     std::fs::read_to_string(home.join("install/current")).unwrap_or_default()
 }
 
-/// Every endpoint (method as documented), for the security checks.
+/// Every endpoint that needs the token (method as documented), for the security checks. The owner
+/// proof, the one that does not, has a test of its own.
 fn endpoints() -> Vec<(&'static str, String)> {
     let mut all: Vec<(&'static str, String)> = personal_ai_agent::api::ROUTES
         .iter()
+        .filter(|(p, _)| *p != "/api/owner/proof")
         .map(|(p, m)| (*m, p.to_string()))
         .collect();
     all.push(("GET", "/api/jobs/1".into()));
@@ -609,6 +611,73 @@ fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
 }
 
 #[test]
+fn every_owner_start_makes_a_new_token_and_proves_it_knows_it_without_the_token() {
+    use personal_ai_agent::api::token::owner_proof;
+    let (_work, home, _feed) = home_with_release(&[]);
+    let owner = Owner::start(home.path());
+    let first = owner.token.clone();
+    // The proof: anyone may ask (no token), and only an owner that knows the token can answer.
+    let nonce = "c3".repeat(32);
+    let (status, body) = answer(
+        owner
+            .http
+            .get(owner.url(&format!("/api/owner/proof?nonce={nonce}")))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["proof"], owner_proof(&first, &nonce));
+    assert!(!body.to_string().contains(&first), "the proof is not the token");
+    for bad in ["", "?nonce=", "?nonce=abc", "?nonce=zz00zz00zz00zz00zz00zz00zz00zz00"] {
+        let (status, body) = answer(
+            owner
+                .http
+                .get(owner.url(&format!("/api/owner/proof{bad}")))
+                .send()
+                .unwrap(),
+        );
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["field"], "nonce");
+    }
+    let (status, _) = answer(
+        owner
+            .http
+            .get(owner.url(&format!("/api/owner/proof?nonce={nonce}")))
+            .header("host", format!("evil.example:{}", owner.port))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 403, "a foreign Host");
+    let (status, _) = answer(send(&owner.http, "POST", &owner.url(&format!("/api/owner/proof?nonce={nonce}"))).send().unwrap());
+    assert_eq!(status, 405);
+    assert!(owner.stop().success());
+
+    // The next owner of the same install has another token: the one the last backend knew opens nothing.
+    let owner = Owner::start(home.path());
+    assert_ne!(owner.token, first, "a new token at every owner start");
+    let (status, _) = answer(
+        owner
+            .http
+            .get(owner.url("/api/backend/status"))
+            .bearer_auth(&first)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 401, "the last start's token is refused");
+    let (status, body) = answer(
+        owner
+            .http
+            .get(owner.url(&format!("/api/owner/proof?nonce={nonce}")))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 200);
+    assert_ne!(body["proof"], owner_proof(&first, &nonce), "proves the new token only");
+    assert_eq!(body["proof"], owner_proof(&owner.token, &nonce));
+    assert!(owner.stop().success());
+}
+
+#[test]
 fn the_openapi_document_matches_what_the_server_answers() {
     let doc: Value = serde_json::from_str(
         &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json")).unwrap(),
@@ -657,6 +726,7 @@ fn the_openapi_document_matches_what_the_server_answers() {
         "/api/models",
         "/api/models/download",
         "/api/updates/rollback",
+        "/api/owner/proof",
         "/api/events",
     ];
     assert_eq!(order.len(), paths.len(), "walk every path");
@@ -668,6 +738,21 @@ fn the_openapi_document_matches_what_the_server_answers() {
             let documented: Vec<&String> = op["responses"].as_object().unwrap().keys().collect();
             // Refusals the document promises.
             let (status, _) = answer(send(&owner.http, &method.to_uppercase(), &url).send().unwrap());
+            if path == "/api/owner/proof" {
+                // No token needed; no nonce is the refusal.
+                assert_eq!(status, 400, "{method} {path}");
+                let nonce = "5a".repeat(32);
+                let (status, body) = answer(
+                    owner
+                        .http
+                        .get(format!("{url}?nonce={nonce}"))
+                        .send()
+                        .unwrap(),
+                );
+                assert!(documented.iter().any(|c| **c == status.to_string()));
+                assert!(body.get("proof").is_some(), "{body}");
+                continue;
+            }
             assert_eq!(status, 401, "{method} {path}");
             assert!(
                 documented.iter().any(|c| *c == "401"),

@@ -115,6 +115,46 @@ fn shows(harness: &Harness<'_, App>, label: &str) -> bool {
     harness.query_all_by_label_contains(label).next().is_some()
 }
 
+/// Clicks "Open agent", takes the address the window asked the system to open, and opens it as a
+/// browser would (the key buys a session cookie, then `/`): the page must work and show `version`.
+fn open_agent_shows(harness: &mut Harness<'_, App>, version: &str) {
+    harness.get_by_label("Open agent").click();
+    harness.step();
+    let opened: Vec<String> = harness
+        .output()
+        .platform_output
+        .commands
+        .iter()
+        .filter_map(|c| match c {
+            egui::OutputCommand::OpenUrl(open) => Some(open.url.clone()),
+            _ => None,
+        })
+        .collect();
+    let [url] = opened.as_slice() else {
+        panic!("Open agent opened {opened:?}")
+    };
+    let port = url
+        .strip_prefix("http://127.0.0.1:")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|port| port.parse::<u64>().ok())
+        .expect("the agent's own address");
+    let key = url.split("?key=").nth(1).expect("the page key in the address");
+    let browser = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cookie = crate::agent_page::open_with_key(&browser, port, key);
+    let page = browser
+        .get(format!("http://127.0.0.1:{port}/"))
+        .header("cookie", cookie)
+        .send()
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let text = page.text().unwrap();
+    assert!(text.contains(&format!("Installed version: {version}")), "{text}");
+}
+
 #[test]
 fn a_first_run_shows_the_welcome_and_the_install_button() {
     let (_work, _feed_dir, _home, paths) = published_1_0_0();
@@ -368,6 +408,7 @@ fn a_window_opened_beside_a_headless_owner_attaches_shows_its_version_and_starts
     });
     assert_eq!(harness.state().attached_to().unwrap().pid, owner.pid());
     assert!(!harness.state().is_owner());
+    open_agent_shows(&mut harness, "1.0.0");
     assert!(shows(
         &harness,
         &format!("Attached to launcher {}", personal_ai_agent::launcher_version())
@@ -558,6 +599,7 @@ fn home_shows_the_agents_address_and_restart_gives_it_a_new_process() {
         shows(h, &format!("The agent answers at http://127.0.0.1:{port}/"))
             && h.query_by_label("Open agent").is_some()
     });
+    open_agent_shows(&mut harness, "1.0.0");
     harness.get_by_label("Restart").click();
     pump_until(
         &mut harness,
@@ -739,6 +781,32 @@ fn closing_the_window_with_keep_running_hands_the_agent_to_a_background_launcher
         0,
         "its agent stopped with it"
     );
+}
+
+#[test]
+fn closing_the_window_stops_the_agent_while_its_api_still_answers() {
+    // The backend knows the API's token: the API must outlive it, or its port is free for another
+    // program while the backend would still send the token there. The example backend, on the stop
+    // signal, asks the API for its owner proof and writes down whether it got it.
+    let work = temp_home();
+    let feed_dir = work.path().join("feed");
+    let report = work.path().join("api-at-exit.txt");
+    publish(
+        work.path(),
+        &feed_dir,
+        "1.0.0",
+        &["--report-api-on-exit", report.to_str().unwrap()],
+    );
+    let home = temp_home();
+    let paths = home_with_feed(home.path(), &feed_dir);
+    json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    let mut harness = window(&paths);
+    pump_until(&mut harness, "the backend running", |h| {
+        h.state().is_owner() && matches!(h.state().backend_state(), BackendState::Running { .. })
+    });
+    drop(harness);
+    let said = std::fs::read_to_string(&report).expect("the backend was stopped and reported");
+    assert_eq!(said, "proved", "the API answered while the backend stopped");
 }
 
 #[test]
