@@ -4,6 +4,7 @@
 mod agent_page;
 mod api;
 mod cli_update;
+mod data_dir;
 mod delta;
 mod demo;
 mod download;
