@@ -256,14 +256,7 @@ impl Config {
             ));
             config.check_interval_hours = 24.0;
         }
-        if let Some(dir) = config.data_dir.as_ref().filter(|d| !d.is_absolute()) {
-            warnings.push(format!(
-                "{} line {}: data_dir {} is not an absolute path; using the default data folder",
-                path.display(),
-                line_of_field(&text, "data_dir"),
-                dir.display()
-            ));
-        }
+        // A relative `data_dir` is not defaulted here or anywhere: `paths` refuses to start with it.
         config.problem = problem;
         Loaded { config, warnings }
     }
@@ -400,7 +393,7 @@ fn lock_settings(path: &Path) -> Result<std::fs::File> {
 }
 
 /// The line (1-based) where `"field":` first appears, for messages; 1 when it cannot be found.
-fn line_of_field(text: &str, field: &str) -> usize {
+pub(crate) fn line_of_field(text: &str, field: &str) -> usize {
     let needle = format!("\"{field}\"");
     let mut from = 0;
     while let Some(found) = text[from..].find(&needle) {

@@ -5,6 +5,12 @@
 //! listens, publishes `run/api.json` (`port`, `pid`, `version`, `url`, `token_file`), written atomically
 //! and removed on a clean exit. Every other face reads [`current`] to find it: `api.json` alone is not
 //! proof (a killed owner leaves it behind), so the lock is tried too.
+//!
+//! The lock is also held, without any API, by a command that changes the install in its own process
+//! (`update install|rollback|download`, `models download`, `uninstall`) and by an owner that is still
+//! starting: [`holder`] tells that apart from "nobody" ([`Holder::Busy`]), so no face decides to do the
+//! work itself beside it. The lock file says who holds it: the pid, then what it is (`update install`,
+//! `run --headless`, `the window`, `backend start`), so a refusal can name it.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -62,9 +68,35 @@ pub struct Owner {
     run_dir: PathBuf,
 }
 
+/// What [`Owner::take_as`] writes for an owner that ends once its backend is stopped (a background or
+/// foreground `backend start`): `uninstall` may stop its backend and then take its place.
+pub const ROLE_BACKEND_START: &str = "backend start";
+
+/// Who holds the owner lock of a data folder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// Nobody: a face may do the work itself.
+    Nobody,
+    /// A live owner whose API listens.
+    Serving(ApiInfo),
+    /// A process holds the lock but serves no API (yet): an owner starting, or a command changing the
+    /// install in its own process. Nothing may be done beside it.
+    Busy {
+        pid: Option<u32>,
+        /// What it said it is, when it said.
+        role: Option<String>,
+    },
+}
+
 impl Owner {
     /// Takes ownership of `paths`' data folder, or fails at once with [`OwnerError::Taken`].
     pub fn take(paths: &Paths) -> Result<Owner, OwnerError> {
+        Self::take_as(paths, "")
+    }
+
+    /// As [`Owner::take`], saying in the lock file what holds it (`role`, such as `update install`), so
+    /// [`holder`] and a refusal elsewhere can name it.
+    pub fn take_as(paths: &Paths, role: &str) -> Result<Owner, OwnerError> {
         let run_dir = paths.run_dir();
         std::fs::create_dir_all(&run_dir).map_err(io("create folder", &run_dir))?;
         let path = run_dir.join(OWNER_LOCK_FILE);
@@ -95,7 +127,7 @@ impl Owner {
                 let pid = file
                     .read_to_string(&mut text)
                     .ok()
-                    .and_then(|_| text.trim().parse().ok())
+                    .and_then(|_| parse_lock_text(&text).0)
                     .or_else(|| read_api_info(paths).map(|i| i.pid));
                 return Err(OwnerError::Taken {
                     pid,
@@ -108,7 +140,7 @@ impl Owner {
         let _ = file
             .set_len(0)
             .and_then(|()| file.rewind())
-            .and_then(|()| write!(file, "{}", std::process::id()));
+            .and_then(|()| write!(file, "{}\n{role}", std::process::id()));
         // A file left by an owner that was killed describes nobody.
         let _ = std::fs::remove_file(run_dir.join(API_INFO_FILE));
         Ok(Owner { file, run_dir })
@@ -170,6 +202,38 @@ pub fn is_owned(paths: &Paths) -> bool {
 pub fn current(paths: &Paths) -> Option<ApiInfo> {
     let info = read_api_info(paths)?;
     (is_owned(paths) && crate::supervisor::is_process_alive(info.pid)).then_some(info)
+}
+
+/// Who holds the owner lock now: nobody, an owner serving its API, or a process holding it without an
+/// API ([`Holder::Busy`], which must never be taken for "nobody").
+pub fn holder(paths: &Paths) -> Holder {
+    if let Some(info) = current(paths) {
+        return Holder::Serving(info);
+    }
+    if !is_owned(paths) {
+        return Holder::Nobody;
+    }
+    let text = std::fs::read_to_string(paths.run_dir().join(OWNER_LOCK_FILE)).unwrap_or_default();
+    let (pid, role) = parse_lock_text(&text);
+    Holder::Busy { pid, role }
+}
+
+/// The pid and role an owner lock file holds (`"<pid>\n<role>"`; an older launcher wrote the pid only).
+fn parse_lock_text(text: &str) -> (Option<u32>, Option<String>) {
+    let mut lines = text.lines();
+    let pid = lines.next().and_then(|l| l.trim().parse().ok());
+    let role = lines
+        .next()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned);
+    (pid, role)
+}
+
+/// The role the live owner wrote in its lock file (`None`: unknown, or nobody owns the folder).
+pub fn role(paths: &Paths) -> Option<String> {
+    let text = std::fs::read_to_string(paths.run_dir().join(OWNER_LOCK_FILE)).ok()?;
+    parse_lock_text(&text).1
 }
 
 #[cfg(test)]

@@ -60,8 +60,28 @@ pub enum ClientError {
     )]
     OwnerGone { pid: u32 },
 
+    #[error(
+        "{} holds this install without serving an API (a command changing it in a terminal, or a launcher still starting); wait for it to finish, or stop it, then try again",
+        describe_holder(*pid, role.as_deref())
+    )]
+    Busy { pid: Option<u32>, role: Option<String> },
+
     #[error("the local API client could not be set up: {0}")]
     Setup(String),
+}
+
+/// How long a lock held without `api.json` is given to become a serving owner (it listens, then
+/// publishes, within moments of taking the lock) before it is called busy.
+const OWNER_START_PATIENCE: Duration = Duration::from_secs(5);
+
+/// "`update install` (pid 42)", "the launcher with pid 42", or "another launcher process".
+pub fn describe_holder(pid: Option<u32>, role: Option<&str>) -> String {
+    match (role, pid) {
+        (Some(role), Some(pid)) => format!("`{role}` (pid {pid})"),
+        (Some(role), None) => format!("`{role}`"),
+        (None, Some(pid)) => format!("the launcher with pid {pid}"),
+        (None, None) => "another launcher process".into(),
+    }
 }
 
 /// A connection to the owner's API.
@@ -87,15 +107,26 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// The owner's API for `paths`, when a live owner publishes one (`Ok(None)`: nobody owns the folder,
     /// do the work here). Reads the token and makes one authorised request, so a wrong token is reported
-    /// now, naming the file.
+    /// now, naming the file. A lock held without an API is waited for a few seconds (an owner starting),
+    /// then is [`ClientError::Busy`]: never "nobody", or the caller would do the work beside it.
     pub fn connect(paths: &Paths) -> Result<Option<Client>, ClientError> {
         Self::connect_within(paths, REQUEST_TIMEOUT)
     }
 
     /// [`Client::connect`] whose requests give up after `timeout`: for a quick look (`api status`).
     pub fn connect_within(paths: &Paths, timeout: Duration) -> Result<Option<Client>, ClientError> {
-        let Some(mut info) = crate::owner::current(paths) else {
-            return Ok(None);
+        let deadline = std::time::Instant::now() + OWNER_START_PATIENCE;
+        let mut info = loop {
+            match crate::owner::holder(paths) {
+                crate::owner::Holder::Nobody => return Ok(None),
+                crate::owner::Holder::Serving(info) => break info,
+                crate::owner::Holder::Busy { pid, role } => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(ClientError::Busy { pid, role });
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
         };
         // The token is sent only to loopback, and read only from this user's own config folder, whatever
         // `api.json` says.

@@ -425,19 +425,27 @@ impl Service {
     /// or the user's home chosen whole is never mixed with the launcher's files, which it tidies and
     /// deletes). The folder is made and marked ([`DATA_MARKER`]) only by [`Service::configure`], after
     /// every other field passed.
+    ///
+    /// When the current data folder cannot be used (missing, not private, a setting that cannot be read:
+    /// [`Paths::data_dir_problem`]), nothing in it is looked at: whatever it holds is not an install of
+    /// this user's to keep, and choosing another folder is the way out.
     fn check_data_dir(&self, dir: Option<&Path>) -> AppResult<Option<PathBuf>> {
         let paths = &self.inner.paths;
         let refuse = |reason: String| AppError::invalid("data_dir", reason);
-        if let Some(info) = crate::owner::current(paths).filter(|i| i.pid != std::process::id()) {
-            return Err(refuse(format!(
-                "cannot change while the launcher with pid {} owns this install (a window, `run --headless` or `backend start`); close it first",
-                info.pid
-            )));
-        }
         if let Some(job) = self.inner.jobs.current() {
             return Err(refuse(format!(
                 "cannot change while an operation runs ({}); wait for it to finish",
                 job.kind.as_str().replace('_', " ")
+            )));
+        }
+        if let Some(problem) = paths.data_dir_problem() {
+            tracing::warn!("choosing another data folder, as the current one cannot be used: {problem}");
+            return self.check_new_data_dir(dir);
+        }
+        if let Some(info) = crate::owner::current(paths).filter(|i| i.pid != std::process::id()) {
+            return Err(refuse(format!(
+                "cannot change while the launcher with pid {} owns this install (a window, `run --headless` or `backend start`); close it first",
+                info.pid
             )));
         }
         let installer = crate::updater::installer(paths);
@@ -478,6 +486,12 @@ impl Service {
                 paths.install_dir().display()
             )));
         }
+        self.check_new_data_dir(dir)
+    }
+
+    /// The checks of [`Service::check_data_dir`] on the new folder itself.
+    fn check_new_data_dir(&self, dir: Option<&Path>) -> AppResult<Option<PathBuf>> {
+        let refuse = |reason: String| AppError::invalid("data_dir", reason);
         let Some(dir) = dir else { return Ok(None) };
         if !dir.is_absolute() {
             return Err(refuse(format!(
@@ -1045,33 +1059,10 @@ fn is_empty_or_ours(dir: &Path) -> bool {
     }
 }
 
-/// Refuses an existing folder another user owns or may write to (on Unix): the programs installed in it
-/// would be theirs to change.
-fn refuse_shared(dir: &Path) -> AppResult<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(dir)
-            .map_err(|e| AppError::invalid("data_dir", format!("cannot look at {} ({e})", dir.display())))?;
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
-        if meta.uid() != me || meta.mode() & 0o022 != 0 {
-            return Err(AppError::invalid(
-                "data_dir",
-                format!(
-                    "{} belongs to another user or others may write to it, so they could change the programs installed there; choose a folder of your own",
-                    dir.display()
-                ),
-            ));
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
-}
-
-/// Makes `dir` and marks it as a data folder; that it can be written to is proven by the marker itself
-/// (created new: a link planted in its place is not followed).
+/// Makes `dir` (this user's alone) and marks it as a data folder, after checking that nobody else can
+/// change it or a folder above it ([`crate::paths::check_private_folder`]: the programs installed in it
+/// would be theirs to change); that it can be written to is proven by the marker itself (created new: a
+/// link planted in its place is not followed).
 fn mark_data_dir(dir: &Path) -> AppResult<()> {
     let refuse = |e: std::io::Error| {
         AppError::invalid(
@@ -1082,11 +1073,10 @@ fn mark_data_dir(dir: &Path) -> AppResult<()> {
             ),
         )
     };
+    let not_private = |e: crate::paths::DataDirError| AppError::invalid("data_dir", e.to_string());
     let existed = dir.exists();
-    if existed {
-        refuse_shared(dir)?;
-    }
-    std::fs::create_dir_all(dir).map_err(refuse)?;
+    crate::paths::check_private_folder(dir).map_err(not_private)?;
+    crate::paths::create_private_dir(dir).map_err(refuse)?;
     // Installed programs are run from here: only this user may change what is in it. A volume without
     // permissions (FAT, exFAT) cannot be restricted; that is logged.
     if (!existed || cfg!(windows))
@@ -1094,6 +1084,8 @@ fn mark_data_dir(dir: &Path) -> AppResult<()> {
     {
         tracing::warn!(path = %dir.display(), "the data folder could not be made this user's alone: {e}");
     }
+    // Looked at again once made: another user may have made it first.
+    crate::paths::check_private_folder(dir).map_err(not_private)?;
     let marker = dir.join(DATA_MARKER);
     if std::fs::symlink_metadata(&marker).is_ok_and(|m| m.is_file()) {
         return Ok(());

@@ -197,7 +197,7 @@ fn start_here(ctx: &Ctx, service: Service, args: StartArgs) -> anyhow::Result<Ex
             .unwrap_or(Duration::from_secs(60));
         return start_detached(ctx, ready_timeout);
     }
-    let owner = crate::owner::Owner::take(&ctx.paths)?;
+    let owner = crate::owner::Owner::take_as(&ctx.paths, crate::owner::ROLE_BACKEND_START)?;
     // The API listens before the backend starts, so the backend gets its address and token.
     let api = super::api::serve(ctx, &service, &owner, None)?;
     if args.bundle.is_some() {

@@ -53,7 +53,7 @@ fn say(ctx: &Ctx, text: &str) {
 
 fn story(ctx: &Ctx, demo: &Demo) -> anyhow::Result<ExitCode> {
     // The demo's home is an install like any other: this process owns it while the story runs.
-    let owner = crate::owner::Owner::take(&demo.paths)?;
+    let owner = crate::owner::Owner::take_as(&demo.paths, "demo")?;
     let service = Service::new(demo.paths.clone());
     let cancel = CancelToken::new();
     {

@@ -81,6 +81,9 @@ pub struct Ctx {
     pub quiet: bool,
     /// Whether stderr is a terminal (progress bars only then).
     pub interactive: bool,
+    /// Why the data folder cannot be used, for the commands that run anyway (`update configure` to
+    /// choose another, `uninstall` to remove the settings); every other command has stopped with it.
+    pub data_dir_problem: Option<crate::paths::DataDirError>,
 }
 
 impl Ctx {
@@ -166,7 +169,22 @@ pub fn one_line(e: &anyhow::Error) -> String {
 
 fn run_cli(cli: Cli) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
-    let paths = Paths::resolve(cli.home.as_deref())?;
+    let (paths, data_dir_problem) = Paths::resolve_lenient(cli.home.as_deref())?;
+    // A data folder that cannot be used stops every command but the two that fix or end it: nothing is
+    // read from it, run from it or made in its place.
+    let configuring = matches!(
+        &cli.command,
+        Some(Command::Update(update::UpdateArgs {
+            command: update::UpdateCommand::Configure(_)
+        }))
+    );
+    let uninstalling = matches!(&cli.command, Some(Command::Uninstall(_)));
+    if let Some(problem) = &data_dir_problem
+        && !configuring
+        && !uninstalling
+    {
+        anyhow::bail!("{problem}");
+    }
     // The headless runner is a service: its log on stderr is its interface, so it says what it does (info)
     // unless told otherwise; every other command only warns by default.
     let runs_headless = matches!(&cli.command, Some(Command::Run(args)) if args.headless);
@@ -175,16 +193,19 @@ fn run_cli(cli: Cli) -> anyhow::Result<ExitCode> {
     } else {
         cli.verbose + if runs_headless { 2 } else { 1 }
     };
-    let uninstalling = matches!(&cli.command, Some(Command::Uninstall(_)));
     // The self-test leaves no trace: no data folder claimed, no log file.
     if matches!(&cli.command, Some(Command::SelfTest)) {
         return self_test(&paths, cli.json);
     }
-    if !uninstalling {
+    let usable = data_dir_problem.is_none();
+    if !uninstalling && usable {
         paths.claim_data_dir();
+        // Looked at again once made: another user may have made it first.
+        crate::paths::check_private_folder(&paths.data_dir)?;
     }
-    // Uninstalling removes the log folder: no log file is opened in it.
-    let _log_guard = if uninstalling {
+    // Uninstalling removes the log folder: no log file is opened in it (nor in a folder that cannot be
+    // used).
+    let _log_guard = if uninstalling || !usable {
         crate::logging::init_stderr(verbosity);
         None
     } else {
@@ -195,6 +216,7 @@ fn run_cli(cli: Cli) -> anyhow::Result<ExitCode> {
         json: cli.json,
         quiet: cli.quiet,
         interactive: std::io::stderr().is_terminal() && !cli.json && !cli.quiet,
+        data_dir_problem,
     };
     match cli.command {
         Some(Command::Update(args)) => update::run(&ctx, args),

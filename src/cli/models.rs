@@ -150,6 +150,10 @@ fn status_line(s: &ModelStatus) -> String {
 
 fn download(ctx: &Ctx, args: DownloadArgs) -> anyhow::Result<ExitCode> {
     let control = Control::connect(&ctx.paths)?;
+    let _owner = match &control {
+        Control::Here(_) => Some(super::remote::own_here(ctx, "models download")?),
+        Control::Owner(_) => None,
+    };
     let manifest = match &control {
         Control::Owner(owner) => consent_through(ctx, owner, &args)?,
         Control::Here(_) => consent_here(ctx, &args)?,

@@ -18,6 +18,14 @@ pub fn owner(ctx: &Ctx) -> anyhow::Result<Option<Client>> {
     Ok(client)
 }
 
+/// For a command about to change the install in this process (nobody owns it): the owner lock, held
+/// without an API for as long as the command works, so `uninstall`, a window, `run --headless` and every
+/// other command see the install busy (naming `what` and this pid) instead of working beside it. An
+/// owner that appeared since [`crate::app::control::Control::connect`] looked is refused by name.
+pub fn own_here(ctx: &Ctx, what: &str) -> anyhow::Result<crate::owner::Owner> {
+    Ok(crate::owner::Owner::take_as(&ctx.paths, what)?)
+}
+
 /// A token that Ctrl-C cancels, so the owner is asked to cancel the job this command follows.
 pub fn cancel_on_ctrl_c() -> CancelToken {
     let token = CancelToken::new();

@@ -54,7 +54,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
     // One owner per data folder: a second runner (or one started while a window or a foreground
     // `backend start` owns the install) is refused, naming the owner and `api status`; as a user service
     // it is restarted by the service manager and takes over once that owner has ended.
-    let owner = crate::owner::Owner::take(&ctx.paths)?;
+    let owner = crate::owner::Owner::take_as(&ctx.paths, "run --headless")?;
     let service = crate::app::Service::new(ctx.paths.clone());
     crate::paths::ensure_dir(&ctx.paths.models_dir())?;
     // The API listens before any backend starts, so every backend gets its address and token.

@@ -447,6 +447,11 @@ fn download_cmd(ctx: &Ctx, args: DownloadArgs) -> anyhow::Result<ExitCode> {
         Some(_) => Control::Here(here(ctx)),
         None => Control::connect(&ctx.paths)?,
     };
+    // Downloads land in this install's folder: held like any change to it (not one for another machine).
+    let _owner = match (&control, args.platform) {
+        (Control::Here(_), None) => Some(super::remote::own_here(ctx, "update download")?),
+        _ => None,
+    };
     let cancel = cancel_token(&control);
     let mut view = ProgressView::new(ctx);
     let op = Op::Download {
@@ -506,18 +511,24 @@ fn local_supervisor(ctx: &Ctx) -> anyhow::Result<Supervisor> {
 }
 
 /// The owner of the install, or a service here when nobody owns it and no other launcher process
-/// supervises the backend (then that process, not this one, must restart it).
-fn control_for_install(ctx: &Ctx) -> anyhow::Result<Control> {
+/// supervises the backend (then that process, not this one, must restart it); then this process holds
+/// the owner lock (returned) for as long as it works, saying it runs `what`.
+fn control_for_install(
+    ctx: &Ctx,
+    what: &str,
+) -> anyhow::Result<(Control, Option<crate::owner::Owner>)> {
     let control = Control::connect(&ctx.paths)?;
+    let mut owner = None;
     if let Control::Here(_) = control {
         drop(local_supervisor(ctx)?);
+        owner = Some(super::remote::own_here(ctx, what)?);
     }
-    Ok(control)
+    Ok((control, owner))
 }
 
 fn install_cmd(ctx: &Ctx, args: InstallArgs) -> anyhow::Result<ExitCode> {
     let version = parse_version_arg(args.version.as_deref())?;
-    let control = control_for_install(ctx)?;
+    let (control, _owner) = control_for_install(ctx, "update install")?;
     let cancel = cancel_token(&control);
     let mut view = ProgressView::new(ctx);
     let op = Op::Install {
@@ -579,7 +590,7 @@ fn emit_install(
 
 fn rollback_cmd(ctx: &Ctx, args: RollbackArgs) -> anyhow::Result<ExitCode> {
     let to = parse_version_arg(args.to.as_deref())?;
-    let control = control_for_install(ctx)?;
+    let (control, _owner) = control_for_install(ctx, "update rollback")?;
     let cancel = cancel_token(&control);
     let mut view = ProgressView::new(ctx);
     let result = control.run(Op::Rollback { to }, &cancel, &mut |p| view.on_progress(p));

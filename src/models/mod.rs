@@ -654,6 +654,16 @@ pub fn models_folder_busy(paths: &Paths) -> bool {
     dir.is_dir() && matches!(lock_models_dir(&dir), Err(ModelsError::Busy { .. }))
 }
 
+/// The models folder's lock, for a process about to remove the folder (`uninstall`): `Ok(None)` when
+/// there is no models folder; [`ModelsError::Busy`] while a download or an update holds it.
+pub fn lock_models_folder(paths: &Paths) -> Result<Option<File>, ModelsError> {
+    let dir = paths.models_dir();
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    lock_models_dir(&dir).map(Some)
+}
+
 /// An exclusive OS lock on the models folder, released when the file is dropped (or the process dies).
 fn lock_models_dir(dir: &Path) -> Result<File, ModelsError> {
     let path = dir.join(LOCK_FILE);

@@ -495,7 +495,7 @@ impl Worker {
         let stopped_here = matches!(self.engine, Engine::Remote(_)) && self.asked_stop.get();
         let deadline = Instant::now() + OWNER_PUBLISH_PATIENCE;
         let engine = loop {
-            match Owner::take(&self.paths) {
+            match Owner::take_as(&self.paths, "the window") {
                 Ok(owner) => break self.serve(owner, stopped_here),
                 Err(OwnerError::Taken { .. }) => {}
                 Err(e) => break Engine::Undecided(format!("Could not take ownership of the install: {e}")),

@@ -5,6 +5,7 @@ mod agent_page;
 mod api;
 mod api_hardening;
 mod cli_update;
+mod data_dir;
 mod delta;
 mod demo;
 mod download;
