@@ -3,6 +3,7 @@
 
 mod agent_page;
 mod api;
+mod api_trust;
 mod cli_update;
 mod delta;
 mod demo;
