@@ -262,7 +262,12 @@ fn available_space(path: &std::path::Path) -> Option<u64> {
     fs4::available_space(existing).ok()
 }
 
-fn disk_full_message(what: &str, dir: &std::path::Path, needed: Option<u64>, available: Option<u64>) -> String {
+fn disk_full_message(
+    what: &str,
+    dir: &std::path::Path,
+    needed: Option<u64>,
+    available: Option<u64>,
+) -> String {
     let bytes = crate::models::human_bytes;
     let free = available.map_or_else(
         || "its free space could not be measured".to_owned(),
@@ -274,7 +279,10 @@ fn disk_full_message(what: &str, dir: &std::path::Path, needed: Option<u64>, ava
             bytes(n),
             bytes(n.saturating_sub(a).max(1))
         ),
-        (Some(n), None) => format!("; this needs about {} there: free that much on that disk", bytes(n)),
+        (Some(n), None) => format!(
+            "; this needs about {} there: free that much on that disk",
+            bytes(n)
+        ),
         (None, _) => "; free some space on that disk".to_owned(),
     };
     format!(
@@ -341,14 +349,20 @@ mod tests {
         assert!(told.contains(&dir.path().display().to_string()), "{told}");
         assert!(told.contains("is full") && told.contains(" free"), "{told}");
         assert!(told.contains("needs about 300"), "{told}");
-        assert!(told.contains("free at least") && told.contains("--home DIR"), "{told}");
+        assert!(
+            told.contains("free at least") && told.contains("--home DIR"),
+            "{told}"
+        );
         // Anything else is left as it is.
         let other = Error::io(
             "read",
             dir.path(),
             std::io::Error::from(std::io::ErrorKind::PermissionDenied),
         );
-        assert!(matches!(other.on_disk_full(dir.path(), Some(1)), Error::Io { .. }));
+        assert!(matches!(
+            other.on_disk_full(dir.path(), Some(1)),
+            Error::Io { .. }
+        ));
     }
 
     /// A real ENOSPC: `/dev/full` answers every write with it.
@@ -365,6 +379,9 @@ mod tests {
         assert!(matches!(told, Error::DiskFull { .. }), "{told:?}");
         let told = told.to_string();
         assert!(told.starts_with("write /dev/full: "), "{told}");
-        assert!(told.contains("is full") && told.contains("free some space"), "{told}");
+        assert!(
+            told.contains("is full") && told.contains("free some space"),
+            "{told}"
+        );
     }
 }

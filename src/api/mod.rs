@@ -266,7 +266,9 @@ fn app_error(e: &AppError) -> Response {
         ),
         AppError::InvalidField { field, .. } => error_response(400, &e.to_string(), Some(field)),
         // Going below the installed version is rollback's, never the API's to do by naming a version.
-        AppError::Engine(crate::Error::Downgrade { .. }) => error_response(403, &e.to_string(), Some("version")),
+        AppError::Engine(crate::Error::Downgrade { .. }) => {
+            error_response(403, &e.to_string(), Some("version"))
+        }
         AppError::Conflict(_)
         | AppError::Cancelled
         | AppError::Engine(crate::Error::NoRepository | crate::Error::SettingsUnreadable { .. }) => {

@@ -523,7 +523,8 @@ impl Service {
                 .map_err(|reason| AppError::invalid("check_interval_hours", reason))?;
         }
         if let Some(n) = change.backup_count {
-            crate::config::validate_backup_count(n).map_err(|reason| AppError::invalid("backup_count", reason))?;
+            crate::config::validate_backup_count(n)
+                .map_err(|reason| AppError::invalid("backup_count", reason))?;
         }
         let repo = match &change.github_repo {
             Some(Some(r)) if !r.trim().is_empty() => Some(Some(
@@ -825,7 +826,12 @@ impl Service {
 
     /// [`Service::install`]; `allow_downgrade` lets `version` be older than the installed one (this
     /// machine's `update install --allow-downgrade`).
-    pub fn install_with(&self, version: Option<Version>, full: bool, allow_downgrade: bool) -> AppResult<u64> {
+    pub fn install_with(
+        &self,
+        version: Option<Version>,
+        full: bool,
+        allow_downgrade: bool,
+    ) -> AppResult<u64> {
         self.refuse_downgrade(version.as_ref(), allow_downgrade)?;
         self.spawn(JobKind::Install, move |service, ctx| {
             // The updater checks again under the install lock: the installed version may change meanwhile.

@@ -713,7 +713,9 @@ impl Supervisor {
             // In short slices, so the running time is looked at again soon after a stop.
             shared = self.inner.wait(
                 shared,
-                timeout.saturating_sub(spent).clamp(Duration::from_millis(10), crate::awake::TICK),
+                timeout
+                    .saturating_sub(spent)
+                    .clamp(Duration::from_millis(10), crate::awake::TICK),
             );
         }
     }
@@ -1201,10 +1203,10 @@ impl Inner {
             // backend that became healthy meanwhile.
             BackendState::Starting { .. }
                 if gate_spent(
-                    running
-                        .starting_for
-                        .as_ref()
-                        .map_or(now.duration_since(running.started), crate::awake::AwakeTimer::elapsed),
+                    running.starting_for.as_ref().map_or(
+                        now.duration_since(running.started),
+                        crate::awake::AwakeTimer::elapsed,
+                    ),
                     plan.ready_timeout,
                     shared.start_probes,
                 ) =>

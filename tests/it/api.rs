@@ -737,13 +737,19 @@ fn the_api_never_goes_below_the_installed_version_widens_the_channel_or_moves_it
     }
     assert_eq!(current_version(home.path()).trim(), "1.1.0");
     let (_, status) = owner.get("/api/updates/status");
-    assert!(status["job"].is_null(), "a refused version started a job: {status}");
+    assert!(
+        status["job"].is_null(),
+        "a refused version started a job: {status}"
+    );
 
     let (status, body) = owner.post("/api/updates/configure", json!({"update_channel": "dev"}));
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["field"], "update_channel", "{body}");
     assert!(
-        body["error"].as_str().unwrap().contains("update configure --channel dev"),
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("update configure --channel dev"),
         "{body}"
     );
     let (status, body) = owner.post("/api/updates/configure", json!({"backup_count": 4294967295u64}));
@@ -754,7 +760,10 @@ fn the_api_never_goes_below_the_installed_version_widens_the_channel_or_moves_it
         assert_eq!(status, 403, "{body}");
         assert_eq!(body["field"], "api_port", "{body}");
         assert!(
-            body["error"].as_str().unwrap().contains("update configure --api-port"),
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("update configure --api-port"),
             "{body}"
         );
     }
@@ -810,7 +819,10 @@ fn a_configured_api_port_that_is_taken_gives_way_to_a_free_one() {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("the runner ended ({status}) because its configured port was taken");
         }
-        assert!(Instant::now() < deadline, "the runner never published run/api.json");
+        assert!(
+            Instant::now() < deadline,
+            "the runner never published run/api.json"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let port = info["port"].as_u64().unwrap() as u16;

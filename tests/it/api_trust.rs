@@ -69,7 +69,10 @@ fn an_explicit_older_version_is_refused_naming_rollback_unless_the_local_user_al
     assert_eq!(first["installed_version"], "1.1.0");
     for command in ["install", "download"] {
         let out = pai(home.path(), None, &["update", command, "--version", "1.0.0"]);
-        assert!(!out.status.success(), "{command} went below the installed version");
+        assert!(
+            !out.status.success(),
+            "{command} went below the installed version"
+        );
         let text = stderr(&out);
         assert!(
             text.contains("older than the installed 1.1.0")
@@ -146,7 +149,10 @@ fn a_launcher_stopped_during_the_health_gate_does_not_fail_a_healthy_release() {
         if status["state"] == "starting" && status["version"] == "1.1.0" {
             break;
         }
-        assert!(Instant::now() < deadline, "the new backend never started: {status}");
+        assert!(
+            Instant::now() < deadline,
+            "the new backend never started: {status}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(Duration::from_millis(300));
