@@ -112,6 +112,21 @@ pub struct Loaded {
 /// and would overflow the timers that schedule checks.
 pub const MAX_CHECK_INTERVAL_HOURS: f64 = 24.0 * 365.0;
 
+/// The most previous versions kept for rollback. Each is a whole bundle on disk; more is surely a typo
+/// (the window offers 1 to 20 too).
+pub const MAX_BACKUP_COUNT: u32 = 20;
+
+/// Checks a number of previous versions to keep: 1 to [`MAX_BACKUP_COUNT`].
+pub fn validate_backup_count(n: u32) -> std::result::Result<u32, String> {
+    match n {
+        0 => Err("is 0; keep at least 1 previous version so a rollback is possible".into()),
+        1..=MAX_BACKUP_COUNT => Ok(n),
+        _ => Err(format!(
+            "is {n}; keep between 1 and {MAX_BACKUP_COUNT} previous versions (each is a whole bundle on disk)"
+        )),
+    }
+}
+
 /// The settings that decide what is trusted and where updates come from. When one of them cannot be read,
 /// it is never replaced by a default (that would drop a pinned key or a chosen mirror silently): updating
 /// stops with [`Error::SettingsUnreadable`] until the line is fixed.
@@ -255,6 +270,15 @@ impl Config {
                 line_of_field(&text, "check_interval_hours")
             ));
             config.check_interval_hours = 24.0;
+        }
+        if let Err(reason) = validate_backup_count(config.backup_count) {
+            let default = Config::default().backup_count;
+            warnings.push(format!(
+                "{} line {}: backup_count {reason}; using {default}",
+                path.display(),
+                line_of_field(&text, "backup_count")
+            ));
+            config.backup_count = default;
         }
         // A relative `data_dir` is not defaulted here or anywhere: `paths` refuses to start with it.
         config.problem = problem;

@@ -20,6 +20,20 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A disk that filled up, wherever it happened (see [`Error::io`] and [`Error::on_disk_full`]): what
+    /// failed, how much the operation needs, how much is free, and what to do.
+    #[error("{}", disk_full_message(.what, .dir, *.needed, *.available))]
+    DiskFull {
+        /// The failed step, as its own error said it.
+        what: String,
+        /// The folder whose disk is full.
+        dir: PathBuf,
+        /// What the whole operation needs there, when known.
+        needed: Option<u64>,
+        /// What is free there now, when it can be measured.
+        available: Option<u64>,
+    },
+
     #[error(
         "no repository is configured; set GITHUB_REPO=owner/name, or `update configure --repo owner/name`, or configure a static feed with `update configure --feed URL`"
     )]
@@ -122,6 +136,11 @@ pub enum Error {
         newest_published_at: DateTime<Utc>,
     },
 
+    #[error(
+        "{version} is older than the installed {current}, and an update never goes back: to return to a version still installed run `personal-ai-agent update rollback --to {version}` (`update status` lists them); to install an older release anyway, run `personal-ai-agent update install --version {version} --allow-downgrade` on this machine while no launcher owns the install"
+    )]
+    Downgrade { version: String, current: String },
+
     #[error("no release matches {what}; run `personal-ai-agent update check` to see what is published")]
     ReleaseNotFound { what: String },
 
@@ -176,14 +195,100 @@ pub enum Error {
 }
 
 impl Error {
-    /// An I/O error with the action and the path it concerned.
+    /// An I/O error with the action and the path it concerned; a full disk becomes [`Error::DiskFull`].
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            action,
-            path: path.into(),
-            source,
+        let path = path.into();
+        if is_storage_full(&source) {
+            return Error::DiskFull {
+                what: format!("{action} {}: {source}", path.display()),
+                available: available_space(&path),
+                dir: path,
+                needed: None,
+            };
+        }
+        Error::Io { action, path, source }
+    }
+
+    /// The one place a full disk is told as such: when this error, or any error it wraps (an archive, an
+    /// install step, a download), is the OS's "no space left", it becomes [`Error::DiskFull`] for `dir`
+    /// with what the operation needs there (`needed`) and what is free; any other error is unchanged.
+    pub fn on_disk_full(self, dir: &std::path::Path, needed: Option<u64>) -> Error {
+        match self {
+            Error::DiskFull {
+                what,
+                dir: old_dir,
+                needed: old_needed,
+                available,
+            } => Error::DiskFull {
+                what,
+                dir: old_dir,
+                needed: old_needed.or(needed),
+                available,
+            },
+            other if caused_by_full_disk(&other) => Error::DiskFull {
+                what: other.to_string(),
+                available: available_space(dir),
+                dir: dir.to_path_buf(),
+                needed,
+            },
+            other => other,
         }
     }
+}
+
+/// Whether `e` is the OS saying the disk (or the user's quota) is full.
+pub fn is_storage_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// Whether `e` or one of its causes is a full disk.
+fn caused_by_full_disk(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>().is_some_and(is_storage_full) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// The free space of the disk holding `path` (measured at its nearest existing folder).
+fn available_space(path: &std::path::Path) -> Option<u64> {
+    let existing = path.ancestors().find(|p| p.is_dir())?;
+    fs4::available_space(existing).ok()
+}
+
+fn disk_full_message(
+    what: &str,
+    dir: &std::path::Path,
+    needed: Option<u64>,
+    available: Option<u64>,
+) -> String {
+    let bytes = crate::models::human_bytes;
+    let free = available.map_or_else(
+        || "its free space could not be measured".to_owned(),
+        |a| format!("{} free", bytes(a)),
+    );
+    let need = match (needed, available) {
+        (Some(n), Some(a)) => format!(
+            "; this needs about {} there: free at least {} on that disk",
+            bytes(n),
+            bytes(n.saturating_sub(a).max(1))
+        ),
+        (Some(n), None) => format!(
+            "; this needs about {} there: free that much on that disk",
+            bytes(n)
+        ),
+        (None, _) => "; free some space on that disk".to_owned(),
+    };
+    format!(
+        "{what} (the disk holding {} is full, {free}){need}, or keep the launcher's files on a larger disk (`--home DIR`, or `update configure --data-dir DIR` before the first install), then try again",
+        dir.display()
+    )
 }
 
 fn rate_limited_message(
@@ -221,5 +326,62 @@ fn list_or_none(items: &[String]) -> String {
         "none".to_owned()
     } else {
         items.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_says_what_is_needed_what_is_free_and_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        // Wrapped deep in an unpack step, as an install meets it.
+        let unpack = Error::Archive(crate::archive::ArchiveError::Io {
+            action: "write",
+            path: dir.path().join("staging/x/backend/agent"),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        });
+        let told = unpack
+            .on_disk_full(dir.path(), Some(300 * 1024 * 1024))
+            .to_string();
+        assert!(told.contains("cannot write"), "the failed step is kept: {told}");
+        assert!(told.contains(&dir.path().display().to_string()), "{told}");
+        assert!(told.contains("is full") && told.contains(" free"), "{told}");
+        assert!(told.contains("needs about 300"), "{told}");
+        assert!(
+            told.contains("free at least") && told.contains("--home DIR"),
+            "{told}"
+        );
+        // Anything else is left as it is.
+        let other = Error::io(
+            "read",
+            dir.path(),
+            std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        );
+        assert!(matches!(
+            other.on_disk_full(dir.path(), Some(1)),
+            Error::Io { .. }
+        ));
+    }
+
+    /// A real ENOSPC: `/dev/full` answers every write with it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_os_saying_no_space_left_becomes_a_disk_full_error() {
+        use std::io::Write;
+        let Ok(mut full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+            eprintln!("skipped: /dev/full cannot be opened here");
+            return;
+        };
+        let e = full.write_all(b"x").and_then(|()| full.flush()).unwrap_err();
+        let told = Error::io("write", "/dev/full", e);
+        assert!(matches!(told, Error::DiskFull { .. }), "{told:?}");
+        let told = told.to_string();
+        assert!(told.starts_with("write /dev/full: "), "{told}");
+        assert!(
+            told.contains("is full") && told.contains("free some space"),
+            "{told}"
+        );
     }
 }

@@ -15,6 +15,7 @@ pub mod agent;
 pub mod api;
 pub mod app;
 pub mod archive;
+pub mod awake;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -835,6 +835,9 @@ pub struct Updater {
     retry: RetryPolicy,
     /// Never use a delta (`update install --full`).
     full_only: bool,
+    /// An explicit version older than the installed one may be installed or downloaded (`update install
+    /// --allow-downgrade`, this machine's command line only; never through the API).
+    allow_downgrade: bool,
 }
 
 /// A delta the updater can use: the installed base is the delta's base and its recorded files are there.
@@ -887,6 +890,7 @@ impl Updater {
             key: crate::verify::pinned_key(config)?,
             retry: RetryPolicy::default(),
             full_only: false,
+            allow_downgrade: false,
         })
     }
 
@@ -894,6 +898,14 @@ impl Updater {
     /// version (`update install --full`).
     pub fn full_archive_only(mut self, full_only: bool) -> Self {
         self.full_only = full_only;
+        self
+    }
+
+    /// Lets [`Updater::target`] name a version older than the installed one. Off by default: going back is
+    /// [`rollback`]'s; only the local user's own `--allow-downgrade` (never the API, whose token the backend
+    /// holds) turns it on.
+    pub fn allow_downgrade(mut self, allow: bool) -> Self {
+        self.allow_downgrade = allow;
         self
     }
 
@@ -948,10 +960,12 @@ impl Updater {
     }
 
     /// The release and asset to install: `version` exactly (any version, even skipped or failed: an explicit
-    /// choice), or else the update a check offers. `Ok(None)`: already up to date.
+    /// choice, but never one older than the installed version unless [`Updater::allow_downgrade`]), or else
+    /// the update a check offers. `Ok(None)`: already up to date.
     pub fn target(&self, version: Option<&Version>) -> Result<Option<(Release, Asset)>> {
         match version {
             Some(wanted) => {
+                self.refuse_downgrade(wanted)?;
                 let fetched = self.source.releases()?;
                 let release = fetched
                     .releases
@@ -968,6 +982,23 @@ impl Updater {
                 let asset = report.offered_asset().cloned();
                 Ok(report.release.zip(asset))
             }
+        }
+    }
+
+    /// Refuses `wanted` when it is older than the installed version and downgrades are not allowed: an
+    /// explicit version skips the replay rule, so without this anyone who may name a version (the API's
+    /// token sits in the backend's environment) could put back a release with known holes.
+    pub fn refuse_downgrade(&self, wanted: &Version) -> Result<()> {
+        if self.allow_downgrade {
+            return Ok(());
+        }
+        // An unreadable pointer is reported by whatever reads it next (an install repairs it).
+        match self.installer().current_version().ok().flatten() {
+            Some(current) if *wanted < current => Err(Error::Downgrade {
+                version: wanted.to_string(),
+                current: current.to_string(),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -1228,6 +1259,7 @@ impl Updater {
         on_event: &mut dyn FnMut(UpdateEvent),
     ) -> Result<Downloaded> {
         self.fetch_verified(release, asset, false, cancel, on_event)
+            .map_err(|e| e.on_disk_full(&self.paths.data_dir, Some(asset.size)))
     }
 
     /// [`Updater::download`] of a version the user named (`--version V`): an older signed manifest is then
@@ -1240,6 +1272,7 @@ impl Updater {
         on_event: &mut dyn FnMut(UpdateEvent),
     ) -> Result<Downloaded> {
         self.fetch_verified(release, asset, true, cancel, on_event)
+            .map_err(|e| e.on_disk_full(&self.paths.data_dir, Some(asset.size)))
     }
 
     /// The channel, replay and origin rules a verified hash must pass before any byte is fetched.
@@ -1443,7 +1476,14 @@ impl Updater {
         self.install_locked(
             &installer, &lock, &release, &asset, explicit, gate, cancel, on_event,
         )
+        .map_err(|e| self.disk_full(e, &asset))
         .map(Some)
+    }
+
+    /// A full disk during a download or install, told with the sizes (see [`Error::on_disk_full`]): the
+    /// archive, and its unpacked copy beside it, in the data folder.
+    fn disk_full(&self, e: Error, asset: &Asset) -> Error {
+        e.on_disk_full(&self.paths.data_dir, Some(asset.size.saturating_mul(2)))
     }
 
     /// Installs `asset` of a release already found by a check (the headless runner's and the window's path:
@@ -1460,6 +1500,7 @@ impl Updater {
         let lock = installer.lock()?;
         self.recover_locked(&installer, &lock, gate)?;
         self.install_locked(&installer, &lock, release, asset, false, gate, cancel, on_event)
+            .map_err(|e| self.disk_full(e, asset))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -2142,7 +2183,12 @@ fn copy_verified(
         Ok(n) => n,
         Err(e) => {
             let _ = std::fs::remove_file(&part);
-            return Err(Error::io("copy", src, e));
+            // Name the side that failed: a full disk is the destination's, a read error the source's.
+            return Err(if crate::error::is_storage_full(&e) {
+                Error::io("copy a release file to", &part, e)
+            } else {
+                Error::io("copy", src, e)
+            });
         }
     };
     if let Err(e) = crate::verify::check_file_sha256(&part, sha256) {

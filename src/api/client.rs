@@ -10,7 +10,10 @@
 //! A long operation answers 202 with a job id; [`Client::run_job`] subscribes to `GET /api/events`
 //! *before* posting (so no event of the job is missed), hands the job's progress to a callback, and
 //! returns the job's result (the engine's report, serialised as the CLI's `--json` contracts are) or its
-//! error message. `GET /api/jobs/{id}` is polled too, so a lost event stream only slows it down.
+//! error message. `GET /api/jobs/{id}` is polled too, so a lost event stream only slows it down. An
+//! owner that stays alive but answers neither (stopped, wedged) for [`SILENCE_LIMIT`] is an error naming
+//! its pid, never a wait for ever; a long job that answers (progress, the stream's keep-alives, the job's
+//! state) never hits it.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -28,6 +31,11 @@ use crate::paths::Paths;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait between two polls of a job when no event arrived.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a followed job's owner may stay silent (no event, keep-alive or job state) before the client
+/// gives up on it. The owner's event stream sends a keep-alive every 2 s.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(60);
+/// How long opening the event stream may take before the client polls the job instead.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(10);
 
 /// Why the owner could not be asked, or refused.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +74,11 @@ pub enum ClientError {
     )]
     Busy { pid: Option<u32>, role: Option<String> },
 
+    #[error(
+        "the launcher (pid {pid}) that owns this install has not answered for {secs} s while running job {job} (is it stopped or stuck?); its job may still finish: check `personal-ai-agent update status` later, and if it stays silent, end that launcher (`kill {pid}`) and try again"
+    )]
+    OwnerSilent { pid: u32, job: u64, secs: u64 },
+
     #[error("the local API client could not be set up: {0}")]
     Setup(String),
 }
@@ -92,6 +105,9 @@ pub struct Client {
     /// every start, so one restarted in place, such as after a launcher update, has a new one).
     token: std::sync::Arc<std::sync::RwLock<String>>,
     http: reqwest::blocking::Client,
+    /// [`SILENCE_LIMIT`] and [`SUBSCRIBE_WAIT`] (shorter in tests).
+    silence_limit: Duration,
+    subscribe_wait: Duration,
 }
 
 impl std::fmt::Debug for Client {
@@ -150,6 +166,8 @@ impl Client {
             info,
             token: std::sync::Arc::new(std::sync::RwLock::new(token)),
             http,
+            silence_limit: SILENCE_LIMIT,
+            subscribe_wait: SUBSCRIBE_WAIT,
         };
         client.get("/api/backend/status")?;
         Ok(Some(client))
@@ -263,7 +281,16 @@ impl Client {
         })?;
         let mut cancel_sent = false;
         let mut last_phase: Option<Progress> = None;
+        // The last time the owner said anything: an event, a keep-alive, or the job's state.
+        let mut last_heard = std::time::Instant::now();
         loop {
+            if last_heard.elapsed() >= self.silence_limit {
+                return Err(ClientError::OwnerSilent {
+                    pid: self.info.pid,
+                    job: id,
+                    secs: self.silence_limit.as_secs(),
+                });
+            }
             if cancel.is_cancelled() && !cancel_sent {
                 cancel_sent = true;
                 let _ = self.post("/api/jobs/cancel", &serde_json::json!({ "job": id }));
@@ -282,7 +309,12 @@ impl Client {
                     None
                 }
             };
+            if event.is_some() {
+                last_heard = std::time::Instant::now();
+            }
             let job = match event {
+                // A keep-alive: the owner lives and answers.
+                Some((name, _)) if name.is_empty() => continue,
                 Some((name, data)) if name == "progress" && data["job"] == id => {
                     if let Ok(progress) = progress_of(&data["progress"]) {
                         on_progress(&progress);
@@ -295,6 +327,7 @@ impl Client {
                 // Nothing heard for a while: ask (the stream may have been lost).
                 None => match self.get(&format!("/api/jobs/{id}")) {
                     Ok(job) => {
+                        last_heard = std::time::Instant::now();
                         if let Ok(progress) = progress_of(&job["progress"])
                             && last_phase.as_ref() != Some(&progress)
                         {
@@ -328,7 +361,8 @@ impl Client {
     }
 
     /// Opens `GET /api/events` and reads it on a thread named `api-events`; `None` if it cannot be
-    /// opened (the caller then polls). Once this returns, the server has subscribed us.
+    /// opened within [`SUBSCRIBE_WAIT`] (the caller then polls). Once this returns a stream, the server
+    /// has subscribed us. Each event comes as `(name, data)`; a keep-alive comment as `("", null)`.
     fn subscribe(&self) -> Option<mpsc::Receiver<(String, Value)>> {
         crate::http::ensure_tls_provider();
         let http = reqwest::blocking::Client::builder()
@@ -337,21 +371,30 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .ok()?;
-        let response = http
-            .get(self.url("/api/events"))
-            .bearer_auth(self.token())
-            .send()
-            .ok()
-            .filter(|r| r.status().is_success())?;
+        let request = http.get(self.url("/api/events")).bearer_auth(self.token());
         let (tx, rx) = mpsc::channel();
+        let (opened_tx, opened_rx) = mpsc::channel();
+        // The answer's head is awaited on the thread too: an owner that accepts and never answers must
+        // not hold the caller (the stream has no overall timeout, being endless).
         std::thread::Builder::new()
             .name("api-events".into())
             .spawn(move || {
+                let Some(response) = request.send().ok().filter(|r| r.status().is_success()) else {
+                    let _ = opened_tx.send(false);
+                    return;
+                };
+                if opened_tx.send(true).is_err() {
+                    return; // the caller stopped waiting and polls instead
+                }
                 let mut name = String::new();
                 let mut data = String::new();
                 for line in BufReader::new(response).lines() {
                     let Ok(line) = line else { break };
-                    if line.is_empty() {
+                    if line.starts_with(':') {
+                        if tx.send((String::new(), Value::Null)).is_err() {
+                            break;
+                        }
+                    } else if line.is_empty() {
                         if !data.is_empty() {
                             let value = serde_json::from_str(&data).unwrap_or(Value::Null);
                             if tx.send((std::mem::take(&mut name), value)).is_err() {
@@ -368,10 +411,89 @@ impl Client {
                 }
             })
             .ok()?;
-        Some(rx)
+        opened_rx
+            .recv_timeout(self.subscribe_wait)
+            .unwrap_or(false)
+            .then_some(rx)
     }
 }
 
 fn progress_of(value: &Value) -> Result<Progress, ()> {
     serde_json::from_value(value.clone()).map_err(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// An "owner" that answers the job's POST with 202 and then never answers anything again (a stopped
+    /// or wedged launcher whose kernel still accepts connections).
+    fn silent_owner() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { break };
+                let mut head = [0u8; 4096];
+                let n = stream.read(&mut head).unwrap_or(0);
+                if head[..n].starts_with(b"POST /api/updates/install") {
+                    let body = br#"{"job": 7}"#;
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all(body);
+                } else {
+                    held.push(stream);
+                }
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn a_followed_job_whose_live_owner_stops_answering_fails_naming_the_owner_instead_of_waiting_for_ever() {
+        let port = silent_owner();
+        let client = Client {
+            info: ApiInfo {
+                port,
+                // A live pid: this test's own process.
+                pid: std::process::id(),
+                version: "test".into(),
+                url: format!("http://127.0.0.1:{port}"),
+                token_file: PathBuf::from("api-token"),
+            },
+            token: "t".into(),
+            http: reqwest::blocking::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_millis(500))
+                .build()
+                .unwrap(),
+            silence_limit: Duration::from_secs(2),
+            subscribe_wait: Duration::from_millis(300),
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let result = client.run_job(
+                "/api/updates/install",
+                &serde_json::json!({}),
+                &CancelToken::new(),
+                &mut |_| {},
+            );
+            let _ = tx.send(result);
+        });
+        let result = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("run_job still waits for an owner that stopped answering");
+        let message = result.unwrap_err().to_string();
+        assert!(
+            message.contains(&format!("pid {}", std::process::id()))
+                && message.contains("has not answered")
+                && message.contains("job 7"),
+            "{message}"
+        );
+    }
 }

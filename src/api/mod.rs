@@ -44,7 +44,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(2);
 /// How to serve.
 #[derive(Clone, Debug, Default)]
 pub struct ApiOptions {
-    /// The port on 127.0.0.1; 0 for any free one.
+    /// The port on 127.0.0.1; 0 for any free one. A port that cannot be had gives way to a free one, with
+    /// a warning: where the API listens is published in `run/api.json`, not assumed.
     pub port: u16,
     /// Origins allowed besides the API's own (`http://127.0.0.1:<port>`, `http://localhost:<port>`).
     pub allowed_origins: Vec<String>,
@@ -54,7 +55,7 @@ pub struct ApiOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(
-        "cannot listen on 127.0.0.1:{port}: {reason}; choose another port with `run --headless --api-port N` (0 = any)"
+        "cannot listen on 127.0.0.1:{port}: {reason}; check that the loopback interface is up and that this user may open more files (`ulimit -n`)"
     )]
     Listen { port: u16, reason: String },
     #[error(transparent)]
@@ -95,12 +96,28 @@ impl ApiServer {
         // New at every start: a backend of an earlier start must hold nothing this owner accepts.
         let (token, token_file) = token::create(&service.paths().config_dir)?;
         crate::rlimit::raise_open_files_limit();
-        let listen_error = |e: std::io::Error| ApiError::Listen {
-            port: options.port,
-            reason: e.to_string(),
+        let listen_error = |port: u16| {
+            move |e: std::io::Error| ApiError::Listen {
+                port,
+                reason: e.to_string(),
+            }
         };
-        let listener = server::Listener::bind(options.port).map_err(listen_error)?;
-        let port = listener.port().map_err(listen_error)?;
+        let listener = match server::Listener::bind(options.port) {
+            Ok(listener) => listener,
+            // A chosen port someone else holds (another local user can take any port) must not keep the
+            // owner from serving, and so the runner from starting: any free port will do, since every
+            // client finds the owner through `run/api.json`.
+            Err(e) if options.port != 0 => {
+                tracing::warn!(
+                    port = options.port,
+                    "cannot listen on 127.0.0.1:{} ({e}); listening on a free port instead (`personal-ai-agent api status` names it)",
+                    options.port
+                );
+                server::Listener::bind(0).map_err(listen_error(0))?
+            }
+            Err(e) => return Err(listen_error(options.port)(e)),
+        };
+        let port = listener.port().map_err(listen_error(options.port))?;
         let stopping = Arc::new(AtomicBool::new(false));
         let mut origins = vec![
             format!("http://127.0.0.1:{port}"),
@@ -212,6 +229,10 @@ fn app_error(e: &AppError) -> Response {
             &json!({ "error": e.to_string(), "running": running, "job": job }),
         ),
         AppError::InvalidField { field, .. } => error_response(400, &e.to_string(), Some(field)),
+        // Going below the installed version is rollback's, never the API's to do by naming a version.
+        AppError::Engine(crate::Error::Downgrade { .. }) => {
+            error_response(403, &e.to_string(), Some("version"))
+        }
         AppError::Conflict(_)
         | AppError::Cancelled
         | AppError::Engine(crate::Error::NoRepository | crate::Error::SettingsUnreadable { .. }) => {
@@ -506,6 +527,28 @@ fn route(service: &Service, path: &str, body: &[u8]) -> Response {
                     ),
                     Some(field),
                 );
+            }
+            // Where the owner listens is not the API's to move: a port another local user holds would
+            // keep the runner from serving, and `update configure` is where it is set and cleared.
+            if b.api_port.is_some() {
+                return error_response(
+                    403,
+                    "`api_port` decides where the owner's API listens, so the local API cannot change it; set it with `personal-ai-agent update configure --api-port N` (0 clears it: any free port)",
+                    Some("api_port"),
+                );
+            }
+            // A wider channel takes releases the user never chose to run: the API may only narrow it.
+            if let Some(wanted) = b.update_channel {
+                let current = service.settings().file.update_channel;
+                if !current.includes(wanted) {
+                    return error_response(
+                        403,
+                        &format!(
+                            "the local API may only narrow the update channel (it is {current}; {wanted} would take releases of a wider channel); widen it with `personal-ai-agent update configure --channel {wanted}`"
+                        ),
+                        Some("update_channel"),
+                    );
+                }
             }
             ok(service
                 .configure(b.into())

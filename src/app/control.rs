@@ -70,6 +70,13 @@ pub fn api_call(op: &Op, owner_pid: u32) -> AppResult<(&'static str, Value)> {
             "the launcher with pid {owner_pid} owns this install and works for its own channel and machine; {what} cannot be given through it: drop it, or stop that launcher first"
         ))
     };
+    // The API never installs below the installed version (its token sits in the backend's environment);
+    // the sanctioned way back goes through it all the same.
+    let no_downgrade_through = || {
+        AppError::Conflict(format!(
+            "the launcher with pid {owner_pid} owns this install, and its API never installs a version older than the installed one, so --allow-downgrade cannot be given through it: go back to an installed version with `personal-ai-agent update rollback --to VERSION`, or stop that launcher first"
+        ))
+    };
     let version = |v: &Option<semver::Version>| v.as_ref().map(ToString::to_string);
     Ok(match op {
         Op::Check { channel, platform } => {
@@ -78,20 +85,36 @@ pub fn api_call(op: &Op, owner_pid: u32) -> AppResult<(&'static str, Value)> {
             }
             ("/api/updates/check", json!({}))
         }
-        Op::Download { version: v, platform } => {
+        Op::Download {
+            version: v,
+            platform,
+            allow_downgrade,
+        } => {
             if platform.is_some() {
                 return Err(not_through("--platform"));
             }
+            if *allow_downgrade {
+                return Err(no_downgrade_through());
+            }
             ("/api/updates/download", json!({ "version": version(v) }))
         }
-        Op::Install { version: v, full } => (
-            "/api/updates/install",
-            if *full {
-                json!({ "version": version(v), "full": true })
-            } else {
-                json!({ "version": version(v) })
-            },
-        ),
+        Op::Install {
+            version: v,
+            full,
+            allow_downgrade,
+        } => {
+            if *allow_downgrade {
+                return Err(no_downgrade_through());
+            }
+            (
+                "/api/updates/install",
+                if *full {
+                    json!({ "version": version(v), "full": true })
+                } else {
+                    json!({ "version": version(v) })
+                },
+            )
+        }
         Op::Rollback { to } => ("/api/updates/rollback", json!({ "to": version(to) })),
         Op::BackendStart(options) => {
             if options.bundle.is_some() || options.port.is_some() {
@@ -123,6 +146,7 @@ mod tests {
             &Op::Install {
                 version: v("1.2.0"),
                 full: false,
+                allow_downgrade: false,
             },
             7,
         )
@@ -135,6 +159,7 @@ mod tests {
             &Op::Install {
                 version: None,
                 full: true,
+                allow_downgrade: false,
             },
             7,
         )
@@ -155,6 +180,7 @@ mod tests {
             &Op::Download {
                 version: None,
                 platform: Some("windows-x86_64".parse().unwrap()),
+                allow_downgrade: false,
             },
             7,
         )
@@ -162,6 +188,20 @@ mod tests {
         .to_string();
         assert!(
             refused.contains("pid 7") && refused.contains("--platform"),
+            "{refused}"
+        );
+        let refused = api_call(
+            &Op::Install {
+                version: v("1.0.0"),
+                full: false,
+                allow_downgrade: true,
+            },
+            7,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            refused.contains("--allow-downgrade") && refused.contains("update rollback"),
             "{refused}"
         );
     }

@@ -125,11 +125,16 @@ pub enum Op {
     Download {
         version: Option<Version>,
         platform: Option<Platform>,
+        /// `version` may be older than the installed one (this machine's command line only).
+        allow_downgrade: bool,
     },
     Install {
         version: Option<Version>,
         /// Download the full archive even when the release has a delta from the installed version.
         full: bool,
+        /// `version` may be older than the installed one (`update install --allow-downgrade`, this
+        /// machine's command line only: the API cannot carry it).
+        allow_downgrade: bool,
     },
     Rollback {
         to: Option<Version>,
@@ -531,11 +536,9 @@ impl Service {
             crate::config::validate_check_interval(h)
                 .map_err(|reason| AppError::invalid("check_interval_hours", reason))?;
         }
-        if change.backup_count == Some(0) {
-            return Err(AppError::invalid(
-                "backup_count",
-                "is 0; keep at least 1 previous version so a rollback is possible",
-            ));
+        if let Some(n) = change.backup_count {
+            crate::config::validate_backup_count(n)
+                .map_err(|reason| AppError::invalid("backup_count", reason))?;
         }
         let repo = match &change.github_repo {
             Some(Some(r)) if !r.trim().is_empty() => Some(Some(
@@ -770,8 +773,16 @@ impl Service {
     pub fn start(&self, op: Op) -> AppResult<u64> {
         match op {
             Op::Check { channel, platform } => self.check_with(channel, platform),
-            Op::Download { version, platform } => self.download_for(version, platform),
-            Op::Install { version, full } => self.install(version, full),
+            Op::Download {
+                version,
+                platform,
+                allow_downgrade,
+            } => self.download_for(version, platform, allow_downgrade),
+            Op::Install {
+                version,
+                full,
+                allow_downgrade,
+            } => self.install_with(version, full, allow_downgrade),
             Op::Rollback { to } => self.rollback(to),
             Op::BackendStart(options) => self.backend_start_with(options),
             Op::BackendStop => self.backend_stop(),
@@ -802,17 +813,27 @@ impl Service {
         })
     }
 
-    /// Downloads and verifies `version` (default: the offered update) without installing it.
+    /// Downloads and verifies `version` (default: the offered update) without installing it; never a
+    /// version older than the installed one (the API's path).
     pub fn download(&self, version: Option<Version>) -> AppResult<u64> {
-        self.download_for(version, None)
+        self.download_for(version, None, false)
     }
 
     /// Downloads `version` (default: the offered update) for `platform` (default: this machine). The
     /// result is the verified download (`version`, `asset`, `path`, `size`, `sha256`, …) with
     /// `"update_available": true`, or `{"update_available": false}` when there is nothing to download.
-    pub fn download_for(&self, version: Option<Version>, platform: Option<Platform>) -> AppResult<u64> {
+    /// For this machine, a version older than the installed one needs `allow_downgrade`.
+    pub fn download_for(
+        &self,
+        version: Option<Version>,
+        platform: Option<Platform>,
+        allow_downgrade: bool,
+    ) -> AppResult<u64> {
+        // Another machine's download has nothing to do with this install's version.
+        let allow_downgrade = allow_downgrade || platform.is_some();
+        self.refuse_downgrade(version.as_ref(), allow_downgrade)?;
         self.spawn(JobKind::Download, move |service, ctx| {
-            let updater = service.updater_for(platform)?;
+            let updater = service.updater_for(platform)?.allow_downgrade(allow_downgrade);
             ctx.progress(Progress::phase("checking"));
             let Some((release, asset)) = updater.target(version.as_ref())? else {
                 return Ok(serde_json::json!({ "update_available": false }));
@@ -838,10 +859,27 @@ impl Service {
         })
     }
 
-    /// Installs `version` (default: the offered update), proved healthy by this process's supervisor.
+    /// Installs `version` (default: the offered update), proved healthy by this process's supervisor;
+    /// never a version older than the installed one (the API's path: going back is [`Service::rollback`]).
     pub fn install(&self, version: Option<Version>, full: bool) -> AppResult<u64> {
+        self.install_with(version, full, false)
+    }
+
+    /// [`Service::install`]; `allow_downgrade` lets `version` be older than the installed one (this
+    /// machine's `update install --allow-downgrade`).
+    pub fn install_with(
+        &self,
+        version: Option<Version>,
+        full: bool,
+        allow_downgrade: bool,
+    ) -> AppResult<u64> {
+        self.refuse_downgrade(version.as_ref(), allow_downgrade)?;
         self.spawn(JobKind::Install, move |service, ctx| {
-            let updater = service.updater()?.full_archive_only(full);
+            // The updater checks again under the install lock: the installed version may change meanwhile.
+            let updater = service
+                .updater()?
+                .full_archive_only(full)
+                .allow_downgrade(allow_downgrade);
             let paths = service.paths().clone();
             let mut gate = SupervisorGate::new(service.supervisor(), &paths);
             ctx.progress(Progress::phase("checking"));
@@ -855,6 +893,21 @@ impl Service {
                 None => serde_json::json!({ "installed_version": null, "update_available": false }),
             })
         })
+    }
+
+    /// Refuses at once (no job started) an explicit version older than the installed one, unless allowed;
+    /// see [`crate::updater::Updater::refuse_downgrade`], which the job repeats under the install lock.
+    fn refuse_downgrade(&self, version: Option<&Version>, allow_downgrade: bool) -> AppResult<()> {
+        let (Some(wanted), false) = (version, allow_downgrade) else {
+            return Ok(());
+        };
+        match crate::updater::current_version(&self.inner.paths).ok().flatten() {
+            Some(current) if *wanted < current => Err(AppError::Engine(crate::Error::Downgrade {
+                version: wanted.to_string(),
+                current: current.to_string(),
+            })),
+            _ => Ok(()),
+        }
     }
 
     /// Switches back to `to` (default: the previous version).
@@ -960,7 +1013,9 @@ impl Service {
         let version = plan.version.clone().unwrap_or_else(|| "unknown".into());
         crate::paths::ensure_dir(&paths.models_dir())?;
         self.supervisor().start(plan)?;
-        let started = std::time::Instant::now();
+        // Running time, as the supervisor's own gate counts it: a stopped or suspended launcher does not
+        // spend the backend's budget (`crate::awake`).
+        let started = crate::awake::AwakeTimer::start();
         let took = loop {
             if ctx.cancel.is_cancelled() {
                 let _ = self.supervisor().stop();

@@ -102,6 +102,7 @@ fn tell(
         let report = run(Op::Install {
             version: None,
             full: false,
+            allow_downgrade: false,
         })?;
         steps.push(json!({ "step": "install", "report": report }));
         say(ctx, &format!("   Installed {}.", installed().unwrap_or_default()));
@@ -142,6 +143,7 @@ fn tell(
     let report = run(Op::Install {
         version: None,
         full: false,
+        allow_downgrade: false,
     })?;
     steps.push(json!({ "step": "update", "report": report }));
     say(
@@ -157,6 +159,7 @@ fn tell(
     match run(Op::Install {
         version: None,
         full: false,
+        allow_downgrade: false,
     }) {
         Ok(report) => anyhow::bail!("the demo's broken release installed: {report}"),
         Err(e) => {

@@ -4,12 +4,16 @@
 //! stderr that names the cause and the next step. With `--json`, each command prints exactly one JSON
 //! document on stdout (errors too: `{"error": "..."}`) so scripts never parse prose.
 //!
-//! Exit codes: 0 success (whether or not an update exists), 1 failure, 2 usage error.
+//! Exit codes: 0 success (whether or not an update exists), 1 failure, 2 usage error. A reader that
+//! closes stdout early (`update status | head -1`) is not an error: the output stops quietly and the
+//! command ends as it would have (0 on success), as ripgrep does; it never panics.
 //!
 //! Each subcommand group lives in its own file and exposes `Args` + `run(&Ctx, Args)`.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 use serde::Serialize;
@@ -90,21 +94,67 @@ impl Ctx {
     /// Prints `value` as JSON when `--json` was given, otherwise `human()`.
     pub fn emit<T: Serialize>(&self, value: &T, human: impl FnOnce() -> String) {
         if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+            print_line(
+                &serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
             );
         } else {
             let text = human();
             if !text.is_empty() {
-                println!("{}", text.trim_end());
+                print_line(text.trim_end());
             }
         }
     }
 }
 
+/// Set once stdout's reader went away: nothing more is printed there.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Prints one line on stdout. A closed stdout (EPIPE: `| head -1` had enough) is not a failure of the
+/// command: the rest of the output is dropped and the command goes on, where `println!` would panic.
+pub fn print_line(text: &str) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            // Nothing else can be told on stdout; stderr still can.
+            eprintln!("warning: could not write to stdout: {e}");
+        }
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Whether `e` (or one of its causes) is stdout's reader having gone away.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// A panic about printing to a closed stdout (a `print!` that bypassed [`print_line`]) ends the process
+/// quietly with 0, never with a backtrace; every other panic is reported as before.
+fn quiet_on_broken_pipe_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    quiet_on_broken_pipe_panics();
     // Where this executable is, remembered before anything can replace it.
     let _ = crate::selfupdate::running_exe();
     // The offline demo's bundles run this executable as their backend (`demo-agent …`): the example
@@ -140,10 +190,12 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         Ok(code) => code,
+        // `backend logs | head`: the reader had enough; that is not a failure.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             let message = one_line(&e);
             if json {
-                println!("{}", serde_json::json!({ "error": message }));
+                print_line(&serde_json::json!({ "error": message }).to_string());
             }
             eprintln!("error: {message}");
             ExitCode::FAILURE
@@ -237,14 +289,14 @@ fn self_test(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
     let report = crate::selfupdate::self_test(paths)
         .map_err(|reason| anyhow::anyhow!("self-test failed: {reason}"))?;
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        print_line(&serde_json::to_string(&report)?);
     } else {
-        println!(
+        print_line(&format!(
             "{} launcher {} ({}) ready",
             crate::PRODUCT_NAME,
             report.version,
             report.platform
-        );
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }

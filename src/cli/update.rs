@@ -58,17 +58,25 @@ pub struct DownloadArgs {
     /// Download the asset for another machine, as <os>-<arch>.
     #[arg(long, value_name = "OS-ARCH")]
     pub platform: Option<Platform>,
+    /// Allow a --version older than the installed one (only with no launcher owning the install).
+    #[arg(long, requires = "version")]
+    pub allow_downgrade: bool,
 }
 
 #[derive(Debug, Default, Args)]
 pub struct InstallArgs {
     /// The version to install (default: the offered update). An explicit version is installed even if it
-    /// was skipped or failed before.
+    /// was skipped or failed before, but never one older than the installed version (going back is
+    /// `update rollback`) unless --allow-downgrade is given.
     #[arg(long, value_name = "VERSION")]
     pub version: Option<String>,
     /// Download the full archive even when the release has a delta from the installed version.
     #[arg(long)]
     pub full: bool,
+    /// Allow a --version older than the installed one: an explicit act of the local user, refused while
+    /// a launcher owns the install (its API never goes back; stop it first, or use `update rollback`).
+    #[arg(long, requires = "version")]
+    pub allow_downgrade: bool,
 }
 
 #[derive(Debug, Default, Args)]
@@ -123,6 +131,11 @@ pub struct ConfigureArgs {
     /// Forget skipped versions.
     #[arg(long)]
     pub clear_skipped: bool,
+    /// The loopback port the owner's local API listens on (0: any free port, the default), from the
+    /// owner's next start. Only this command sets it, never the API; a port that is taken when the owner
+    /// starts gives way to a free one (`api status` names it).
+    #[arg(long, value_name = "PORT")]
+    pub api_port: Option<u16>,
 }
 
 /// The settings as loaded for one command: the file's, and the effective ones after the environment.
@@ -313,7 +326,7 @@ fn config_change(args: ConfigureArgs) -> anyhow::Result<ConfigChange> {
         }),
         public_key: key.map(|k| Some(k.to_base64().to_owned())),
         skip_versions: args.clear_skipped.then(Vec::new),
-        api_port: None,
+        api_port: args.api_port.map(|port| (port != 0).then_some(port)),
     })
 }
 
@@ -457,6 +470,7 @@ fn download_cmd(ctx: &Ctx, args: DownloadArgs) -> anyhow::Result<ExitCode> {
     let op = Op::Download {
         version,
         platform: args.platform,
+        allow_downgrade: args.allow_downgrade,
     };
     let result = control.run(op, &cancel, &mut |p| view.on_progress(p));
     view.finish();
@@ -534,6 +548,7 @@ fn install_cmd(ctx: &Ctx, args: InstallArgs) -> anyhow::Result<ExitCode> {
     let op = Op::Install {
         version: version.clone(),
         full: args.full,
+        allow_downgrade: args.allow_downgrade,
     };
     let result = control.run(op, &cancel, &mut |p| view.on_progress(p));
     view.finish();

@@ -482,6 +482,9 @@ struct RunningChild {
     pid: u32,
     generation: u64,
     started: Instant,
+    /// The time the launcher ran since the spawn, while the backend starts: the `ready_timeout` budget
+    /// (see `crate::awake`; `None` once it answered healthy).
+    starting_for: Option<crate::awake::AwakeTimer>,
     guard: os::ProcessGuard,
     /// The threads copying its stdout and stderr into the log; they end at end of file.
     log_pumps: Vec<JoinHandle<()>>,
@@ -499,6 +502,8 @@ struct Shared {
     restart_at: Option<Instant>,
     next_health_at: Instant,
     failures_in_row: u32,
+    /// Health answers of the current start, before its first healthy one.
+    start_probes: u32,
     unhealthy_since: Option<Instant>,
     last_health: Option<HealthAnswer>,
     /// Time from spawn to the first healthy answer, per generation.
@@ -545,6 +550,7 @@ impl Supervisor {
                 restart_at: None,
                 next_health_at: Instant::now(),
                 failures_in_row: 0,
+                start_probes: 0,
                 unhealthy_since: None,
                 last_health: None,
                 healthy_after: None,
@@ -654,10 +660,12 @@ impl Supervisor {
 
     /// Waits until the current start of the backend answers its health check.
     ///
-    /// Returns the time from spawn to the first healthy answer. Fails early when the process exits, and at
-    /// `timeout` with the last answer (a 5xx keeps it waiting until then).
+    /// Returns the time from spawn to the first healthy answer. Fails early when the process exits, and
+    /// once `timeout` of *running* time is spent (time this process was stopped or the machine slept does
+    /// not count: `crate::awake`) and [`MIN_START_PROBES`] health checks failed, with the last answer (a
+    /// 5xx keeps it waiting until then).
     pub fn wait_healthy(&self, timeout: Duration) -> Result<Duration, SupervisorError> {
-        let deadline = Instant::now() + timeout;
+        let awake = crate::awake::AwakeTimer::start();
         let waited_from = Instant::now();
         let mut shared = self.inner.lock();
         let generation = shared.generation;
@@ -679,8 +687,8 @@ impl Supervisor {
             if !shared.wanted_running && shared.child.is_none() {
                 return Err(SupervisorError::NotRunning);
             }
-            let now = Instant::now();
-            if now >= deadline {
+            let spent = awake.elapsed();
+            if gate_spent(spent, timeout, shared.start_probes) {
                 let url = shared
                     .plan
                     .as_ref()
@@ -702,7 +710,13 @@ impl Supervisor {
                     log_tail: self.inner.log.last(10),
                 });
             }
-            shared = self.inner.wait(shared, deadline - now);
+            // In short slices, so the running time is looked at again soon after a stop.
+            shared = self.inner.wait(
+                shared,
+                timeout
+                    .saturating_sub(spent)
+                    .clamp(Duration::from_millis(10), crate::awake::TICK),
+            );
         }
     }
 
@@ -914,11 +928,13 @@ impl Inner {
             pid,
             generation: shared.generation,
             started,
+            starting_for: Some(crate::awake::AwakeTimer::start()),
             guard,
             log_pumps,
         });
         shared.state = BackendState::Starting { since: Utc::now() };
         shared.failures_in_row = 0;
+        shared.start_probes = 0;
         shared.unhealthy_since = None;
         shared.restart_at = None;
         shared.next_health_at = started;
@@ -1183,7 +1199,18 @@ impl Inner {
             .as_ref()
             .map_or("none".into(), HealthAnswer::describe);
         match &shared.state {
-            BackendState::Starting { .. } if now.duration_since(running.started) > plan.ready_timeout => {
+            // Running time, not wall time: a launcher stopped while its backend started must not kill a
+            // backend that became healthy meanwhile.
+            BackendState::Starting { .. }
+                if gate_spent(
+                    running.starting_for.as_ref().map_or(
+                        now.duration_since(running.started),
+                        crate::awake::AwakeTimer::elapsed,
+                    ),
+                    plan.ready_timeout,
+                    shared.start_probes,
+                ) =>
+            {
                 Some(format!(
                     "no healthy answer from {} within {} (ready_timeout_secs); last answer: {last}",
                     plan.health_url,
@@ -1211,6 +1238,9 @@ impl Inner {
         let now = Instant::now();
         let previous = shared.last_health.replace(answer.clone());
         let starting = matches!(shared.state, BackendState::Starting { .. });
+        if starting {
+            shared.start_probes = shared.start_probes.saturating_add(1);
+        }
         shared.next_health_at = now
             + if starting && !healthy {
                 startup_poll_delay(now.duration_since(started), self.options.startup_poll_interval)
@@ -1224,6 +1254,9 @@ impl Inner {
                 if starting {
                     let took = now.duration_since(started);
                     shared.healthy_after = Some((generation, took));
+                    if let Some(child) = shared.child.as_mut() {
+                        child.starting_for = None;
+                    }
                     self.note(&format!(
                         "pid {pid} healthy after {} ms on port {port}",
                         took.as_millis()
@@ -1315,6 +1348,17 @@ impl Inner {
 /// the launcher adds at most about 10 % (and never more than `ceiling`) to the backend's own cold start.
 fn startup_poll_delay(starting_for: Duration, ceiling: Duration) -> Duration {
     (starting_for / 10).clamp(Duration::from_millis(5), ceiling.max(Duration::from_millis(5)))
+}
+
+/// Failed health checks a start needs, besides its spent budget, before it is given up on: a launcher
+/// that was stopped, or starved, may have had no chance to ask at all.
+pub const MIN_START_PROBES: u32 = 3;
+
+/// Whether a start's budget is spent: `budget` of running time (see `crate::awake`) and
+/// [`MIN_START_PROBES`] failed health checks, or twice the budget whatever the checks (so a health
+/// check that never returns cannot hold the gate open).
+fn gate_spent(spent: Duration, budget: Duration, probes: u32) -> bool {
+    spent >= budget && (probes >= MIN_START_PROBES || spent >= budget.saturating_mul(2))
 }
 
 /// `300 ms`, `2 s`, `1.5 s`: short, and exact enough for a reason a person reads.

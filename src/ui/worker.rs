@@ -928,6 +928,7 @@ impl Worker {
             Op::Install {
                 version: version.clone(),
                 full: false,
+                allow_downgrade: false,
             },
             cancel,
             &mut on_progress,
@@ -1053,36 +1054,24 @@ impl Worker {
     }
 
     fn save_settings(&self, control: &Control, form: &SettingsForm) {
-        let saved = match control {
-            Control::Here(service) => service
-                .configure(ConfigChange {
-                    update_channel: Some(form.channel),
-                    auto_check: Some(form.auto_check),
-                    auto_download: Some(form.auto_download),
-                    auto_install: Some(form.auto_install),
-                    backup_count: Some(form.backup_count),
-                    check_interval_hours: Some(form.check_interval_hours),
-                    keep_backend_running: Some(form.keep_backend_running),
-                    ..Default::default()
-                })
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            Control::Owner(client) => {
-                let body = json!({
-                    "update_channel": form.channel,
-                    "auto_check": form.auto_check,
-                    "auto_download": form.auto_download,
-                    "auto_install": form.auto_install,
-                    "backup_count": form.backup_count,
-                    "check_interval_hours": form.check_interval_hours,
-                    "keep_backend_running": form.keep_backend_running,
-                });
-                client
-                    .post("/api/updates/configure", &body)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
+        let change = ConfigChange {
+            update_channel: Some(form.channel),
+            auto_check: Some(form.auto_check),
+            auto_download: Some(form.auto_download),
+            auto_install: Some(form.auto_install),
+            backup_count: Some(form.backup_count),
+            check_interval_hours: Some(form.check_interval_hours),
+            keep_backend_running: Some(form.keep_backend_running),
+            ..Default::default()
         };
+        // Attached, the settings file is written here as `update configure` writes it (the owner reads it
+        // afresh for every operation): the API may only narrow the channel, and this is the user's window.
+        let saved = match control {
+            Control::Here(service) => service.configure(change),
+            Control::Owner(_) => Service::new(self.paths.clone()).configure(change),
+        }
+        .map(|_| ())
+        .map_err(|e| e.to_string());
         match saved {
             Ok(()) => self.reply(Reply::SettingsSaved),
             Err(e) => self.reply(Reply::ActionFailed(format!("Could not save the settings: {e}"))),

@@ -329,13 +329,14 @@ fn bodies_are_limited_parsed_strictly_and_refusals_name_the_field() {
     // A valid change is saved through the one locked writer, and a refused one changed nothing.
     let (status, body) = owner.post(
         "/api/updates/configure",
-        json!({"auto_download": true, "update_channel": "beta"}),
+        json!({"auto_download": true, "update_channel": "stable", "backup_count": 3}),
     );
     assert_eq!(status, 200, "{body}");
     let saved: Value =
         serde_json::from_slice(&std::fs::read(home.path().join("config.json")).unwrap()).unwrap();
     assert_eq!(saved["auto_download"], true);
-    assert_eq!(saved["update_channel"], "beta");
+    assert_eq!(saved["update_channel"], "stable");
+    assert_eq!(saved["backup_count"], 3);
     assert_eq!(saved["check_interval_hours"], 24.0);
     // The settings that decide trust are not the API's to change: the backend holds the token too.
     for field in ["public_key", "feed", "github_repo"] {
@@ -796,4 +797,141 @@ fn the_openapi_document_matches_what_the_server_answers() {
         }
     }
     assert!(owner.stop().success());
+}
+
+/// The API can never lower what the install trusts or runs (its token sits in the backend's environment):
+/// no version below the installed one (going back is rollback), no wider channel, no unbounded count, no
+/// port. Each refusal names what to use instead, and none writes anything.
+#[test]
+fn the_api_never_goes_below_the_installed_version_widens_the_channel_or_moves_its_port() {
+    let (_work, home, _feed) = home_with_release(&[]);
+    let out = pai(home.path(), None, &["update", "install", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(current_version(home.path()).trim(), "1.1.0");
+    let config_before = std::fs::read(home.path().join("config.json")).unwrap();
+    let owner = Owner::start(home.path());
+
+    for path in ["/api/updates/install", "/api/updates/download"] {
+        let (status, body) = owner.post(path, json!({"version": "1.0.0"}));
+        assert_eq!(status, 403, "{path}: {body}");
+        assert_eq!(body["field"], "version", "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("update rollback"),
+            "{path}: {body}"
+        );
+    }
+    assert_eq!(current_version(home.path()).trim(), "1.1.0");
+    let (_, status) = owner.get("/api/updates/status");
+    assert!(
+        status["job"].is_null(),
+        "a refused version started a job: {status}"
+    );
+
+    let (status, body) = owner.post("/api/updates/configure", json!({"update_channel": "dev"}));
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["field"], "update_channel", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("update configure --channel dev"),
+        "{body}"
+    );
+    let (status, body) = owner.post("/api/updates/configure", json!({"backup_count": 4294967295u64}));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "backup_count", "{body}");
+    for port in [json!(8765), json!(null)] {
+        let (status, body) = owner.post("/api/updates/configure", json!({ "api_port": port }));
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(body["field"], "api_port", "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("update configure --api-port"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(home.path().join("config.json")).unwrap(),
+        config_before,
+        "a refused change wrote something"
+    );
+
+    // Narrowing stays the API's, and rollback is the way back.
+    let out = pai(home.path(), None, &["update", "configure", "--channel", "beta"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (status, body) = owner.post("/api/updates/configure", json!({"update_channel": "stable"}));
+    assert_eq!(status, 200, "{body}");
+    let job = owner.run_job("/api/updates/rollback", json!({"to": "1.0.0"}));
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(current_version(home.path()).trim(), "1.0.0");
+    assert!(owner.stop().success());
+}
+
+/// `api_port` is this machine's command line's to set, and a port someone else holds does not keep the
+/// runner from starting: it serves on a free port and says where in `run/api.json`.
+#[cfg(unix)]
+#[test]
+fn a_configured_api_port_that_is_taken_gives_way_to_a_free_one() {
+    let home = temp_home();
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = squatter.local_addr().unwrap().port();
+    let out = pai(
+        home.path(),
+        None,
+        &["update", "configure", "--api-port", &taken.to_string()],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(home.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(saved["api_port"], taken);
+
+    let mut child = crate::support::launcher_in(home.path())
+        .args(["run", "--headless"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let info_file = home.path().join("run/api.json");
+    let deadline = Instant::now() + PATIENCE;
+    let info: Value = loop {
+        if let Ok(text) = std::fs::read_to_string(&info_file)
+            && let Ok(v) = serde_json::from_str(&text)
+        {
+            break v;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the runner ended ({status}) because its configured port was taken");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the runner never published run/api.json"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let port = info["port"].as_u64().unwrap() as u16;
+    assert_ne!(port, taken);
+    let token = std::fs::read_to_string(info["token_file"].as_str().unwrap()).unwrap();
+    let (status, _) = answer(
+        Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("http://127.0.0.1:{port}/api/backend/status"))
+            .bearer_auth(token.trim())
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 200);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+
+    // `0` clears it: any free port.
+    let out = pai(home.path(), None, &["update", "configure", "--api-port", "0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(home.path().join("config.json")).unwrap()).unwrap();
+    assert!(saved.get("api_port").is_none(), "{saved}");
+    drop(squatter);
 }

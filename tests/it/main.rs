@@ -4,6 +4,7 @@
 mod agent_page;
 mod api;
 mod api_hardening;
+mod api_trust;
 mod cli_update;
 mod data_dir;
 mod delta;
