@@ -303,8 +303,10 @@ check_deb() {
 }
 
 # lint_deb DEB: Debian's own package checker finds no error and no warning. A tag the package must live
-# with is overridden, with its reason, in assets/debian/lintian-overrides (shipped in the package, where
-# lintian reads it); an override that no longer matches anything is reported too, so the list stays true.
+# with would be overridden, with its reason, in assets/debian/lintian-overrides (package-deb.sh ships it
+# where lintian reads it; there is none today); an override that no longer matches anything fails too, so
+# such a list stays true. (The real launcher, stripped as the dist profile ships it, adds only
+# informational tags: hardening-no-fortify-functions, binary-has-unneeded-section.)
 lint_deb() {
     local out
     out=$(lintian --fail-on error,warning --no-tag-display-limit --display-info "$1" 2>&1) || {

@@ -623,7 +623,7 @@ fn a_delta_whose_server_sends_a_few_bytes_at_a_time_falls_back_to_the_full_archi
 
     let out = pai_within(
         home.path(),
-        std::time::Duration::from_secs(120),
+        std::time::Duration::from_secs(300),
         &["update", "install", "--json"],
     );
     let _ = pai(home.path(), None, &["backend", "stop"]);
