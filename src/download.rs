@@ -806,8 +806,12 @@ impl<'a> Download<'a> {
 
     /// Why this call may make no further request: it made as many as it may.
     fn out_of_tries(&self) -> Option<String> {
-        (self.attempts >= self.policy.max_total_attempts)
-            .then(|| format!("a download makes at most {} tries", self.policy.max_total_attempts))
+        (self.attempts >= self.policy.max_total_attempts).then(|| {
+            format!(
+                "a download makes at most {} tries",
+                self.policy.max_total_attempts
+            )
+        })
     }
 
     /// Why this call must stop if it waited `more` first: the time it may take for its file is up.
@@ -1445,7 +1449,10 @@ mod tests {
             time_bytes_per_sec: u64::MAX,
             ..policy
         };
-        assert_eq!(fast.time_allowed(u64::MAX - 1), Duration::from_secs(60) + Duration::from_nanos(999_999_999));
+        assert_eq!(
+            fast.time_allowed(u64::MAX - 1),
+            Duration::from_secs(60) + Duration::from_nanos(999_999_999)
+        );
     }
 
     #[test]
@@ -1461,7 +1468,10 @@ mod tests {
     fn durations_read_as_people_say_them() {
         assert_eq!(human_duration(Duration::from_millis(1500)), "1.5 s");
         assert_eq!(human_duration(Duration::from_secs(17 * 60 + 3)), "17 min 3 s");
-        assert_eq!(human_duration(Duration::from_secs(2 * 3600 + 5 * 60 + 9)), "2 h 5 min");
+        assert_eq!(
+            human_duration(Duration::from_secs(2 * 3600 + 5 * 60 + 9)),
+            "2 h 5 min"
+        );
     }
 
     #[test]

@@ -632,12 +632,18 @@ fn a_delta_whose_server_sends_a_few_bytes_at_a_time_falls_back_to_the_full_archi
     assert_eq!(report["installed_version"], "1.1.0", "{report}");
     assert_eq!(report["delivery"]["method"], "full", "{report}");
     let reason = report["delivery"]["reason"].as_str().unwrap();
-    assert!(reason.contains("gave up") && reason.contains("another mirror"), "{reason}");
+    assert!(
+        reason.contains("gave up") && reason.contains("another mirror"),
+        "{reason}"
+    );
     let delta_requests = server
         .requests()
         .iter()
         .filter(|r| r.path_only() == delta_path)
         .count();
-    assert!((1..=4).contains(&delta_requests), "{delta_requests} requests for the delta");
+    assert!(
+        (1..=4).contains(&delta_requests),
+        "{delta_requests} requests for the delta"
+    );
     assert!(version_dir(home.path(), "1.1.0").join("data/new.bin").is_file());
 }

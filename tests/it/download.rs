@@ -825,7 +825,8 @@ fn a_try_that_trickles_below_the_speed_floor_is_abandoned_and_the_download_given
     let data = random_bytes(21, 200_000);
     let served = data.clone();
     // About 2 kB/s on a connection that stays open (each pause is well within the read timeout).
-    let server = TestServer::start(move |req| serve_bytes(req, &served, ETAG).trickle(100, Duration::from_millis(50)));
+    let server =
+        TestServer::start(move |req| serve_bytes(req, &served, ETAG).trickle(100, Duration::from_millis(50)));
     let req = request_for(&server, home.path(), &data);
     let policy = RetryPolicy {
         max_attempts: 2,
@@ -858,7 +859,9 @@ fn a_download_that_outlasts_the_time_its_size_allows_is_given_up() {
     let data = random_bytes(22, 200_000);
     let served = data.clone();
     // About 50 kB/s: fast enough for the speed floor, four seconds for the file, which may take one.
-    let server = TestServer::start(move |req| serve_bytes(req, &served, ETAG).trickle(1000, Duration::from_millis(20)));
+    let server = TestServer::start(move |req| {
+        serve_bytes(req, &served, ETAG).trickle(1000, Duration::from_millis(20))
+    });
     let req = request_for(&server, home.path(), &data);
     let policy = RetryPolicy {
         time_base: Duration::from_millis(800),
@@ -874,7 +877,10 @@ fn a_download_that_outlasts_the_time_its_size_allows_is_given_up() {
     assert_eq!(server.requests().len(), 1);
     let message = err.to_string();
     assert!(message.contains("may take at most 1.0 s"), "{message}");
-    assert!(part_path(&req.dest).exists(), "the partial file is kept for a later call");
+    assert!(
+        part_path(&req.dest).exists(),
+        "the partial file is kept for a later call"
+    );
 }
 
 #[test]
