@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Builds the Debian package of the launcher: /usr/bin/personal-ai-agent, the desktop entry, the icons and
 # the AppStream metainfo, so the app shows in the menu and in software centres, and `apt remove` takes it
-# away cleanly. The launcher updates the agent in the user's data folder; a launcher installed this way is
-# updated by the package manager (a newer .deb), not by replacing itself.
+# away cleanly; the manual page, and what Debian policy asks of every package in
+# /usr/share/doc/personal-ai-agent/ (the copyright file, DEP-5, and the changelog of this native package,
+# changelog.gz). scripts/check-packaging.sh checks the result with lintian. The launcher updates the agent
+# in the user's data folder; a launcher installed this way is updated by the package manager (a newer
+# .deb), not by replacing itself.
+#
+# SOURCE_DATE_EPOCH, when set, dates the changelog entry (a reproducible build); otherwise it is now.
 #
 # Usage: scripts/package-deb.sh VERSION ARCH LAUNCHER OUT_DIR
 #   VERSION   the release version (1.4.0, 1.5.0-beta.1)
@@ -35,10 +40,12 @@ if [ ! -f "$launcher" ] || [ ! -x "$launcher" ]; then
     echo "error: $launcher is not an executable file; build the launcher first" >&2
     exit 1
 fi
-command -v dpkg-deb >/dev/null || {
-    echo "error: dpkg-deb is missing; install dpkg" >&2
-    exit 1
-}
+for tool in dpkg-deb gzip md5sum; do
+    command -v "$tool" >/dev/null || {
+        echo "error: $tool is missing; install dpkg, gzip and coreutils" >&2
+        exit 1
+    }
+done
 # Debian orders 1.5.0~beta.1 before 1.5.0, as semver orders 1.5.0-beta.1 before 1.5.0.
 deb_version=${version/-/\~}
 
@@ -54,13 +61,41 @@ install -D -m 0644 assets/personal-ai-agent.metainfo.xml "$metainfo"
 # This release, as software centres list it.
 sed -i "s|</component>|  <releases>\n    <release version=\"$version\" date=\"$(date -u +%Y-%m-%d)\"/>\n  </releases>\n</component>|" "$metainfo"
 
+maintainer="The Personal AI Agent developers <noreply@personalaiagent.invalid>"
+when=${SOURCE_DATE_EPOCH:-$(date +%s)}
+# The manual page, compressed as policy asks (-n: no name or time stamp, so the bytes are reproducible).
+install -d -m 0755 "$stage/usr/share/man/man1"
+sed "s|^\.TH PERSONAL-AI-AGENT 1 \"\" \"personal-ai-agent\"|.TH PERSONAL-AI-AGENT 1 \"$(date -u -d "@$when" +%Y-%m-%d)\" \"personal-ai-agent $version\"|" \
+    assets/personal-ai-agent.1 | gzip -9n >"$stage/usr/share/man/man1/personal-ai-agent.1.gz"
+chmod 0644 "$stage/usr/share/man/man1/personal-ai-agent.1.gz"
+# Policy 12.5 and 12.7: every package carries its copyright file and its changelog. The version has no
+# Debian revision (a native package), so the changelog is changelog.gz, in Debian's format; it names the
+# release whose notes say what changed.
+doc="$stage/usr/share/doc/personal-ai-agent"
+install -D -m 0644 assets/debian/copyright "$doc/copyright"
+{
+    printf 'personal-ai-agent (%s) unstable; urgency=medium\n\n' "$deb_version"
+    printf '  * Release %s. What changed is in the release notes:\n' "$version"
+    printf '    https://github.com/personal-ai-agent/personal-ai-agent/releases/tag/v%s\n\n' "$version"
+    printf ' -- %s  %s\n' "$maintainer" "$(LC_ALL=C date -u -R -d "@$when")"
+} | gzip -9n >"$doc/changelog.gz"
+chmod 0644 "$doc/changelog.gz"
+# Lintian tags accepted for this package, each with its reason, if any must be (none today: lintian finds
+# no error or warning in it, see scripts/check-packaging.sh).
+if [ -f assets/debian/lintian-overrides ]; then
+    install -D -m 0644 assets/debian/lintian-overrides "$stage/usr/share/lintian/overrides/personal-ai-agent"
+fi
+
 size_kib=$(du -sk "$stage/usr" | cut -f1)
 mkdir -p "$stage/DEBIAN"
+# What `dpkg --verify` checks the installed files against.
+(cd "$stage" && find usr -type f -print0 | LC_ALL=C sort -z | xargs -0 md5sum) >"$stage/DEBIAN/md5sums"
+chmod 0644 "$stage/DEBIAN/md5sums"
 cat >"$stage/DEBIAN/control" <<CONTROL
 Package: personal-ai-agent
 Version: $deb_version
 Architecture: $arch
-Maintainer: The Personal AI Agent developers <noreply@personalaiagent.invalid>
+Maintainer: $maintainer
 Installed-Size: $size_kib
 Depends: libc6 (>= 2.35), libgl1, libxkbcommon-x11-0
 Recommends: xdg-utils

@@ -9,6 +9,16 @@
 //! changed, answers 200 and the download starts over from zero (and says so). Transient failures (5xx, 408,
 //! 429, connection errors) are retried with exponential backoff and jitter; other 4xx answers stop at once.
 //!
+//! Every call is bounded, so a server that sends a few bytes and closes, every time, or trickles a byte
+//! now and then, cannot hold a job (and `update.lock`) for ever ([`RetryPolicy`]): a try counts as progress
+//! only when it brought a real share of the file (bytes that a restart threw away do not count), so such
+//! tries use up the failures allowed in a row; every request counts against a total number of tries,
+//! whatever it brought (a server answering 200 to a range request included); a try whose body arrives
+//! slower than a floor over a window is abandoned as too slow; and the whole call may last a base time plus
+//! the file's size at a floor rate. Giving up says how little the server sent, in how many tries and how
+//! long, and keeps the partial file for a later call. A delta uses tighter bounds
+//! ([`RetryPolicy::with_fallback`]): the full archive is there to fall back on.
+//!
 //! Only a file whose size and SHA256 match is renamed (after an fsync, unless the caller marks it a cache
 //! it checks again as it reads it: [`DownloadRequest::cache_only`]) to its final name. A file that does
 //! not match is deleted, so a bad download can never cause an update loop. `Authorization` goes only to the
@@ -169,15 +179,33 @@ impl CancelToken {
     }
 }
 
-/// How often and how patiently transient failures are retried.
+/// How often and how patiently transient failures are retried, and the bounds on one call: tries, speed
+/// and wall time (see the module docs). The defaults suit a file of any size, a multi-gigabyte model
+/// included; [`RetryPolicy::with_fallback`] tightens them for a download that has an alternative.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Tries in a row that may fail before giving up (a try that received bytes resets the count).
+    /// Tries in a row that may fail before giving up. A failed try resets the count only when it brought
+    /// [`RetryPolicy::progress_bytes`] or a twentieth of the file since the previous failure, so a server
+    /// that sends a few bytes and closes, every time, runs out of tries.
     pub max_attempts: u32,
     /// The wait after the first failure; it doubles after each further one.
     pub base_delay: Duration,
     /// The longest wait, also the cap on a server's `Retry-After`.
     pub max_delay: Duration,
+    /// Requests one call may make in all, whatever each brought (resumes, restarts and a server that
+    /// answers a range request with the whole file all count).
+    pub max_total_attempts: u32,
+    /// The bytes a failed try must have added since the previous failure to count as progress (or a
+    /// twentieth of the file, when that is less).
+    pub progress_bytes: u64,
+    /// The slowest a body may arrive, in bytes a second on average over each [`RetryPolicy::speed_window`]
+    /// of a try; a slower try is abandoned as too slow (and retried, counting as a failure).
+    pub min_bytes_per_sec: u64,
+    pub speed_window: Duration,
+    /// A call may last this long plus the file's size at [`RetryPolicy::time_bytes_per_sec`]
+    /// ([`RetryPolicy::time_allowed`]); after that it gives up, keeping the partial file.
+    pub time_base: Duration,
+    pub time_bytes_per_sec: u64,
 }
 
 impl Default for RetryPolicy {
@@ -186,11 +214,51 @@ impl Default for RetryPolicy {
             max_attempts: 6,
             base_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(30),
+            max_total_attempts: 10,
+            progress_bytes: 1 << 20,
+            // 2 KiB/s is below any line a download can finish on; it only stops a server that trickles.
+            min_bytes_per_sec: 2 << 10,
+            speed_window: Duration::from_secs(60),
+            // 10 minutes plus the size at 16 KiB/s (128 kbit/s): an hour and three quarters for 100 MB,
+            // three days for 4 GiB. A slower line still gets there: the next call resumes.
+            time_base: Duration::from_secs(10 * 60),
+            time_bytes_per_sec: 16 << 10,
         }
     }
 }
 
 impl RetryPolicy {
+    /// This policy tightened for a download that has an alternative (a delta, whose full archive can be
+    /// fetched instead): three failures in a row, four tries in all, two minutes plus the size at the same
+    /// rate. Delays and the speed floor stay as they are, so a test's fast policy stays fast.
+    pub fn with_fallback(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts.min(3),
+            max_total_attempts: self.max_total_attempts.min(4),
+            time_base: self.time_base.min(Duration::from_secs(2 * 60)),
+            ..self.clone()
+        }
+    }
+
+    /// How long a call may last for a file of `size` bytes: [`RetryPolicy::time_base`] plus the size at
+    /// [`RetryPolicy::time_bytes_per_sec`].
+    pub fn time_allowed(&self, size: u64) -> Duration {
+        let rate = self.time_bytes_per_sec.max(1);
+        self.time_base
+            .saturating_add(Duration::from_secs(size / rate))
+            .saturating_add(Duration::from_nanos(
+                (u128::from(size % rate) * 1_000_000_000 / u128::from(rate)) as u64,
+            ))
+    }
+
+    /// The bytes a failed try must have added to reset the count of failures in a row.
+    fn progress_needed(&self, total: Option<u64>) -> u64 {
+        match total {
+            Some(total) => self.progress_bytes.min(total / 20).max(1),
+            None => self.progress_bytes.max(1),
+        }
+    }
+
     /// The wait before retry number `failures` (1 = after the first failure): exponential, capped, with
     /// "equal jitter" — half fixed, half random — so many clients that failed together do not retry together.
     pub fn delay_after(&self, failures: u32) -> Duration {
@@ -224,6 +292,23 @@ pub enum DownloadError {
         url: String,
         attempts: u32,
         reason: String,
+    },
+
+    #[error(
+        "gave up on {url}: {attempts} tries over {} brought only {} ({why}; the last try: {last}); the server or the line is too slow, or the connection keeps breaking — try again later or use another mirror (the partial download is kept and will resume)",
+        human_duration(*.elapsed),
+        indicatif::HumanBytes(*.received)
+    )]
+    TooSlow {
+        url: String,
+        /// Bytes received over the network in this call (also those a restart threw away).
+        received: u64,
+        attempts: u32,
+        elapsed: Duration,
+        /// The bound that was reached.
+        why: String,
+        /// How the last try ended.
+        last: String,
     },
 
     #[error("{url} could not be fetched: {reason}; check the URL and the proxy settings")]
@@ -274,6 +359,16 @@ pub enum DownloadError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// `45 s`, `17 min 3 s`, `2 h 5 min`.
+fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0..60 => format!("{:.1} s", d.as_secs_f64()),
+        60..3600 => format!("{} min {} s", secs / 60, secs % 60),
+        _ => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
+    }
 }
 
 fn status_advice(status: u16) -> &'static str {
@@ -468,11 +563,10 @@ pub fn spawn_download_notifying(
 enum Step {
     /// All bytes are on disk.
     Complete,
-    /// Try again after a wait (resuming); `progressed` says whether bytes arrived.
+    /// Try again after a wait (resuming).
     Retry {
         reason: String,
         retry_after: Option<Duration>,
-        progressed: bool,
     },
     /// Drop the partial file and start over.
     Restart { reason: String },
@@ -497,6 +591,12 @@ struct Download<'a> {
     pipeline: HashPipeline,
     meter: ProgressMeter,
     started: bool,
+    /// When this call's first request went out: the wall-time bound counts from here.
+    began: Instant,
+    /// Requests made by this call.
+    attempts: u32,
+    /// Bytes received over the network by this call, also those a restart threw away.
+    received: u64,
 }
 
 impl<'a> Download<'a> {
@@ -585,6 +685,9 @@ impl<'a> Download<'a> {
             pipeline,
             meter: ProgressMeter::new(),
             started: false,
+            began: Instant::now(),
+            attempts: 0,
+            received: 0,
         };
         if offset > 0 {
             download.hash_existing_prefix()?;
@@ -618,39 +721,67 @@ impl<'a> Download<'a> {
     }
 
     fn run(mut self) -> Result<DownloadOutcome, DownloadError> {
+        self.began = Instant::now();
+        // Failures in a row without real progress, and where the partial file stood at the last one.
         let mut failures = 0u32;
+        let mut mark = self.offset;
+        // What the tries since the last real progress received (also bytes a restart threw away).
+        let mut streak_from = 0u64;
         let mut restarts = 0u32;
+        let mut last = String::from("none yet");
         loop {
             if self.cancel.is_cancelled() {
                 return Err(self.cancelled());
             }
+            if let Some(why) = self.out_of_tries().or_else(|| self.out_of_time(Duration::ZERO)) {
+                let dribbled = self.received > 0;
+                return Err(self.gave_up(why, last, dribbled));
+            }
+            self.attempts += 1;
             match self.attempt()? {
                 Step::Complete => break,
-                Step::Retry {
-                    reason,
-                    retry_after,
-                    progressed,
-                } => {
-                    if progressed {
+                Step::Retry { reason, retry_after } => {
+                    // Only what the partial file gained counts: bytes a restart threw away do not, so a
+                    // server that answers every range request with a few bytes of the whole file makes no
+                    // progress however often it is asked.
+                    let total = self.state.total_size.or(self.req.expected_size);
+                    let needed = self.policy.progress_needed(total);
+                    if self.offset.saturating_sub(mark) >= needed {
                         failures = 0;
+                        streak_from = self.received;
                     }
+                    mark = self.offset;
                     failures += 1;
                     if failures >= self.policy.max_attempts {
-                        return Err(DownloadError::RetriesExhausted {
-                            url: self.req.url.clone(),
-                            attempts: failures,
-                            reason,
-                        });
+                        let dribbled = self.received > streak_from;
+                        let why = if dribbled {
+                            format!(
+                                "{failures} tries in a row each added less than {}",
+                                indicatif::HumanBytes(needed)
+                            )
+                        } else {
+                            format!("{failures} tries in a row failed")
+                        };
+                        return Err(self.gave_up(why, reason, dribbled));
+                    }
+                    if let Some(why) = self.out_of_tries() {
+                        let dribbled = self.received > 0;
+                        return Err(self.gave_up(why, reason, dribbled));
                     }
                     let delay = retry_after
                         .map(|d| d.min(self.policy.max_delay))
                         .unwrap_or_else(|| self.policy.delay_after(failures));
+                    if let Some(why) = self.out_of_time(delay) {
+                        let dribbled = self.received > 0;
+                        return Err(self.gave_up(why, reason, dribbled));
+                    }
                     tracing::info!(url = %self.req.url, %reason, ?delay, "download failed, retrying");
                     self.emit(DownloadEvent::Retrying {
-                        attempt: failures + 1,
+                        attempt: self.attempts + 1,
                         delay,
-                        reason,
+                        reason: reason.clone(),
                     });
+                    last = reason;
                     if self.cancel.wait(delay) {
                         return Err(self.cancelled());
                     }
@@ -664,11 +795,65 @@ impl<'a> Download<'a> {
                             reason,
                         });
                     }
-                    self.restart(reason)?;
+                    self.restart(reason.clone())?;
+                    mark = 0;
+                    last = reason;
                 }
             }
         }
         self.finish()
+    }
+
+    /// Why this call may make no further request: it made as many as it may.
+    fn out_of_tries(&self) -> Option<String> {
+        (self.attempts >= self.policy.max_total_attempts).then(|| {
+            format!(
+                "a download makes at most {} tries",
+                self.policy.max_total_attempts
+            )
+        })
+    }
+
+    /// Why this call must stop if it waited `more` first: the time it may take for its file is up.
+    fn out_of_time(&self, more: Duration) -> Option<String> {
+        let size = self
+            .state
+            .total_size
+            .or(self.req.expected_size)
+            .unwrap_or(self.offset.max(self.received));
+        let allowed = self.policy.time_allowed(size);
+        (self.began.elapsed() + more >= allowed).then(|| {
+            format!(
+                "a download of {} may take at most {}",
+                indicatif::HumanBytes(size),
+                human_duration(allowed)
+            )
+        })
+    }
+
+    /// The error for a call that reached one of its bounds (`why`) after the try that ended with `last`;
+    /// the partial file is kept. Tries that received nothing at all are a network problem
+    /// ([`DownloadError::RetriesExhausted`]); a server that sent a little each time (`dribbled`) is too slow
+    /// or keeps breaking the connection ([`DownloadError::TooSlow`]).
+    fn gave_up(&self, why: String, last: String, dribbled: bool) -> DownloadError {
+        let _ = self.file.sync_data();
+        tracing::warn!(url = %self.req.url, received = self.received, attempts = self.attempts, %why, %last, "download gave up");
+        if dribbled {
+            DownloadError::TooSlow {
+                url: self.req.url.clone(),
+                received: self.received,
+                attempts: self.attempts,
+                elapsed: self.began.elapsed(),
+                why,
+                last,
+            }
+        } else {
+            DownloadError::RetriesExhausted {
+                url: self.req.url.clone(),
+                attempts: self.attempts,
+                reason: format!("{last} ({why})"),
+            }
+        }
     }
 
     /// One request: send it, check the answer, stream the body to the partial file.
@@ -736,7 +921,6 @@ impl<'a> Download<'a> {
                 return Ok(Step::Retry {
                     reason: format!("the server answered HTTP {s}"),
                     retry_after: retry_after(&headers),
-                    progressed: false,
                 });
             }
             s => {
@@ -796,7 +980,6 @@ impl<'a> Download<'a> {
                     return Err(Ok(Step::Retry {
                         reason: error_chain(&e),
                         retry_after: None,
-                        progressed: false,
                     }));
                 }
             };
@@ -831,7 +1014,9 @@ impl<'a> Download<'a> {
     }
 
     fn stream_body(&mut self, mut response: Response, total: Option<u64>) -> Result<Step, DownloadError> {
-        let start_offset = self.offset;
+        // The speed floor is checked over consecutive windows of the try: each must bring its share.
+        let mut window = (Instant::now(), self.offset);
+        let floor = (self.policy.min_bytes_per_sec as f64 * self.policy.speed_window.as_secs_f64()) as u64;
         loop {
             if self.cancel.is_cancelled() {
                 return Err(self.cancelled());
@@ -851,6 +1036,7 @@ impl<'a> Download<'a> {
                     .map_err(|e| DownloadError::io("write", &self.part, e))?;
                 self.pipeline.submit(buffer, filled);
                 self.offset += filled as u64;
+                self.received += filled as u64;
                 if let Some(p) = self.meter.progress(self.offset, total, false) {
                     self.emit(DownloadEvent::Progress(p));
                 }
@@ -863,18 +1049,36 @@ impl<'a> Download<'a> {
                         error_chain(&e)
                     ),
                     retry_after: None,
-                    progressed: self.offset > start_offset,
                 });
             }
             if ended {
                 break;
+            }
+            if let Some(why) = self.out_of_time(Duration::ZERO) {
+                let last = format!("the body was still arriving at byte {}", self.offset);
+                return Err(self.gave_up(why, last, true));
+            }
+            let now = Instant::now();
+            if now.duration_since(window.0) >= self.policy.speed_window {
+                let got = self.offset.saturating_sub(window.1);
+                if got < floor {
+                    return Ok(Step::Retry {
+                        reason: format!(
+                            "the server sent only {} in {} (less than {}/s)",
+                            indicatif::HumanBytes(got),
+                            human_duration(now.duration_since(window.0)),
+                            indicatif::HumanBytes(self.policy.min_bytes_per_sec)
+                        ),
+                        retry_after: None,
+                    });
+                }
+                window = (now, self.offset);
             }
         }
         match total {
             Some(total) if self.offset < total => Ok(Step::Retry {
                 reason: format!("the connection closed after {} of {total} bytes", self.offset),
                 retry_after: None,
-                progressed: self.offset > start_offset,
             }),
             _ => Ok(Step::Complete),
         }
@@ -1207,6 +1411,7 @@ mod tests {
             max_attempts: 10,
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
+            ..RetryPolicy::default()
         };
         for _ in 0..50 {
             let first = policy.delay_after(1);
@@ -1227,6 +1432,46 @@ mod tests {
         }
         let spread: std::collections::HashSet<_> = (0..20).map(|_| policy.delay_after(4)).collect();
         assert!(spread.len() > 1, "jitter must vary the delay");
+    }
+
+    #[test]
+    fn the_time_a_download_may_take_grows_with_its_size() {
+        let policy = RetryPolicy {
+            time_base: Duration::from_secs(60),
+            time_bytes_per_sec: 1000,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(policy.time_allowed(0), Duration::from_secs(60));
+        assert_eq!(policy.time_allowed(2500), Duration::from_millis(62_500));
+        // No overflow for absurd sizes or rates.
+        assert!(policy.time_allowed(u64::MAX) > Duration::from_secs(1 << 40));
+        let fast = RetryPolicy {
+            time_bytes_per_sec: u64::MAX,
+            ..policy
+        };
+        assert_eq!(
+            fast.time_allowed(u64::MAX - 1),
+            Duration::from_secs(60) + Duration::from_nanos(999_999_999)
+        );
+    }
+
+    #[test]
+    fn progress_that_resets_the_failures_is_a_real_share_of_the_file() {
+        let policy = RetryPolicy::default();
+        assert_eq!(policy.progress_needed(None), 1 << 20);
+        assert_eq!(policy.progress_needed(Some(100 << 20)), 1 << 20);
+        assert_eq!(policy.progress_needed(Some(200_000)), 10_000);
+        assert_eq!(policy.progress_needed(Some(5)), 1);
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(human_duration(Duration::from_millis(1500)), "1.5 s");
+        assert_eq!(human_duration(Duration::from_secs(17 * 60 + 3)), "17 min 3 s");
+        assert_eq!(
+            human_duration(Duration::from_secs(2 * 3600 + 5 * 60 + 9)),
+            "2 h 5 min"
+        );
     }
 
     #[test]

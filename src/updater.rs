@@ -1615,7 +1615,9 @@ impl Updater {
                 accept: target.accept,
                 cache_only: true,
             };
-            crate::download::download(&self.client, &request, &self.retry, cancel, &mut |e| {
+            // Tighter bounds than the archive's: a delta that cannot finish soon gives way to the archive.
+            let policy = self.retry.with_fallback();
+            crate::download::download(&self.client, &request, &policy, cancel, &mut |e| {
                 on_event(UpdateEvent::Download(e))
             })?;
             Ok(())

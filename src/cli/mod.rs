@@ -300,3 +300,34 @@ fn self_test(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The Debian package's manual page (`assets/personal-ai-agent.1`) lists every command and global
+    /// option; a command added or renamed here must be added there too.
+    #[test]
+    fn the_manual_page_names_every_command_and_global_option() {
+        let page = include_str!("../../assets/personal-ai-agent.1");
+        let cli = Cli::command();
+        for command in cli.get_subcommands().filter(|c| !c.is_hide_set()) {
+            let entry = format!(".TP\n.B {}\n", command.get_name());
+            assert!(
+                page.contains(&entry),
+                "assets/personal-ai-agent.1 does not list the command `{}`",
+                command.get_name()
+            );
+        }
+        for arg in cli.get_arguments().filter(|a| !a.is_hide_set()) {
+            if let Some(long) = arg.get_long() {
+                let escaped = format!("\\-\\-{}", long.replace('-', "\\-"));
+                assert!(
+                    page.contains(&escaped),
+                    "assets/personal-ai-agent.1 does not describe the option --{long}"
+                );
+            }
+        }
+    }
+}

@@ -558,3 +558,92 @@ fn a_delta_install_killed_mid_way_is_undone_and_the_next_one_succeeds() {
     assert!(!install_dir.join("journal.json").exists());
     assert_eq!(tree(&version_dir(home.path(), "1.0.0")), before);
 }
+
+/// Runs the launcher with `args` in `home`, killing it after `limit`: the test's own timeout, so an install
+/// that never gives up fails the test instead of hanging it.
+fn pai_within(home: &Path, limit: std::time::Duration, args: &[&str]) -> std::process::Output {
+    let out_path = home.join("guarded-stdout");
+    let err_path = home.join("guarded-stderr");
+    let mut child = crate::support::launcher_in(home)
+        .args(args)
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`{}` did not finish within {limit:?}; stderr:\n{}",
+                args.join(" "),
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    std::process::Output {
+        status,
+        stdout: std::fs::read(&out_path).unwrap(),
+        stderr: std::fs::read(&err_path).unwrap(),
+    }
+}
+
+/// A mirror whose delta arrives a few bytes per connection: the delta must give up within its bounds and
+/// the full archive be installed, instead of the install (holding the job and `update.lock`) retrying
+/// for ever.
+#[test]
+fn a_delta_whose_server_sends_a_few_bytes_at_a_time_falls_back_to_the_full_archive() {
+    let work = temp_home();
+    let feed = work.path().join("feed");
+    pack(work.path(), &feed, "1.0.0", false, &[], None);
+    pack(work.path(), &feed, "1.1.0", true, &["1.0.0"], None);
+    let delta = delta_file(&feed, "1.1.0", "1.0.0");
+    let delta_path = format!("/{}", delta.strip_prefix(&feed).unwrap().to_str().unwrap());
+    let root = feed.clone();
+    let dribbled = delta_path.clone();
+    let server = crate::support::TestServer::start(move |req| {
+        let Ok(bytes) = std::fs::read(root.join(req.path_only().trim_start_matches('/'))) else {
+            return crate::support::Response::new(404);
+        };
+        let response = crate::support::serve_bytes(req, &bytes, "\"v\"");
+        if req.path_only() == dribbled {
+            response.drop_after(16)
+        } else {
+            response
+        }
+    });
+    let home = temp_home();
+    configure(home.path(), Path::new(&format!("{}/feed.json", server.url())));
+    install(home.path(), &["--version", "1.0.0"]);
+
+    let out = pai_within(
+        home.path(),
+        std::time::Duration::from_secs(300),
+        &["update", "install", "--json"],
+    );
+    let _ = pai(home.path(), None, &["backend", "stop"]);
+    let report = json_of(&out);
+
+    assert_eq!(report["installed_version"], "1.1.0", "{report}");
+    assert_eq!(report["delivery"]["method"], "full", "{report}");
+    let reason = report["delivery"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("gave up") && reason.contains("another mirror"),
+        "{reason}"
+    );
+    let delta_requests = server
+        .requests()
+        .iter()
+        .filter(|r| r.path_only() == delta_path)
+        .count();
+    assert!(
+        (1..=4).contains(&delta_requests),
+        "{delta_requests} requests for the delta"
+    );
+    assert!(version_dir(home.path(), "1.1.0").join("data/new.bin").is_file());
+}

@@ -22,6 +22,7 @@ fn fast_retries() -> RetryPolicy {
         max_attempts: 4,
         base_delay: Duration::from_millis(1),
         max_delay: Duration::from_millis(10),
+        ..RetryPolicy::default()
     }
 }
 
@@ -688,4 +689,206 @@ fn a_complete_part_file_left_before_the_rename_is_verified_without_downloading_a
         Some(format!("bytes={}-", data.len()).as_str())
     );
     assert_no_leftovers(&req.dest);
+}
+
+/// Cancels `cancel` once `server` has answered `requests` requests: a guard for the tests below, whose
+/// server would otherwise keep a download that never gives up (the old engine) going for ever.
+fn cancel_after_requests(requests: usize, cancel: &CancelToken) -> impl Fn() + Send + Sync + 'static {
+    let (cancel, seen) = (cancel.clone(), counter());
+    move || {
+        if seen.fetch_add(1, Ordering::SeqCst) + 1 >= requests {
+            cancel.cancel();
+        }
+    }
+}
+
+/// Cancels `cancel` after `limit` unless the returned guard is dropped first: the test's own timeout, so a
+/// download that never gives up fails the test instead of hanging it.
+fn watchdog(limit: Duration, cancel: &CancelToken) -> std::sync::mpsc::Sender<()> {
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    let cancel = cancel.clone();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(limit) {
+            cancel.cancel();
+        }
+    });
+    done
+}
+
+fn gave_up(result: Result<DownloadOutcome, DownloadError>) -> DownloadError {
+    let err = result.expect_err("the download must give up");
+    assert!(
+        matches!(err, DownloadError::TooSlow { .. }),
+        "expected the download to give up on the server, got {err:?}"
+    );
+    err
+}
+
+#[test]
+fn a_server_that_sends_a_few_bytes_and_closes_every_time_is_given_up_on_with_the_reason() {
+    let home = temp_home();
+    let data = random_bytes(18, 200_000);
+    let served = data.clone();
+    let cancel = CancelToken::new();
+    let guard = cancel_after_requests(50, &cancel);
+    let server = TestServer::start(move |req| {
+        guard();
+        serve_bytes(req, &served, ETAG).drop_after(10)
+    });
+    let req = request_for(&server, home.path(), &data);
+
+    let mut events = Vec::new();
+    let result = download(&client(), &req, &fast_retries(), &cancel, &mut |e| events.push(e));
+    let err = gave_up(result);
+
+    // Each try adds 10 bytes, far less than a twentieth of the file: four of them in a row use up the
+    // failures allowed, however many bytes they bring.
+    assert_eq!(server.requests().len(), 4);
+    let message = err.to_string();
+    assert!(
+        message.contains(&req.url)
+            && message.contains("4 tries")
+            && message.contains("40 B")
+            && message.contains("another mirror"),
+        "{message}"
+    );
+    assert_eq!(
+        std::fs::metadata(part_path(&req.dest)).unwrap().len(),
+        40,
+        "the partial file is kept for a later call"
+    );
+}
+
+#[test]
+fn a_server_that_answers_every_range_request_with_the_start_of_the_file_is_given_up_on() {
+    let home = temp_home();
+    let data = random_bytes(19, 400_000);
+    let served = data.clone();
+    let cancel = CancelToken::new();
+    let guard = cancel_after_requests(50, &cancel);
+    // It ignores `Range` and sends the first 100 kB of the whole file again each time: the partial file
+    // never grows past them, though every try brings 100 kB.
+    let server = TestServer::start(move |_| {
+        guard();
+        Response::bytes(served.clone())
+            .header("etag", ETAG)
+            .drop_after(100_000)
+    });
+    let req = request_for(&server, home.path(), &data);
+
+    let mut events = Vec::new();
+    let result = download(&client(), &req, &fast_retries(), &cancel, &mut |e| events.push(e));
+    let err = gave_up(result);
+
+    let requests = server.requests();
+    assert!(requests.len() <= 5, "{} requests", requests.len());
+    assert_eq!(requests[1].header("range"), Some("bytes=100000-"));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, DownloadEvent::Restarted { .. }))
+    );
+    assert!(err.to_string().contains("in a row"), "{err}");
+}
+
+#[test]
+fn a_server_that_closes_after_every_share_of_the_file_is_given_up_on_after_the_last_try() {
+    let home = temp_home();
+    let data = random_bytes(20, 1_000_000);
+    let served = data.clone();
+    let cancel = CancelToken::new();
+    let guard = cancel_after_requests(50, &cancel);
+    // Each try brings 60 kB, more than a twentieth of the file, so the failures in a row never add up;
+    // the total number of tries still ends it.
+    let server = TestServer::start(move |req| {
+        guard();
+        serve_bytes(req, &served, ETAG).drop_after(60_000)
+    });
+    let req = request_for(&server, home.path(), &data);
+    let policy = RetryPolicy {
+        max_total_attempts: 6,
+        ..fast_retries()
+    };
+
+    let result = download(&client(), &req, &policy, &cancel, &mut |_| {});
+    let err = gave_up(result);
+
+    assert_eq!(server.requests().len(), 6);
+    let message = err.to_string();
+    assert!(message.contains("at most 6 tries"), "{message}");
+    assert_eq!(std::fs::metadata(part_path(&req.dest)).unwrap().len(), 360_000);
+}
+
+#[test]
+fn a_try_that_trickles_below_the_speed_floor_is_abandoned_and_the_download_given_up() {
+    let home = temp_home();
+    let data = random_bytes(21, 200_000);
+    let served = data.clone();
+    // About 2 kB/s on a connection that stays open (each pause is well within the read timeout).
+    let server =
+        TestServer::start(move |req| serve_bytes(req, &served, ETAG).trickle(100, Duration::from_millis(50)));
+    let req = request_for(&server, home.path(), &data);
+    let policy = RetryPolicy {
+        max_attempts: 2,
+        min_bytes_per_sec: 10_000,
+        speed_window: Duration::from_millis(300),
+        ..fast_retries()
+    };
+    let cancel = CancelToken::new();
+    let _guard = watchdog(Duration::from_secs(60), &cancel);
+
+    let mut events = Vec::new();
+    let result = download(&client(), &req, &policy, &cancel, &mut |e| events.push(e));
+    let err = gave_up(result);
+
+    assert_eq!(server.requests().len(), 2);
+    let retried = events.iter().find_map(|e| match e {
+        DownloadEvent::Retrying { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    assert!(
+        retried.as_deref().is_some_and(|r| r.contains("less than")),
+        "{retried:?}"
+    );
+    assert!(err.to_string().contains("less than"), "{err}");
+}
+
+#[test]
+fn a_download_that_outlasts_the_time_its_size_allows_is_given_up() {
+    let home = temp_home();
+    let data = random_bytes(22, 200_000);
+    let served = data.clone();
+    // About 50 kB/s: fast enough for the speed floor, four seconds for the file, which may take one.
+    let server = TestServer::start(move |req| {
+        serve_bytes(req, &served, ETAG).trickle(1000, Duration::from_millis(20))
+    });
+    let req = request_for(&server, home.path(), &data);
+    let policy = RetryPolicy {
+        time_base: Duration::from_millis(800),
+        time_bytes_per_sec: 1_000_000,
+        ..fast_retries()
+    };
+    let cancel = CancelToken::new();
+    let _guard = watchdog(Duration::from_secs(60), &cancel);
+
+    let result = download(&client(), &req, &policy, &cancel, &mut |_| {});
+    let err = gave_up(result);
+
+    assert_eq!(server.requests().len(), 1);
+    let message = err.to_string();
+    assert!(message.contains("may take at most 1.0 s"), "{message}");
+    assert!(
+        part_path(&req.dest).exists(),
+        "the partial file is kept for a later call"
+    );
+}
+
+#[test]
+fn a_download_with_a_fallback_gives_up_sooner() {
+    let policy = RetryPolicy::default();
+    let tight = policy.with_fallback();
+    assert!(tight.max_attempts < policy.max_attempts);
+    assert!(tight.max_total_attempts < policy.max_total_attempts);
+    assert!(tight.time_allowed(1 << 20) < policy.time_allowed(1 << 20));
+    assert_eq!(tight.base_delay, policy.base_delay);
 }

@@ -53,6 +53,7 @@ fn quick_retries(max_attempts: u32) -> RetryPolicy {
         max_attempts,
         base_delay: Duration::from_millis(10),
         max_delay: Duration::from_millis(50),
+        ..RetryPolicy::default()
     }
 }
 
