@@ -157,6 +157,15 @@ pub fn running_exe() -> Option<&'static Path> {
 
 static RESTART_PENDING: AtomicBool = AtomicBool::new(false);
 static RESTART_REQUESTED: AtomicBool = AtomicBool::new(false);
+/// The install whose launcher this process replaced: where [`restart`] undoes a launcher that cannot
+/// be started.
+static REPLACED_IN: std::sync::Mutex<Option<Paths>> = std::sync::Mutex::new(None);
+
+/// The file at the running executable's path is no longer the code running: restart into it.
+fn mark_restart_pending(paths: &Paths) {
+    *REPLACED_IN.lock().unwrap_or_else(|p| p.into_inner()) = Some(paths.clone());
+    RESTART_PENDING.store(true, Ordering::SeqCst);
+}
 
 /// Whether this process replaced its own executable: it runs the old code until it restarts.
 pub fn restart_pending() -> bool {
@@ -173,31 +182,47 @@ pub fn restart_requested() -> bool {
 }
 
 /// Becomes the launcher now at the running executable's path, with the same arguments: `exec` on Unix
-/// (same pid, so a service manager still tracks it), a new process on Windows. Returns only on failure.
+/// (same pid, so a service manager still tracks it), a new process on Windows. When the new launcher
+/// cannot be started at all, the previous one is put back (and the release recorded as failed) and
+/// started instead. Returns only on failure.
 pub fn restart() -> anyhow::Error {
     let Some(exe) = running_exe() else {
         return anyhow::anyhow!("cannot find the launcher executable to restart; start it again by hand");
     };
+    tracing::info!(exe = %exe.display(), "restarting into the updated launcher");
+    let e = become_launcher_at(exe);
+    let paths = REPLACED_IN.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(paths) = paths
+        && undo_unstarted(&paths, exe, &e.to_string())
+    {
+        tracing::error!(error = %e, "the new launcher could not be started; the previous one was put back and starts instead");
+        let e2 = become_launcher_at(exe);
+        return anyhow::anyhow!(
+            "the updated launcher at {} could not be started ({e}), and neither could the previous one put back there ({e2}); start it again by hand",
+            exe.display()
+        );
+    }
+    anyhow::anyhow!(
+        "could not restart into the updated launcher at {}: {e}; start it again by hand",
+        exe.display()
+    )
+}
+
+/// `exec`s (Unix) or starts and exits into (Windows) the launcher at `exe` with this process's arguments;
+/// returns only the error when that failed.
+fn become_launcher_at(exe: &Path) -> std::io::Error {
     let mut cmd = Command::new(exe);
     cmd.args(std::env::args_os().skip(1));
-    tracing::info!(exe = %exe.display(), "restarting into the updated launcher");
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;
-        let e = cmd.exec();
-        anyhow::anyhow!(
-            "could not restart into the updated launcher at {}: {e}; start it again by hand",
-            exe.display()
-        )
+        cmd.exec()
     }
     #[cfg(not(unix))]
     {
         match cmd.spawn() {
             Ok(_) => std::process::exit(0),
-            Err(e) => anyhow::anyhow!(
-                "could not restart into the updated launcher at {}: {e}; start it again by hand",
-                exe.display()
-            ),
+            Err(e) => e,
         }
     }
 }
@@ -403,7 +428,7 @@ fn package_owner(path: &Path) -> Option<(String, String)> {
         if let Some(out) = run_bounded(
             Command::new("dpkg-query").arg("-S").arg(candidate),
             Duration::from_secs(10),
-        ) && out.0
+        ) && out.0.success()
         {
             // "package[:arch][, other]: /path"
             let text = String::from_utf8_lossy(&out.1);
@@ -418,7 +443,7 @@ fn package_owner(path: &Path) -> Option<(String, String)> {
                 .args(["-qf", "--qf", "%{NAME}\\n"])
                 .arg(candidate),
             Duration::from_secs(10),
-        ) && out.0
+        ) && out.0.success()
         {
             let text = String::from_utf8_lossy(&out.1);
             if let Some(package) = text.lines().next().map(str::trim).filter(|p| !p.is_empty()) {
@@ -437,9 +462,12 @@ fn folder_writable(dir: &Path) -> bool {
         .is_ok()
 }
 
-/// Runs `cmd` with its output captured (64 KiB at most each) for at most `timeout`; `(success, stdout,
+/// Runs `cmd` with its output captured (64 KiB at most each) for at most `timeout`; `(status, stdout,
 /// stderr)`, or `None` when it could not start or did not end in time (it is killed then).
-fn run_bounded(cmd: &mut Command, timeout: Duration) -> Option<(bool, Vec<u8>, Vec<u8>)> {
+fn run_bounded(
+    cmd: &mut Command,
+    timeout: Duration,
+) -> Option<(std::process::ExitStatus, Vec<u8>, Vec<u8>)> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -493,7 +521,7 @@ fn run_bounded(cmd: &mut Command, timeout: Duration) -> Option<(bool, Vec<u8>, V
     let stderr = stderr
         .recv_timeout(deadline.saturating_duration_since(Instant::now()))
         .unwrap_or_default();
-    status.map(|s| (s.success(), stdout, stderr))
+    status.map(|s| (s, stdout, stderr))
 }
 
 /// What `self-test --json` prints.
@@ -505,6 +533,10 @@ pub struct SelfTest {
     /// A problem in `config.json` the launcher found (it still runs; the user is told).
     #[serde(default)]
     pub config_problem: Option<String>,
+    /// Whether this launcher answers the start probe ([`PROBE_ENV`]); launchers older than the probe do
+    /// not, and are not probed (running one as a probe would start it for real).
+    #[serde(default)]
+    pub probe: bool,
 }
 
 /// The self-test a launcher runs on itself: it starts, reads its settings and the install, and says
@@ -533,11 +565,18 @@ pub fn self_test(paths: &Paths) -> Result<SelfTest, String> {
                 p.reason
             )
         }),
+        probe: true,
     })
 }
 
+/// What a launcher's self-test told: its version, and whether it answers the start probe.
+pub struct Tested {
+    pub version: Version,
+    pub probe: bool,
+}
+
 /// Runs `exe`'s self-test for the install at `paths`: the version it reports, or why it failed.
-pub fn test_launcher(exe: &Path, paths: &Paths, timeout: Duration) -> Result<Version, String> {
+pub fn test_launcher(exe: &Path, paths: &Paths, timeout: Duration) -> Result<Tested, String> {
     let mut cmd = Command::new(exe);
     // The same install as this launcher's: portable mode would otherwise take the tested file's own
     // folder for its data.
@@ -547,27 +586,14 @@ pub fn test_launcher(exe: &Path, paths: &Paths, timeout: Duration) -> Result<Ver
         cmd.arg("--home").arg(&paths.config_dir);
     }
     cmd.args([SELF_TEST_SUBCOMMAND, "--json"]);
-    let (ok, stdout, stderr) = run_bounded(&mut cmd, timeout).ok_or_else(|| {
+    let (status, stdout, stderr) = run_bounded(&mut cmd, timeout).ok_or_else(|| {
         format!(
             "it did not start, or did not answer within {} s",
             timeout.as_secs()
         )
     })?;
-    let last_words = || {
-        let text = String::from_utf8_lossy(&stderr);
-        let line = text
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim();
-        if line.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", line.chars().take(300).collect::<String>())
-        }
-    };
-    if !ok {
+    let last_words = || last_line(&stderr);
+    if !status.success() {
         return Err(format!("it exited with a failure{}", last_words()));
     }
     let report: SelfTest = serde_json::from_slice(&stdout)
@@ -579,7 +605,110 @@ pub fn test_launcher(exe: &Path, paths: &Paths, timeout: Duration) -> Result<Ver
     if report.platform != platform {
         return Err(format!("it is built for {}, not {platform}", report.platform));
     }
-    Version::parse(&report.version).map_err(|e| format!("it reports the version {:?} ({e})", report.version))
+    let version = Version::parse(&report.version)
+        .map_err(|e| format!("it reports the version {:?} ({e})", report.version))?;
+    Ok(Tested {
+        version,
+        probe: report.probe,
+    })
+}
+
+/// The last line a program wrote on stderr, as `": <line>"` (at most 300 characters), or nothing.
+fn last_line(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    if line.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", line.chars().take(300).collect::<String>())
+    }
+}
+
+/// The environment variable that makes a launcher a start probe: set to a file's path, the launcher goes
+/// through its real start (arguments, paths, settings, logging, everything up to where it would take the
+/// owner lock or do a command's work), writes to that file that it started, and exits 0 (see
+/// [`probe_point`]).
+pub const PROBE_ENV: &str = "PAI_LAUNCHER_PROBE";
+
+/// How long a new launcher may take to reach its probe point.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a probed launcher writes once it reached its probe point.
+#[derive(Debug, Serialize, Deserialize)]
+struct ProbeReport {
+    probe: String,
+    version: String,
+}
+
+/// Where a start would take ownership of the install (the runner, the window) or a command would begin
+/// its work: a launcher started as a probe ([`PROBE_ENV`]) reports that it got here and exits 0, having
+/// done nothing else. Otherwise nothing happens.
+pub fn probe_point() {
+    let Some(file) = std::env::var_os(PROBE_ENV) else {
+        return;
+    };
+    let report = ProbeReport {
+        probe: "started".into(),
+        version: launcher_version().to_owned(),
+    };
+    let written = std::fs::write(&file, serde_json::to_vec(&report).unwrap_or_default());
+    std::process::exit(if written.is_ok() { 0 } else { 1 });
+}
+
+/// Starts the launcher at `exe` the way this process was started (the same arguments, so the same
+/// command, `--home` and options; a service's `run --headless …`, the window's plain start) as a start
+/// probe, and checks that it reached its probe point reporting `offered`. The owner lock this process
+/// holds is never contended: the probe stops before taking it.
+fn probe_start(paths: &Paths, exe: &Path, offered: &Version) -> Result<(), String> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let how = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let dir = tempfile::Builder::new()
+        .prefix(".launcher-probe")
+        .tempdir_in(paths.install_dir())
+        .map_err(|e| format!("no folder for its start probe in {}: {e}", paths.install_dir().display()))?;
+    let result = dir.path().join("started.json");
+    let mut cmd = Command::new(exe);
+    cmd.args(&args).env(PROBE_ENV, &result);
+    let outcome = run_bounded(&mut cmd, PROBE_TIMEOUT);
+    let report = std::fs::read(&result)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<ProbeReport>(&b).ok());
+    let Some((status, _, stderr)) = outcome else {
+        return Err(format!(
+            "started as `{how}`, it did not get through its start within {} s",
+            PROBE_TIMEOUT.as_secs()
+        ));
+    };
+    if !status.success() {
+        return Err(format!(
+            "started as `{how}`, it {}{}",
+            match status.code() {
+                Some(code) => format!("exited with status {code}"),
+                None => "was killed by a signal".to_owned(),
+            },
+            last_line(&stderr)
+        ));
+    }
+    match report {
+        Some(r) if r.probe == "started" && r.version == offered.to_string() => Ok(()),
+        Some(r) => Err(format!(
+            "started as `{how}`, it reported {:?} for version {}, not the start of {offered}",
+            r.probe, r.version
+        )),
+        None => Err(format!(
+            "started as `{how}`, it ended without reporting that it started{}",
+            last_line(&stderr)
+        )),
+    }
 }
 
 /// `install/launcher.json`.
@@ -594,9 +723,46 @@ pub struct LauncherState {
     /// The SHA256 of each launcher kept in `install/launchers/<version>/`, checked before it is put back.
     #[serde(default)]
     pub saved: BTreeMap<String, String>,
+    /// A replacement not finished yet: written before the launcher's file is replaced, cleared once the
+    /// new launcher started (or the old one is back). Whatever start finds it finishes or undoes it
+    /// ([`recover`]).
+    #[serde(default)]
+    pub replacing: Option<Replacing>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// Where a replacement of the launcher stands (`replacing` in `install/launcher.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplacingStage {
+    /// About to replace the file, or replaced and not yet through its tests in place: a crash here leaves
+    /// a launcher nothing vouches for, so the next start puts the previous one back.
+    Swapping,
+    /// Through its tests in place (self-test, start probe); not yet started as this install's launcher.
+    /// The previous launcher stays in `undo` until it has.
+    AwaitingStart,
+}
+
+/// A replacement of the launcher under way (see [`ReplacingStage`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replacing {
+    pub from: String,
+    pub to: String,
+    pub release: String,
+    /// The launcher's path (the executable's; inside `app` on macOS).
+    pub path: PathBuf,
+    /// The `.app` replaced whole, on macOS.
+    #[serde(default)]
+    pub app: Option<PathBuf>,
+    /// The previous launcher: a copy of the executable, or the old `.app` set aside.
+    pub undo: PathBuf,
+    pub stage: ReplacingStage,
+    pub at: DateTime<Utc>,
+    /// `last` before this replacement, restored when it is undone after it was recorded.
+    #[serde(default)]
+    pub previous_last: Option<Replacement>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replacement {
     pub from: String,
     pub to: String,
@@ -616,16 +782,145 @@ pub fn read_state(paths: &Paths) -> LauncherState {
 }
 
 fn write_state(paths: &Paths, state: &LauncherState) {
-    let bytes = serde_json::to_vec_pretty(state).unwrap_or_default();
-    if let Err(e) = crate::fsutil::write_atomic(&state_file(paths), &bytes) {
+    if let Err(e) = try_write_state(paths, state) {
         tracing::warn!("could not record the launcher's state: {e}");
     }
+}
+
+fn try_write_state(paths: &Paths, state: &LauncherState) -> crate::error::Result<()> {
+    let bytes = serde_json::to_vec_pretty(state).unwrap_or_default();
+    crate::fsutil::write_atomic(&state_file(paths), &bytes)
 }
 
 fn record_failed(paths: &Paths, release: &Version, reason: &str) {
     let mut state = read_state(paths);
     state.failed.insert(release.to_string(), reason.to_owned());
     write_state(paths, &state);
+}
+
+/// Puts the previous launcher a replacement kept (`undo`) back at its place.
+fn put_back(r: &Replacing) -> std::io::Result<()> {
+    match &r.app {
+        Some(app) if app.symlink_metadata().is_err() => std::fs::rename(&r.undo, app),
+        Some(app) => swap_back(app, &r.undo),
+        None => put_file_back(&r.undo, &r.path),
+    }
+}
+
+/// Forgets a replacement: the previous launcher's copy is removed and `replacing` cleared.
+fn forget_replacing(paths: &Paths, state: &mut LauncherState, r: &Replacing) {
+    if r.app.is_some() {
+        let _ = std::fs::remove_dir_all(&r.undo);
+    } else {
+        let _ = std::fs::remove_file(&r.undo);
+    }
+    state.replacing = None;
+    write_state(paths, state);
+}
+
+/// Finishes or undoes a replacement of the launcher that a crash (or a new launcher that could not be
+/// started) interrupted; called with the install lock held at every start that recovers (the runner, the
+/// window, `update install`, `update rollback`). Only the launcher at the path being replaced acts on it.
+///
+/// - `swapping` (killed before the new file passed its tests in place): the previous launcher is put back
+///   and the release recorded as failed, whatever is at the path (the old one, the new one, nothing);
+///   one the user put there since is left alone.
+/// - `awaiting_start`: the new launcher running now is the proof that it starts; the previous one is let
+///   go. While the launcher that replaced itself still runs, nothing changes.
+pub fn recover(paths: &Paths) -> Option<LauncherOutcome> {
+    let mut state = read_state(paths);
+    let Some(r) = state.replacing.clone() else {
+        // A copy made just before a crash, with no replacement recorded: nothing refers to it.
+        let _ = std::fs::remove_file(undo_path(paths));
+        return None;
+    };
+    let exe = running_exe()?;
+    if r.path != exe {
+        tracing::debug!(path = %r.path.display(), "a replacement of another launcher is pending; its own start finishes it");
+        return None;
+    }
+    let on_disk = on_disk_version(&r.path).map(|v| v.to_string());
+    match r.stage {
+        ReplacingStage::AwaitingStart => {
+            if on_disk.as_deref() == Some(&r.to) && launcher_version() != r.to {
+                // The launcher that replaced itself has not restarted yet.
+                return None;
+            }
+            if on_disk.as_deref() == Some(&r.to) {
+                tracing::info!(to = %r.to, "the new launcher started; the previous one is no longer kept aside");
+            }
+            forget_replacing(paths, &mut state, &r);
+            None
+        }
+        ReplacingStage::Swapping => {
+            let release = &r.release;
+            let unknown = on_disk.as_ref().is_some_and(|v| v != &r.from && v != &r.to);
+            if unknown {
+                // Neither the launcher replaced nor its successor: the user installed another one since.
+                forget_replacing(paths, &mut state, &r);
+                return None;
+            }
+            let why = "the launcher stopped while the new one was being put in place, before it proved itself there";
+            if on_disk.as_deref() != Some(&r.from)
+                && let Err(e) = put_back(&r)
+            {
+                let reason = format!(
+                    "{why}, and putting the previous launcher back failed ({e}): copy {} to {} by hand",
+                    r.undo.display(),
+                    r.app.as_deref().unwrap_or(&r.path).display()
+                );
+                tracing::error!(%release, %reason, "an interrupted launcher replacement could not be undone");
+                return Some(LauncherOutcome::Failed {
+                    release: r.release.clone(),
+                    reason,
+                });
+            }
+            let reason = format!("{why}; the previous launcher ({}) was put back", r.from);
+            tracing::warn!(%release, %reason, "an interrupted launcher replacement was undone");
+            state.failed.entry(r.release.clone()).or_insert_with(|| reason.clone());
+            forget_replacing(paths, &mut state, &r);
+            let _ = std::fs::remove_dir_all(staging_dir(paths));
+            // This process may be the launcher that was being put in place: it restarts into the one back.
+            if launcher_version() != r.from {
+                mark_restart_pending(paths);
+            }
+            Some(LauncherOutcome::Failed {
+                release: r.release,
+                reason,
+            })
+        }
+    }
+}
+
+/// The new launcher could not be started at all (`exec` failed): the previous one is put back and the
+/// release recorded as failed. Whether it was.
+fn undo_unstarted(paths: &Paths, exe: &Path, reason: &str) -> bool {
+    // The lock, so no install changes the state meanwhile; when another process updates, it is left to it.
+    let Ok(_lock) = crate::updater::installer(paths).lock() else {
+        return false;
+    };
+    let mut state = read_state(paths);
+    let Some(r) = state.replacing.clone() else {
+        return false;
+    };
+    if r.path != exe || r.stage != ReplacingStage::AwaitingStart {
+        return false;
+    }
+    if let Err(e) = put_back(&r) {
+        tracing::error!(
+            "the new launcher could not be started ({reason}) and putting the previous one back failed ({e}): copy {} to {} by hand",
+            r.undo.display(),
+            r.app.as_deref().unwrap_or(&r.path).display()
+        );
+        return false;
+    }
+    state.failed.insert(
+        r.release.clone(),
+        format!("it could not be started ({reason}); the previous launcher ({}) was put back", r.from),
+    );
+    state.last = r.previous_last.clone();
+    forget_replacing(paths, &mut state, &r);
+    true
 }
 
 /// The folder of the launcher that ran while `version` was current.
@@ -726,7 +1021,7 @@ pub fn update_from_bundle(
         Err(reason) => return fail(reason, true),
     };
     let offered = match test_launcher(&staged.exe, paths, SELF_TEST_TIMEOUT) {
-        Ok(v) => v,
+        Ok(t) => t.version,
         Err(reason) => return fail(format!("it failed its self-test: {reason}"), true),
     };
     let Some(running) = on_disk_version(exe) else {
@@ -771,7 +1066,7 @@ pub fn restore_for(paths: &Paths, target: &Version) -> Option<LauncherOutcome> {
         Err(reason) => return fail(reason),
     };
     let offered = match test_launcher(&staged.exe, paths, SELF_TEST_TIMEOUT) {
-        Ok(v) => v,
+        Ok(t) => t.version,
         Err(reason) => return fail(format!("it failed its self-test: {reason}")),
     };
     if offered == running {
@@ -817,19 +1112,6 @@ fn stage_candidate(paths: &Paths, bundle_dir: &Path, release: &Version) -> Resul
     let meta = candidate
         .symlink_metadata()
         .map_err(|e| format!("{} cannot be read: {e}", candidate.display()))?;
-    let check = |rel: &str, staged: &Path| -> Result<(), String> {
-        let (size, sha256) = record
-            .get(rel)
-            .ok_or_else(|| format!("{rel} was not in the release's archive"))?;
-        let actual = crate::verify::sha256_file(staged).map_err(|e| e.to_string())?;
-        let actual_size = staged.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
-        if &actual != sha256 || actual_size != *size {
-            return Err(format!(
-                "{rel} is not the file the release's archive held (it changed after the install)"
-            ));
-        }
-        Ok(())
-    };
     if meta.file_type().is_symlink() {
         // macOS: the bundle's launcher is a link to the app's executable, and the whole app is what is
         // put in place.
@@ -845,18 +1127,7 @@ fn stage_candidate(paths: &Paths, bundle_dir: &Path, release: &Version) -> Resul
         }
         let app = staging.join(APP_NAME);
         copy_tree(&bundle_dir.join(APP_NAME), &app).map_err(|e| format!("copying {APP_NAME}: {e}"))?;
-        let mut seen = 0;
-        for (rel, path) in regular_files(&app, APP_NAME).map_err(|e| e.to_string())? {
-            check(&rel, &path)?;
-            seen += 1;
-        }
-        let expected_files = record
-            .keys()
-            .filter(|k| k.starts_with(&format!("{APP_NAME}/")))
-            .count();
-        if seen != expected_files {
-            return Err(format!("{APP_NAME} lacks files the release's archive held"));
-        }
+        check_app(&record, &app)?;
         Ok(Staged {
             exe: app.join("Contents/MacOS").join(&name),
             app: Some(app),
@@ -864,11 +1135,118 @@ fn stage_candidate(paths: &Paths, bundle_dir: &Path, release: &Version) -> Resul
     } else if meta.is_file() {
         let exe = staging.join(&name);
         save_copy(&candidate, &exe).map_err(|e| format!("copying {}: {e}", candidate.display()))?;
-        check(&name, &exe)?;
+        check_recorded(&record, &name, &exe)?;
         Ok(Staged { exe, app: None })
     } else {
         Err(format!("{} is not a file", candidate.display()))
     }
+}
+
+/// A release's files as recorded when it was unpacked: path → (size, SHA256).
+type FileRecord = BTreeMap<String, (u64, String)>;
+
+/// Whether the staged file `staged` is the file `rel` the release's archive held.
+fn check_recorded(record: &FileRecord, rel: &str, staged: &Path) -> Result<(), String> {
+    let (size, sha256) = record
+        .get(rel)
+        .ok_or_else(|| format!("{rel} was not in the release's archive"))?;
+    let actual = crate::verify::sha256_file(staged).map_err(|e| e.to_string())?;
+    let actual_size = staged.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+    if &actual != sha256 || actual_size != *size {
+        return Err(format!(
+            "{rel} is not the file the release's archive held (it changed after the install)"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the staged `.app` holds exactly the files the release's archive held under [`APP_NAME`].
+fn check_app(record: &FileRecord, app: &Path) -> Result<(), String> {
+    let mut seen = 0;
+    for (rel, path) in regular_files(app, APP_NAME).map_err(|e| e.to_string())? {
+        check_recorded(record, &rel, &path)?;
+        seen += 1;
+    }
+    let expected_files = record
+        .keys()
+        .filter(|k| k.starts_with(&format!("{APP_NAME}/")))
+        .count();
+    if seen != expected_files {
+        return Err(format!("{APP_NAME} lacks files the release's archive held"));
+    }
+    Ok(())
+}
+
+/// What [`prepare`] did, as `install/unproven.json` keeps it: a recovery that proves the release healthy
+/// after a crash finishes the launcher step from it ([`prepared_after_crash`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum PreparedRecord {
+    /// Copied into `install/launcher-staging/` and checked.
+    Staged,
+    /// Not usable, for this reason (recorded as failed once the release is committed).
+    Failed { reason: String },
+}
+
+impl Prepared {
+    pub fn record(&self) -> PreparedRecord {
+        match &self.staged {
+            Ok(_) => PreparedRecord::Staged,
+            Err(reason) => PreparedRecord::Failed {
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
+/// The launcher [`prepare`] staged for `release` before a crash, for a recovery that proved `release`
+/// healthy: the staged copy is checked again against the release's file record (it is what is tested
+/// and put in place). `None`: nothing to do (the staging is removed).
+pub fn prepared_after_crash(paths: &Paths, release: &Version, record: &PreparedRecord) -> Option<Prepared> {
+    let usable = running_exe().is_some_and(|exe| replaceable_launcher(paths, exe))
+        && !read_state(paths).failed.contains_key(&release.to_string());
+    if !usable {
+        let _ = std::fs::remove_dir_all(staging_dir(paths));
+        return None;
+    }
+    Some(Prepared {
+        staged: match record {
+            PreparedRecord::Failed { reason } => Err(reason.clone()),
+            PreparedRecord::Staged => check_staged(paths, release),
+        },
+    })
+}
+
+/// The launcher in `install/launcher-staging/`, checked against what `release`'s archive held.
+fn check_staged(paths: &Paths, release: &Version) -> Result<Staged, String> {
+    let record = crate::updater::installed_file_hashes(paths, release).ok_or_else(|| {
+        format!("no record of the files {release} was installed with, so its launcher cannot be vouched for")
+    })?;
+    let staging = staging_dir(paths);
+    let name = launcher_file_name();
+    let app = staging.join(APP_NAME);
+    if app.is_dir() {
+        check_app(&record, &app)?;
+        return Ok(Staged {
+            exe: app.join("Contents/MacOS").join(&name),
+            app: Some(app),
+        });
+    }
+    let exe = staging.join(&name);
+    if !exe.is_file() {
+        return Err(format!(
+            "the copy staged in {} is gone (the launcher stopped before its update was finished)",
+            staging.display()
+        ));
+    }
+    check_recorded(&record, &name, &exe)?;
+    Ok(Staged { exe, app: None })
+}
+
+/// Removes a staged launcher nothing refers to any more (an install that rolled back, or ended before its
+/// launcher step). Called with the install lock held.
+pub fn discard_staging(paths: &Paths) {
+    let _ = std::fs::remove_dir_all(staging_dir(paths));
 }
 
 /// Copies a kept launcher into staging, checking it against the SHA256 recorded when it was kept.
@@ -1045,79 +1423,119 @@ fn replace_with(
             }
         }
     }
-    // The undo: for a single executable, a copy beside the staged one; an .app's old bundle is kept aside
-    // by the swap itself until the new one proved itself.
-    let undo = undo_path(paths);
-    let swapped = match (&app, &staged.app) {
-        (Some(app), Some(new_app)) => replace_app(app, new_app).map(Some),
-        _ => save_copy(exe, &undo)
-            .and_then(|()| replace_file(exe, &staged.exe))
-            .map(|()| None),
-    };
-    let outgoing = match swapped {
-        Ok(outgoing) => outgoing,
-        Err(e) => {
-            // Windows' self_replace may fail after moving the running .exe aside: the path must never
-            // stay empty.
-            let mut reason = format!("{} could not be replaced: {e}", exe.display());
-            if app.is_none()
-                && exe.symlink_metadata().is_err()
-                && undo.is_file()
-                && let Err(e2) = put_file_back(&undo, exe)
-            {
-                reason.push_str(&format!(
-                    "; putting it back failed too ({e2}): copy {} to {} by hand",
-                    undo.display(),
-                    exe.display()
+    // The undo: for a single executable, a copy of it; an .app's old bundle is kept aside by the swap
+    // itself. Either stays until the new launcher has started (`recover`), so whatever fails until then
+    // can put the previous one back.
+    let undo = match &app {
+        Some(app) => aside_of(app),
+        None => {
+            let undo = undo_path(paths);
+            if let Err(e) = save_copy(exe, &undo) {
+                return failed(format!(
+                    "a copy of the running launcher could not be made in {} ({e}), so it was not replaced",
+                    undo.display()
                 ));
             }
-            return failed(reason);
+            undo
         }
     };
-    // The gate: the launcher now at its path must run and be the version offered.
-    let proven = test_launcher(exe, paths, SELF_TEST_TIMEOUT).and_then(|v| {
-        if &v == offered {
-            Ok(())
-        } else {
-            Err(format!("it reports {v}, not {offered}"))
+    // The intent first: a crash from here on leaves a record the next start finishes or undoes.
+    let mut replacing = Replacing {
+        from: running.to_string(),
+        to: offered.to_string(),
+        release: release.to_string(),
+        path: exe.to_path_buf(),
+        app: app.clone(),
+        undo: undo.clone(),
+        stage: ReplacingStage::Swapping,
+        at: Utc::now(),
+        previous_last: state.last.clone(),
+    };
+    state.replacing = Some(replacing.clone());
+    if let Err(e) = try_write_state(paths, &state) {
+        if app.is_none() {
+            let _ = std::fs::remove_file(&undo);
         }
-    });
-    if let Err(reason) = proven {
-        let put_back = match (&app, &outgoing) {
-            (Some(app), Some(outgoing)) => swap_back(app, outgoing),
-            _ => put_file_back(&undo, exe),
-        };
-        record_failed(paths, release, &reason);
         let _ = std::fs::remove_dir_all(staging_dir(paths));
+        return failed(format!(
+            "the replacement could not be recorded in {} ({e}), so the launcher was not replaced",
+            state_file(paths).display()
+        ));
+    }
+    let swapped = match (&app, &staged.app) {
+        (Some(app), Some(new_app)) => replace_app(app, new_app).map(|_| ()),
+        _ => replace_file(exe, &staged.exe),
+    };
+    if let Err(e) = swapped {
+        // Windows' self_replace may fail after moving the running .exe aside: the path must never
+        // stay empty.
+        let mut reason = format!("{} could not be replaced: {e}", exe.display());
+        let _ = std::fs::remove_dir_all(staging_dir(paths));
+        if app.is_none()
+            && exe.symlink_metadata().is_err()
+            && let Err(e2) = put_file_back(&undo, exe)
+        {
+            reason.push_str(&format!(
+                "; putting it back failed too ({e2}): copy {} to {} by hand",
+                undo.display(),
+                exe.display()
+            ));
+            // Kept, with the record, for the next start to try again.
+            return failed(reason);
+        }
+        forget_replacing(paths, &mut state, &replacing);
+        return failed(reason);
+    }
+    // The gate: the launcher now at its path must run, be the version offered, and start the way this
+    // launcher was started (the runner's `run --headless …`, the window, the command that installed).
+    let proven = match test_launcher(exe, paths, SELF_TEST_TIMEOUT) {
+        Err(reason) => Err(format!("it failed its self-test ({reason})")),
+        Ok(t) if &t.version != offered => Err(format!(
+            "it failed its self-test (it reports {}, not {offered})",
+            t.version
+        )),
+        Ok(t) if t.probe => probe_start(paths, exe, offered),
+        Ok(_) => {
+            tracing::info!(%offered, "this launcher predates the start probe; its self-test is its proof");
+            Ok(())
+        }
+    };
+    let _ = std::fs::remove_dir_all(staging_dir(paths));
+    if let Err(reason) = proven {
+        let put_back = put_back(&replacing);
+        state.failed.insert(release.to_string(), reason.clone());
+        if put_back.is_ok() {
+            forget_replacing(paths, &mut state, &replacing);
+        } else {
+            // Kept, with the record, for the next start to try again.
+            write_state(paths, &state);
+        }
         return failed(match put_back {
-            Ok(()) => {
-                let _ = std::fs::remove_file(&undo);
-                format!("in place, it failed its self-test ({reason}); the previous launcher was put back")
-            }
+            Ok(()) => format!("in place, {reason}; the previous launcher was put back"),
             Err(e) => format!(
-                "in place, it failed its self-test ({reason}), and putting the previous launcher back failed ({e}): copy {} to {} by hand",
-                match (&app, &outgoing) {
-                    (Some(_), Some(outgoing)) => outgoing.display().to_string(),
-                    _ => undo.display().to_string(),
-                },
+                "in place, {reason}, and putting the previous launcher back failed ({e}): copy {} to {} by hand",
+                undo.display(),
                 app.as_deref().unwrap_or(exe).display()
             ),
         });
     }
-    if let Some(outgoing) = outgoing {
-        let _ = std::fs::remove_dir_all(outgoing);
-    }
-    let _ = std::fs::remove_dir_all(staging_dir(paths));
-    let _ = std::fs::remove_file(&undo);
     state.last = Some(Replacement {
         from: running.to_string(),
         to: offered.to_string(),
         release: release.to_string(),
         at: Utc::now(),
     });
-    write_state(paths, &state);
-    // A restart changes something only when the file now differs from the code running.
-    RESTART_PENDING.store(offered.to_string() != launcher_version(), Ordering::SeqCst);
+    // A restart changes something only when the file now differs from the code running; when it does
+    // not, the launcher in place is the one running, which has started.
+    if offered.to_string() != launcher_version() {
+        replacing.stage = ReplacingStage::AwaitingStart;
+        state.replacing = Some(replacing);
+        write_state(paths, &state);
+        mark_restart_pending(paths);
+    } else {
+        forget_replacing(paths, &mut state, &replacing);
+        RESTART_PENDING.store(false, Ordering::SeqCst);
+    }
     tracing::info!(from = %running, to = %offered, "the launcher was replaced; it runs after a restart");
     Some(LauncherOutcome::Updated {
         from: running.to_string(),
@@ -1192,7 +1610,7 @@ fn with_sharing_retry<T>(op: impl FnMut() -> std::io::Result<T>) -> std::io::Res
 pub fn replace_app(app: &Path, new_app: &Path) -> std::io::Result<PathBuf> {
     let parent = app.parent().unwrap_or(Path::new("."));
     let name = app.file_name().unwrap_or_default().to_string_lossy().into_owned();
-    let aside = parent.join(format!(".{name}.outgoing"));
+    let aside = aside_of(app);
     if app.symlink_metadata().is_err() && aside.is_dir() {
         std::fs::rename(&aside, app)?;
     }
@@ -1217,6 +1635,13 @@ pub fn replace_app(app: &Path, new_app: &Path) -> std::io::Result<PathBuf> {
         let _ = std::fs::remove_dir_all(&incoming);
     }
     result
+}
+
+/// Where [`replace_app`] sets the old bundle aside: `.<name>.outgoing` beside it.
+fn aside_of(app: &Path) -> PathBuf {
+    let parent = app.parent().unwrap_or(Path::new("."));
+    let name = app.file_name().unwrap_or_default().to_string_lossy();
+    parent.join(format!(".{name}.outgoing"))
 }
 
 /// Undoes [`replace_app`]: the new bundle out, the old one back.
@@ -1326,6 +1751,9 @@ pub struct LauncherStatus {
     pub last_replacement: Option<Replacement>,
     #[serde(default)]
     pub failed: BTreeMap<String, String>,
+    /// A replacement not finished yet (see [`ReplacingStage`]).
+    #[serde(default)]
+    pub replacing: Option<Replacing>,
 }
 
 impl LauncherStatus {
@@ -1348,6 +1776,19 @@ impl LauncherStatus {
         out.push('\n');
         if self.restart_pending {
             out.push_str("Launcher replaced: restart it to run the new one\n");
+        }
+        match &self.replacing {
+            Some(r) if r.stage == ReplacingStage::AwaitingStart => out.push_str(&format!(
+                "Launcher {} is in place and has not started yet; the previous one ({}) is kept in {} until it has\n",
+                r.to,
+                r.from,
+                r.undo.display()
+            )),
+            Some(r) => out.push_str(&format!(
+                "Launcher {} was being put in place when the launcher stopped; the next update or start puts {} back\n",
+                r.to, r.from
+            )),
+            None => {}
         }
         for (release, reason) in &self.failed {
             out.push_str(&format!("Launcher of {release} not used: {reason}\n"));
@@ -1374,6 +1815,7 @@ pub fn status(paths: &Paths) -> LauncherStatus {
         restart_pending: restart_pending(),
         last_replacement: state.last,
         failed: state.failed,
+        replacing: state.replacing,
     }
 }
 

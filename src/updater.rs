@@ -813,11 +813,19 @@ impl HealthGate for SupervisorGate<'_> {
 
 /// An install whose backend has not yet proved healthy (`install/unproven.json`). Written before the switch
 /// and removed on commit or rollback: if the launcher dies in between, the next update command proves the
-/// current version healthy or rolls it back, so an unproven version never stays by accident.
+/// current version healthy or rolls it back, so an unproven version never stays by accident. It carries
+/// what the rest of the install needs, so a recovery that proves the version healthy finishes it as the
+/// install would have ([`finish_healthy`]): how the release was verified, and the launcher step.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Unproven {
     version: Version,
     previous: Option<Version>,
+    /// How the release was verified (recorded once it proved healthy).
+    #[serde(default)]
+    verification: Option<VerificationRecord>,
+    /// The launcher the bundle carries, as `selfupdate::prepare` left it (added right after it ran).
+    #[serde(default)]
+    launcher: Option<crate::selfupdate::PreparedRecord>,
 }
 
 fn unproven_file(paths: &Paths) -> PathBuf {
@@ -1745,9 +1753,16 @@ impl Updater {
             .current_version()
             .map_err(|e| Failed::BeforeSwitch(e.into()))?;
         let repair = previous.as_ref() == Some(&version);
-        let unproven = Unproven {
+        let mut unproven = Unproven {
             version: version.clone(),
             previous: previous.clone(),
+            verification: Some(VerificationRecord {
+                sha256: downloaded.sha256.clone(),
+                signed: downloaded.signed,
+                verified_by: downloaded.verified_by.clone(),
+                installed_at: Utc::now(),
+            }),
+            launcher: None,
         };
         crate::fsutil::write_atomic(
             &unproven_file(&self.paths),
@@ -1800,6 +1815,16 @@ impl Updater {
         }
         // The launcher the bundle carries is copied and checked now, before its backend runs in the folder.
         let launcher = crate::selfupdate::prepare(&self.paths, &outcome.dir, &version);
+        if let Some(prepared) = &launcher {
+            // So a recovery after a crash in the health window finishes the launcher step too.
+            unproven.launcher = Some(prepared.record());
+            if let Err(e) = crate::fsutil::write_atomic(
+                &unproven_file(&self.paths),
+                &serde_json::to_vec(&unproven).unwrap_or_default(),
+            ) {
+                tracing::warn!("could not record the staged launcher in the unproven install: {e}");
+            }
+        }
         // Models a release carries are moved into the shared folder only once no backend runs (see
         // `launch_plan`), and never at the expense of another installed version.
         let stopped_at = match stopped_at {
@@ -1817,9 +1842,14 @@ impl Updater {
             Ok(time_to_healthy) => {
                 let downtime = stopped_at.elapsed();
                 let backend_running = gate.keep();
-                let pruned = self
-                    .commit(installer, lock, &version, downloaded)
-                    .map_err(Failed::After)?;
+                let pruned = commit(
+                    &self.paths,
+                    &self.config,
+                    installer,
+                    lock,
+                    &unproven,
+                )
+                .map_err(Failed::After)?;
                 tracing::info!(
                     %version,
                     downtime_ms = downtime.as_millis() as u64,
@@ -1831,13 +1861,7 @@ impl Updater {
                     downtime,
                     time_to_healthy,
                 });
-                // The backend is proven; now the launcher, gated the same way (and never undoing the
-                // backend's update when it fails).
-                let launcher =
-                    crate::selfupdate::update_from_bundle(&self.paths, launcher, &version, previous.as_ref());
-                if let Ok(installed) = installer.installed_versions() {
-                    crate::selfupdate::prune_saved(&self.paths, &installed);
-                }
+                let launcher = launcher_step(&self.paths, installer, launcher, &unproven);
                 Ok(InstallReport {
                     previous_version: previous.as_ref().map(Version::to_string),
                     installed_version: version.to_string(),
@@ -1872,35 +1896,6 @@ impl Updater {
         }
     }
 
-    /// The new version is healthy: forget the marker and the download, record how it was verified, prune.
-    fn commit(
-        &self,
-        installer: &Installer,
-        lock: &InstallLock,
-        version: &Version,
-        downloaded: &Downloaded,
-    ) -> Result<Vec<String>> {
-        let _ = std::fs::remove_file(unproven_file(&self.paths));
-        record_verification(
-            &self.paths,
-            version,
-            VerificationRecord {
-                sha256: downloaded.sha256.clone(),
-                signed: downloaded.signed,
-                verified_by: downloaded.verified_by.clone(),
-                installed_at: Utc::now(),
-            },
-        )?;
-        clear_pending(&self.paths, Some(version));
-        let pruned = installer
-            .prune(lock, self.config.backup_count as usize)?
-            .iter()
-            .map(Version::to_string)
-            .collect();
-        prune_model_store(&self.paths);
-        Ok(pruned)
-    }
-
     /// Finishes what a crash interrupted (see [`recover`]); called at the start of every install.
     fn recover_locked(
         &self,
@@ -1910,6 +1905,57 @@ impl Updater {
     ) -> Result<()> {
         recover_locked(&self.paths, &self.config, installer, lock, gate)
     }
+}
+
+/// The new version is healthy: forget the marker and the downloads (the archive, a `.delta`), record how
+/// it was verified, prune. What an install does after its health gate, and a recovery after proving an
+/// interrupted install healthy.
+fn commit(
+    paths: &Paths,
+    config: &Config,
+    installer: &Installer,
+    lock: &InstallLock,
+    unproven: &Unproven,
+) -> Result<Vec<String>> {
+    let _ = std::fs::remove_file(unproven_file(paths));
+    if let Some(record) = &unproven.verification {
+        record_verification(
+            paths,
+            &unproven.version,
+            VerificationRecord {
+                installed_at: Utc::now(),
+                ..record.clone()
+            },
+        )?;
+    }
+    clear_pending(paths, Some(&unproven.version));
+    let pruned = installer
+        .prune(lock, config.backup_count as usize)?
+        .iter()
+        .map(Version::to_string)
+        .collect();
+    prune_model_store(paths);
+    Ok(pruned)
+}
+
+/// The backend is proven and committed; now the launcher the bundle carries, gated the same way (and never
+/// undoing the backend's update when it fails). Shared by an install and a recovery.
+fn launcher_step(
+    paths: &Paths,
+    installer: &Installer,
+    launcher: Option<crate::selfupdate::Prepared>,
+    unproven: &Unproven,
+) -> Option<crate::selfupdate::LauncherOutcome> {
+    let outcome = crate::selfupdate::update_from_bundle(
+        paths,
+        launcher,
+        &unproven.version,
+        unproven.previous.as_ref(),
+    );
+    if let Ok(installed) = installer.installed_versions() {
+        crate::selfupdate::prune_saved(paths, &installed);
+    }
+    outcome
 }
 
 /// Switches back to the previous version, restores its backend, records the failed version, and returns the
@@ -1922,6 +1968,8 @@ fn roll_back_unhealthy(
     gate: &mut dyn HealthGate,
     reason: String,
 ) -> Error {
+    // The launcher staged for it is not used (an install's or a recovery's rollback alike).
+    crate::selfupdate::discard_staging(paths);
     if unproven.previous.as_ref() == Some(&unproven.version) {
         // A repair of the current version: there is nothing else to go back to, and the version is not
         // "failed" (it ran before it was damaged). Leave it installed and say what the backend said.
@@ -2026,15 +2074,22 @@ fn recover_locked(
     if let Some(report) = installer.recover_locked(lock)? {
         tracing::warn!(action = ?report.action, "finished an interrupted install");
     }
+    // A replacement of the launcher itself that a crash interrupted, or a new launcher's first start
+    // (logged there).
+    let _ = crate::selfupdate::recover(paths);
     let Some(text) = crate::fsutil::read_optional(&unproven_file(paths))? else {
+        // No install is under way (the lock is held): a staged launcher left by a crash is of no use.
+        crate::selfupdate::discard_staging(paths);
         return Ok(());
     };
     let Ok(unproven) = serde_json::from_str::<Unproven>(&text) else {
         let _ = std::fs::remove_file(unproven_file(paths));
+        crate::selfupdate::discard_staging(paths);
         return Ok(());
     };
     if installer.current_version()?.as_ref() != Some(&unproven.version) {
         let _ = std::fs::remove_file(unproven_file(paths));
+        crate::selfupdate::discard_staging(paths);
         return Ok(());
     }
     tracing::warn!(version = %unproven.version, "an update was interrupted before its backend proved healthy; checking it now");
@@ -2042,10 +2097,20 @@ fn recover_locked(
     match gate.prove_healthy(&installer.version_dir(&unproven.version)) {
         Ok(_) => {
             gate.keep();
-            let _ = std::fs::remove_file(unproven_file(paths));
-            let _ = installer.prune(lock, config.backup_count as usize);
-            prune_model_store(paths);
-            Ok(())
+            // Everything the install would have done after its gate, from what it recorded.
+            let launcher = unproven.launcher.as_ref().and_then(|record| {
+                crate::selfupdate::prepared_after_crash(paths, &unproven.version, record)
+            });
+            let committed = commit(paths, config, installer, lock, &unproven);
+            if let Err(e) = &committed {
+                tracing::error!(version = %unproven.version, "the interrupted update is kept, but finishing it failed: {e}");
+            }
+            match launcher_step(paths, installer, launcher, &unproven) {
+                Some(outcome) => tracing::info!(version = %unproven.version, "{}", outcome.human()),
+                None => crate::selfupdate::discard_staging(paths),
+            }
+            tracing::info!(version = %unproven.version, "the interrupted update proved healthy and was finished");
+            committed.map(|_| ())
         }
         Err(reason) => Err(roll_back_unhealthy(
             paths, installer, lock, &unproven, gate, reason,
@@ -2061,6 +2126,9 @@ pub fn rollback(paths: &Paths, to: Option<&Version>, gate: &mut dyn HealthGate) 
     if let Some(report) = installer.recover_locked(&lock)? {
         tracing::warn!(action = ?report.action, "finished an interrupted install");
     }
+    // An interrupted launcher replacement is finished or undone first, so the launcher on disk is one
+    // this mechanism knows when the kept one is put back below.
+    let _ = crate::selfupdate::recover(paths);
     let from = installer.current_version()?;
     // Going back from V is a statement about V: without remembering it, the next automatic install
     // (window, headless runner, `auto_install`) would put V straight back. Written before the switch, so a

@@ -270,6 +270,11 @@ fn run_cli(cli: Cli) -> anyhow::Result<ExitCode> {
         interactive: std::io::stderr().is_terminal() && !cli.json && !cli.quiet,
         data_dir_problem,
     };
+    // A new launcher started as a start probe by the one replacing itself stops here, having come through
+    // everything a start does before its command's work (`run` stops later, where it would take ownership).
+    if !matches!(&cli.command, Some(Command::Run(_)) | None) {
+        crate::selfupdate::probe_point();
+    }
     match cli.command {
         Some(Command::Update(args)) => update::run(&ctx, args),
         Some(Command::Release(args)) => release::run(&ctx, args),

@@ -31,6 +31,8 @@ pub struct RunArgs {
 
 pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
     if !args.headless {
+        // A start probe of a new launcher ends here, before the window takes ownership of the install.
+        crate::selfupdate::probe_point();
         // `--json` asks for a document, not a window.
         if !ctx.json && crate::ui::display_available() {
             crate::ui::run_window(ctx.paths.clone())?;
@@ -54,6 +56,9 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
     // One owner per data folder: a second runner (or one started while a window or a foreground
     // `backend start` owns the install) is refused, naming the owner and `api status`; as a user service
     // it is restarted by the service manager and takes over once that owner has ended.
+    // A start probe of a new launcher (`selfupdate`) ends here: everything before taking ownership ran,
+    // and the owner lock, which the launcher probing it holds, is not touched.
+    crate::selfupdate::probe_point();
     let owner = crate::owner::Owner::take_as(&ctx.paths, "run --headless")?;
     let service = crate::app::Service::new(ctx.paths.clone());
     crate::paths::ensure_dir(&ctx.paths.models_dir())?;

@@ -366,3 +366,280 @@ fn a_launcher_installed_by_dpkg_is_not_replaced_and_says_to_update_it_with_apt()
         "{text}"
     );
 }
+
+/// A launcher that is a small script carrying `version` in its version slot, like a real one: it hands
+/// `self-test` to a real launcher stamped `version` (kept in `work`), so it passes its self-test; started
+/// any other way it hands over too when `starts`, else it exits 101 as a launcher that panics at start.
+#[cfg(unix)]
+fn script_launcher(work: &Path, version: &'static str, starts: bool) -> impl FnOnce(&Path) + use<> {
+    let real = work.join(format!("real-{version}"));
+    move |to: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        stamp_version(Path::new(LAUNCHER), &real, version).unwrap();
+        let otherwise = if starts {
+            format!("exec '{}' \"$@\"", real.display())
+        } else {
+            "echo 'thread main panicked: cannot start' >&2; exit 101".to_owned()
+        };
+        let mut script = format!(
+            "#!/bin/sh\ncase \" $* \" in *\" self-test \"*) exec '{}' \"$@\" ;; esac\n{otherwise}\n",
+            real.display()
+        )
+        .into_bytes();
+        // Never read by the shell (it ended above); found by the launcher reading this file's version.
+        let mut slot = format!("PAI-LAUNCHER-VERSION={version}").into_bytes();
+        slot.resize(64, 0);
+        script.extend_from_slice(&slot);
+        script.push(b'\n');
+        std::fs::write(to, script).unwrap();
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+/// `install/launcher.json`, read from disk (the launcher file may be anything while a test runs).
+fn launcher_state(home: &Path) -> Value {
+    std::fs::read(home.join("install/launcher.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+#[cfg(unix)]
+#[test]
+fn a_new_launcher_that_passes_its_self_test_but_cannot_start_is_put_back_and_the_runner_keeps_running() {
+    let s = Setup::new();
+    let original = std::fs::read(&s.exe).unwrap();
+    s.publish("1.0.0", script_launcher(&s.work, "9.2.0", false));
+    let log = s.work.join("runner.log");
+    let mut child = launcher_at(&s.exe, &s.home)
+        .args(["run", "--headless", "--api-port", "0"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // The first install brings launcher 9.2.0, which answers its self-test but cannot start as the
+    // runner is started: it is recorded as failed (or, before the start probe, the runner became it).
+    let started = Instant::now();
+    while launcher_state(&s.home)["failed"]["1.0.0"].is_null()
+        && child.try_wait().unwrap().is_none()
+        && started.elapsed() < Duration::from_secs(120)
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let alive = child.try_wait().unwrap().is_none();
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(alive, "the runner ended: {:?}\n{}", child.try_wait(), log_text());
+    assert!(
+        std::fs::read(&s.exe).unwrap() == original,
+        "the launcher file is not the one that ran before\n{}",
+        log_text()
+    );
+    let info = wait_for_owner(&s.home, THIS, Duration::from_secs(10));
+    assert_eq!(info["pid"].as_u64(), Some(child.id() as u64), "{info}");
+    let status = s.install_json(&["status"]);
+    let reason = status["launcher"]["failed"]["1.0.0"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("run --headless --api-port 0") && reason.contains("exited with status 101"),
+        "{status}"
+    );
+    assert!(reason.contains("put back"), "{status}");
+    assert!(status["launcher"]["replacing"].is_null(), "{status}");
+    assert_eq!(status["current_version"], "1.0.0", "the backend's update stands");
+    assert!(
+        !s.home.join("install/launcher-undo").join(launcher_file_name()).exists(),
+        "no copy is left once the previous launcher is back"
+    );
+    // Still the same runner, still supervising: it did not stop for a restart.
+    assert!(child.try_wait().unwrap().is_none());
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}\n{}", log_text());
+}
+
+/// What a kill -9 right after the new launcher was put at the path leaves (before its test in place): the
+/// new launcher there, the previous one's copy in `install/launcher-undo/`, and the intent recorded.
+#[cfg(unix)]
+fn leave_an_interrupted_replacement(s: &Setup, original: &[u8], to: &str, release: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let undo = s.home.join("install/launcher-undo").join(launcher_file_name());
+    std::fs::create_dir_all(undo.parent().unwrap()).unwrap();
+    std::fs::write(&undo, original).unwrap();
+    std::fs::set_permissions(&undo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    stamp_version(Path::new(LAUNCHER), &s.exe, to).unwrap();
+    let mut state = launcher_state(&s.home);
+    if state.is_null() {
+        state = serde_json::json!({});
+    }
+    state["replacing"] = serde_json::json!({
+        "from": THIS,
+        "to": to,
+        "release": release,
+        "path": std::fs::canonicalize(&s.exe).unwrap(),
+        "app": null,
+        "undo": undo,
+        "stage": "swapping",
+        "at": chrono::Utc::now(),
+    });
+    std::fs::write(
+        s.home.join("install/launcher.json"),
+        serde_json::to_vec_pretty(&state).unwrap(),
+    )
+    .unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn a_launcher_replacement_killed_before_its_test_in_place_is_undone_by_the_next_start() {
+    let s = Setup::new();
+    s.publish("1.0.0", stamped(THIS));
+    s.install_json(&["install"]);
+    s.publish("1.1.0", stamped(THIS));
+    s.install_json(&["install"]);
+    let _ = s.cli(&["backend", "stop"]);
+    let original = std::fs::read(&s.exe).unwrap();
+
+    // The next install (run here by the untested launcher the crash left at the path) puts the previous
+    // one back first and records why.
+    leave_an_interrupted_replacement(&s, &original, "9.4.0", "1.1.0");
+    s.install_json(&["install"]);
+    assert!(
+        std::fs::read(&s.exe).unwrap() == original,
+        "the untested launcher was left in place"
+    );
+    assert_eq!(s.version(), THIS);
+    let status = s.install_json(&["status"]);
+    assert!(status["launcher"]["replacing"].is_null(), "{status}");
+    assert!(
+        status["launcher"]["failed"]["1.1.0"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the previous launcher (")
+            && !s.home.join("install/launcher-undo").join(launcher_file_name()).exists(),
+        "{status}"
+    );
+
+    // A rollback finishes it the same way before it looks at the launcher to put back.
+    leave_an_interrupted_replacement(&s, &original, "9.4.1", "1.2.0");
+    let report = s.install_json(&["rollback"]);
+    assert_eq!(report["to"], "1.0.0", "{report}");
+    assert!(
+        std::fs::read(&s.exe).unwrap() == original,
+        "the rollback left the untested launcher in place: {report}"
+    );
+    assert!(launcher_state(&s.home)["replacing"].is_null());
+}
+
+/// Publishes a signed `version` into the feed, with a delta from each of `delta_from`.
+#[cfg(unix)]
+fn publish_signed(
+    s: &Setup,
+    version: &str,
+    backend_args: &[&str],
+    launcher: Option<Box<dyn FnOnce(&Path)>>,
+    key: &Path,
+    delta_from: &[&str],
+) {
+    let bundle = s.work.join(format!("bundle-{version}"));
+    make_bundle(&bundle, backend_args);
+    if let Some(launcher) = launcher {
+        launcher(&bundle.join(launcher_file_name()));
+    }
+    personal_ai_agent::pack::pack(&personal_ai_agent::pack::PackOptions {
+        version: version.parse().unwrap(),
+        platform: personal_ai_agent::platform::Platform::current(),
+        bundle_dir: bundle,
+        out_dir: s.feed.join(version),
+        channel: personal_ai_agent::version::Channel::Stable,
+        minisign_key: Some(key.to_path_buf()),
+        minisign_password: None,
+        published_at: chrono::Utc::now(),
+        notes: None,
+        also_tar_gz: false,
+        delta_from: delta_from.iter().map(|v| s.feed.join(v)).collect(),
+    })
+    .unwrap();
+    personal_ai_agent::sources::feed::write_feed(&s.feed).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn a_crash_in_the_health_window_is_finished_by_the_next_start_signature_launcher_and_downloads_included() {
+    let s = Setup::new();
+    let (public, secret) = crate::verify::minisign_keypair(&s.work, "release");
+    let (ok, _, err) = s.cli(&[
+        "update",
+        "configure",
+        "--json",
+        "--public-key",
+        public.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    publish_signed(&s, "1.0.0", &[], None, &secret, &[]);
+    s.install_json(&["install"]);
+    let _ = s.cli(&["backend", "stop"]);
+    // 1.1.0: a backend slow to become healthy (the health window lasts), launcher 9.5.0, a delta from 1.0.0.
+    publish_signed(
+        &s,
+        "1.1.0",
+        &["--startup-delay-ms", "3500"],
+        Some(Box::new(script_launcher(&s.work, "9.5.0", true))),
+        &secret,
+        &["1.0.0"],
+    );
+    let mut child = launcher_at(&s.exe, &s.home)
+        .args(["--json", "update", "install"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // In the health window: switched (unproven), the launcher staged, the new backend starting.
+    let staging = s.home.join("install/launcher-staging");
+    let unproven = s.home.join("install/unproven.json");
+    let started = Instant::now();
+    while !(staging.exists() && unproven.exists()) && child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(120), "never reached the health window");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(child.try_wait().unwrap().is_none(), "the install ended before the kill");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let downloads = s.home.join("downloads");
+    let leftovers = || -> Vec<String> {
+        std::fs::read_dir(&downloads)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        leftovers().iter().any(|n| n.ends_with(".delta")),
+        "the install was to come by a delta: {:?}",
+        leftovers()
+    );
+
+    // The next start proves 1.1.0 healthy and finishes what the install would have done.
+    s.install_json(&["install"]);
+    let _ = s.cli(&["backend", "stop"]);
+    let status = s.install_json(&["status"]);
+    assert_eq!(status["current_version"], "1.1.0", "{status}");
+    assert_eq!(status["signed"], true, "{status}");
+    assert!(
+        status["verification"]["verified_by"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("delta from 1.0.0"),
+        "{status}"
+    );
+    assert_eq!(status["launcher"]["last_replacement"]["to"], "9.5.0", "{status}");
+    assert_eq!(s.version(), "9.5.0");
+    assert!(!staging.exists(), "the staged launcher is left behind");
+    assert!(!unproven.exists());
+    assert!(
+        !leftovers().iter().any(|n| n.ends_with(".delta") || n.ends_with(".tar.zst")),
+        "downloads left behind: {:?}",
+        leftovers()
+    );
+}
