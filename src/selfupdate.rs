@@ -860,6 +860,14 @@ pub fn recover(paths: &Paths) -> Option<LauncherOutcome> {
                 forget_replacing(paths, &mut state, &r);
                 return None;
             }
+            if on_disk.as_deref() == Some(&r.from) && launcher_version() == r.from {
+                // Stopped (a power loss, say) before the file was touched: nothing to undo, and nothing
+                // says the new launcher is bad, so the release is not recorded as failed.
+                tracing::info!(release = %r.release, "a launcher replacement was interrupted before the file changed; nothing to undo");
+                forget_replacing(paths, &mut state, &r);
+                let _ = std::fs::remove_dir_all(staging_dir(paths));
+                return None;
+            }
             let why = "the launcher stopped while the new one was being put in place, before it proved itself there";
             if on_disk.as_deref() != Some(&r.from)
                 && let Err(e) = put_back(&r)

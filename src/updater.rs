@@ -750,6 +750,9 @@ impl<'a> SupervisorGate<'a> {
 /// (adopting what its bundle carries, bringing back what the store keeps for it; see
 /// `models::prepare_models_for`), so every version runs with its own models, a rolled-back one included.
 pub fn launch_plan(bundle_dir: &Path, paths: &Paths) -> Result<(crate::agent::LaunchPlan, Duration)> {
+    // Looked at again before every start, not only when the launcher started: a long-lived owner's folder
+    // may have vanished (a tmp cleaner) and been recreated by someone else since.
+    crate::paths::check_private_folder(&paths.data_dir)?;
     prepare_models(bundle_dir, paths);
     let spec = AgentSpec::load(bundle_dir)?;
     let port = crate::supervisor::free_loopback_port()

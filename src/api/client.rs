@@ -197,12 +197,46 @@ impl Client {
         ) else {
             return false;
         };
-        let mut token = self.token.write().unwrap_or_else(|p| p.into_inner());
-        if *token == fresh {
+        if self.token() == fresh {
             return false;
         }
-        *token = fresh;
+        // The port may have changed hands since `api.json` was read (an owner restarted in place listens
+        // elsewhere, and another local user may take the old port and answer 401 on purpose): the new
+        // token goes only to a server that proves it knows it.
+        if !self.owner_proves(&fresh) {
+            tracing::warn!(
+                port = self.info.port,
+                "the server on the owner's port refused the token and cannot prove it knows the new one; not sending it"
+            );
+            return false;
+        }
+        *self.token.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         true
+    }
+
+    /// Whether the server at this client's port answers `GET /api/owner/proof` for a fresh nonce with the
+    /// HMAC only the holder of `token` can make (compared in constant time).
+    fn owner_proves(&self, token: &str) -> bool {
+        let Ok(nonce) = crate::api::token::random_hex(32) else {
+            return false;
+        };
+        let Ok(response) = self
+            .http
+            .get(self.url(&format!("/api/owner/proof?nonce={nonce}")))
+            .send()
+        else {
+            return false;
+        };
+        if !response.status().is_success() {
+            return false;
+        }
+        let Ok(body) = response.json::<Value>() else {
+            return false;
+        };
+        let expected = crate::api::token::owner_proof(token, &nonce);
+        body["proof"]
+            .as_str()
+            .is_some_and(|proof| crate::api::token::matches(&expected, proof))
     }
 
     /// Sends the request `make` builds; once more with the token read again if the owner refused it.
@@ -466,7 +500,7 @@ mod tests {
                 url: format!("http://127.0.0.1:{port}"),
                 token_file: PathBuf::from("api-token"),
             },
-            token: "t".into(),
+            token: std::sync::Arc::new(std::sync::RwLock::new("t".into())),
             http: reqwest::blocking::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_millis(500))

@@ -152,15 +152,35 @@ pub fn main(args: impl Iterator<Item = String>) -> ! {
         settings.port
     );
     let settings = std::sync::Arc::new(settings);
-    for stream in listener.incoming().flatten() {
+    // Any local user can connect: connections (a thread each) are capped, and an accept error (out of
+    // descriptors, say) is waited out rather than spun on or allowed to end the server.
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        if open.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= MAX_CONNECTIONS {
+            open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+            continue;
+        }
         let settings = settings.clone();
-        let _ = std::thread::Builder::new()
+        let served = open.clone();
+        let spawned = std::thread::Builder::new()
             .name("connection".into())
             .spawn(move || {
                 if let Err(e) = serve(stream, &settings) {
                     complain!("agent backend: connection error: {e}");
                 }
+                served.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             });
+        if spawned.is_err() {
+            open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
     }
     complain!("agent backend: the listening socket closed");
     std::process::exit(1);
@@ -230,9 +250,15 @@ fn seconds(flag: &str, text: &str) -> Result<Duration, String> {
         .ok_or(format!("bad {flag} `{text}`: give seconds, such as 2 or 0.5"))
 }
 
+/// Connections served at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 64;
+/// The most a request (head and body) may be.
+const MAX_REQUEST_BYTES: u64 = 16 * 1024 + (1 << 20);
+
 fn serve(stream: TcpStream, settings: &Settings) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    // A request is read within a bound in bytes (head and body), so no client grows this process.
+    let mut reader = BufReader::new(stream.try_clone()?.take(MAX_REQUEST_BYTES));
     let mut writer = stream;
     // One request per connection keeps the example small; every answer says `Connection: close`.
     let mut request_line = String::new();
@@ -550,8 +576,10 @@ fn launcher_authority() -> Result<(String, String), String> {
 }
 
 /// Asks `GET /api/owner/proof` with a fresh random nonce and checks the answer is
-/// `HMAC-SHA256(token, "pai-owner-proof:" + nonce)`, in constant time. A new connection per call, so
-/// the proof is asked on every one: whoever answers this connection is whoever gets the token.
+/// `HMAC-SHA256(token, "pai-owner-proof:" + nonce)`, in constant time, before every call that carries the
+/// token. The proof and the call are two connections: what keeps the port from changing hands between them
+/// is that the owner closes its API only after this backend stopped (and a token works only for the owner
+/// start that made it).
 fn launcher_proves_itself(authority: &str, token: &str) -> Result<(), String> {
     let nonce = random_hex(32).ok_or("the operating system's random number generator failed")?;
     let answer = http_call(
