@@ -75,8 +75,7 @@ pub fn create(config_dir: &Path) -> Result<(String, PathBuf), TokenError> {
     temp.write_all(token.as_bytes())
         .and_then(|()| temp.as_file().sync_all())
         .map_err(io("write", temp.path()))?;
-    temp.persist(&path)
-        .map_err(|e| io("replace", &path)(e.error))?;
+    temp.persist(&path).map_err(|e| io("replace", &path)(e.error))?;
     // Put back to 0600 if a file with wider permissions was there (the rename keeps the new file's mode,
     // but say so: someone widened the old one).
     restrict(&path).map_err(io("restrict permissions of", &path))?;
@@ -123,7 +122,7 @@ pub fn owner_proof(token: &str, nonce: &str) -> String {
 
 /// Whether `nonce` is what `GET /api/owner/proof` takes: 16 to 64 bytes as hex digits.
 pub fn is_valid_nonce(nonce: &str) -> bool {
-    nonce.len() % 2 == 0
+    nonce.len().is_multiple_of(2)
         && NONCE_BYTES.contains(&(nonce.len() / 2))
         && nonce.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -307,7 +306,11 @@ mod tests {
         assert_eq!(read(dir.path()).as_deref(), Some(token.as_str()));
         let (again, _) = create(dir.path()).unwrap();
         assert_ne!(token, again, "a new token at every owner start");
-        assert_eq!(read(dir.path()).as_deref(), Some(again.as_str()), "the file holds the new one");
+        assert_eq!(
+            read(dir.path()).as_deref(),
+            Some(again.as_str()),
+            "the file holds the new one"
+        );
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())

@@ -302,7 +302,10 @@ fn serve(stream: TcpStream, settings: &Settings) -> std::io::Result<()> {
                 serde_json::json!({"status": "failing", "version": settings.version, "reason": "--fail-health"}),
             )
         } else {
-            (200, serde_json::json!({"status": "ok", "version": settings.version}))
+            (
+                200,
+                serde_json::json!({"status": "ok", "version": settings.version}),
+            )
         };
         return respond(&mut writer, status, "application/json", &json.to_string(), &[]);
     }
@@ -352,9 +355,18 @@ fn serve(stream: TcpStream, settings: &Settings) -> std::io::Result<()> {
     }
     let session = cookie.as_deref().and_then(session_of);
     let Some(session) = session else {
-        let known = matches!((method.as_str(), route), ("GET", "/") | ("POST", "/check" | "/update" | "/api/chat"));
+        let known = matches!(
+            (method.as_str(), route),
+            ("GET", "/") | ("POST", "/check" | "/update" | "/api/chat")
+        );
         if !known {
-            return respond(&mut writer, 404, "application/json", &serde_json::json!({"error": format!("no route for {method} {route}")}).to_string(), &[]);
+            return respond(
+                &mut writer,
+                404,
+                "application/json",
+                &serde_json::json!({"error": format!("no route for {method} {route}")}).to_string(),
+                &[],
+            );
         }
         return respond(&mut writer, 401, "text/html; charset=utf-8", &locked_page(), &[]);
     };
@@ -606,8 +618,7 @@ fn http_call(
     token: Option<&str>,
     body: Option<&str>,
 ) -> Result<serde_json::Value, String> {
-    let mut stream =
-        TcpStream::connect(authority).map_err(|e| format!("connecting to {authority}: {e}"))?;
+    let mut stream = TcpStream::connect(authority).map_err(|e| format!("connecting to {authority}: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;

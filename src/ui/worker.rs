@@ -372,8 +372,9 @@ impl Worker {
                         let answered = self.remote_refresh(remote, false);
                         // The owner restarted in place (a launcher update: same pid, a new port and token).
                         let moved = || {
-                            crate::owner::current(&self.paths)
-                                .is_some_and(|now| (now.pid, now.port) != (remote.info().pid, remote.info().port))
+                            crate::owner::current(&self.paths).is_some_and(|now| {
+                                (now.pid, now.port) != (remote.info().pid, remote.info().port)
+                            })
                         };
                         if !answered && (!crate::owner::is_owned(&self.paths) || moved()) {
                             // The owner is gone (killed, or closed): this window takes over, or attaches to

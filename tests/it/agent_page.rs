@@ -314,7 +314,10 @@ fn the_agents_page_serves_no_one_without_the_launchers_key_and_a_get_changes_not
         let answer = browser.get(format!("http://127.0.0.1:{port}/")).send().unwrap();
         assert_eq!(answer.status(), 401);
         let text = answer.text().unwrap();
-        assert!(text.contains("open the agent from the launcher (Open agent)"), "{text}");
+        assert!(
+            text.contains("open the agent from the launcher (Open agent)"),
+            "{text}"
+        );
         assert!(!text.contains("csrf"), "no form token without the key: {text}");
     }
     let wrong = browser
@@ -470,7 +473,11 @@ fn the_agent_sends_its_token_only_to_a_launcher_that_proves_it_knows_it() {
     let impostor = Impostor::start(&token);
     let port = free_port();
     let mut agent = std::process::Command::new(crate::support::LAUNCHER)
-        .args([personal_ai_agent::demo::AGENT_SUBCOMMAND, "--port", &port.to_string()])
+        .args([
+            personal_ai_agent::demo::AGENT_SUBCOMMAND,
+            "--port",
+            &port.to_string(),
+        ])
         .env("PAI_LAUNCHER_API", format!("http://127.0.0.1:{}", impostor.port))
         .env("PAI_LAUNCHER_TOKEN", &token)
         .env("PAI_AGENT_PAGE_KEY", &key)
@@ -509,16 +516,22 @@ fn the_agent_sends_its_token_only_to_a_launcher_that_proves_it_knows_it() {
     let (_, text) = page_with(&browser, port as u64, &cookie);
     let requests = impostor.requests();
     assert!(
-        requests.iter().all(|r| !r.to_ascii_lowercase().contains("authorization")
-            && !r.contains(&token)),
+        requests
+            .iter()
+            .all(|r| !r.to_ascii_lowercase().contains("authorization") && !r.contains(&token)),
         "the token went to a program that could not prove it knows it: {requests:#?}"
     );
     assert!(
-        requests.iter().any(|r| r.starts_with("GET /api/owner/proof?nonce=")),
+        requests
+            .iter()
+            .any(|r| r.starts_with("GET /api/owner/proof?nonce=")),
         "the agent asked for the proof: {requests:#?}"
     );
     assert!(text.contains("did not prove"), "{text}");
-    assert!(!text.contains("6.6.6"), "nothing of the impostor's is shown: {text}");
+    assert!(
+        !text.contains("6.6.6"),
+        "nothing of the impostor's is shown: {text}"
+    );
 
     // The same program, now answering the proof (as only the launcher holding the token can): the token
     // goes with the call.

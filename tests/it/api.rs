@@ -475,6 +475,10 @@ fn check_download_install_and_rollback_through_the_api_alone_with_progress_on_th
             "{environ}"
         );
         assert!(environ.contains(&format!("PAI_LAUNCHER_TOKEN={}", owner.token)));
+        assert!(environ.contains(&format!(
+            "PAI_AGENT_PAGE_KEY={}",
+            personal_ai_agent::api::token::page_key(&owner.token)
+        )));
     }
 
     let rollback = owner.run_job("/api/updates/rollback", json!({}));
@@ -629,7 +633,12 @@ fn every_owner_start_makes_a_new_token_and_proves_it_knows_it_without_the_token(
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["proof"], owner_proof(&first, &nonce));
     assert!(!body.to_string().contains(&first), "the proof is not the token");
-    for bad in ["", "?nonce=", "?nonce=abc", "?nonce=zz00zz00zz00zz00zz00zz00zz00zz00"] {
+    for bad in [
+        "",
+        "?nonce=",
+        "?nonce=abc",
+        "?nonce=zz00zz00zz00zz00zz00zz00zz00zz00",
+    ] {
         let (status, body) = answer(
             owner
                 .http
@@ -649,7 +658,15 @@ fn every_owner_start_makes_a_new_token_and_proves_it_knows_it_without_the_token(
             .unwrap(),
     );
     assert_eq!(status, 403, "a foreign Host");
-    let (status, _) = answer(send(&owner.http, "POST", &owner.url(&format!("/api/owner/proof?nonce={nonce}"))).send().unwrap());
+    let (status, _) = answer(
+        send(
+            &owner.http,
+            "POST",
+            &owner.url(&format!("/api/owner/proof?nonce={nonce}")),
+        )
+        .send()
+        .unwrap(),
+    );
     assert_eq!(status, 405);
     assert!(owner.stop().success());
 
@@ -673,7 +690,11 @@ fn every_owner_start_makes_a_new_token_and_proves_it_knows_it_without_the_token(
             .unwrap(),
     );
     assert_eq!(status, 200);
-    assert_ne!(body["proof"], owner_proof(&first, &nonce), "proves the new token only");
+    assert_ne!(
+        body["proof"],
+        owner_proof(&first, &nonce),
+        "proves the new token only"
+    );
     assert_eq!(body["proof"], owner_proof(&owner.token, &nonce));
     assert!(owner.stop().success());
 }
@@ -743,13 +764,7 @@ fn the_openapi_document_matches_what_the_server_answers() {
                 // No token needed; no nonce is the refusal.
                 assert_eq!(status, 400, "{method} {path}");
                 let nonce = "5a".repeat(32);
-                let (status, body) = answer(
-                    owner
-                        .http
-                        .get(format!("{url}?nonce={nonce}"))
-                        .send()
-                        .unwrap(),
-                );
+                let (status, body) = answer(owner.http.get(format!("{url}?nonce={nonce}")).send().unwrap());
                 assert!(documented.iter().any(|c| **c == status.to_string()));
                 assert!(body.get("proof").is_some(), "{body}");
                 continue;

@@ -800,6 +800,8 @@ fn closing_the_window_stops_the_agent_while_its_api_still_answers() {
     let home = temp_home();
     let paths = home_with_feed(home.path(), &feed_dir);
     json_of(&pai(home.path(), None, &["update", "install", "--json"]));
+    // The install's health check stopped a backend too (without an API): only the window's counts.
+    let _ = std::fs::remove_file(&report);
     let mut harness = window(&paths);
     pump_until(&mut harness, "the backend running", |h| {
         h.state().is_owner() && matches!(h.state().backend_state(), BackendState::Running { .. })
