@@ -323,6 +323,8 @@ impl Drop for WorkerHandle {
 }
 
 /// What the window drives.
+// One per window, never moved in a hot path: boxing `Local` would only complicate the patterns below.
+#[allow(clippy::large_enum_variant)]
 enum Engine {
     /// Not decided yet, or the owner could not be reached (the sentence says why); retried on each job.
     Undecided(String),
