@@ -1,7 +1,8 @@
 //! The agent's own web page, end to end (the seed's web flow): a `run --headless` owner runs the example
 //! backend, whose page at `/` shows the update status and offers "Update now" through the backend's own
 //! server-side calls to the launcher's API (`PAI_LAUNCHER_API` + `PAI_LAUNCHER_TOKEN`); the browser never
-//! sees the token. Also home to [`Headless`], the owner other tests (the attached window) start.
+//! sees the token. The page opens only with the launcher's key (`/?key=`, a session cookie), a GET changes
+//! nothing, and the backend sends the token only to a server that proves it knows it (issue 18). Also home to [`Headless`], the owner other tests (the attached window) start.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
