@@ -267,4 +267,28 @@ mod tests {
         );
         assert!(Owner::take(&paths).is_ok());
     }
+
+    #[test]
+    fn an_owner_whose_api_failed_withdraws_api_json_from_another_thread_and_keeps_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::under(dir.path());
+        let owner = Owner::take(&paths).unwrap();
+        owner
+            .publish(&ApiInfo {
+                port: 1234,
+                pid: std::process::id(),
+                version: "0.1.0".into(),
+                url: "http://127.0.0.1:1234".into(),
+                token_file: dir.path().join("api-token"),
+            })
+            .unwrap();
+        let withdraw = owner.withdrawal();
+        std::thread::spawn(withdraw).join().unwrap();
+        assert!(
+            read_api_info(&paths).is_none(),
+            "no face is sent to the failed API"
+        );
+        assert!(current(&paths).is_none());
+        assert!(is_owned(&paths), "the owner still holds the install");
+    }
 }

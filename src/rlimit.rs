@@ -33,8 +33,9 @@ pub fn raise_open_files_limit() {
             );
             return;
         }
-        let soft = u64::from(limit.rlim_cur);
-        let hard = u64::from(limit.rlim_max);
+        // `rlim_t` is not 64 bits wide on every Unix target.
+        #[allow(clippy::useless_conversion)]
+        let (soft, hard) = (u64::from(limit.rlim_cur), u64::from(limit.rlim_max));
         for ceiling in CEILINGS {
             let wanted = hard.min(ceiling);
             if wanted <= soft {

@@ -68,8 +68,9 @@ pub struct ApiServer {
     token_file: PathBuf,
     token: String,
     stopping: Arc<AtomicBool>,
-    /// `None` only while dropping.
-    server: Option<server::Server>,
+    /// `None` only while dropping; boxed so that what holds an `ApiServer` (the window's engine) stays
+    /// small.
+    server: Option<Box<server::Server>>,
     service: Service,
 }
 
@@ -154,7 +155,7 @@ impl ApiServer {
             token_file,
             token,
             stopping,
-            server: Some(server),
+            server: Some(Box::new(server)),
             service,
         })
     }
@@ -369,7 +370,7 @@ fn handle(mut request: Request, shared: &Shared) -> Option<(Request, Response)> 
                 None
             }
             Err(request) => respond(
-                request,
+                *request,
                 error_response(503, "too many event streams open; close one and try again", None),
             ),
         };

@@ -197,10 +197,13 @@ impl Conns {
     }
 }
 
+/// What is called once if the server cannot serve any more, with the reason.
+type FailureHook = Box<dyn FnOnce(&str) + Send>;
+
 #[derive(Default)]
 struct Health {
     failure: Option<String>,
-    on_failure: Option<Box<dyn FnOnce(&str) + Send>>,
+    on_failure: Option<FailureHook>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -792,12 +795,12 @@ impl Request {
     /// Turns the connection into an event stream, which the caller writes to (the status line and
     /// headers too). Gives the request's slot back and takes one of the stream slots; `Err` gives the
     /// request back when all of those are taken.
-    pub fn into_event_stream(self) -> Result<EventStream, Request> {
+    pub fn into_event_stream(self) -> Result<EventStream, Box<Request>> {
         let state = self.conn.slot.state.clone();
         {
             let mut conns = lock(&state.conns);
             if conns.streams >= state.limits.streams {
-                return Err(self);
+                return Err(Box::new(self));
             }
             conns.streams += 1;
         }
@@ -1225,7 +1228,7 @@ mod tests {
                         let _ = stream.flush();
                         std::thread::sleep(Duration::from_secs(2));
                     }
-                    Err(request) => request.respond(Response::new(503, Vec::new())),
+                    Err(request) => (*request).respond(Response::new(503, Vec::new())),
                 }
             } else {
                 request.respond(Response::new(200, Vec::new()));

@@ -128,7 +128,11 @@ fn idle_connections_beyond_the_open_files_limit_neither_stop_the_api_nor_lock_ou
         .expect("the API answers before the flood");
 
     let idle = open_idle(runner.port, 200);
-    assert!(idle.len() > 60, "only {} connections could be opened", idle.len());
+    assert!(
+        idle.len() > 60,
+        "only {} connections could be opened: the API stopped accepting them",
+        idle.len()
+    );
     // While they are all held: the owner's own client is served (the oldest idle ones make room).
     let took = runner
         .answers_within(Duration::from_secs(30))
