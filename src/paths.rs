@@ -438,11 +438,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("line 3: data_dir some/where is not an absolute path") && err.contains("--data-dir DIR"),
+            err.contains("line 3: data_dir some/where is not an absolute path")
+                && err.contains("--data-dir DIR"),
             "{err}"
         );
         let (paths, problem) = Paths::resolve_lenient_with(Some(home.path()), &|_| None).unwrap();
-        assert!(matches!(problem, Some(DataDirError::Setting { line: 3, .. })), "{problem:?}");
+        assert!(
+            matches!(problem, Some(DataDirError::Setting { line: 3, .. })),
+            "{problem:?}"
+        );
         assert_eq!(paths.config_dir, home.path());
     }
 
@@ -480,7 +484,10 @@ mod tests {
         // A parent others may write to (not sticky): they could rename `mine` and put their own there.
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
         let err = check_private_folder(&mine).unwrap_err().to_string();
-        assert!(err.contains(&format!("others may write to {} (mode 777)", shared.display())), "{err}");
+        assert!(
+            err.contains(&format!("others may write to {} (mode 777)", shared.display())),
+            "{err}"
+        );
         assert!(err.contains(&format!("chmod go-w {}", shared.display())), "{err}");
         // The same folder sticky (like /tmp): fine above ours, never for the folder itself.
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();

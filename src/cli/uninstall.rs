@@ -171,7 +171,11 @@ pub fn run(ctx: &Ctx, args: UninstallArgs) -> anyhow::Result<ExitCode> {
     // what failed (Windows cannot remove a folder holding an open file; the owner lock still keeps
     // every other launcher out).
     let owner = held.map(|held| {
-        let Held { owner, install, models } = held;
+        let Held {
+            owner,
+            install,
+            models,
+        } = held;
         drop(install);
         drop(models);
         owner
@@ -280,9 +284,7 @@ fn plan_data(paths: &crate::paths::Paths, keep_data: bool) -> Vec<Item> {
 /// folder and nobody else can change it.
 fn plan_root(paths: &crate::paths::Paths, keep_data: bool) -> Vec<Item> {
     let root = &paths.root_data_dir;
-    if *root == paths.data_dir
-        || !is_launchers_own(root)
-        || crate::paths::check_private_folder(root).is_err()
+    if *root == paths.data_dir || !is_launchers_own(root) || crate::paths::check_private_folder(root).is_err()
     {
         return Vec::new();
     }

@@ -527,10 +527,7 @@ fn local_supervisor(ctx: &Ctx) -> anyhow::Result<Supervisor> {
 /// The owner of the install, or a service here when nobody owns it and no other launcher process
 /// supervises the backend (then that process, not this one, must restart it); then this process holds
 /// the owner lock (returned) for as long as it works, saying it runs `what`.
-fn control_for_install(
-    ctx: &Ctx,
-    what: &str,
-) -> anyhow::Result<(Control, Option<crate::owner::Owner>)> {
+fn control_for_install(ctx: &Ctx, what: &str) -> anyhow::Result<(Control, Option<crate::owner::Owner>)> {
     let control = Control::connect(&ctx.paths)?;
     let mut owner = None;
     if let Control::Here(_) = control {

@@ -18,7 +18,13 @@ fn configure_data_dir(home: &Path, data: &Path) {
     json_of(&pai(
         home,
         None,
-        &["--json", "update", "configure", "--data-dir", data.to_str().unwrap()],
+        &[
+            "--json",
+            "update",
+            "configure",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
     ));
     assert!(data.join(".personal-ai-agent-data").is_file());
 }
@@ -98,7 +104,11 @@ fn a_configured_data_folder_another_user_recreated_is_refused_and_nothing_runs_f
     let theirs = drive.path().join("theirs");
     std::fs::create_dir(&theirs).unwrap();
     let said = hand_to_another_user(&theirs);
-    let refused = pai(h, None, &["update", "configure", "--data-dir", theirs.to_str().unwrap()]);
+    let refused = pai(
+        h,
+        None,
+        &["update", "configure", "--data-dir", theirs.to_str().unwrap()],
+    );
     assert_eq!(refused.status.code(), Some(1));
     assert!(stderr_of(&refused).contains(&said), "{}", stderr_of(&refused));
     assert!(!theirs.join(".personal-ai-agent-data").exists());
@@ -154,11 +164,13 @@ fn a_relative_data_dir_setting_is_an_error_naming_it() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     let err = stderr_of(&out);
     assert!(
-        err.contains("line 2: data_dir some/where is not an absolute path")
-            && err.contains("never guessed"),
+        err.contains("line 2: data_dir some/where is not an absolute path") && err.contains("never guessed"),
         "{err}"
     );
-    assert!(!h.join("install").exists() && !h.join("logs").exists(), "no fresh install in the default folder");
+    assert!(
+        !h.join("install").exists() && !h.join("logs").exists(),
+        "no fresh install in the default folder"
+    );
 }
 
 #[test]
@@ -218,7 +230,10 @@ fn a_refused_uninstall_stops_nothing_an_update_running_keeps_the_backend_and_the
     let err = stderr_of(&out);
     assert!(err.contains("nothing was removed: an update is running"), "{err}");
     let status = json_of(&pai(h, None, &["--json", "backend", "status"]));
-    assert_eq!(status["state"], "running", "the backend was not stopped: {status}");
+    assert_eq!(
+        status["state"], "running",
+        "the backend was not stopped: {status}"
+    );
     assert!(h.join("install/current").exists() && h.join("config.json").is_file());
 
     drop(lock);
@@ -236,7 +251,9 @@ fn uninstall_during_a_foreground_update_install_is_refused_naming_it_and_removes
     let server = TestServer::start(move |req| {
         let name = req.path_only().trim_start_matches('/').to_owned();
         match std::fs::read(served.join(&name)) {
-            Ok(bytes) if name.ends_with(".tar.zst") || name.ends_with(".tar.gz") || name.ends_with(".zip") => {
+            Ok(bytes)
+                if name.ends_with(".tar.zst") || name.ends_with(".tar.gz") || name.ends_with(".zip") =>
+            {
                 Response::bytes(bytes).trickle(8 * 1024, Duration::from_millis(100))
             }
             Ok(bytes) => Response::bytes(bytes),
@@ -246,7 +263,11 @@ fn uninstall_during_a_foreground_update_install_is_refused_naming_it_and_removes
     let home = temp_home();
     let h = home.path();
     let feed_url = format!("{}/feed.json", server.url());
-    json_of(&pai(h, None, &["--json", "update", "configure", "--feed", &feed_url]));
+    json_of(&pai(
+        h,
+        None,
+        &["--json", "update", "configure", "--feed", &feed_url],
+    ));
     let mut install = crate::support::launcher_in(h)
         .args(["update", "install"])
         .stdout(std::process::Stdio::null())
@@ -270,7 +291,10 @@ fn uninstall_during_a_foreground_update_install_is_refused_naming_it_and_removes
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     let err = stderr_of(&out);
     assert!(
-        err.contains(&format!("`update install` (pid {}) is working on this install", install.id())),
+        err.contains(&format!(
+            "`update install` (pid {}) is working on this install",
+            install.id()
+        )),
         "{err}"
     );
     assert!(h.join("config.json").is_file(), "nothing was removed");

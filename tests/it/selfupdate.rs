@@ -446,7 +446,10 @@ fn a_new_launcher_that_passes_its_self_test_but_cannot_start_is_put_back_and_the
     assert!(status["launcher"]["replacing"].is_null(), "{status}");
     assert_eq!(status["current_version"], "1.0.0", "the backend's update stands");
     assert!(
-        !s.home.join("install/launcher-undo").join(launcher_file_name()).exists(),
+        !s.home
+            .join("install/launcher-undo")
+            .join(launcher_file_name())
+            .exists(),
         "no copy is left once the previous launcher is back"
     );
     // Still the same runner, still supervising: it did not stop for a restart.
@@ -514,7 +517,11 @@ fn a_launcher_replacement_killed_before_its_test_in_place_is_undone_by_the_next_
             .as_str()
             .unwrap_or_default()
             .contains("the previous launcher (")
-            && !s.home.join("install/launcher-undo").join(launcher_file_name()).exists(),
+            && !s
+                .home
+                .join("install/launcher-undo")
+                .join(launcher_file_name())
+                .exists(),
         "{status}"
     );
 
@@ -597,11 +604,17 @@ fn a_crash_in_the_health_window_is_finished_by_the_next_start_signature_launcher
     let unproven = s.home.join("install/unproven.json");
     let started = Instant::now();
     while !(staging.exists() && unproven.exists()) && child.try_wait().unwrap().is_none() {
-        assert!(started.elapsed() < Duration::from_secs(120), "never reached the health window");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "never reached the health window"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(1000));
-    assert!(child.try_wait().unwrap().is_none(), "the install ended before the kill");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the install ended before the kill"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let downloads = s.home.join("downloads");
@@ -638,7 +651,9 @@ fn a_crash_in_the_health_window_is_finished_by_the_next_start_signature_launcher
     assert!(!staging.exists(), "the staged launcher is left behind");
     assert!(!unproven.exists());
     assert!(
-        !leftovers().iter().any(|n| n.ends_with(".delta") || n.ends_with(".tar.zst")),
+        !leftovers()
+            .iter()
+            .any(|n| n.ends_with(".delta") || n.ends_with(".tar.zst")),
         "downloads left behind: {:?}",
         leftovers()
     );
