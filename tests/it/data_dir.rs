@@ -226,14 +226,16 @@ fn a_refused_uninstall_stops_nothing_an_update_running_keeps_the_backend_and_the
     lock.try_lock().unwrap();
 
     let out = pai(h, None, &["uninstall", "--yes"]);
+    let status = json_of(&pai(h, None, &["--json", "backend", "status"]));
+    assert_eq!(
+        status["state"],
+        "running",
+        "a refused uninstall must not have stopped the backend: {status}\n{}",
+        stderr_of(&out)
+    );
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     let err = stderr_of(&out);
     assert!(err.contains("nothing was removed: an update is running"), "{err}");
-    let status = json_of(&pai(h, None, &["--json", "backend", "status"]));
-    assert_eq!(
-        status["state"], "running",
-        "the backend was not stopped: {status}"
-    );
     assert!(h.join("install/current").exists() && h.join("config.json").is_file());
 
     drop(lock);
@@ -246,16 +248,13 @@ fn uninstall_during_a_foreground_update_install_is_refused_naming_it_and_removes
     let work = temp_home();
     let feed = work.path().join("feed");
     crate::support::publish_to_feed(work.path(), &feed, "1.0.0", &[]);
-    // The feed over HTTP, its archive sent slowly: the install is still downloading when uninstall runs.
+    // The feed over HTTP, its release list answered slowly: the install is still looking for the
+    // release (before it takes the update lock) when uninstall runs.
     let served = feed.clone();
     let server = TestServer::start(move |req| {
         let name = req.path_only().trim_start_matches('/').to_owned();
         match std::fs::read(served.join(&name)) {
-            Ok(bytes)
-                if name.ends_with(".tar.zst") || name.ends_with(".tar.gz") || name.ends_with(".zip") =>
-            {
-                Response::bytes(bytes).trickle(8 * 1024, Duration::from_millis(100))
-            }
+            Ok(bytes) if name == "feed.json" => Response::bytes(bytes).delay(Duration::from_secs(5)),
             Ok(bytes) => Response::bytes(bytes),
             Err(_) => Response::new(404),
         }
@@ -275,12 +274,11 @@ fn uninstall_during_a_foreground_update_install_is_refused_naming_it_and_removes
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !server
-        .requests()
-        .iter()
-        .any(|r| r.path.ends_with(".tar.zst") || r.path.ends_with(".zip") || r.path.ends_with(".tar.gz"))
-    {
-        assert!(Instant::now() < deadline, "the install never began its download");
+    while !server.requests().iter().any(|r| r.path_only() == "/feed.json") {
+        assert!(
+            Instant::now() < deadline,
+            "the install never asked for the release list"
+        );
         assert!(install.try_wait().unwrap().is_none(), "the install ended early");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -288,14 +286,54 @@ fn uninstall_during_a_foreground_update_install_is_refused_naming_it_and_removes
     let out = pai(h, None, &["uninstall", "--yes"]);
     let _ = install.kill();
     let _ = install.wait();
+    assert!(
+        h.join("config.json").is_file(),
+        "nothing may be removed under a running install: {}",
+        stderr_of(&out)
+    );
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     let err = stderr_of(&out);
     assert!(
         err.contains(&format!(
-            "`update install` (pid {}) is working on this install",
+            "nothing was removed or stopped: `update install` (pid {}) is working on this install",
             install.id()
         )),
         "{err}"
     );
-    assert!(h.join("config.json").is_file(), "nothing was removed");
+}
+
+#[test]
+fn a_command_finding_the_install_held_without_an_api_never_works_beside_the_holder() {
+    let work = temp_home();
+    let feed = work.path().join("feed");
+    crate::support::publish_to_feed(work.path(), &feed, "1.0.0", &[]);
+    let home = temp_home();
+    let h = home.path();
+    json_of(&pai(
+        h,
+        None,
+        &["--json", "update", "configure", "--feed", feed.to_str().unwrap()],
+    ));
+    // Another launcher holds the owner lock and serves no API (an `uninstall` removing, a foreground
+    // `update install`, an owner starting): not "nobody".
+    let paths = personal_ai_agent::paths::Paths::resolve(Some(h)).unwrap();
+    let held = personal_ai_agent::owner::Owner::take_as(&paths, "uninstall").unwrap();
+    let out = pai(h, None, &["update", "install"]);
+    assert!(
+        !h.join("install/versions/1.0.0").exists(),
+        "nothing was installed beside the holder: {}",
+        stderr_of(&out)
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains(&format!(
+            "`uninstall` (pid {}) holds this install without serving an API",
+            std::process::id()
+        )),
+        "{err}"
+    );
+    drop(held);
+    json_of(&pai(h, None, &["--json", "update", "install"]));
+    assert!(h.join("install/versions/1.0.0").is_dir());
 }
