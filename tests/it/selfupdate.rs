@@ -536,13 +536,17 @@ fn a_launcher_replacement_killed_before_its_test_in_place_is_undone_by_the_next_
     assert!(launcher_state(&s.home)["replacing"].is_null());
 }
 
+/// What puts a launcher into a bundle being published.
+#[cfg(unix)]
+type PutLauncher = Box<dyn FnOnce(&Path)>;
+
 /// Publishes a signed `version` into the feed, with a delta from each of `delta_from`.
 #[cfg(unix)]
 fn publish_signed(
     s: &Setup,
     version: &str,
     backend_args: &[&str],
-    launcher: Option<Box<dyn FnOnce(&Path)>>,
+    launcher: Option<PutLauncher>,
     key: &Path,
     delta_from: &[&str],
 ) {
