@@ -464,10 +464,7 @@ fn folder_writable(dir: &Path) -> bool {
 
 /// Runs `cmd` with its output captured (64 KiB at most each) for at most `timeout`; `(status, stdout,
 /// stderr)`, or `None` when it could not start or did not end in time (it is killed then).
-fn run_bounded(
-    cmd: &mut Command,
-    timeout: Duration,
-) -> Option<(std::process::ExitStatus, Vec<u8>, Vec<u8>)> {
+fn run_bounded(cmd: &mut Command, timeout: Duration) -> Option<(std::process::ExitStatus, Vec<u8>, Vec<u8>)> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -674,7 +671,12 @@ fn probe_start(paths: &Paths, exe: &Path, offered: &Version) -> Result<(), Strin
     let dir = tempfile::Builder::new()
         .prefix(".launcher-probe")
         .tempdir_in(paths.install_dir())
-        .map_err(|e| format!("no folder for its start probe in {}: {e}", paths.install_dir().display()))?;
+        .map_err(|e| {
+            format!(
+                "no folder for its start probe in {}: {e}",
+                paths.install_dir().display()
+            )
+        })?;
     let result = dir.path().join("started.json");
     let mut cmd = Command::new(exe);
     cmd.args(&args).env(PROBE_ENV, &result);
@@ -877,7 +879,10 @@ pub fn recover(paths: &Paths) -> Option<LauncherOutcome> {
             }
             let reason = format!("{why}; the previous launcher ({}) was put back", r.from);
             tracing::warn!(%release, %reason, "an interrupted launcher replacement was undone");
-            state.failed.entry(r.release.clone()).or_insert_with(|| reason.clone());
+            state
+                .failed
+                .entry(r.release.clone())
+                .or_insert_with(|| reason.clone());
             forget_replacing(paths, &mut state, &r);
             let _ = std::fs::remove_dir_all(staging_dir(paths));
             // This process may be the launcher that was being put in place: it restarts into the one back.
@@ -916,7 +921,10 @@ fn undo_unstarted(paths: &Paths, exe: &Path, reason: &str) -> bool {
     }
     state.failed.insert(
         r.release.clone(),
-        format!("it could not be started ({reason}); the previous launcher ({}) was put back", r.from),
+        format!(
+            "it could not be started ({reason}); the previous launcher ({}) was put back",
+            r.from
+        ),
     );
     state.last = r.previous_last.clone();
     forget_replacing(paths, &mut state, &r);
@@ -1503,6 +1511,14 @@ fn replace_with(
     let _ = std::fs::remove_dir_all(staging_dir(paths));
     if let Err(reason) = proven {
         let put_back = put_back(&replacing);
+        let reason = match &put_back {
+            Ok(()) => format!("in place, {reason}; the previous launcher was put back"),
+            Err(e) => format!(
+                "in place, {reason}, and putting the previous launcher back failed ({e}): copy {} to {} by hand",
+                undo.display(),
+                app.as_deref().unwrap_or(exe).display()
+            ),
+        };
         state.failed.insert(release.to_string(), reason.clone());
         if put_back.is_ok() {
             forget_replacing(paths, &mut state, &replacing);
@@ -1510,14 +1526,7 @@ fn replace_with(
             // Kept, with the record, for the next start to try again.
             write_state(paths, &state);
         }
-        return failed(match put_back {
-            Ok(()) => format!("in place, {reason}; the previous launcher was put back"),
-            Err(e) => format!(
-                "in place, {reason}, and putting the previous launcher back failed ({e}): copy {} to {} by hand",
-                undo.display(),
-                app.as_deref().unwrap_or(exe).display()
-            ),
-        });
+        return failed(reason);
     }
     state.last = Some(Replacement {
         from: running.to_string(),

@@ -1799,14 +1799,8 @@ impl Updater {
             Ok(time_to_healthy) => {
                 let downtime = stopped_at.elapsed();
                 let backend_running = gate.keep();
-                let pruned = commit(
-                    &self.paths,
-                    &self.config,
-                    installer,
-                    lock,
-                    &unproven,
-                )
-                .map_err(Failed::After)?;
+                let pruned =
+                    commit(&self.paths, &self.config, installer, lock, &unproven).map_err(Failed::After)?;
                 tracing::info!(
                     %version,
                     downtime_ms = downtime.as_millis() as u64,
@@ -1903,12 +1897,8 @@ fn launcher_step(
     launcher: Option<crate::selfupdate::Prepared>,
     unproven: &Unproven,
 ) -> Option<crate::selfupdate::LauncherOutcome> {
-    let outcome = crate::selfupdate::update_from_bundle(
-        paths,
-        launcher,
-        &unproven.version,
-        unproven.previous.as_ref(),
-    );
+    let outcome =
+        crate::selfupdate::update_from_bundle(paths, launcher, &unproven.version, unproven.previous.as_ref());
     if let Ok(installed) = installer.installed_versions() {
         crate::selfupdate::prune_saved(paths, &installed);
     }
@@ -2055,9 +2045,10 @@ fn recover_locked(
         Ok(_) => {
             gate.keep();
             // Everything the install would have done after its gate, from what it recorded.
-            let launcher = unproven.launcher.as_ref().and_then(|record| {
-                crate::selfupdate::prepared_after_crash(paths, &unproven.version, record)
-            });
+            let launcher = unproven
+                .launcher
+                .as_ref()
+                .and_then(|record| crate::selfupdate::prepared_after_crash(paths, &unproven.version, record));
             let committed = commit(paths, config, installer, lock, &unproven);
             if let Err(e) = &committed {
                 tracing::error!(version = %unproven.version, "the interrupted update is kept, but finishing it failed: {e}");

@@ -242,6 +242,15 @@ fn the_headless_runner_restarts_into_the_new_launcher_with_the_same_arguments() 
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(s.version(), "9.2.0");
+    // Once it owns the install, the new launcher has started: the previous one is let go.
+    let state = launcher_state(&s.home);
+    assert!(state["replacing"].is_null(), "{state}");
+    assert!(
+        !s.home
+            .join("install/launcher-undo")
+            .join(launcher_file_name())
+            .exists()
+    );
     assert!(child.try_wait().unwrap().is_none(), "the runner is still running");
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
@@ -446,7 +455,10 @@ fn a_new_launcher_that_passes_its_self_test_but_cannot_start_is_put_back_and_the
     assert!(status["launcher"]["replacing"].is_null(), "{status}");
     assert_eq!(status["current_version"], "1.0.0", "the backend's update stands");
     assert!(
-        !s.home.join("install/launcher-undo").join(launcher_file_name()).exists(),
+        !s.home
+            .join("install/launcher-undo")
+            .join(launcher_file_name())
+            .exists(),
         "no copy is left once the previous launcher is back"
     );
     // Still the same runner, still supervising: it did not stop for a restart.
@@ -514,7 +526,11 @@ fn a_launcher_replacement_killed_before_its_test_in_place_is_undone_by_the_next_
             .as_str()
             .unwrap_or_default()
             .contains("the previous launcher (")
-            && !s.home.join("install/launcher-undo").join(launcher_file_name()).exists(),
+            && !s
+                .home
+                .join("install/launcher-undo")
+                .join(launcher_file_name())
+                .exists(),
         "{status}"
     );
 
@@ -529,18 +545,26 @@ fn a_launcher_replacement_killed_before_its_test_in_place_is_undone_by_the_next_
     assert!(launcher_state(&s.home)["replacing"].is_null());
 }
 
+/// Writes a launcher into a bundle at the path given.
+type WriteLauncher = Box<dyn FnOnce(&Path)>;
+
 /// Publishes a signed `version` into the feed, with a delta from each of `delta_from`.
 #[cfg(unix)]
 fn publish_signed(
     s: &Setup,
     version: &str,
     backend_args: &[&str],
-    launcher: Option<Box<dyn FnOnce(&Path)>>,
+    launcher: Option<WriteLauncher>,
     key: &Path,
     delta_from: &[&str],
 ) {
     let bundle = s.work.join(format!("bundle-{version}"));
     make_bundle(&bundle, backend_args);
+    // A loaded machine must not fail the slow backend's health check: the test is about the crash.
+    let agent_json = bundle.join("agent.json");
+    let mut agent: Value = serde_json::from_slice(&std::fs::read(&agent_json).unwrap()).unwrap();
+    agent["ready_timeout_secs"] = 120.into();
+    std::fs::write(&agent_json, serde_json::to_vec_pretty(&agent).unwrap()).unwrap();
     if let Some(launcher) = launcher {
         launcher(&bundle.join(launcher_file_name()));
     }
@@ -565,6 +589,7 @@ fn publish_signed(
 #[test]
 fn a_crash_in_the_health_window_is_finished_by_the_next_start_signature_launcher_and_downloads_included() {
     let s = Setup::new();
+    std::fs::create_dir_all(&s.work).unwrap();
     let (public, secret) = crate::verify::minisign_keypair(&s.work, "release");
     let (ok, _, err) = s.cli(&[
         "update",
@@ -581,7 +606,7 @@ fn a_crash_in_the_health_window_is_finished_by_the_next_start_signature_launcher
     publish_signed(
         &s,
         "1.1.0",
-        &["--startup-delay-ms", "3500"],
+        &["--startup-delay-ms", "6000"],
         Some(Box::new(script_launcher(&s.work, "9.5.0", true))),
         &secret,
         &["1.0.0"],
@@ -597,11 +622,17 @@ fn a_crash_in_the_health_window_is_finished_by_the_next_start_signature_launcher
     let unproven = s.home.join("install/unproven.json");
     let started = Instant::now();
     while !(staging.exists() && unproven.exists()) && child.try_wait().unwrap().is_none() {
-        assert!(started.elapsed() < Duration::from_secs(120), "never reached the health window");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "never reached the health window"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(1000));
-    assert!(child.try_wait().unwrap().is_none(), "the install ended before the kill");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the install ended before the kill"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let downloads = s.home.join("downloads");
@@ -638,7 +669,9 @@ fn a_crash_in_the_health_window_is_finished_by_the_next_start_signature_launcher
     assert!(!staging.exists(), "the staged launcher is left behind");
     assert!(!unproven.exists());
     assert!(
-        !leftovers().iter().any(|n| n.ends_with(".delta") || n.ends_with(".tar.zst")),
+        !leftovers()
+            .iter()
+            .any(|n| n.ends_with(".delta") || n.ends_with(".tar.zst")),
         "downloads left behind: {:?}",
         leftovers()
     );
