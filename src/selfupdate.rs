@@ -1519,6 +1519,14 @@ fn replace_with(
     let _ = std::fs::remove_dir_all(staging_dir(paths));
     if let Err(reason) = proven {
         let put_back = put_back(&replacing);
+        let reason = match &put_back {
+            Ok(()) => format!("in place, {reason}; the previous launcher was put back"),
+            Err(e) => format!(
+                "in place, {reason}, and putting the previous launcher back failed ({e}): copy {} to {} by hand",
+                undo.display(),
+                app.as_deref().unwrap_or(exe).display()
+            ),
+        };
         state.failed.insert(release.to_string(), reason.clone());
         if put_back.is_ok() {
             forget_replacing(paths, &mut state, &replacing);
@@ -1526,14 +1534,7 @@ fn replace_with(
             // Kept, with the record, for the next start to try again.
             write_state(paths, &state);
         }
-        return failed(match put_back {
-            Ok(()) => format!("in place, {reason}; the previous launcher was put back"),
-            Err(e) => format!(
-                "in place, {reason}, and putting the previous launcher back failed ({e}): copy {} to {} by hand",
-                undo.display(),
-                app.as_deref().unwrap_or(exe).display()
-            ),
-        });
+        return failed(reason);
     }
     state.last = Some(Replacement {
         from: running.to_string(),

@@ -242,6 +242,15 @@ fn the_headless_runner_restarts_into_the_new_launcher_with_the_same_arguments() 
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(s.version(), "9.2.0");
+    // Once it owns the install, the new launcher has started: the previous one is let go.
+    let state = launcher_state(&s.home);
+    assert!(state["replacing"].is_null(), "{state}");
+    assert!(
+        !s.home
+            .join("install/launcher-undo")
+            .join(launcher_file_name())
+            .exists()
+    );
     assert!(child.try_wait().unwrap().is_none(), "the runner is still running");
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
@@ -536,9 +545,9 @@ fn a_launcher_replacement_killed_before_its_test_in_place_is_undone_by_the_next_
     assert!(launcher_state(&s.home)["replacing"].is_null());
 }
 
-/// What puts a launcher into a bundle being published.
+/// Writes a launcher into a bundle at the path given.
 #[cfg(unix)]
-type PutLauncher = Box<dyn FnOnce(&Path)>;
+type WriteLauncher = Box<dyn FnOnce(&Path)>;
 
 /// Publishes a signed `version` into the feed, with a delta from each of `delta_from`.
 #[cfg(unix)]
@@ -546,12 +555,17 @@ fn publish_signed(
     s: &Setup,
     version: &str,
     backend_args: &[&str],
-    launcher: Option<PutLauncher>,
+    launcher: Option<WriteLauncher>,
     key: &Path,
     delta_from: &[&str],
 ) {
     let bundle = s.work.join(format!("bundle-{version}"));
     make_bundle(&bundle, backend_args);
+    // A loaded machine must not fail the slow backend's health check: the test is about the crash.
+    let agent_json = bundle.join("agent.json");
+    let mut agent: Value = serde_json::from_slice(&std::fs::read(&agent_json).unwrap()).unwrap();
+    agent["ready_timeout_secs"] = 120.into();
+    std::fs::write(&agent_json, serde_json::to_vec_pretty(&agent).unwrap()).unwrap();
     if let Some(launcher) = launcher {
         launcher(&bundle.join(launcher_file_name()));
     }
@@ -576,6 +590,7 @@ fn publish_signed(
 #[test]
 fn a_crash_in_the_health_window_is_finished_by_the_next_start_signature_launcher_and_downloads_included() {
     let s = Setup::new();
+    std::fs::create_dir_all(&s.work).unwrap();
     let (public, secret) = crate::verify::minisign_keypair(&s.work, "release");
     let (ok, _, err) = s.cli(&[
         "update",
@@ -592,7 +607,7 @@ fn a_crash_in_the_health_window_is_finished_by_the_next_start_signature_launcher
     publish_signed(
         &s,
         "1.1.0",
-        &["--startup-delay-ms", "3500"],
+        &["--startup-delay-ms", "6000"],
         Some(Box::new(script_launcher(&s.work, "9.5.0", true))),
         &secret,
         &["1.0.0"],
